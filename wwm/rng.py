@@ -1,0 +1,100 @@
+"""Keyed, counter-based randomness on 32-bit unsigned integers.
+
+Every random number the masker draws is a pure function of (seed, epoch, example id, stream,
+counter). Nothing depends on a global generator, the batch an example sits in, the data-loader
+worker or the host, so the same example gets the same mask everywhere. The arithmetic is uint32
+xor / shift / multiply (mod 2^32) only, which jax.numpy and torch reproduce bit-exactly on device.
+docs/masking.md is the normative spec; this module is its reference implementation.
+
+The mixing function is Chris Wellons' `lowbias32` integer hash (constants 0x21f0aaad, 0x735a2d97,
+shifts 16/15/15): a bijection on uint32 with full avalanche. We do not use Philox or Threefry
+because the masker needs only a few bits per word and those cost 10-20x more numpy passes; the
+statistical tests in tests/test_masking.py check the rates that matter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+U32 = np.uint32
+_MUL1 = U32(0x21F0AAAD)
+_MUL2 = U32(0x735A2D97)
+_GOLDEN = 0x9E3779B9
+_KEY_SALT = 0x5EED_2B0C  # start of the key chain, so that all-zero inputs do not hash to 0
+
+# Stream constants: one independent sequence per decision the masker makes.
+STREAM_PRIORITY = 1  # order in which words (or n-gram spans) are taken
+STREAM_SELECT = 2  # Bernoulli budget: is this word selected
+STREAM_REPLACE = 3  # [MASK] / random / keep
+STREAM_TOKEN = 4  # which random token replaces a token
+STREAM_NGRAM = 5  # length of the n-gram span that starts at a word
+
+# The 24-bit uniform used for every probability comparison: u24 = value >> 8, event iff u24 < T,
+# with T = round(p * 2^24). Integer comparisons keep the decision identical in every framework.
+UNIFORM_BITS = 24
+
+
+def hash32(x: np.ndarray) -> np.ndarray:
+    """lowbias32: uint32 -> uint32 bijection. Input is converted to uint32 (mod 2^32)."""
+    x = np.asarray(x).astype(U32, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> U32(16)
+        x *= _MUL1
+        x ^= x >> U32(15)
+        x *= _MUL2
+        x ^= x >> U32(15)
+    return x
+
+
+def _split64(value: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(value, dtype=np.uint64)
+    return (v & np.uint64(0xFFFFFFFF)).astype(U32), (v >> np.uint64(32)).astype(U32)
+
+
+def example_keys(seed: int, epoch: int | np.ndarray, example_ids: np.ndarray) -> np.ndarray:
+    """Per-example key (B,) uint32 = chain of hash32 over (salt, seed lo/hi, epoch lo/hi, id lo/hi).
+
+    Each step h <- hash32(h ^ word) is a bijection of `word`, so distinct example ids below 2^32
+    get distinct keys for a given (seed, epoch).
+    """
+    ids = np.asarray(example_ids)
+    if ids.ndim != 1:
+        raise ValueError(f"example_ids must be 1-D (one id per row); got shape {ids.shape}")
+    seed_lo, seed_hi = _split64(seed)
+    h = hash32(U32(_KEY_SALT) ^ seed_lo)
+    h = hash32(h ^ seed_hi)
+    epoch_lo, epoch_hi = _split64(epoch)
+    h = hash32(h ^ epoch_lo)
+    h = hash32(h ^ epoch_hi)
+    id_lo, id_hi = _split64(ids)
+    h = hash32(h ^ id_lo)
+    return hash32(h ^ id_hi)  # (B,) or () broadcast with ids
+
+
+def stream_keys(keys: np.ndarray, stream: int) -> np.ndarray:
+    """Key of one stream for each example: hash32(key ^ hash32(stream * golden))."""
+    return hash32(np.asarray(keys, dtype=U32) ^ hash32(U32((stream * _GOLDEN) & 0xFFFFFFFF)))
+
+
+def counter_hash(counters: np.ndarray) -> np.ndarray:
+    """hash32(counter + golden): the per-counter half of a draw, shared by all rows and streams."""
+    with np.errstate(over="ignore"):
+        return hash32(np.asarray(counters).astype(U32) + U32(_GOLDEN))
+
+
+def draw(stream_key: np.ndarray, counter_hashes: np.ndarray) -> np.ndarray:
+    """The random uint32 for (stream key, counter): hash32(stream_key ^ counter_hash(counter)).
+
+    Both arguments broadcast, e.g. stream_key (B, 1) with counter_hashes (B, W).
+    """
+    return hash32(np.asarray(stream_key, dtype=U32) ^ counter_hashes)
+
+
+def probability_threshold(p: float) -> int:
+    """T = round(p * 2^24): an event of probability p happens iff (value >> 8) < T."""
+    return round(float(p) * (1 << UNIFORM_BITS))
+
+
+def uniform24(values: np.ndarray) -> np.ndarray:
+    """The top 24 bits of a draw, as int32 in [0, 2^24)."""
+    return (values >> U32(32 - UNIFORM_BITS)).astype(np.int32)
