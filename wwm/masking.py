@@ -367,6 +367,8 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray) -> np.ndarray:
     """
     B, U = sorted_len.shape
     taken = np.zeros((B, U), dtype=bool)
+    if U == 0:
+        return taken
     remaining = budget.astype(np.int64).copy()
     cursor = np.zeros(B, dtype=np.int64)
     active = np.flatnonzero(remaining > 0)

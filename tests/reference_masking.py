@@ -1,0 +1,138 @@
+"""A second, deliberately naive implementation of docs/masking.md: plain Python, one row at a time.
+
+It shares only the scalar hash (wwm.rng) with the vectorized masker, and follows the spec's words
+literally (Google BERT's loop for the budget, a left-to-right walk for n-gram spans), so that the
+tests can demand bit-identical results from the fast implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wwm import rng
+from wwm.masking import IGNORE_INDEX, MaskingConfig
+
+
+def _u32(stream_key: int, counter: int) -> int:
+    return int(rng.draw(np.uint32(stream_key), rng.counter_hash(np.array([counter])))[0])
+
+
+def _u24(stream_key: int, counter: int) -> int:
+    return _u32(stream_key, counter) >> 8
+
+
+def reference_mask_row(
+    config: MaskingConfig,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids,
+    input_ids,
+    word_ids,
+    example_id: int,
+    epoch: int,
+):
+    special = set(int(i) for i in special_token_ids) | {mask_token_id}
+    ids = [int(i) for i in input_ids]
+    wids = [int(w) for w in word_ids]
+    L = len(ids)
+    eligible = [wids[i] >= 0 and ids[i] not in special for i in range(L)]
+
+    # Words: maximal runs of equal ids among eligible tokens.
+    words: list[list[int]] = []
+    segment_of_word: list[int] = []
+    segment = -1
+    for i in range(L):
+        if not eligible[i]:
+            continue
+        if i == 0 or not eligible[i - 1]:
+            segment += 1
+        if i > 0 and eligible[i - 1] and wids[i] == wids[i - 1]:
+            words[-1].append(i)
+        else:
+            words.append([i])
+            segment_of_word.append(segment)
+    W = len(words)
+    E = sum(eligible)
+
+    key = int(rng.example_keys(config.seed, epoch, np.array([example_id]))[0])
+
+    def skey(stream: int) -> int:
+        return int(rng.stream_keys(np.uint32(key), stream))
+
+    # Units: words, or spans of consecutive words of one segment.
+    units: list[list[int]] = []  # lists of word indices
+    if config.max_ngram == 1:
+        units = [[j] for j in range(W)]
+    else:
+        cumulative = np.cumsum(config.span_probs)[:-1]
+        thresholds = [rng.probability_threshold(c) for c in cumulative]
+        j = 0
+        while j < W:
+            u = _u24(skey(rng.STREAM_NGRAM), j)
+            k = 1 + sum(u >= t for t in thresholds)
+            end = j
+            while end < W and end < j + k and segment_of_word[end] == segment_of_word[j]:
+                end += 1
+            units.append(list(range(j, end)))
+            j = end
+    unit_len = [sum(len(words[j]) for j in unit) for unit in units]
+
+    t_mask = rng.probability_threshold(config.mask_prob)
+    candidates = list(range(len(units)))
+    if config.budget == "bernoulli":
+        candidates = [u for u in candidates if _u24(skey(rng.STREAM_SELECT), units[u][0]) < t_mask]
+        n = config.max_predictions
+    else:
+        n = (E * t_mask + (1 << 23)) >> 24
+        n = max(1, n)
+        if config.max_predictions is not None:
+            n = min(n, config.max_predictions)
+        if E == 0:
+            n = 0
+
+    chosen: list[int] = []
+    if n is None:
+        chosen = candidates
+    else:
+        order = sorted(candidates, key=lambda u: (_u32(skey(rng.STREAM_PRIORITY), units[u][0]) >> 16, u))
+        taken = 0
+        for u in order:  # Google BERT's create_masked_lm_predictions loop
+            if taken >= n:
+                break
+            if taken + unit_len[u] > n:
+                continue
+            chosen.append(u)
+            taken += unit_len[u]
+
+    masked = [False] * L
+    for u in chosen:
+        for j in units[u]:
+            for i in words[j]:
+                masked[i] = True
+
+    t_m = rng.probability_threshold(config.mask_token_ratio)
+    t_mr = rng.probability_threshold(config.mask_token_ratio + config.random_token_ratio)
+    allowed = [i for i in range(vocab_size) if i not in special]
+    rank = {}
+    r = 0
+    for i in range(L):
+        if eligible[i]:
+            rank[i] = r
+            r += 1
+    word_of_token = {i: j for j, word in enumerate(words) for i in word}
+
+    out = list(ids)
+    labels = [IGNORE_INDEX] * L
+    for i in range(L):
+        if not masked[i]:
+            continue
+        labels[i] = ids[i]
+        counter = word_of_token[i] if config.replacement_unit == "word" else rank[i]
+        u = _u24(skey(rng.STREAM_REPLACE), counter)
+        if u < t_m:
+            out[i] = mask_token_id
+        elif u < t_mr:
+            v = _u32(skey(rng.STREAM_TOKEN), rank[i])
+            out[i] = allowed[v % len(allowed)]
+    return out, labels
