@@ -1,0 +1,213 @@
+"""Train a small tokenizer with the `tokenizers` library (tests, `wwm inspect`, `wwm train-tokenizer`).
+
+Three families, one per word-boundary convention that ``wwm.words`` handles:
+
+``wordpiece``
+    BERT-style: BertNormalizer (lowercase by default), BertPreTokenizer (punctuation and every CJK
+    ideograph split off), WordPiece with "##" continuations, ``[CLS] $A [SEP]`` / ``[CLS] $A [SEP] $B
+    [SEP]`` template. Special tokens (ids 0..4): [PAD] [UNK] [CLS] [SEP] [MASK].
+``bpe``
+    RoBERTa-style byte-level BPE: ByteLevel pre-tokenizer (add_prefix_space=False, "Ġ" marks a leading
+    space), RobertaProcessing post-processor with trimmed offsets (``<s> $A </s>`` / ``<s> $A </s> </s>
+    $B </s>``). Special tokens (ids 0..4, RoBERTa's order): <s> <pad> </s> <unk> <mask>.
+``unigram``
+    SentencePiece-style: NFKC normalizer, Metaspace pre-tokenizer ("▁" replaces spaces and is prepended
+    to the text), Unigram model, XLM-R's template (``<s> $A </s>`` / ``<s> $A </s> </s> $B </s>``).
+    Special tokens as ``bpe``. Unigram training sums floats in parallel, so its scores are rounded to 6
+    decimals and the vocabulary put in a canonical order (score, then token): the result is
+    deterministic.
+
+The result is a ``transformers.PreTrainedTokenizerFast`` with its special tokens set (``mask_token_id``
+etc.), which ``save_pretrained(dir)`` / ``AutoTokenizer.from_pretrained(dir)`` round-trips.
+
+``builtin_sample_text`` gives a training text that exists on any machine without a download: English
+prose from CPython's own documentation (``pydoc_data.topics``), or the Chinese sample shipped in
+``wwm/data/sample_zh.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from wwm.errors import WWMError
+
+__all__ = ["KINDS", "builtin_sample_text", "train_tokenizer"]
+
+KINDS = ("wordpiece", "bpe", "unigram")
+
+_BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def _min_vocab_size(kind: str) -> int:
+    return 256 + len(_ROBERTA_SPECIALS) if kind == "bpe" else 2 * len(_BERT_SPECIALS)
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    kind: str = "wordpiece",
+    vocab_size: int = 1000,
+    lowercase: bool | None = None,
+    *,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+) -> Any:
+    """Train a tokenizer of ``kind`` ("wordpiece", "bpe" or "unigram") on ``texts``.
+
+    ``lowercase`` defaults to True for "wordpiece" (bert-base-uncased style) and False for the others.
+    ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast.
+    """
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    if kind not in KINDS:
+        raise WWMError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(repr(k) for k in KINDS)}")
+    if isinstance(texts, str):
+        raise WWMError("texts must be an iterable of strings, not one string; wrap it in a list")
+    if not isinstance(vocab_size, int) or vocab_size < _min_vocab_size(kind):
+        raise WWMError(
+            f"vocab_size {vocab_size!r} is too small for a {kind} tokenizer; use at least "
+            f"{_min_vocab_size(kind)}" + (" (256 byte symbols + 5 special tokens)" if kind == "bpe" else "")
+        )
+    texts = [t for t in texts if t and not t.isspace()]
+    if not texts:
+        raise WWMError("no text to train the tokenizer on; pass a non-empty list of strings")
+    if lowercase is None:
+        lowercase = kind == "wordpiece"
+
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=_BERT_SPECIALS,
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer)
+        cls, sep = "[CLS]", "[SEP]"
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+        names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
+        names |= {"cls_token": cls, "sep_token": sep}
+    else:
+        if kind == "bpe":
+            tok = Tokenizer(models.BPE())
+            if lowercase:
+                tok.normalizer = normalizers.Lowercase()
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=_ROBERTA_SPECIALS,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            )
+            tok.train_from_iterator(texts, trainer)
+            tok.post_processor = processors.RobertaProcessing(
+                ("</s>", tok.token_to_id("</s>")),
+                ("<s>", tok.token_to_id("<s>")),
+                trim_offsets=True,
+                add_prefix_space=False,
+            )
+        else:
+            tok = Tokenizer(models.Unigram())
+            steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+            tok.normalizer = normalizers.Sequence(steps)
+            tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+            tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+            trainer = trainers.UnigramTrainer(
+                vocab_size=vocab_size,
+                special_tokens=_ROBERTA_SPECIALS,
+                unk_token="<unk>",
+                show_progress=False,
+            )
+            tok.train_from_iterator(texts, trainer)
+            tok = _canonical_unigram(tok)
+            tok.post_processor = processors.TemplateProcessing(
+                single="<s> $A </s>",
+                pair="<s> $A </s> </s> $B </s>",
+                special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
+            )
+        # As RoBERTa and XLM-R: "<mask>" absorbs the space before it ("hello <mask>" -> hello, <mask>).
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False, special=True)])
+        names = {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>"}
+        names |= {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
+
+
+def _canonical_unigram(tok: Any) -> Any:
+    """Round the Unigram scores and sort the vocabulary, so that training is deterministic."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    n_special = len(_ROBERTA_SPECIALS)
+    head = vocab[:n_special]
+    if [t for t, _ in head] != _ROBERTA_SPECIALS:  # the trainer puts special tokens first, in order
+        raise AssertionError(f"unexpected Unigram vocabulary head {head}")
+    rest = sorted(((t, round(score, 6)) for t, score in vocab[n_special:]), key=lambda ts: (-ts[1], ts[0]))
+    spec["model"]["vocab"] = [[t, score] for t, score in head] + [[t, score] for t, score in rest]
+    spec["model"]["unk_id"] = _ROBERTA_SPECIALS.index("<unk>")
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+# --------------------------------------------------------------------------------------------------
+# Built-in sample text
+# --------------------------------------------------------------------------------------------------
+
+_DATA = Path(__file__).resolve().parent / "data"
+
+
+def builtin_sample_text(lang: str = "en") -> list[str]:
+    """A sample text available on any machine without a download, as a list of paragraphs.
+
+    "en": the prose paragraphs of CPython's own documentation topics (``pydoc_data.topics``, about 260 KB;
+    code blocks and heading underlines dropped, lines of a paragraph joined). "zh": the modern Chinese
+    prose (with some English words and numbers) in ``wwm/data/sample_zh.txt``, one paragraph a line.
+    """
+    if lang == "en":
+        try:
+            from pydoc_data.topics import topics
+        except ImportError as err:
+            raise WWMError(
+                "the English sample text comes from Python's pydoc_data module, which this Python lacks; "
+                "install the full standard library (e.g. the python3-doc / libpython3-stdlib package) or "
+                "train on your own text"
+            ) from err
+        paragraphs = []
+        for key in sorted(topics):
+            for block in re.split(r"\n[ \t]*\n", topics[key]):
+                if not block.strip() or block.startswith((" ", "\t")) or set(block.strip()) <= set("*=-~^"):
+                    continue
+                paragraphs.append(" ".join(block.split()))
+        return paragraphs
+    if lang == "zh":
+        path = _DATA / "sample_zh.txt"
+        if not path.is_file():
+            raise WWMError(f"the Chinese sample text {path} is missing; reinstall wwm (pip install wwm)")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise WWMError(f"no built-in sample text for language {lang!r}; use 'en' or 'zh'")

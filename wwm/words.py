@@ -1,0 +1,579 @@
+"""Word boundaries for whole-word masking: a per-token word id for every sequence.
+
+Every function here returns, for one sequence of L tokens, an int32 array ``word_ids`` of shape (L,):
+-1 for special and pad tokens, and 0, 1, 2, ... for the words of the text in order of appearance, so that
+a word is a maximal run of consecutive positions with the same non-negative id. Ids are dense
+(0..W-1), non-decreasing, and two adjacent different words always get different ids, also across the two
+sequences of a pair. ``wwm.masking`` relies on exactly this.
+
+Policies (``POLICIES``):
+
+``tokenizer`` (default)
+    The fast tokenizer's pre-tokenizer words (``Encoding.word_ids``): BERT semantics, punctuation is a
+    word of its own, "stop-believing." is four words. Every CJK ideograph is its own word for BERT.
+``whitespace``
+    Whitespace-delimited words, as fairseq's ``--mask-whole-words``: "stop-believing." is one word.
+    Computed from the text and the token offsets, so it works for WordPiece, byte-level BPE ("Ġ", also
+    when one character is split into several byte tokens that share its offsets) and Metaspace /
+    SentencePiece ("▁", whose offsets include the leading space).
+``vocab``
+    A begin-of-word flag per vocabulary entry (``begin_of_word_table``), for ids that come without text
+    or offsets: WordPiece tokens not starting with "##", byte-level BPE tokens starting with "Ġ" (or
+    another whitespace byte), Metaspace tokens starting with "▁". ``word_ids_from_begin_table`` turns
+    (B, L) ids into word ids with O(B*L) numpy.
+``cjk``
+    The ``tokenizer`` policy, except that between two adjacent tokens of which either is CJK (Chinese
+    ideographs and Japanese kana) a new word starts iff the two tokens lie in different words of a
+    segmenter (jieba by default): the characters of one segmented word form one word, as in Chinese
+    BERT-wwm.
+
+The package core imports numpy only: tokenizers, transformers and jieba are imported inside functions.
+See docs/words.md for the design.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from wwm.errors import WWMError
+
+__all__ = [
+    "POLICIES",
+    "Segmenter",
+    "begin_of_word_table",
+    "cjk_char_mask",
+    "jieba_segmenter",
+    "tokenize_with_word_ids",
+    "word_ids_for_encoding",
+    "word_ids_from_begin_table",
+]
+
+POLICIES = ("tokenizer", "whitespace", "vocab", "cjk")
+
+#: A segmenter maps a text to the (start, end) character spans of its words, sorted and not overlapping.
+#: Characters that no span covers are words of one character each.
+Segmenter = Callable[[str], list[tuple[int, int]]]
+
+# Chinese ideographs, as BERT's `_is_chinese_char`, then Japanese kana (Hiragana, Katakana, Katakana
+# phonetic extensions, half-width Katakana). Hangul is left out: Korean separates words with spaces.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+    (0x3040, 0x309F),
+    (0x30A0, 0x30FF),
+    (0x31F0, 0x31FF),
+    (0xFF66, 0xFF9F),
+)
+
+# Every code point for which str.isspace() is true lies below U+3001.
+_WHITESPACE_CODEPOINTS = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+
+# A separator between the texts of a batch when they are laid out as one string: neither whitespace nor
+# CJK, and no segmenter span covers it.
+_SEP = "\x00"
+
+
+# --------------------------------------------------------------------------------------------------
+# Character tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def _whitespace_mask(codepoints: np.ndarray) -> np.ndarray:
+    return np.isin(codepoints, _WHITESPACE_CODEPOINTS)
+
+
+def cjk_char_mask(text: str) -> np.ndarray:
+    """Bool array of len(text): True where the character is a CJK ideograph or Japanese kana."""
+    return _cjk_mask(_codepoints(text))
+
+
+def _cjk_mask(codepoints: np.ndarray) -> np.ndarray:
+    mask = np.zeros(codepoints.shape, dtype=bool)
+    for lo, hi in _CJK_RANGES:
+        mask |= (codepoints >= lo) & (codepoints <= hi)
+    return mask
+
+
+def _segment_ids(n: int, spans: np.ndarray) -> np.ndarray:
+    """Segment id of every position 0..n (n+1 entries; position n is a sentinel with an id of its own).
+
+    ``spans`` (S, 2) are sorted, non-overlapping [start, end) spans; an uncovered position is a segment
+    of its own.
+    """
+    begins = np.zeros(n + 1, dtype=bool)
+    begins[0] = True
+    begins[n] = True
+    if len(spans):
+        starts, ends = spans[:, 0], spans[:, 1]
+        begins[starts] = True
+        begins[ends] = True
+        depth = np.cumsum(np.bincount(starts, minlength=n + 1) - np.bincount(ends, minlength=n + 1))
+        begins |= depth == 0
+    else:
+        begins[:] = True
+    return np.cumsum(begins)
+
+
+def _check_spans(spans: Any, n: int, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    except (TypeError, ValueError) as err:
+        raise WWMError(
+            f"the segmenter returned {what} that are not (start, end) pairs of integers; "
+            "make it return a list of (start, end) character spans"
+        ) from err
+    arr = arr[arr[:, 1] > arr[:, 0]]
+    if len(arr) and (arr.min() < 0 or arr.max() > n or (len(arr) > 1 and np.any(arr[1:, 0] < arr[:-1, 1]))):
+        raise WWMError(
+            f"the segmenter returned {what} out of order, overlapping or outside the text of length {n}; "
+            "make it return sorted, non-overlapping (start, end) character spans within the text"
+        )
+    return arr
+
+
+def jieba_segmenter() -> Segmenter:
+    """The default segmenter of policy 'cjk': jieba's default (HMM) mode, with its startup log silenced."""
+    try:
+        import jieba
+    except ImportError as err:
+        raise WWMError(
+            "policy 'cjk' segments Chinese words with jieba, which is not installed; "
+            'install it with `pip install "wwm[cjk]"` (or `pip install jieba`), or pass segmenter=...'
+        ) from err
+    jieba.setLogLevel(logging.WARNING)
+
+    def segment(text: str) -> list[tuple[int, int]]:
+        return [(start, end) for _word, start, end in jieba.tokenize(text)]
+
+    return segment
+
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary (begin-of-word) tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map, used by byte-level BPE vocabularies."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    mapping = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def _walk(node: Any):
+    """Every dict in a tokenizer.json sub-tree (pre-tokenizer, decoder or normalizer)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _backend(tokenizer: Any) -> Any:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend
+    if hasattr(tokenizer, "to_str") and hasattr(tokenizer, "get_vocab"):  # a tokenizers.Tokenizer
+        return tokenizer
+    raise WWMError(
+        f"word ids need a fast tokenizer (PreTrainedTokenizerFast), got {type(tokenizer).__name__}; "
+        "load it with AutoTokenizer.from_pretrained(..., use_fast=True) or convert it with "
+        "PreTrainedTokenizerFast(tokenizer_object=...)"
+    )
+
+
+_TABLE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def begin_of_word_table(tokenizer: Any) -> np.ndarray:
+    """A bool array over the vocabulary (added tokens included): True where a token begins a word.
+
+    Built from the tokenizer's backend model: WordPiece -> the token does not start with the
+    continuing-subword prefix ("##"); byte-level BPE -> the token starts with the byte-level character of
+    a whitespace byte ("Ġ" for a space, "Ċ" for a newline, ...); Metaspace / SentencePiece (Unigram or BPE)
+    -> the token starts with the replacement character ("▁", read from the pre-tokenizer, decoder or
+    normalizer); BPE with a continuing-subword prefix -> as WordPiece. Special and added tokens are marked
+    as word starts (word ids of special tokens are -1 anyway). Any other model raises WWMError.
+
+    ``tokenizer`` is a PreTrainedTokenizerFast or a ``tokenizers.Tokenizer``. The table is cached per
+    tokenizer object (and rebuilt when its length changes, e.g. after ``add_tokens``).
+    """
+    backend = _backend(tokenizer)
+    size = len(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else backend.get_vocab_size(True)
+    try:
+        cached = _TABLE_CACHE.get(tokenizer)
+    except TypeError:  # not weak-referenceable or not hashable: no caching
+        cached = None
+    if cached is not None and cached[0] == size:
+        return cached[1]
+    table = _build_begin_table(backend, size)
+    table.setflags(write=False)
+    try:
+        _TABLE_CACHE[tokenizer] = (size, table)
+    except TypeError:
+        pass
+    return table
+
+
+def _build_begin_table(backend: Any, size: int) -> np.ndarray:
+    spec = json.loads(backend.to_str())
+    model = spec.get("model") or {}
+    model_type = model.get("type", "unknown")
+    around = [spec.get("pre_tokenizer"), spec.get("decoder")]
+    nodes = list(_walk(around))
+    byte_level = any(node.get("type") == "ByteLevel" for node in nodes)
+    replacement = next((node.get("replacement") for node in nodes if node.get("type") == "Metaspace"), None)
+    if replacement is None:  # Llama-style: the normalizer replaces " " with "▁"
+        for node in _walk(spec.get("normalizer")):
+            if (
+                node.get("type") == "Replace"
+                and node.get("pattern") == {"String": " "}
+                and len(node.get("content", "")) == 1
+            ):
+                replacement = node["content"]
+                break
+    prefix = model.get("continuing_subword_prefix")
+
+    vocab = backend.get_vocab(with_added_tokens=True)
+    size = max(size, max(vocab.values(), default=-1) + 1)
+    tokens = [""] * size
+    for token, index in vocab.items():
+        tokens[index] = token
+
+    if model_type == "WordPiece":
+        prefix = prefix if prefix is not None else "##"
+        table = np.array([not t.startswith(prefix) for t in tokens], dtype=bool)
+    elif model_type == "BPE" and byte_level:
+        mapping = _bytes_to_unicode()
+        starters = tuple(mapping[b] for b in range(128) if chr(b).isspace())
+        table = np.array([t.startswith(starters) for t in tokens], dtype=bool)
+    elif model_type in ("BPE", "Unigram") and replacement is not None:
+        table = np.array([t.startswith(replacement) for t in tokens], dtype=bool)
+    elif model_type == "BPE" and prefix:
+        table = np.array([not t.startswith(prefix) for t in tokens], dtype=bool)
+    elif model_type == "Unigram" and any(t.startswith("▁") for t in tokens):
+        table = np.array([t.startswith("▁") for t in tokens], dtype=bool)
+    else:
+        detail = "no ByteLevel or Metaspace pre-tokenizer and no continuing-subword prefix"
+        if model_type not in ("BPE", "Unigram"):
+            detail = "its tokens carry no begin-of-word marker"
+        raise WWMError(
+            f"policy 'vocab' cannot tell word starts from the vocabulary of this {model_type} tokenizer "
+            f"({detail}); use policy 'tokenizer' or 'whitespace', which read word boundaries from the text"
+        )
+    # Vocabulary holes (ids without a token), special and added tokens begin words.
+    holes = np.ones(size, dtype=bool)
+    holes[list(vocab.values())] = False
+    table |= holes
+    added = list(backend.get_added_tokens_decoder())
+    if added:
+        table[added] = True
+    if model_type in ("BPE", "Unigram") and not byte_level:
+        # A SentencePiece-style unknown piece can sit inside a word ("▁T", "<unk>"); a word that begins
+        # with an unknown character has the "▁" as a piece of its own.
+        unk = model.get("unk_id") if model_type == "Unigram" else vocab.get(model.get("unk_token") or "")
+        if unk is not None and 0 <= unk < size:
+            table[unk] = False
+    return table
+
+
+def word_ids_from_begin_table(input_ids: Any, table: np.ndarray, eligible: Any) -> np.ndarray:
+    """Word ids of (L,) or (B, L) token ids from a begin-of-word table (see ``begin_of_word_table``).
+
+    ``eligible`` (same shape, bool) marks the tokens that belong to words (not special, not pad). A word
+    begins at an eligible token whose table entry is True, and at the first eligible token after an
+    ineligible one. Ineligible tokens get -1; words are numbered 0..W-1 per row. O(B*L) numpy.
+    """
+    ids = np.asarray(input_ids)
+    elig = np.asarray(eligible, dtype=bool)
+    table = np.asarray(table, dtype=bool)
+    if ids.ndim not in (1, 2) or elig.shape != ids.shape:
+        raise WWMError(
+            f"input_ids must be (L,) or (B, L) with eligible of the same shape, got {ids.shape} and "
+            f"{elig.shape}; pass eligible = attention_mask & ~special_tokens_mask"
+        )
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise WWMError(f"input_ids must be integers, got dtype {ids.dtype}; pass token ids")
+    squeeze = ids.ndim == 1
+    if squeeze:
+        ids, elig = ids[None], elig[None]
+    if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
+        raise WWMError(
+            f"token ids span {ids.min()}..{ids.max()} but the begin-of-word table has {len(table)} "
+            "entries; build the table with begin_of_word_table(tokenizer) from the tokenizer that made "
+            "the ids (again after adding tokens)"
+        )
+    begins = table[ids]
+    prev_elig = np.zeros_like(elig)
+    prev_elig[:, 1:] = elig[:, :-1]
+    starts = elig & (begins | ~prev_elig)
+    counts = np.cumsum(starts, axis=1, dtype=np.int32)
+    out = np.where(elig, counts - 1, -1).astype(np.int32)
+    return out[0] if squeeze else out
+
+
+# --------------------------------------------------------------------------------------------------
+# Word ids from encodings (a batch laid out flat)
+# --------------------------------------------------------------------------------------------------
+
+
+def _special_ids(tokenizer: Any) -> np.ndarray:
+    """Ids of the special tokens that must never be part of a word (the unknown token is a word)."""
+    if tokenizer is None:
+        return np.zeros(0, dtype=np.int64)
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids.discard(unk)
+    return np.array(sorted(i for i in ids if i is not None), dtype=np.int64)
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise WWMError(
+            f"unknown word-boundary policy {policy!r}; use one of {', '.join(repr(p) for p in POLICIES)}"
+        )
+
+
+def _shifted(values: np.ndarray, fill: Any) -> np.ndarray:
+    out = np.empty_like(values)
+    if len(values):
+        out[0] = fill
+        out[1:] = values[:-1]
+    return out
+
+
+def _word_ids_flat(
+    encodings: Sequence[Any],
+    texts: Sequence[str] | None,
+    text_pairs: Sequence[str | None] | None,
+    policy: str,
+    tokenizer: Any,
+    segmenter: Segmenter | None,
+) -> list[np.ndarray]:
+    """Word ids (int32) of each encoding."""
+    lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+    total = int(lengths.sum())
+    row_start = np.cumsum(lengths) - lengths
+    row = np.repeat(np.arange(len(encodings)), lengths)
+
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+    seq = np.array(list(chain.from_iterable(e.sequence_ids for e in encodings)), dtype=np.float64)
+    special = np.fromiter(
+        chain.from_iterable(e.special_tokens_mask for e in encodings), dtype=bool, count=total
+    )
+    attention = np.fromiter(chain.from_iterable(e.attention_mask for e in encodings), dtype=bool, count=total)
+    eligible = attention & ~special & ~np.isnan(seq) & ~np.isin(ids, _special_ids(tokenizer))
+
+    first = np.zeros(total, dtype=bool)
+    first[row_start[lengths > 0]] = True
+    prev_elig = _shifted(eligible, False) & ~first
+    prev_seq = _shifted(seq, np.nan)
+    forced = eligible & (~prev_elig | (seq != prev_seq))  # first word token after a special or a row
+
+    if policy in ("tokenizer", "cjk"):
+        wid = np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float64)
+        starts = forced | (eligible & (wid != _shifted(wid, np.nan)))
+    elif policy == "vocab":
+        table = begin_of_word_table(tokenizer)
+        if total and ids.max() >= len(table):
+            raise WWMError(
+                f"token id {ids.max()} is outside the vocabulary of {len(table)} tokens; "
+                "tokenize with the same tokenizer"
+            )
+        starts = forced | (eligible & table[ids])
+    else:
+        starts = None
+
+    if policy in ("whitespace", "cjk"):
+        if texts is None:
+            raise WWMError(f"policy {policy!r} needs the text that was tokenized; pass text=...")
+        offsets = np.array(list(chain.from_iterable(e.offsets for e in encodings)), dtype=np.int64)
+        offsets = offsets.reshape(total, 2)
+        # Lay the texts out as one string: row i's first text, SEP, its second text, SEP, next row ...
+        pairs = text_pairs if text_pairs is not None else [None] * len(texts)
+        pieces: list[str] = []
+        base_a = np.zeros(len(texts), dtype=np.int64)
+        base_b = np.zeros(len(texts), dtype=np.int64)
+        len_a = np.zeros(len(texts), dtype=np.int64)
+        len_b = np.zeros(len(texts), dtype=np.int64)
+        pos = 0
+        for i, (text_a, text_b) in enumerate(zip(texts, pairs, strict=True)):
+            text_b = text_b or ""
+            base_a[i], len_a[i] = pos, len(text_a)
+            base_b[i], len_b[i] = pos + len(text_a) + 1, len(text_b)
+            pieces += [text_a, _SEP, text_b, _SEP]
+            pos += len(text_a) + len(text_b) + 2
+        full = "".join(pieces)
+        in_b = seq == 1
+        local_len = np.where(in_b, len_b[row], len_a[row])
+        if np.any(eligible & ((offsets[:, 1] > local_len) | (offsets[:, 0] > offsets[:, 1]))):
+            raise WWMError(
+                "token offsets fall outside the text; pass exactly the text (and text_pair) that was "
+                "tokenized"
+            )
+        base = np.where(in_b, base_b[row], base_a[row])
+        s, e = offsets[:, 0] + base, offsets[:, 1] + base
+        codepoints = _codepoints(full)
+        space = np.append(_whitespace_mask(codepoints), False)  # position len(full): sentinel
+
+        if policy == "whitespace":
+            spaces_before = np.concatenate([[0], np.cumsum(space[:-1])])
+            prev_end = _shifted(e, 0)
+            lo = np.minimum(prev_end, s)  # the gap since the previous token ...
+            hi = np.where(e > s, s + 1, s)  # ... and this token's first character
+            starts = forced | (eligible & (spaces_before[hi] > spaces_before[lo]))
+        else:
+            # Each token's anchor: its first non-space character; a token of only spaces (Metaspace
+            # "▁", byte-level "Ġ") anchors to the character after it, the word it joins.
+            n = len(full)
+            index = np.where(space, n, np.arange(n + 1))
+            next_nonspace = np.minimum.accumulate(index[::-1])[::-1]
+            anchor = np.minimum(next_nonspace[s], e)
+            cjk = np.append(_cjk_mask(codepoints), False)[anchor]
+            segment = segmenter if segmenter is not None else jieba_segmenter()
+            spans = []
+            for text_a, text_b, ba, bb in zip(texts, pairs, base_a, base_b, strict=True):
+                for text, at in ((text_a, ba), (text_b, bb)):
+                    if text and cjk_char_mask(text).any():
+                        spans.append(_check_spans(segment(text), len(text), "spans") + at)
+            spans_arr = np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
+            seg = _segment_ids(n, spans_arr)[anchor]
+            decided = eligible & prev_elig & (seq == prev_seq) & (cjk | _shifted(cjk, False))
+            starts = np.where(decided, seg != _shifted(seg, -1), starts)
+
+    counts = np.cumsum(starts, dtype=np.int64)
+    before = np.concatenate([[0], counts])[row_start]  # words in the rows before
+    word_ids = np.where(eligible, counts - np.repeat(before, lengths) - 1, -1).astype(np.int32)
+    return np.split(word_ids, np.cumsum(lengths)[:-1])
+
+
+def _require_fast(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
+        raise WWMError(
+            f"word ids need a fast tokenizer (PreTrainedTokenizerFast), got {type(tokenizer).__name__}; "
+            "load it with AutoTokenizer.from_pretrained(..., use_fast=True), or wrap a tokenizers."
+            "Tokenizer with PreTrainedTokenizerFast(tokenizer_object=...)"
+        )
+
+
+def word_ids_for_encoding(
+    encoding: Any,
+    text: str | None = None,
+    policy: str = "tokenizer",
+    *,
+    text_pair: str | None = None,
+    tokenizer: Any = None,
+    segmenter: Segmenter | None = None,
+) -> np.ndarray:
+    """Word ids (int32, (L,)) of one encoding: a ``tokenizers.Encoding``, ``batch_encoding[i]``, or a
+    BatchEncoding of one row.
+
+    ``text`` (and ``text_pair``) are the strings that were tokenized (needed by 'whitespace' and 'cjk');
+    ``tokenizer`` is needed by 'vocab', and lets literal special tokens in the text (e.g. "[MASK]") get -1.
+    """
+    _check_policy(policy)
+    if hasattr(encoding, "encodings"):
+        encodings = encoding.encodings
+        if encodings is None:
+            raise WWMError(
+                "word ids need a fast tokenizer (PreTrainedTokenizerFast); this BatchEncoding came from "
+                "a slow one: load the tokenizer with use_fast=True"
+            )
+        if len(encodings) != 1:
+            raise WWMError(
+                f"word_ids_for_encoding takes one encoding, got a batch of {len(encodings)}; "
+                "pass batch_encoding[i] or use tokenize_with_word_ids"
+            )
+        encoding = encodings[0]
+    if policy == "vocab" and tokenizer is None:
+        raise WWMError("policy 'vocab' needs the tokenizer for its vocabulary; pass tokenizer=...")
+    if tokenizer is not None:
+        _require_fast(tokenizer)
+    texts = None if text is None else [text]
+    word_ids = _word_ids_flat([encoding], texts, [text_pair], policy, tokenizer, segmenter)
+    return word_ids[0]
+
+
+def tokenize_with_word_ids(
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    policy: str = "tokenizer",
+    max_length: int | None = None,
+    truncation: bool = False,
+    add_special_tokens: bool = True,
+    segmenter: Segmenter | None = None,
+    text_pairs: Sequence[str] | None = None,
+    padding: bool | str = False,
+) -> dict[str, list]:
+    """Tokenize a batch with one call of the fast tokenizer and compute word ids with ``policy``.
+
+    Returns a dict of per-row lists: "input_ids" (lists of int), "word_ids" (int32 arrays: -1 for
+    special and pad tokens, words 0..W-1), "special_tokens_mask" (lists of 0/1: the tokens added by the
+    tokenizer, pads, and special tokens written literally in the text, except the unknown token) and
+    "attention_mask". ``text_pairs`` makes sentence pairs: the words of the second text get ids after
+    those of the first. ``segmenter`` is used by policy 'cjk' (default: jieba).
+    """
+    _check_policy(policy)
+    _require_fast(tokenizer)
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise WWMError("texts must be a list of strings; wrap a single text in a list")
+    texts = list(texts)
+    if text_pairs is not None:
+        text_pairs = list(text_pairs)
+        if len(text_pairs) != len(texts) or not all(isinstance(t, str) for t in text_pairs):
+            raise WWMError(
+                f"text_pairs must be a list of {len(texts)} strings, one per text; got "
+                f"{len(text_pairs)} items"
+            )
+    if not texts:
+        return {"input_ids": [], "word_ids": [], "special_tokens_mask": [], "attention_mask": []}
+    batch = tokenizer(
+        texts,
+        text_pairs,
+        add_special_tokens=add_special_tokens,
+        truncation=truncation,
+        max_length=max_length,
+        padding=padding,
+        return_special_tokens_mask=True,
+        return_attention_mask=True,
+    )
+    encodings = batch.encodings
+    word_ids = _word_ids_flat(encodings, texts, text_pairs, policy, tokenizer, segmenter)
+    special_ids = _special_ids(tokenizer)
+    special = [
+        (np.asarray(e.special_tokens_mask, dtype=bool) | np.isin(np.asarray(e.ids), special_ids))
+        .astype(np.int8)
+        .tolist()
+        for e in encodings
+    ]
+    return {
+        "input_ids": [list(e.ids) for e in encodings],
+        "word_ids": word_ids,
+        "special_tokens_mask": special,
+        "attention_mask": [list(e.attention_mask) for e in encodings],
+    }
