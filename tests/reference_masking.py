@@ -95,7 +95,7 @@ def reference_mask_row(
     if n is None:
         chosen = candidates
     else:
-        order = sorted(candidates, key=lambda u: (_u32(skey(rng.STREAM_PRIORITY), units[u][0]) >> 16, u))
+        order = sorted(candidates, key=lambda u: (_u32(skey(rng.STREAM_WORD), units[u][0]) >> 16, u))
         taken = 0
         for u in order:  # Google BERT's create_masked_lm_predictions loop
             if taken >= n:
@@ -111,8 +111,8 @@ def reference_mask_row(
             for i in words[j]:
                 masked[i] = True
 
-    t_m = rng.probability_threshold(config.mask_token_ratio)
-    t_mr = rng.probability_threshold(config.mask_token_ratio + config.random_token_ratio)
+    t_m = rng.probability_threshold(config.mask_token_ratio, bits=16)
+    t_mr = rng.probability_threshold(config.mask_token_ratio + config.random_token_ratio, bits=16)
     allowed = [i for i in range(vocab_size) if i not in special]
     rank = {}
     r = 0
@@ -128,8 +128,10 @@ def reference_mask_row(
         if not masked[i]:
             continue
         labels[i] = ids[i]
-        counter = word_of_token[i] if config.replacement_unit == "word" else rank[i]
-        u = _u24(skey(rng.STREAM_REPLACE), counter)
+        if config.replacement_unit == "word":
+            u = _u32(skey(rng.STREAM_WORD), word_of_token[i]) & 0xFFFF
+        else:
+            u = _u32(skey(rng.STREAM_REPLACE), rank[i]) & 0xFFFF
         if u < t_m:
             out[i] = mask_token_id
         elif u < t_mr:

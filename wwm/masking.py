@@ -9,6 +9,7 @@ Shapes: B rows, L tokens per row, W = most words in a row, U = most units (words
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -156,8 +157,10 @@ class WholeWordMasker:
             raise WWMError("every vocabulary id is special: no id is left for random replacement")
         cfg = self.config
         self._t_mask_prob = rng.probability_threshold(cfg.mask_prob)
-        self._t_mask_token = rng.probability_threshold(cfg.mask_token_ratio)
-        self._t_mask_or_random = rng.probability_threshold(cfg.mask_token_ratio + cfg.random_token_ratio)
+        self._t16_mask_token = rng.probability_threshold(cfg.mask_token_ratio, bits=16)
+        self._t16_mask_or_random = rng.probability_threshold(
+            cfg.mask_token_ratio + cfg.random_token_ratio, bits=16
+        )
         # Span length k = 1 + #{i : u24 >= cumulative threshold i}.
         self._t_span = np.array(
             [rng.probability_threshold(c) for c in np.cumsum(cfg.span_probs)[:-1]], dtype=np.int32
@@ -193,17 +196,41 @@ class WholeWordMasker:
         keys = rng.example_keys(self.config.seed, int(epoch), example_ids)  # (B,)
 
         words = _Words(word_ids, eligible)
+        W = words.lengths.shape[1]
+        # One draw per word: its high 16 bits order the units, its low 16 bits pick the replacement.
+        word_draws = rng.draw(rng.stream_keys(keys, rng.STREAM_WORD)[:, None], _counter_hashes(W))  # (B, W)
         units = words.as_units() if self.config.max_ngram == 1 else self._spans(words, keys)
-        chosen = self._choose_units(units, eligible.sum(1), keys)  # (B, U) bool
-        masked = _append_dump(chosen).take(units.flat_index)  # (B, L) bool
+        chosen = self._choose_units(units, np.count_nonzero(eligible, axis=1), keys, word_draws)  # (B, U)
+        chosen_words = units.to_words(chosen)  # (B, W) bool
 
-        replacement = self._replacement(words, masked, keys)  # (B, L) int8
-        out = np.where(replacement == REPLACED_BY_MASK, self.mask_token_id, input_ids)
+        if self.config.replacement_unit == "word":
+            # One decision per word, made on the (B, W) grid and moved to tokens with one gather.
+            state = self._categories(word_draws & rng.LOW16)  # (B, W) int8
+            state *= chosen_words
+            replacement = _append_dump(state).take(words.flat_index)  # (B, L) int8
+            masked = replacement != NOT_MASKED
+        else:
+            masked = _append_dump(chosen_words).take(words.flat_index)  # (B, L) bool
+            draws = rng.draw(
+                rng.stream_keys(keys, rng.STREAM_REPLACE)[:, None], rng.counter_hash(words.eligible_rank())
+            )
+            replacement = self._categories(draws & rng.LOW16)  # (B, L) int8
+            replacement *= masked
+
+        out = input_ids.copy()
+        out[replacement == REPLACED_BY_MASK] = self.mask_token_id
         random_at = np.flatnonzero(replacement == REPLACED_BY_RANDOM)  # flat positions, few
         if random_at.size:
             out.ravel()[random_at] = self._random_tokens(eligible, random_at, keys)
         labels = np.where(masked, input_ids, IGNORE_INDEX)
         return MaskedBatch(out, labels, masked, replacement)
+
+    def _categories(self, u16: np.ndarray) -> np.ndarray:
+        """int8 REPLACED_BY_MASK (u < T_mask) / REPLACED_BY_RANDOM (u < T_mask+random) / KEPT."""
+        category = np.full(u16.shape, KEPT, dtype=np.int8)
+        category -= u16 < self._t16_mask_or_random
+        category -= u16 < self._t16_mask_token
+        return category
 
     # ------------------------------------------------------------------ validation
     def _check_inputs(self, input_ids, word_ids, example_ids, attention_mask):
@@ -270,17 +297,19 @@ class WholeWordMasker:
         is_start = is_start[:, :W] & (j[None, :] < words.count[:, None])  # (B, W)
         return words.group_into_spans(is_start)
 
-    def _choose_units(self, units: _Units, n_eligible: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _choose_units(
+        self, units: _Units, n_eligible: np.ndarray, keys: np.ndarray, word_draws: np.ndarray
+    ) -> np.ndarray:
         """Boolean (B, U): the units masked in each row, per the budget rule of docs/masking.md."""
         cfg = self.config
         B, U = units.lengths.shape
-        candidate = units.lengths > 0  # (B, U)
-        counters = rng.counter_hash(units.first_word)  # (U,) or (B, U): each unit's draw counter
+        lengths = units.lengths  # (B, U); 0 = no unit (padding) or not a candidate
         if cfg.budget == "bernoulli":
+            counters = _counter_hashes(U) if units.first_word is None else rng.counter_hash(units.first_word)
             select = rng.draw(rng.stream_keys(keys, rng.STREAM_SELECT)[:, None], counters)
-            candidate = candidate & (rng.uniform24(select) < self._t_mask_prob)
+            lengths = np.where(rng.uniform24(select) < self._t_mask_prob, lengths, 0)
             if cfg.max_predictions is None:
-                return candidate
+                return lengths > 0
             budget = np.full(B, cfg.max_predictions, dtype=np.int64)
         else:
             # n = round-half-up(E * p) in fixed point: (E * T + 2^23) >> 24 with T = round(p * 2^24).
@@ -291,39 +320,42 @@ class WholeWordMasker:
             if cfg.max_predictions is not None:
                 n = np.minimum(n, cfg.max_predictions)
             budget = np.where(n_eligible > 0, n, 0)
-        priority = rng.draw(rng.stream_keys(keys, rng.STREAM_PRIORITY)[:, None], counters)  # (B, U)
-        order, valid = _priority_order(priority, candidate)  # (B, U) unit index by rank
-        base = (np.arange(B, dtype=np.int64) * U)[:, None]
-        sorted_len = np.where(valid, units.lengths.ravel().take(base + order), 0)  # (B, U)
-        taken = _greedy_fill(sorted_len, budget)  # (B, U) in rank order
-        chosen = np.zeros(B * U, dtype=bool)
-        chosen[(base + order)[taken]] = True
-        return chosen.reshape(B, U)
+        if U == 0:
+            return np.zeros((B, 0), dtype=bool)
+        draws = (
+            word_draws if units.first_word is None else np.take_along_axis(word_draws, units.first_word, 1)
+        )
+        key = _priority_keys(draws)  # (B, U) unique per row: (draw >> 16, unit index)
+        sorted_key = np.sort(key, axis=1)
+        index_dtype = np.int32 if B * U < np.iinfo(np.int32).max else np.int64
+        order = (sorted_key & _index_mask(U)).astype(index_dtype)  # (B, U) unit index by rank
+        base = (np.arange(B, dtype=index_dtype) * U)[:, None]
+        sorted_len = lengths.ravel().take(base + order)  # (B, U)
+        first_end, later_rows, later_taken = _greedy_fill(sorted_len, budget)
+        # Pass 1 took every fitting unit ranked before the first overflow: compare keys, no scatter.
+        boundary = sorted_key[np.arange(B), np.minimum(first_end, U - 1)]
+        chosen = (key < boundary[:, None]) | (first_end == U)[:, None]
+        chosen &= (lengths > 0) & (lengths <= budget[:, None])
+        if later_rows.size:
+            flat = (base[later_rows] + order[later_rows])[later_taken]
+            chosen.ravel()[flat] = True
+        return chosen
 
     # ------------------------------------------------------------------ replacement
-    def _replacement(self, words: _Words, masked: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """(B, L) int8 category of every token: NOT_MASKED / REPLACED_BY_MASK / _RANDOM / KEPT."""
-        replace_key = rng.stream_keys(keys, rng.STREAM_REPLACE)[:, None]
-        if self.config.replacement_unit == "word":
-            W = words.lengths.shape[1]
-            u24 = rng.uniform24(rng.draw(replace_key, rng.counter_hash(np.arange(W))))  # (B, W)
-            u24 = _append_dump(u24).take(words.flat_index)  # (B, L): each token gets its word's draw
-        else:
-            rank = words.eligible_rank()
-            u24 = rng.uniform24(rng.draw(replace_key, rng.counter_hash(rank)))  # (B, L)
-        category = np.where(
-            u24 < self._t_mask_token,
-            REPLACED_BY_MASK,
-            np.where(u24 < self._t_mask_or_random, REPLACED_BY_RANDOM, KEPT),
-        ).astype(np.int8)
-        return np.where(masked, category, np.int8(NOT_MASKED))
-
     def _random_tokens(self, eligible: np.ndarray, flat_positions: np.ndarray, keys: np.ndarray):
         """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
         rows = flat_positions // eligible.shape[1]
-        rank = (np.cumsum(eligible, axis=1, dtype=np.int32) - 1).ravel().take(flat_positions)
+        rank = np.cumsum(eligible, axis=1, dtype=np.int32).ravel().take(flat_positions) - 1
         values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
+
+
+@functools.lru_cache(maxsize=64)
+def _counter_hashes(n: int) -> np.ndarray:
+    """counter_hash(0..n-1), shared by every row and stream; cached per length."""
+    values = rng.counter_hash(np.arange(n))
+    values.setflags(write=False)
+    return values
 
 
 def _append_dump(grid: np.ndarray) -> np.ndarray:
@@ -331,80 +363,94 @@ def _append_dump(grid: np.ndarray) -> np.ndarray:
     return np.append(grid.ravel(), np.zeros(1, dtype=grid.dtype))
 
 
-def _priority_order(priority: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Units of each row in the order they are considered, and which sorted slots are real.
+def _index_mask(U: int):
+    return np.uint32(0xFFFF) if U < 0xFFFF else np.uint64(0xFFFFFFFF)
 
-    The order is by (priority >> 16, unit index): the top 16 bits of the draw, ties to the earlier
-    unit. Packing both into one uint32 lets numpy's SIMD sort do the work (6x faster than sorting
-    uint64 keys); rows of 65535 units or more take the uint64 path with the same order.
+
+def _priority_keys(draws: np.ndarray) -> np.ndarray:
+    """Sort keys (B, U) ordering units by (draw >> 16, unit index): unique within a row.
+
+    Packing the top 16 bits of the draw and the unit index into one uint32 lets numpy's SIMD sort
+    do the work (6x faster than sorting uint64 keys); rows of 65535 units or more use uint64 keys
+    with the same order.
     """
-    U = priority.shape[1]
-    index = np.arange(U, dtype=np.uint32)[None, :]
+    U = draws.shape[1]
     if U < 0xFFFF:
-        last = np.uint32(0xFFFFFFFF)  # no real key: the index 0xFFFF never occurs
-        key = ((priority >> np.uint32(16)) << np.uint32(16)) | index
-    else:
-        last = np.uint64(0xFFFFFFFFFFFFFFFF)
-        key = ((priority >> np.uint32(16)).astype(np.uint64) << np.uint64(32)) | index
-    key = np.where(candidate, key, last)
-    key.sort(axis=1)
-    valid = key != last
-    index_mask = key.dtype.type(0xFFFF if U < 0xFFFF else 0xFFFFFFFF)
-    order = np.where(valid, key & index_mask, 0).astype(np.int64)
-    return order, valid
+        key = draws & np.uint32(0xFFFF0000)
+        key |= np.arange(U, dtype=np.uint32)[None, :]
+        return key
+    high = (draws >> np.uint32(16)).astype(np.uint64) << np.uint64(32)
+    return high | np.arange(U, dtype=np.uint64)[None, :]
 
 
-def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray) -> np.ndarray:
+def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray):
     """Google BERT's fill rule, vectorized over rows.
 
     Units come in priority order with lengths `sorted_len` (B, U) (0 = not a candidate). A unit is
     taken if it fits in what is left of the budget; one that would overflow is skipped and later
-    (shorter) units may still fill the gap. Each pass takes, in every active row, the longest
-    prefix (from the row's cursor) of units that fit the remaining budget; the first unit that
-    overflows ends the pass, and the next pass starts after it with a smaller remaining budget
-    and only units no longer than that. The remainder after a pass is less than the overflowing
-    unit's length, so there are at most (longest unit length) + 1 passes.
+    (shorter) units may still fill the gap. Pass 1 takes, in every row, the fitting units ranked
+    before the first one that overflows; each later pass starts after the last overflow with the
+    smaller remaining budget, and only rows with budget left and an overflow take part. The
+    remainder after a pass is less than the overflowing unit's length, so there are at most
+    (longest unit length) + 1 passes.
+
+    Returns (first_end (B,): rank of the first overflow in pass 1, U if none; later_rows (A,): the
+    rows with later passes; later_taken (A, U) bool: what those passes took, in rank order).
     """
-    B, U = sorted_len.shape
-    taken = np.zeros((B, U), dtype=bool)
-    if U == 0:
-        return taken
-    remaining = budget.astype(np.int64).copy()
-    cursor = np.zeros(B, dtype=np.int64)
-    active = np.flatnonzero(remaining > 0)
+    U = sorted_len.shape[1]
     position = np.arange(U)[None, :]
+
+    def one_pass(lens, rem, cursor):
+        fits = (lens > 0) & (lens <= rem[:, None])
+        if cursor is not None:
+            fits &= position >= cursor[:, None]
+        # cumsum with an explicit int32 dtype: numpy's default widening to int64 is 8x slower here.
+        filled = np.cumsum(np.where(fits, lens, 0), axis=1, dtype=np.int32)  # (A, U)
+        overflow = fits & (filled > rem[:, None])
+        has_overflow = overflow.any(1)
+        end = np.where(has_overflow, np.argmax(overflow, axis=1), U)  # rank of the first overflow
+        used = np.where(end > 0, filled[np.arange(len(end)), np.maximum(end - 1, 0)], 0)
+        return fits, end, used, has_overflow
+
+    budget = budget.astype(np.int64)
+    _, first_end, used, has_overflow = one_pass(sorted_len, budget, None)
+    remaining = budget - used
+    later_rows = np.flatnonzero(has_overflow & (remaining > 0))
+    later_taken = np.zeros((later_rows.size, U), dtype=bool)
+    active = np.arange(later_rows.size)  # indices into later_rows
+    cursor = first_end[later_rows] + 1
+    remaining = remaining[later_rows]
     while active.size:
-        lens = sorted_len[active]  # (A, U)
-        rem = remaining[active][:, None]
-        fits = (lens > 0) & (lens <= rem)
-        if active.size < B or cursor.any():
-            fits &= position >= cursor[active][:, None]
-        filled = np.cumsum(np.where(fits, lens, 0), axis=1)
-        take = fits & (filled <= rem)
-        overflow = fits & (filled > rem)
-        taken[active] |= take
-        remaining[active] -= np.where(take, lens, 0).sum(1)
-        cursor[active] = np.argmax(overflow, axis=1) + 1
-        active = active[overflow.any(1) & (remaining[active] > 0)]
-    return taken
+        fits, end, used, has_overflow = one_pass(
+            sorted_len[later_rows[active]], remaining[active], cursor[active]
+        )
+        later_taken[active] |= fits & (position < end[:, None])
+        remaining[active] -= used
+        cursor[active] = end + 1
+        active = active[has_overflow & (remaining[active] > 0)]
+    return first_end, later_rows, later_taken
 
 
 class _Units:
-    """Units (words or spans) of a batch in grid form.
+    """Units (words or n-gram spans) of a batch, in a (B, U) grid padded with empty units."""
 
-    flat_index (B, L): for each token, the flat index b * U + u of its unit in a (B, U) grid, or
-    B * U (a dump slot one past the end) for ineligible tokens, so that `grid_with_dump.take(
-    flat_index)` moves per-unit values to tokens in one gather.
-    """
-
-    def __init__(self, flat_index: np.ndarray, lengths: np.ndarray, first_word: np.ndarray) -> None:
-        self.flat_index = flat_index  # (B, L)
+    def __init__(self, lengths: np.ndarray, first_word: np.ndarray | None, word_to_unit: np.ndarray | None):
         self.lengths = lengths  # (B, U) tokens per unit, 0 for padding units
-        self.first_word = first_word  # (U,) or (B, U): a unit's first word, the counter of its draws
+        self.first_word = first_word  # (B, U) a unit's first word (its draws' counter); None: u itself
+        self.word_to_unit = word_to_unit  # (B, W) flat unit index of each word; None: units are words
+
+    def to_words(self, per_unit: np.ndarray) -> np.ndarray:
+        """Move a (B, U) per-unit value to the (B, W) words of each unit."""
+        return per_unit if self.word_to_unit is None else _append_dump(per_unit).take(self.word_to_unit)
 
 
 class _Words:
-    """Words of a batch: maximal runs of equal non-negative word ids among eligible tokens."""
+    """Words of a batch: maximal runs of equal non-negative word ids among eligible tokens.
+
+    flat_index (B, L): for each token, the flat index b * W + j of its word in a (B, W) grid, or
+    B * W (a dump slot one past the end) for ineligible tokens, so that `_append_dump(grid).take(
+    flat_index)` moves per-word values to tokens in one gather.
+    """
 
     def __init__(self, word_ids: np.ndarray, eligible: np.ndarray) -> None:
         B, L = word_ids.shape
@@ -413,18 +459,20 @@ class _Words:
         np.equal(word_ids[:, 1:], word_ids[:, :-1], out=same_as_prev[:, 1:])
         same_as_prev[:, 1:] &= eligible[:, :-1]
         self.starts = eligible & ~same_as_prev  # (B, L) first token of each word
-        self.word_index = np.cumsum(self.starts, axis=1, dtype=np.int32) - 1  # (B, L)
+        self.word_index = np.cumsum(self.starts, axis=1, dtype=np.int32)  # (B, L)
+        self.word_index -= 1
         self.count = self.word_index[:, -1] + 1 if L else np.zeros(B, dtype=np.int32)  # (B,)
         W = int(self.count.max()) if B else 0
         if W >= _MAX_UNITS_PER_ROW:
             raise WWMError(f"a row has {W} words; at most {_MAX_UNITS_PER_ROW - 1} are supported")
-        base = (np.arange(B, dtype=np.int64) * W)[:, None]
-        self.flat_index = np.where(eligible, base + self.word_index, B * W)  # (B, L)
+        # intp: bincount and take use it without a conversion pass.
+        base = (np.arange(B, dtype=np.intp) * W)[:, None]
+        self.flat_index = np.where(eligible, self.word_index + base, B * W)  # (B, L)
         lengths = np.bincount(self.flat_index.ravel(), minlength=B * W + 1)[: B * W]
         self.lengths = lengths.astype(np.int32).reshape(B, W)  # (B, W) tokens per word
 
     def as_units(self) -> _Units:
-        return _Units(self.flat_index, self.lengths, np.arange(self.lengths.shape[1]))
+        return _Units(self.lengths, None, None)
 
     def eligible_rank(self) -> np.ndarray:
         """(B, L): index of each token among its row's eligible tokens (the per-token counter)."""
@@ -454,11 +502,10 @@ class _Words:
         unit_of_word = np.cumsum(is_start, axis=1, dtype=np.int32) - 1  # (B, W)
         U = int(is_start.sum(1).max()) if B else 0
         base = (np.arange(B, dtype=np.int64) * U)[:, None]
-        word_to_unit = _append_dump(base + unit_of_word)
-        word_to_unit[-1] = B * U
-        flat_index = word_to_unit.take(self.flat_index)  # (B, L)
-        lengths = np.bincount(flat_index.ravel(), minlength=B * U + 1)[: B * U].reshape(B, U)
+        word_to_unit = np.where(self.lengths > 0, base + unit_of_word, B * U)  # (B, W)
+        lengths = np.bincount(word_to_unit.ravel(), weights=self.lengths.ravel(), minlength=B * U + 1)
+        lengths = lengths[: B * U].astype(np.int32).reshape(B, U)
         first_word = np.zeros(B * U, dtype=np.int64)
         rows, cols = np.nonzero(is_start)
         first_word[rows * U + unit_of_word[rows, cols]] = cols
-        return _Units(flat_index, lengths, first_word.reshape(B, U))
+        return _Units(lengths, first_word.reshape(B, U), word_to_unit)

@@ -23,26 +23,32 @@ _GOLDEN = 0x9E3779B9
 _KEY_SALT = 0x5EED_2B0C  # start of the key chain, so that all-zero inputs do not hash to 0
 
 # Stream constants: one independent sequence per decision the masker makes.
-STREAM_PRIORITY = 1  # order in which words (or n-gram spans) are taken
+STREAM_WORD = 1  # per word: high 16 bits = priority of its unit, low 16 bits = replacement
 STREAM_SELECT = 2  # Bernoulli budget: is this word selected
-STREAM_REPLACE = 3  # [MASK] / random / keep
+STREAM_REPLACE = 3  # [MASK] / random / keep, per token (replacement_unit: token)
 STREAM_TOKEN = 4  # which random token replaces a token
 STREAM_NGRAM = 5  # length of the n-gram span that starts at a word
 
-# The 24-bit uniform used for every probability comparison: u24 = value >> 8, event iff u24 < T,
-# with T = round(p * 2^24). Integer comparisons keep the decision identical in every framework.
+# Probabilities are compared in fixed point: the 24-bit uniform u24 = value >> 8 with
+# T = round(p * 2^24) for the selection decisions, and the 16-bit uniform value & 0xFFFF with
+# T = round(p * 2^16) for replacement decisions. Integer comparisons keep every decision identical
+# in every framework.
 UNIFORM_BITS = 24
+LOW16 = np.uint32(0xFFFF)
 
 
 def hash32(x: np.ndarray) -> np.ndarray:
     """lowbias32: uint32 -> uint32 bijection. Input is converted to uint32 (mod 2^32)."""
-    x = np.asarray(x).astype(U32, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> U32(16)
-        x *= _MUL1
-        x ^= x >> U32(15)
-        x *= _MUL2
-        x ^= x >> U32(15)
+    return _hash32_inplace(np.asarray(x).astype(U32, copy=True))
+
+
+def _hash32_inplace(x: np.ndarray) -> np.ndarray:
+    # In-place array ops wrap silently mod 2^32 (numpy warns on overflow only for scalars).
+    x ^= x >> U32(16)
+    x *= _MUL1
+    x ^= x >> U32(15)
+    x *= _MUL2
+    x ^= x >> U32(15)
     return x
 
 
@@ -78,8 +84,9 @@ def stream_keys(keys: np.ndarray, stream: int) -> np.ndarray:
 
 def counter_hash(counters: np.ndarray) -> np.ndarray:
     """hash32(counter + golden): the per-counter half of a draw, shared by all rows and streams."""
-    with np.errstate(over="ignore"):
-        return hash32(np.asarray(counters).astype(U32) + U32(_GOLDEN))
+    x = np.asarray(counters).astype(U32, copy=True)
+    x += U32(_GOLDEN)
+    return hash32(x)
 
 
 def draw(stream_key: np.ndarray, counter_hashes: np.ndarray) -> np.ndarray:
@@ -87,12 +94,13 @@ def draw(stream_key: np.ndarray, counter_hashes: np.ndarray) -> np.ndarray:
 
     Both arguments broadcast, e.g. stream_key (B, 1) with counter_hashes (B, W).
     """
-    return hash32(np.asarray(stream_key, dtype=U32) ^ counter_hashes)
+    x = np.bitwise_xor(np.asarray(stream_key, dtype=U32), counter_hashes, dtype=U32)
+    return _hash32_inplace(np.asarray(x))
 
 
-def probability_threshold(p: float) -> int:
-    """T = round(p * 2^24): an event of probability p happens iff (value >> 8) < T."""
-    return round(float(p) * (1 << UNIFORM_BITS))
+def probability_threshold(p: float, bits: int = UNIFORM_BITS) -> int:
+    """T = round(p * 2^bits): an event of probability p happens iff the bits-bit uniform is < T."""
+    return round(float(p) * (1 << bits))
 
 
 def uniform24(values: np.ndarray) -> np.ndarray:
