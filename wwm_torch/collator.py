@@ -1,0 +1,161 @@
+"""Whole-word masking collator for the Hugging Face Trainer (or any torch DataLoader).
+
+    collator = WholeWordMaskingCollator(tokenizer, MaskingConfig(mask_prob=0.15))
+    trainer = Trainer(model=model, data_collator=collator, ...)
+
+It takes the features that `tokenizer(text, return_special_tokens_mask=True)` returns, with
+optional `word_ids` and `example_id` fields; pads; masks with `wwm.WholeWordMasker`; and returns
+torch tensors. Every other field (attention_mask, token_type_ids, ...) is kept and padded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from wwm.errors import WWMError
+from wwm.masking import MaskingConfig, WholeWordMasker
+
+# Fields the collator consumes: they steer masking and are not model inputs.
+WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK = "word_ids", "example_id", "special_tokens_mask"
+_CONSUMED = (WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK, "offset_mapping")
+
+
+def content_example_id(input_ids: Sequence[int]) -> int:
+    """A stable 63-bit id from the token ids: used when a feature has no `example_id`.
+
+    The mask is then a function of (seed, epoch, tokens): the same text gets the same mask in an
+    epoch wherever it is batched. Give real example ids to tell duplicates apart.
+    """
+    digest = hashlib.blake2b(np.asarray(input_ids, dtype=np.int64).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class WholeWordMaskingCollator:
+    """Pads, computes word ids where missing, masks whole words, returns torch tensors.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (fast if word ids must be computed).
+        config: the masking spec (docs/masking.md).
+        pad_to_multiple_of: pad the length up to a multiple of this (e.g. 8 for tensor cores).
+        return_tensors: "pt" (torch tensors) or "np".
+
+    Word ids missing from a feature are computed from the token ids with the tokenizer's
+    begin-of-word table (`wwm.words`, policy "vocab"): "##" WordPiece, "Ġ" byte-level BPE or "▁"
+    SentencePiece. For BERT-style punctuation words or CJK segmentation, compute `word_ids` in the
+    dataset with `wwm.words.tokenize_with_word_ids` and keep the column.
+
+    The epoch is part of the mask key: call `set_epoch(epoch)` when an epoch starts (the
+    `wwm_torch` trainer does; `EpochCallback` does it for a plain Trainer).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        config: MaskingConfig | None = None,
+        *,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str = "pt",
+    ) -> None:
+        if return_tensors not in ("pt", "np"):
+            raise WWMError(f"return_tensors must be 'pt' or 'np'; got {return_tensors!r}")
+        if tokenizer.pad_token_id is None:
+            raise WWMError(
+                "the tokenizer has no pad token; add one with tokenizer.add_special_tokens({'pad_token': '[PAD]'})"
+            )
+        self.tokenizer = tokenizer
+        self.masker = WholeWordMasker.from_tokenizer(tokenizer, config)
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.return_tensors = return_tensors
+        self.epoch = 0
+        self._begin_table: np.ndarray | None = None
+
+    @property
+    def config(self) -> MaskingConfig:
+        return self.masker.config
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not features:
+            raise WWMError("the collator got an empty list of features")
+        if not isinstance(features[0], Mapping):  # plain lists of token ids
+            features = [{"input_ids": f} for f in features]
+        for f in features:
+            if "input_ids" not in f:
+                raise WWMError(f"every feature needs 'input_ids'; got keys {sorted(f)}")
+        lengths = [len(f["input_ids"]) for f in features]
+        L = max(lengths)
+        if self.pad_to_multiple_of:
+            L = -(-L // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        B = len(features)
+
+        input_ids = self._pad([f["input_ids"] for f in features], L, self.pad_token_id, np.int64)  # (B, L)
+        attention_mask = (
+            self._pad([f["attention_mask"] for f in features], L, 0, np.int64)
+            if "attention_mask" in features[0]
+            else (np.arange(L)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+        )
+        word_ids = self._word_ids(features, input_ids, attention_mask, L)  # (B, L)
+        if EXAMPLE_ID in features[0]:
+            example_ids = np.asarray([int(f[EXAMPLE_ID]) for f in features], dtype=np.int64)
+        else:
+            example_ids = np.asarray([content_example_id(f["input_ids"]) for f in features], dtype=np.int64)
+
+        out = self.masker(input_ids, word_ids, example_ids, self.epoch, attention_mask=attention_mask)
+        batch: dict[str, Any] = {
+            "input_ids": out.input_ids,
+            "attention_mask": attention_mask,
+            "labels": out.labels,
+        }
+        for key in features[0]:
+            if key in batch or key in _CONSUMED:
+                continue
+            values = [f[key] for f in features]
+            if _is_token_level(values, lengths):
+                batch[key] = self._pad(values, L, 0, np.int64)
+            else:
+                batch[key] = np.asarray(values)
+        assert batch["input_ids"].shape == (B, L)
+        if self.return_tensors == "pt":
+            import torch
+
+            batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+        return batch
+
+    # ------------------------------------------------------------------ helpers
+    def _word_ids(self, features, input_ids: np.ndarray, attention_mask: np.ndarray, L: int) -> np.ndarray:
+        if WORD_IDS in features[0]:
+            word_ids = self._pad(
+                [[-1 if w is None else w for w in f[WORD_IDS]] for f in features], L, -1, np.int64
+            )
+            if any(len(f[WORD_IDS]) != len(f["input_ids"]) for f in features):
+                raise WWMError("a feature's 'word_ids' has a different length than its 'input_ids'")
+            return word_ids
+        from wwm.words import begin_of_word_table, word_ids_from_begin_table
+
+        if self._begin_table is None:
+            self._begin_table = begin_of_word_table(self.tokenizer)
+        eligible = attention_mask.astype(bool) & ~self.masker.is_special[input_ids]
+        if SPECIAL_TOKENS_MASK in features[0]:
+            eligible &= self._pad([f[SPECIAL_TOKENS_MASK] for f in features], L, 1, np.int64) == 0
+        return word_ids_from_begin_table(input_ids, self._begin_table, eligible)
+
+    @staticmethod
+    def _pad(rows: Sequence[Sequence[int]], length: int, value: int, dtype) -> np.ndarray:
+        out = np.full((len(rows), length), value, dtype=dtype)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = np.asarray(row, dtype=dtype)
+        return out
+
+
+def _is_token_level(values: Sequence[Any], lengths: Sequence[int]) -> bool:
+    """A field with one value per token (e.g. token_type_ids) is padded like input_ids."""
+    return all(
+        isinstance(v, (list, tuple, np.ndarray)) and len(v) == n for v, n in zip(values, lengths, strict=True)
+    )
