@@ -1,0 +1,56 @@
+"""`wwm convert`: Hugging Face BERT/RoBERTa checkpoints <-> our Flax parameter directories.
+
+Nothing heavy is imported at module level (the CLI imports every command module to build --help);
+jax/flax load inside `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "convert checkpoints: Hugging Face safetensors dir <-> wwm Flax params dir (lossless)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="direction", metavar="DIRECTION")
+    sub.required = True
+    to_flax = sub.add_parser(
+        "hf-to-flax",
+        help="HF dir (config.json + model.safetensors) -> Flax dir (config.json + params.safetensors)",
+    )
+    to_flax.add_argument("--src", required=True, help="Hugging Face model directory")
+    to_flax.add_argument("--out", required=True, help="output directory for the Flax params")
+    to_flax.add_argument(
+        "--seed", type=int, default=0, help="seed for a fresh MLM head when the checkpoint has none"
+    )
+    to_hf = sub.add_parser(
+        "flax-to-hf", help="Flax dir -> HF dir that transformers' AutoModelForMaskedLM loads"
+    )
+    to_hf.add_argument(
+        "--src", required=True, help="Flax params directory (written by hf-to-flax or training)"
+    )
+    to_hf.add_argument("--out", required=True, help="output Hugging Face directory")
+    to_hf.add_argument(
+        "--tokenizer", default=None, help="directory whose tokenizer files are copied to --out"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from wwm_jax import convert
+    from wwm_jax.modeling import num_params
+
+    if args.direction == "hf-to-flax":
+        model, info = convert.load_hf_with_info(args.src, seed=args.seed)
+        written = convert.save_flax(model, args.out)
+        notes = " (fresh MLM head)" if info.fresh_head else ""
+        if info.ignored_keys:
+            notes += f" (ignored {len(info.ignored_keys)} unused keys: {', '.join(info.ignored_keys)})"
+    else:
+        model = convert.load_flax(args.src)
+        written = convert.save_hf(model, args.out, tokenizer_dir=args.tokenizer)
+        notes = f" ({model.config.checkpoint_dtype})"
+    print(
+        f"{args.direction}: {model.config.architecture}, {num_params(model):,} parameters{notes}; "
+        f"wrote {', '.join(written)}"
+    )
+    return 0

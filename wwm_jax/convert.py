@@ -1,0 +1,415 @@
+"""Lossless conversion between Hugging Face BERT/RoBERTa checkpoints and `wwm_jax.modeling` models.
+
+Reads safetensors only (never torch.load / pickle). The whole mapping is the name table below: our module
+paths mirror the HF keys, Linear kernels are transposed (torch stores (out, in), flax (in, out)), layer-norm
+`weight` is flax's `scale`, an embedding's `weight` is flax's `embedding`.
+
+Two on-disk formats:
+- a Hugging Face directory: config.json + model.safetensors (or a sharded model.safetensors.index.json),
+  as transformers' save_pretrained writes it; `load_hf` / `save_hf`.
+- our Flax directory: config.json (the HF config) + params.safetensors whose keys are '/'-joined flax
+  parameter paths ("bert/encoder/layer/0/attention/self/query/kernel"); `load_flax` / `save_flax`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from wwm.errors import WWMError
+from wwm_jax.modeling import BASE_PREFIX, EncoderConfig, MaskedLM, build_model
+
+logger = logging.getLogger(__name__)
+
+HF_WEIGHTS = "model.safetensors"
+HF_INDEX = "model.safetensors.index.json"
+FLAX_PARAMS = "params.safetensors"
+CONFIG = "config.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
+class Entry(NamedTuple):
+    hf_key: str  # full key as transformers 5 saves it, e.g. "bert.encoder.layer.0.output.dense.weight"
+    flax_path: str  # '/'-joined flax path, e.g. "bert/encoder/layer/0/output/dense/kernel"
+    transpose: bool  # torch Linear.weight (out, in) <-> flax Linear.kernel (in, out)
+
+
+# --- The name table: (HF key, flax path, transpose), relative to the encoder ("bert." / "roberta.") ----
+_EMBEDDINGS = [
+    ("embeddings.word_embeddings.weight", "embeddings/word_embeddings/embedding", False),
+    ("embeddings.position_embeddings.weight", "embeddings/position_embeddings/embedding", False),
+    ("embeddings.token_type_embeddings.weight", "embeddings/token_type_embeddings/embedding", False),
+    ("embeddings.LayerNorm.weight", "embeddings/LayerNorm/scale", False),
+    ("embeddings.LayerNorm.bias", "embeddings/LayerNorm/bias", False),
+]
+_LAYER = [  # under "encoder.layer.{i}." / "encoder/layer/{i}/"
+    ("attention.self.query.weight", "attention/self/query/kernel", True),
+    ("attention.self.query.bias", "attention/self/query/bias", False),
+    ("attention.self.key.weight", "attention/self/key/kernel", True),
+    ("attention.self.key.bias", "attention/self/key/bias", False),
+    ("attention.self.value.weight", "attention/self/value/kernel", True),
+    ("attention.self.value.bias", "attention/self/value/bias", False),
+    ("attention.output.dense.weight", "attention/output/dense/kernel", True),
+    ("attention.output.dense.bias", "attention/output/dense/bias", False),
+    ("attention.output.LayerNorm.weight", "attention/output/LayerNorm/scale", False),
+    ("attention.output.LayerNorm.bias", "attention/output/LayerNorm/bias", False),
+    ("intermediate.dense.weight", "intermediate/dense/kernel", True),
+    ("intermediate.dense.bias", "intermediate/dense/bias", False),
+    ("output.dense.weight", "output/dense/kernel", True),
+    ("output.dense.bias", "output/dense/bias", False),
+    ("output.LayerNorm.weight", "output/LayerNorm/scale", False),
+    ("output.LayerNorm.bias", "output/LayerNorm/bias", False),
+]
+# The masked-LM heads (full keys; the flax paths mirror them).
+_HEADS = {
+    "bert": [
+        ("cls.predictions.bias", "cls/predictions/bias", False),
+        ("cls.predictions.transform.dense.weight", "cls/predictions/transform/dense/kernel", True),
+        ("cls.predictions.transform.dense.bias", "cls/predictions/transform/dense/bias", False),
+        ("cls.predictions.transform.LayerNorm.weight", "cls/predictions/transform/LayerNorm/scale", False),
+        ("cls.predictions.transform.LayerNorm.bias", "cls/predictions/transform/LayerNorm/bias", False),
+    ],
+    "roberta": [
+        ("lm_head.bias", "lm_head/bias", False),
+        ("lm_head.dense.weight", "lm_head/dense/kernel", True),
+        ("lm_head.dense.bias", "lm_head/dense/bias", False),
+        ("lm_head.layer_norm.weight", "lm_head/layer_norm/scale", False),
+        ("lm_head.layer_norm.bias", "lm_head/layer_norm/bias", False),
+    ],
+}
+# Tied copies some checkpoints store (transformers 5 does not): decoder.weight must equal the word
+# embeddings and decoder.bias the head bias; they are checked, then dropped.
+_TIED = {
+    "bert": {
+        "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    },
+    "roberta": {
+        "lm_head.decoder.weight": "embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias",
+    },
+}
+# Keys that HF checkpoints may carry and masked-LM training does not use: the position-id buffer of
+# older transformers, the pooler of a bare BertModel/RobertaModel, BertForPreTraining's NSP head.
+_IGNORED = (
+    "embeddings.position_ids",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+    "cls.seq_relationship.weight",
+    "cls.seq_relationship.bias",
+)
+
+
+def name_table(config: EncoderConfig) -> list[Entry]:
+    """Every parameter of the model for `config`: HF key <-> flax path, in checkpoint order."""
+    prefix = BASE_PREFIX[config.model_type]
+    rows = list(_EMBEDDINGS)
+    for i in range(config.num_hidden_layers):
+        rows += [(f"encoder.layer.{i}.{hf}", f"encoder/layer/{i}/{fx}", t) for hf, fx, t in _LAYER]
+    entries = [Entry(f"{prefix}.{hf}", f"{prefix}/{fx}", t) for hf, fx, t in rows]
+    return entries + [Entry(*row) for row in _HEADS[config.model_type]]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading and writing safetensors
+# ----------------------------------------------------------------------------------------------------
+
+
+def _names(keys: Iterable[str], limit: int = 10) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _key_problems(missing: Iterable[str], unexpected: Iterable[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_names(unexpected)}")
+    return "; ".join(parts)
+
+
+def _read_file(path: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    with safe_open(path, framework="np") as f:
+        return {k: f.get_tensor(k) for k in (f.keys() if keys is None else keys)}
+
+
+def read_hf_weights(src: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a HF directory (model.safetensors or a sharded index), as numpy arrays."""
+    src = os.fspath(src)
+    if not os.path.isdir(src):
+        raise WWMError(f"{src} is not a directory")
+    index_path = os.path.join(src, HF_INDEX)
+    if os.path.isfile(index_path):
+        with open(index_path, encoding="utf-8") as f:
+            weight_map: dict[str, str] = json.load(f)["weight_map"]
+        by_file: dict[str, list[str]] = {}
+        for key, filename in weight_map.items():
+            by_file.setdefault(filename, []).append(key)
+        state: dict[str, np.ndarray] = {}
+        for filename, keys in sorted(by_file.items()):
+            shard = os.path.join(src, filename)
+            if not os.path.isfile(shard):
+                raise WWMError(f"{HF_INDEX} in {src} names {filename}, which is missing")
+            state.update(_read_file(shard, keys))
+        return state
+    single = os.path.join(src, HF_WEIGHTS)
+    if os.path.isfile(single):
+        return _read_file(single)
+    present = [
+        n
+        for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+        if os.path.exists(os.path.join(src, n))
+    ]
+    if present:
+        raise WWMError(
+            f"{src} holds only {present[0]}; wwm reads safetensors only (loading .bin runs pickle). "
+            "Convert it once where you trust the file: "
+            f"AutoModelForMaskedLM.from_pretrained({src!r}).save_pretrained(OUT) writes {HF_WEIGHTS}"
+        )
+    raise WWMError(f"{src} has neither {HF_WEIGHTS} nor {HF_INDEX}")
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    return jnp.dtype(array.dtype).name  # "float32", "float16", "bfloat16" (ml_dtypes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# HF state dict <-> flat flax params
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LoadInfo:
+    """What `hf_to_flax_params` did besides copying tensors."""
+
+    fresh_head: bool  # the checkpoint had no MLM head (bare BertModel/RobertaModel): keep a fresh one
+    ignored_keys: list[str]  # pooler, NSP head, position-id buffer, verified tied decoder copies
+    checkpoint_dtype: str
+
+
+def _canonical_key(key: str, prefix: str) -> str:
+    """HF keys as transformers 5 names them: "bert."/"roberta." before encoder keys, LayerNorm weight/bias."""
+    for old, new in ((".gamma", ".weight"), (".beta", ".bias")):  # TF-era LayerNorm names
+        if key.endswith(old) and ("LayerNorm" in key or "layer_norm" in key):
+            key = key[: -len(old)] + new
+    if key.startswith(("embeddings.", "encoder.", "pooler.")):  # a bare BertModel without the prefix
+        key = f"{prefix}.{key}"
+    return key
+
+
+def _canonical_state(state: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        new = _canonical_key(key, prefix)
+        if new in out:
+            raise WWMError(f"checkpoint has {new} twice (as {key} and under another name)")
+        out[new] = value
+    return out
+
+
+def expected_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
+    """Flax path -> parameter shape, from an abstract (never allocated) model."""
+    abstract = nnx.eval_shape(lambda: build_model(config))
+    return {
+        "/".join(map(str, p)): tuple(v.shape) for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+    }
+
+
+def hf_to_flax_params(
+    hf_state: Mapping[str, np.ndarray], config: EncoderConfig
+) -> tuple[dict[str, np.ndarray], LoadInfo]:
+    """HF tensors -> {flax path: float32 array}; raises WWMError naming missing/unexpected/misshapen keys.
+
+    Without any head key the head is left out of the result (the caller keeps a fresh one).
+    """
+    prefix = BASE_PREFIX[config.model_type]
+    state = _canonical_state(hf_state, prefix)
+    table = name_table(config)
+    head_keys = {hf for hf, _, _ in _HEADS[config.model_type]} | set(_TIED[config.model_type])
+    fresh_head = not head_keys & state.keys()
+    required = [e for e in table if not (fresh_head and e.hf_key in head_keys)]
+    ignored = {f"{prefix}.{k}" if not k.startswith("cls.") else k for k in _IGNORED} & state.keys()
+    tied = {k: v for k, v in _TIED[config.model_type].items() if k in state}
+
+    missing = {e.hf_key for e in required} - state.keys()
+    unexpected = state.keys() - {e.hf_key for e in table} - ignored - tied.keys()
+    if missing or unexpected:
+        raise WWMError(
+            f"checkpoint does not match the {config.architecture} config.json; "
+            + _key_problems(missing, unexpected)
+        )
+
+    shapes = expected_shapes(config)
+    params, bad = {}, []
+    for entry in required:
+        array = state[entry.hf_key]
+        array = array.T if entry.transpose else array
+        want = shapes[entry.flax_path]
+        if tuple(array.shape) != want:
+            want_hf = want[::-1] if entry.transpose else want
+            bad.append(f"{entry.hf_key} is {tuple(state[entry.hf_key].shape)}, config.json implies {want_hf}")
+            continue
+        params[entry.flax_path] = np.ascontiguousarray(array, dtype=np.float32)
+    if bad:
+        raise WWMError("shape mismatch: " + "; ".join(bad))
+
+    for tied_key, source in tied.items():
+        source_key = f"{prefix}.{source}" if source.startswith("embeddings.") else source
+        if source_key not in state or not np.array_equal(state[tied_key], state[source_key]):
+            raise WWMError(f"{tied_key} differs from {source_key}: untied decoders are not supported")
+    dtype = _dtype_name(state[f"{prefix}.embeddings.word_embeddings.weight"])
+    info = LoadInfo(fresh_head, sorted(ignored | tied.keys()), dtype)
+    return params, info
+
+
+def flax_to_hf_state(model: MaskedLM, dtype: str | None = None) -> dict[str, np.ndarray]:
+    """Model -> the tensors transformers' save_pretrained writes, in `dtype` (default: the checkpoint's).
+
+    Tied copies (decoder.weight/bias) are left out, as transformers 5 does.
+    """
+    dtype = jnp.dtype(dtype or model.config.checkpoint_dtype)
+    params = flat_params(model)
+    out = {}
+    for entry in name_table(model.config):
+        array = params[entry.flax_path]
+        array = array.T if entry.transpose else array
+        out[entry.hf_key] = np.ascontiguousarray(array.astype(dtype))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model <-> flat params
+# ----------------------------------------------------------------------------------------------------
+
+
+def flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
+    """{'/'-joined flax path: numpy array} of every nnx.Param."""
+    return {
+        "/".join(map(str, path)): np.asarray(jax.device_get(var[...]))
+        for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    }
+
+
+def set_flat_params(model: nnx.Module, params: Mapping[str, np.ndarray], *, strict: bool = True) -> None:
+    """Write `params` ({flax path: array}) into `model`. strict: every parameter must be given."""
+    state = nnx.state(model, nnx.Param)
+    flat = {"/".join(map(str, path)): (path, var) for path, var in nnx.to_flat_state(state)}
+    missing = flat.keys() - params.keys() if strict else set()
+    unexpected = params.keys() - flat.keys()
+    if missing or unexpected:
+        raise WWMError("flax params do not match the model; " + _key_problems(missing, unexpected))
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(flat[k][1].shape)}"
+        for k, v in params.items()
+        if v.shape != flat[k][1].shape
+    ]
+    if bad:
+        raise WWMError("shape mismatch: " + "; ".join(bad))
+    for key, value in params.items():
+        flat[key][1].set_value(jnp.asarray(value, dtype=flat[key][1].dtype))
+    nnx.update(model, state)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Directories
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_hf_with_info(
+    src: str | os.PathLike, *, dtype: Any = jnp.float32, seed: int = 0
+) -> tuple[MaskedLM, LoadInfo]:
+    """A HF directory -> (model, LoadInfo). A bare BertModel/RobertaModel gets a fresh head (from `seed`)."""
+    config = EncoderConfig.from_pretrained(src)
+    params, info = hf_to_flax_params(read_hf_weights(src), config)
+    config = dataclasses.replace(config, checkpoint_dtype=info.checkpoint_dtype)
+    model = build_model(config, dtype=dtype, seed=seed)
+    set_flat_params(model, params, strict=not info.fresh_head)
+    if info.fresh_head:
+        logger.info("%s has no masked-LM head; initialised a fresh one (seed %d)", src, seed)
+    return model, info
+
+
+def load_hf(src: str | os.PathLike, *, dtype: Any = jnp.float32, seed: int = 0) -> MaskedLM:
+    """A HF directory (Bert/RobertaForMaskedLM, or a bare Bert/RobertaModel) -> our model."""
+    return load_hf_with_info(src, dtype=dtype, seed=seed)[0]
+
+
+def _write_config(out_dir: str, config: EncoderConfig, **extra: Any) -> str:
+    path = os.path.join(out_dir, CONFIG)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({**config.to_hf_dict(), **extra}, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def save_hf(
+    model: MaskedLM, out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """Write a directory that transformers' AutoModelForMaskedLM loads with no missing/unexpected keys.
+
+    Returns the paths written. Tokenizer files found in `tokenizer_dir` are copied alongside.
+    """
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    weights = os.path.join(out_dir, HF_WEIGHTS)
+    save_file(flax_to_hf_state(model), weights, metadata={"format": "pt"})
+    written = [_write_config(out_dir, model.config), weights]
+    if tokenizer_dir is not None:
+        written += copy_tokenizer(tokenizer_dir, out_dir)
+    return written
+
+
+def copy_tokenizer(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
+    found = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(tokenizer_dir, n))]
+    if not found:
+        raise WWMError(f"{tokenizer_dir} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    return [shutil.copy2(os.path.join(tokenizer_dir, n), os.path.join(out_dir, n)) for n in found]
+
+
+def save_flax(model: MaskedLM, out_dir: str | os.PathLike) -> list[str]:
+    """Our format: config.json + params.safetensors keyed by '/'-joined flax paths (float32)."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    weights = os.path.join(out_dir, FLAX_PARAMS)
+    save_file(flat_params(model), weights, metadata={"format": "flax", "producer": "wwm"})
+    return [_write_config(out_dir, model.config), weights]
+
+
+def load_flax(src: str | os.PathLike, *, dtype: Any = jnp.float32) -> MaskedLM:
+    """Read a directory written by `save_flax`."""
+    src = os.fspath(src)
+    weights = os.path.join(src, FLAX_PARAMS)
+    if not os.path.isfile(weights):
+        hint = (
+            " (it looks like a Hugging Face directory: use hf-to-flax / load_hf)"
+            if os.path.isfile(os.path.join(src, HF_WEIGHTS))
+            else ""
+        )
+        raise WWMError(f"{src} has no {FLAX_PARAMS}{hint}")
+    model = build_model(EncoderConfig.from_pretrained(src), dtype=dtype)
+    set_flat_params(model, _read_file(weights))
+    return model

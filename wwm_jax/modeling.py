@@ -1,0 +1,636 @@
+"""BERT and RoBERTa masked-LM encoders in Flax NNX, numerically equal to transformers' PyTorch models.
+
+transformers v5 removed its Flax models, so this file re-implements the two encoders we pretrain, in the
+style of transformers' `modeling_bert.py`: one self-contained file, module and attribute names that mirror
+the Hugging Face checkpoint keys (`bert.encoder.layer.0.attention.self.query` is
+`model.bert.encoder.layer[0].attention.self.query` here) so that checkpoint conversion
+(`wwm_jax.convert`) is a short name table.
+
+Conventions
+- Shapes: B batch, L sequence length, H hidden size, N attention heads, D head size (H = N * D),
+  I intermediate size, V vocabulary size.
+- Parameters are always float32. `dtype` is the compute dtype of activations and matmuls (e.g. bfloat16);
+  layer norms, the attention softmax and the returned logits stay float32.
+- Every parameter carries logical axis names in the NNX variable metadata field `out_sharding` (the name
+  flax 0.12 uses; `sharding` and `sharding_names` are its deprecated spellings). `logical_axes(model)`
+  returns them; a trainer maps them to a device mesh with `nnx.logical_axis_rules` (see docs/models.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from wwm.errors import WWMError
+
+MODEL_TYPES = ("bert", "roberta")
+
+# Logical axis names carried by the parameters (see docs/models.md):
+#   vocab: vocabulary rows            embed: hidden size (the residual stream)
+#   mlp: feed-forward inner size      heads: the fused q/k/v/attention-output dim (N * D)
+#   position: position-embedding rows type: token-type-embedding rows
+#   norm: layer-norm scale and bias   kv: reserved for a per-head (D) axis; unused while kernels stay 2-D
+LOGICAL_AXIS_NAMES = ("vocab", "embed", "mlp", "heads", "kv", "position", "type", "norm")
+
+# HF config fields we model, with BertConfig's defaults. RoBERTa's defaults differ in `_ROBERTA_DEFAULTS`.
+_BERT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "initializer_range": 0.02,
+    "pad_token_id": 0,
+    "bos_token_id": None,
+    "eos_token_id": None,
+}
+_ROBERTA_DEFAULTS = {
+    **_BERT_DEFAULTS,
+    "vocab_size": 50265,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # transformers' "gelu" is the exact erf form
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # the tanh approximation (GPT-2, "gelu_new")
+    "relu": jax.nn.relu,
+}
+
+_ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """The fields of a Hugging Face BertConfig / RobertaConfig that these models use.
+
+    Frozen (hashable) because NNX keeps it as static module metadata. `checkpoint_dtype` is the dtype of the
+    tensors in the checkpoint this config came from; export writes tensors back in it, so a bfloat16
+    checkpoint round-trips bit-identically even though the Flax parameters are float32.
+    """
+
+    model_type: str = "bert"
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    checkpoint_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise WWMError(f"model_type {self.model_type!r} is not supported; use one of {MODEL_TYPES}")
+        if self.hidden_size % self.num_attention_heads:
+            raise WWMError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act not in _ACTIVATIONS:
+            raise WWMError(
+                f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}"
+            )
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise WWMError(f"pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})")
+        if self.checkpoint_dtype not in ("float32", "float16", "bfloat16"):
+            raise WWMError(f"checkpoint dtype {self.checkpoint_dtype!r} is not float32, float16 or bfloat16")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def architecture(self) -> str:
+        return _ARCHITECTURES[self.model_type]
+
+    @classmethod
+    def from_hf_dict(cls, hf: Mapping[str, Any]) -> EncoderConfig:
+        """From the dict in a Hugging Face config.json; rejects features these models do not implement."""
+        model_type = hf.get("model_type")
+        if model_type not in MODEL_TYPES:
+            raise WWMError(
+                f"config.json model_type {model_type!r} is not supported; use one of {MODEL_TYPES}"
+            )
+        _reject_unsupported(hf)
+        defaults = _ROBERTA_DEFAULTS if model_type == "roberta" else _BERT_DEFAULTS
+        fields = {name: hf.get(name, default) for name, default in defaults.items()}
+        if fields["pad_token_id"] is None:  # some configs say null; both models need a padding row
+            fields["pad_token_id"] = defaults["pad_token_id"]
+        dtype = hf.get("dtype", hf.get("torch_dtype")) or "float32"
+        return cls(model_type=model_type, checkpoint_dtype=str(dtype), **fields)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> EncoderConfig:
+        path = os.path.join(directory, "config.json")
+        if not os.path.isdir(directory):
+            raise WWMError(f"{directory} is not a directory")
+        if not os.path.isfile(path):
+            raise WWMError(f"{directory} has no config.json")
+        with open(path, encoding="utf-8") as f:
+            return cls.from_hf_dict(json.load(f))
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The config.json that transformers' Bert/RobertaForMaskedLM loads with these weights."""
+        out: dict[str, Any] = {"architectures": [self.architecture], "model_type": self.model_type}
+        for name in _BERT_DEFAULTS:
+            out[name] = getattr(self, name)
+        out.update(
+            tie_word_embeddings=True,
+            is_decoder=False,
+            add_cross_attention=False,
+            dtype=self.checkpoint_dtype,
+        )
+        return out
+
+
+def _reject_unsupported(hf: Mapping[str, Any]) -> None:
+    problems = []
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        problems.append(f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute')")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        problems.append("is_decoder/add_cross_attention (encoders only)")
+    if hf.get("tie_word_embeddings", True) is False:
+        problems.append("tie_word_embeddings=false (the MLM decoder must be the word-embedding matrix)")
+    if problems:
+        raise WWMError("unsupported config.json settings: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+
+
+def _axes(*names: str | None) -> dict[str, Any]:
+    """Variable metadata that names a parameter's logical axes (one name or None per dimension)."""
+    return {"out_sharding": names}
+
+
+def _dense(
+    config: EncoderConfig,
+    d_in: int,
+    d_out: int,
+    axes: tuple[str | None, str | None],
+    *,
+    dtype: Any,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+    """A Linear layer initialised like transformers (normal(initializer_range) kernel, zero bias).
+
+    The kernel is (in, out), the transpose of torch's Linear.weight; conversion transposes it.
+    """
+    return nnx.Linear(
+        d_in,
+        d_out,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nnx.initializers.normal(config.initializer_range),
+        kernel_metadata=_axes(*axes),
+        bias_metadata=_axes(axes[1]),
+        rngs=rngs,
+    )
+
+
+def _layer_norm(config: EncoderConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm computed in float32 whatever the compute dtype.
+
+    use_fast_variance=False computes var = mean((x - mean)^2) like torch, not E[x^2] - E[x]^2, which
+    loses digits when |mean| >> std.
+    """
+    return nnx.LayerNorm(
+        config.hidden_size,
+        epsilon=config.layer_norm_eps,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        use_fast_variance=False,
+        scale_metadata=_axes("norm"),
+        bias_metadata=_axes("norm"),
+        rngs=rngs,
+    )
+
+
+def _embed(
+    config: EncoderConfig, rows: int, axes: tuple[str, str], *, padding_idx: int | None, rngs: nnx.Rngs
+) -> nnx.Embed:
+    """An embedding table initialised like torch's nn.Embedding in transformers (padding row zeroed)."""
+    normal = nnx.initializers.normal(config.initializer_range)
+
+    def init(key, shape, dtype=jnp.float32):
+        table = normal(key, shape, dtype)
+        return table if padding_idx is None else table.at[padding_idx].set(0.0)
+
+    return nnx.Embed(
+        rows,
+        config.hidden_size,
+        param_dtype=jnp.float32,
+        embedding_init=init,
+        embedding_metadata=_axes(*axes),
+        rngs=rngs,
+    )
+
+
+def _lookup(table: nnx.Embed, ids: jax.Array, padding_idx: int | None) -> jax.Array:
+    """Row lookup with torch's nn.Embedding(padding_idx=...) semantics.
+
+    torch never sends gradient to the padding row through the lookup (the tied decoder still does), so
+    rows looked up at `padding_idx` are cut from the gradient here too. The forward value is unchanged.
+    """
+    rows = jnp.take(table.embedding[...], ids, axis=0)  # (B, L, H) float32
+    if padding_idx is None:
+        return rows
+    return jnp.where((ids == padding_idx)[..., None], jax.lax.stop_gradient(rows), rows)
+
+
+def _position_ids(config: EncoderConfig, input_ids: jax.Array) -> jax.Array:
+    """(B, L) position ids as transformers computes them for each model type."""
+    if config.model_type == "roberta":
+        # transformers' create_position_ids_from_input_ids: non-pad tokens count up from pad_token_id + 1,
+        # pad tokens keep position pad_token_id (a row that stays zero-gradient like the word pad row).
+        not_pad = (input_ids != config.pad_token_id).astype(jnp.int32)  # (B, L)
+        return jnp.cumsum(not_pad, axis=1) * not_pad + config.pad_token_id
+    seq_len = input_ids.shape[1]
+    return jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32)[None, :], input_ids.shape)
+
+
+def _attention_bias(attention_mask: jax.Array) -> jax.Array:
+    """(B, L) 0/1 key mask -> (B, 1, 1, L) float32 additive bias.
+
+    The scores it is added to are float32 (softmax runs in float32), and float32's most negative finite
+    value keeps a fully padded row finite (uniform weights) instead of NaN from -inf - -inf.
+    """
+    keep = attention_mask.astype(bool)[:, None, None, :]
+    return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoder (HF: BertModel / RobertaModel without the pooler)
+# ----------------------------------------------------------------------------------------------------
+
+
+class Embeddings(nnx.Module):
+    """HF: embeddings.{word_embeddings, position_embeddings, token_type_embeddings, LayerNorm}."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        pad = config.pad_token_id
+        self.word_embeddings = _embed(
+            config, config.vocab_size, ("vocab", "embed"), padding_idx=pad, rngs=rngs
+        )
+        # RoBERTa's position table has padding_idx=pad_token_id too (pad tokens sit at that position).
+        position_pad = pad if config.model_type == "roberta" else None
+        self.position_embeddings = _embed(
+            config, config.max_position_embeddings, ("position", "embed"), padding_idx=position_pad, rngs=rngs
+        )
+        self.token_type_embeddings = _embed(
+            config, config.type_vocab_size, ("type", "embed"), padding_idx=None, rngs=rngs
+        )
+        self.LayerNorm = _layer_norm(config, rngs=rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+
+    def __call__(self, input_ids, token_type_ids, *, deterministic: bool, rngs) -> jax.Array:
+        cfg = self.config
+        position_ids = _position_ids(cfg, input_ids)  # (B, L)
+        position_pad = cfg.pad_token_id if cfg.model_type == "roberta" else None
+        # Summed in float32 in transformers' order: (word + token_type) + position.
+        x = _lookup(self.word_embeddings, input_ids, cfg.pad_token_id)  # (B, L, H)
+        x = x + _lookup(self.token_type_embeddings, token_type_ids, None)
+        x = x + _lookup(self.position_embeddings, position_ids, position_pad)
+        x = self.LayerNorm(x).astype(self.dtype)
+        return self.dropout(x, deterministic=deterministic, rngs=rngs)  # (B, L, H)
+
+
+class SelfAttention(nnx.Module):
+    """HF: attention.self.{query, key, value}. Eager scaled-dot-product attention, softmax in float32."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        h = config.hidden_size
+        self.query = _dense(config, h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
+        self.key = _dense(config, h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
+        self.value = _dense(config, h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(config.attention_probs_dropout_prob)
+
+    def _split_heads(self, x: jax.Array) -> jax.Array:
+        b, length, _ = x.shape
+        return x.reshape(b, length, self.config.num_attention_heads, self.config.head_dim)  # (B, L, N, D)
+
+    def __call__(self, x, bias, *, deterministic: bool, rngs) -> jax.Array:
+        q = self._split_heads(self.query(x))  # (B, L, N, D)
+        k = self._split_heads(self.key(x))
+        v = self._split_heads(self.value(x))
+        # Same order as transformers' eager path: (q @ k^T) * D^-0.5, then + mask, accumulated in float32.
+        scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, L, L)
+        scores = scores * (self.config.head_dim**-0.5) + bias
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = self.dropout(probs, deterministic=deterministic, rngs=rngs)
+        context = jnp.einsum("bnqk,bknd->bqnd", probs.astype(self.dtype), v)  # (B, L, N, D)
+        return context.reshape(x.shape)  # (B, L, H)
+
+
+class SelfOutput(nnx.Module):
+    """HF: attention.output.{dense, LayerNorm}: project heads back, dropout, residual, post-norm."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.dtype = dtype
+        h = config.hidden_size
+        self.dense = _dense(config, h, h, ("heads", "embed"), dtype=dtype, rngs=rngs)
+        self.LayerNorm = _layer_norm(config, rngs=rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+
+    def __call__(self, context, residual, *, deterministic: bool, rngs) -> jax.Array:
+        x = self.dropout(self.dense(context), deterministic=deterministic, rngs=rngs)  # (B, L, H)
+        return self.LayerNorm(x + residual).astype(self.dtype)
+
+
+class Attention(nnx.Module):
+    """HF: attention.{self, output}."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        # The attribute is called `self` because the checkpoint key is `attention.self.query`.
+        self.self = SelfAttention(config, dtype=dtype, rngs=rngs)
+        self.output = SelfOutput(config, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, bias, *, deterministic: bool, rngs) -> jax.Array:
+        context = self.self(x, bias, deterministic=deterministic, rngs=rngs)
+        return self.output(context, x, deterministic=deterministic, rngs=rngs)  # (B, L, H)
+
+
+class Intermediate(nnx.Module):
+    """HF: intermediate.dense, the feed-forward up-projection and activation."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.act = _ACTIVATIONS[config.hidden_act]
+        self.dense = _dense(
+            config, config.hidden_size, config.intermediate_size, ("embed", "mlp"), dtype=dtype, rngs=rngs
+        )
+
+    def __call__(self, x) -> jax.Array:
+        return self.act(self.dense(x))  # (B, L, I)
+
+
+class Output(nnx.Module):
+    """HF: output.{dense, LayerNorm}, the feed-forward down-projection, residual, post-norm."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.dense = _dense(
+            config, config.intermediate_size, config.hidden_size, ("mlp", "embed"), dtype=dtype, rngs=rngs
+        )
+        self.LayerNorm = _layer_norm(config, rngs=rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+
+    def __call__(self, x, residual, *, deterministic: bool, rngs) -> jax.Array:
+        x = self.dropout(self.dense(x), deterministic=deterministic, rngs=rngs)  # (B, L, H)
+        return self.LayerNorm(x + residual).astype(self.dtype)
+
+
+class Layer(nnx.Module):
+    """HF: encoder.layer[i] = {attention, intermediate, output}, a post-LN transformer block."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.attention = Attention(config, dtype=dtype, rngs=rngs)
+        self.intermediate = Intermediate(config, dtype=dtype, rngs=rngs)
+        self.output = Output(config, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, bias, *, deterministic: bool, rngs) -> jax.Array:
+        x = self.attention(x, bias, deterministic=deterministic, rngs=rngs)  # (B, L, H)
+        return self.output(self.intermediate(x), x, deterministic=deterministic, rngs=rngs)
+
+
+class Encoder(nnx.Module):
+    """HF: encoder.layer[0 .. num_hidden_layers - 1]."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.layer = nnx.List(
+            [Layer(config, dtype=dtype, rngs=rngs) for _ in range(config.num_hidden_layers)]
+        )
+
+    def __call__(self, x, bias, *, deterministic: bool, rngs) -> jax.Array:
+        for layer in self.layer:
+            x = layer(x, bias, deterministic=deterministic, rngs=rngs)
+        return x  # (B, L, H)
+
+
+class EncoderModel(nnx.Module):
+    """HF: BertModel / RobertaModel without the pooler (masked-LM pretraining does not use it)."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.config = config
+        self.embeddings = Embeddings(config, dtype=dtype, rngs=rngs)
+        self.encoder = Encoder(config, dtype=dtype, rngs=rngs)
+
+    def __call__(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool = True, rngs=None
+    ) -> jax.Array:
+        """(B, L) int ids [, (B, L) 0/1 mask, (B, L) type ids] -> last hidden state (B, L, H)."""
+        input_ids = jnp.asarray(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        rngs = _as_rngs(rngs)
+        x = self.embeddings(input_ids, jnp.asarray(token_type_ids), deterministic=deterministic, rngs=rngs)
+        bias = _attention_bias(jnp.asarray(attention_mask))  # (B, 1, 1, L)
+        return self.encoder(x, bias, deterministic=deterministic, rngs=rngs)
+
+
+def _as_rngs(rngs):
+    """Dropout needs a fresh key per layer: a bare key becomes an nnx.Rngs stream that splits per call."""
+    if rngs is None or isinstance(rngs, nnx.Rngs):
+        return rngs
+    return nnx.Rngs(dropout=rngs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masked-LM heads
+# ----------------------------------------------------------------------------------------------------
+
+
+def _tied_decoder(hidden: jax.Array, embeddings: Embeddings, bias: nnx.Param) -> jax.Array:
+    """(B, L, H) -> (B, L, V) float32 logits with the word-embedding matrix as the decoder weight."""
+    table = embeddings.word_embeddings.embedding[...].astype(hidden.dtype)  # (V, H)
+    logits = jnp.einsum("blh,vh->blv", hidden, table, preferred_element_type=jnp.float32)
+    return logits + bias[...]
+
+
+class BertPredictionHeadTransform(nnx.Module):
+    """HF: cls.predictions.transform.{dense, LayerNorm}; activation is config.hidden_act."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.act = _ACTIVATIONS[config.hidden_act]
+        h = config.hidden_size
+        # A square projection cannot name "embed" twice (one mesh axis may appear once per spec).
+        self.dense = _dense(config, h, h, ("embed", None), dtype=dtype, rngs=rngs)
+        self.LayerNorm = _layer_norm(config, rngs=rngs)
+
+    def __call__(self, x) -> jax.Array:
+        return self.LayerNorm(self.act(self.dense(x))).astype(self.dtype)  # (B, L, H)
+
+
+class BertLMPredictionHead(nnx.Module):
+    """HF: cls.predictions.{transform, bias}; the decoder weight is tied to the word embeddings."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.transform = BertPredictionHeadTransform(config, dtype=dtype, rngs=rngs)
+        self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32), **_axes("vocab"))
+
+
+class BertOnlyMLMHead(nnx.Module):
+    """HF: cls.predictions."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.predictions = BertLMPredictionHead(config, dtype=dtype, rngs=rngs)
+
+
+class RobertaLMHead(nnx.Module):
+    """HF: lm_head.{dense, layer_norm, bias}. Uses exact GELU whatever hidden_act is, as transformers does."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs):
+        self.dtype = dtype
+        h = config.hidden_size
+        self.dense = _dense(config, h, h, ("embed", None), dtype=dtype, rngs=rngs)
+        self.layer_norm = _layer_norm(config, rngs=rngs)
+        self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32), **_axes("vocab"))
+
+    def transform(self, x) -> jax.Array:
+        x = _ACTIVATIONS["gelu"](self.dense(x))
+        return self.layer_norm(x).astype(self.dtype)  # (B, L, H)
+
+
+class _MaskedLM(nnx.Module):
+    """Shared forward of the two masked-LM models; subclasses name the encoder and head like HF."""
+
+    config: EncoderConfig
+    dtype: Any
+
+    @property
+    def base_model(self) -> EncoderModel:
+        raise NotImplementedError
+
+    def _head(self, hidden: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def encode(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool = True, rngs=None
+    ) -> jax.Array:
+        """Last hidden state (B, L, H) in the compute dtype (HF: `last_hidden_state`)."""
+        return self.base_model(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+
+    def __call__(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool = True, rngs=None
+    ) -> jax.Array:
+        """(B, L) ids, optional (B, L) 0/1 attention mask and type ids -> (B, L, V) float32 logits.
+
+        `deterministic=False` applies dropout and needs `rngs` (an nnx.Rngs with a "dropout" stream, or
+        a jax PRNG key).
+        """
+        hidden = self.encode(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        return self._head(hidden)
+
+
+class BertForMaskedLM(_MaskedLM):
+    """HF: BertForMaskedLM = {bert, cls}."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        self.bert = EncoderModel(config, dtype=dtype, rngs=rngs)
+        self.cls = BertOnlyMLMHead(config, dtype=dtype, rngs=rngs)
+
+    @property
+    def base_model(self) -> EncoderModel:
+        return self.bert
+
+    def _head(self, hidden):
+        head = self.cls.predictions
+        return _tied_decoder(head.transform(hidden), self.bert.embeddings, head.bias)
+
+
+class RobertaForMaskedLM(_MaskedLM):
+    """HF: RobertaForMaskedLM = {roberta, lm_head}."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        self.roberta = EncoderModel(config, dtype=dtype, rngs=rngs)
+        self.lm_head = RobertaLMHead(config, dtype=dtype, rngs=rngs)
+
+    @property
+    def base_model(self) -> EncoderModel:
+        return self.roberta
+
+    def _head(self, hidden):
+        return _tied_decoder(self.lm_head.transform(hidden), self.roberta.embeddings, self.lm_head.bias)
+
+
+MaskedLM = BertForMaskedLM | RobertaForMaskedLM
+
+# The attribute name of the encoder in each model, as in the HF checkpoint ("bert.embeddings...").
+BASE_PREFIX = {"bert": "bert", "roberta": "roberta"}
+
+
+def build_model(config: EncoderConfig, *, dtype: Any = jnp.float32, seed: int = 0) -> MaskedLM:
+    """A freshly initialised masked-LM model for `config` (float32 params, `dtype` compute).
+
+    Parameters are created without eager sharding (flax 0.12 would otherwise demand a mesh for every
+    annotated variable); shard them afterwards from `logical_axes` / `nnx.get_partition_spec`.
+    """
+    cls = RobertaForMaskedLM if config.model_type == "roberta" else BertForMaskedLM
+    with nnx.use_eager_sharding(False):
+        return cls(config, dtype=dtype, rngs=nnx.Rngs(params=seed))
+
+
+def logical_axes(model: nnx.Module) -> dict:
+    """Nested dict shaped like `nnx.to_pure_dict(nnx.state(model, nnx.Param))` with a tuple of logical axis
+    names (or None per replicated dimension) at each leaf. Tuples are leaves: map over it with
+    `jax.tree.map(f, axes, ..., is_leaf=lambda x: isinstance(x, tuple))`.
+    """
+    out: dict = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        names = var.get_metadata().get("out_sharding")
+        if names is None or len(names) != len(var.shape):
+            raise ValueError(f"parameter {'/'.join(map(str, path))} has no logical axes matching its rank")
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = tuple(names)
+    return out
+
+
+def num_params(model: nnx.Module) -> int:
+    return int(sum(np.prod(v.shape) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))))
