@@ -1,0 +1,25 @@
+"""`wwm train --framework jax|torch --config FILE [dotted.key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "Pretrain an encoder with whole-word masking (JAX/Flax or PyTorch), from a YAML config."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML run config (default: configs/tiny.yaml values)")
+    p.add_argument("--framework", choices=("jax", "torch"), default=None, help="overrides train.framework")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
+
+
+def main(args: argparse.Namespace) -> int:
+    from wwm.config import load_config
+
+    overrides = list(args.overrides)
+    if args.framework:
+        overrides.append(f"train.framework={args.framework}")
+    config = load_config(args.config, overrides)
+    trainer = importlib.import_module(f"wwm_{config.train.framework}.train")
+    return int(trainer.run(config) or 0)
