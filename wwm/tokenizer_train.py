@@ -13,9 +13,11 @@ Three families, one per word-boundary convention that ``wwm.words`` handles:
 ``unigram``
     SentencePiece-style: NFKC normalizer, Metaspace pre-tokenizer ("▁" replaces spaces and is prepended
     to the text), Unigram model, XLM-R's template (``<s> $A </s>`` / ``<s> $A </s> </s> $B </s>``).
-    Special tokens as ``bpe``. Unigram training sums floats in parallel, so its scores are rounded to 6
-    decimals and the vocabulary put in a canonical order (score, then token): the result is
-    deterministic.
+    Special tokens as ``bpe``.
+
+Training is deterministic: the Unigram trainer sums floats in parallel, so its scores are rounded to 6
+decimals and its vocabulary put in a canonical order (score, then token); the WordPiece trainer adds its
+"##" alphabet in hash order, so runs of single-character tokens are sorted.
 
 The result is a ``transformers.PreTrainedTokenizerFast`` with its special tokens set (``mask_token_id``
 etc.), which ``save_pretrained(dir)`` / ``AutoTokenizer.from_pretrained(dir)`` round-trips.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -89,20 +92,15 @@ def train_tokenizer(
         lowercase = kind == "wordpiece"
 
     if kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-        tok.normalizer = normalizers.BertNormalizer(
+        normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
         )
+        vocab = _wordpiece_vocab(texts, normalizer, vocab_size, min_frequency)
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+        tok.normalizer = normalizer
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=_BERT_SPECIALS,
-            continuing_subword_prefix="##",
-            show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer)
+        tok.add_special_tokens(_BERT_SPECIALS)
         cls, sep = "[CLS]", "[SEP]"
         tok.post_processor = processors.TemplateProcessing(
             single=f"{cls} $A {sep}",
@@ -144,7 +142,16 @@ def train_tokenizer(
                 unk_token="<unk>",
                 show_progress=False,
             )
-            tok.train_from_iterator(texts, trainer)
+            try:
+                tok.train_from_iterator(texts, trainer)
+            except Exception as err:
+                if "not large enough to contain all chars" not in str(err):
+                    raise
+                n_chars = len(set("".join(texts)))
+                raise WWMError(
+                    f"vocab_size {vocab_size} is too small for a unigram tokenizer of this text, which has "
+                    f"{n_chars} distinct characters; raise vocab_size above that"
+                ) from err
             tok = _canonical_unigram(tok)
             tok.post_processor = processors.TemplateProcessing(
                 single="<s> $A </s>",
@@ -159,8 +166,66 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
 
 
+def _wordpiece_vocab(
+    texts: list[str], normalizer: Any, vocab_size: int, min_frequency: int
+) -> dict[str, int]:
+    """A WordPiece vocabulary learnt with the BPE trainer, deterministically.
+
+    ``tokenizers``' WordPieceTrainer numbers its "##" symbols in hash order, which breaks ties between
+    equally frequent merges differently from run to run. Instead, every pre-tokenizer word gets a marker
+    character in front ("\ue000hello") and a plain BPE (deterministic: sorted alphabet, ties broken by
+    symbol ids) learns the merges; a merged symbol with the marker is a word-initial piece ("hello"), one
+    without is a continuation ("##llo"). The vocabulary: special tokens, every character seen at the
+    start of a word, every character seen inside a word ("##x"), then the merged pieces in merge order,
+    up to ``vocab_size`` (the characters are always kept, as WordPieceTrainer does).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    marker = "\ue000"
+    pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.BertPreTokenizer(),
+            pre_tokenizers.Metaspace(replacement=marker, prepend_scheme="always", split=False),
+        ]
+    )
+    chunks = " ".join(set(normalizer.normalize_str("\n".join(texts)).split()))  # distinct chunks only
+    words = [w for w, _ in pre_tokenizer.pre_tokenize_str(chunks)]
+    initial = sorted({w[1] for w in words if len(w) > 1} - {marker})
+    inside = sorted(set(chain.from_iterable(w[2:] for w in words)) - {marker})
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizer
+    alphabet = len(set(initial) | set(inside)) + 1
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size + alphabet, min_frequency=min_frequency, show_progress=False
+    )
+    bpe.train_from_iterator(texts, trainer)
+    bpe_vocab = bpe.get_vocab()
+
+    pieces = [*_BERT_SPECIALS, *initial, *("##" + c for c in inside)]
+    seen = set(pieces)
+    for token in sorted(bpe_vocab, key=bpe_vocab.__getitem__):
+        if len(pieces) >= vocab_size:
+            break
+        if len(token) < 2 or token.count(marker) > (token[0] == marker):
+            continue  # a single character (already in), or a marker inside (not a word piece)
+        piece = token[1:] if token[0] == marker else "##" + token
+        if piece not in seen:
+            seen.add(piece)
+            pieces.append(piece)
+    return {piece: index for index, piece in enumerate(pieces)}
+
+
 def _canonical_unigram(tok: Any) -> Any:
-    """Round the Unigram scores and sort the vocabulary, so that training is deterministic."""
+    """Make a trained Unigram model deterministic.
+
+    Two things vary from run to run in ``tokenizers``' UnigramTrainer: the last bits of the scores
+    (floats summed in parallel), and which rare character gets which of the low scores
+    ``min_score + k * 1e-4`` given to characters the model had pruned (hash order). So: scores are
+    rounded to 6 decimals; the single characters scored within ``n_chars * 1e-4`` of the minimum score
+    get those scores back in code-point order; the vocabulary is sorted by (score, token).
+    """
     from tokenizers import Tokenizer
 
     spec = json.loads(tok.to_str())
@@ -169,7 +234,16 @@ def _canonical_unigram(tok: Any) -> Any:
     head = vocab[:n_special]
     if [t for t, _ in head] != _ROBERTA_SPECIALS:  # the trainer puts special tokens first, in order
         raise AssertionError(f"unexpected Unigram vocabulary head {head}")
-    rest = sorted(((t, round(score, 6)) for t, score in vocab[n_special:]), key=lambda ts: (-ts[1], ts[0]))
+    rest = [(t, round(score, 6)) for t, score in vocab[n_special:]]
+    if rest:
+        low = min(score for _, score in rest)
+        n_chars = sum(len(t) == 1 for t, _ in rest)
+        window = low + n_chars * 1e-4 + 1e-6
+        rare = [i for i, (t, score) in enumerate(rest) if len(t) == 1 and score <= window]
+        scores = sorted((rest[i][1] for i in rare), reverse=True)
+        for i, token, score in zip(rare, sorted(rest[i][0] for i in rare), scores, strict=True):
+            rest[i] = (token, score)
+    rest.sort(key=lambda ts: (-ts[1], ts[0]))
     spec["model"]["vocab"] = [[t, score] for t, score in head] + [[t, score] for t, score in rest]
     spec["model"]["unk_id"] = _ROBERTA_SPECIALS.index("<unk>")
     return Tokenizer.from_str(json.dumps(spec))
