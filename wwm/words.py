@@ -373,8 +373,9 @@ def _word_ids_flat(
     policy: str,
     tokenizer: Any,
     segmenter: Segmenter | None,
-) -> list[np.ndarray]:
-    """Word ids (int32) of each encoding."""
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Word ids (int32) of each encoding, and its special-token mask (bool): tokens added by the
+    tokenizer, pads, and special tokens written in the text (the unknown token excepted)."""
     lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
     total = int(lengths.sum())
     row_start = np.cumsum(lengths) - lengths
@@ -386,7 +387,8 @@ def _word_ids_flat(
         chain.from_iterable(e.special_tokens_mask for e in encodings), dtype=bool, count=total
     )
     attention = np.fromiter(chain.from_iterable(e.attention_mask for e in encodings), dtype=bool, count=total)
-    eligible = attention & ~special & ~np.isnan(seq) & ~np.isin(ids, _special_ids(tokenizer))
+    special |= np.isin(ids, _special_ids(tokenizer))
+    eligible = attention & ~special & ~np.isnan(seq)
 
     first = np.zeros(total, dtype=bool)
     first[row_start[lengths > 0]] = True
@@ -453,12 +455,13 @@ def _word_ids_flat(
             index = np.where(space, n, np.arange(n + 1))
             next_nonspace = np.minimum.accumulate(index[::-1])[::-1]
             anchor = np.minimum(next_nonspace[s], e)
-            cjk = np.append(_cjk_mask(codepoints), False)[anchor]
+            cjk_chars = np.append(_cjk_mask(codepoints), False)
+            cjk = cjk_chars[anchor]
             segment = segmenter if segmenter is not None else jieba_segmenter()
             spans = []
             for text_a, text_b, ba, bb in zip(texts, pairs, base_a, base_b, strict=True):
                 for text, at in ((text_a, ba), (text_b, bb)):
-                    if text and cjk_char_mask(text).any():
+                    if text and cjk_chars[at : at + len(text)].any():  # segment texts with CJK only
                         spans.append(_check_spans(segment(text), len(text), "spans") + at)
             spans_arr = np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
             seg = _segment_ids(n, spans_arr)[anchor]
@@ -468,7 +471,8 @@ def _word_ids_flat(
     counts = np.cumsum(starts, dtype=np.int64)
     before = np.concatenate([[0], counts])[row_start]  # words in the rows before
     word_ids = np.where(eligible, counts - np.repeat(before, lengths) - 1, -1).astype(np.int32)
-    return np.split(word_ids, np.cumsum(lengths)[:-1])
+    bounds = np.cumsum(lengths)[:-1]
+    return np.split(word_ids, bounds), np.split(special, bounds)
 
 
 def _require_fast(tokenizer: Any) -> None:
@@ -514,7 +518,7 @@ def word_ids_for_encoding(
     if tokenizer is not None:
         _require_fast(tokenizer)
     texts = None if text is None else [text]
-    word_ids = _word_ids_flat([encoding], texts, [text_pair], policy, tokenizer, segmenter)
+    word_ids, _ = _word_ids_flat([encoding], texts, [text_pair], policy, tokenizer, segmenter)
     return word_ids[0]
 
 
@@ -563,17 +567,10 @@ def tokenize_with_word_ids(
         return_attention_mask=True,
     )
     encodings = batch.encodings
-    word_ids = _word_ids_flat(encodings, texts, text_pairs, policy, tokenizer, segmenter)
-    special_ids = _special_ids(tokenizer)
-    special = [
-        (np.asarray(e.special_tokens_mask, dtype=bool) | np.isin(np.asarray(e.ids), special_ids))
-        .astype(np.int8)
-        .tolist()
-        for e in encodings
-    ]
+    word_ids, special = _word_ids_flat(encodings, texts, text_pairs, policy, tokenizer, segmenter)
     return {
-        "input_ids": [list(e.ids) for e in encodings],
+        "input_ids": [e.ids for e in encodings],
         "word_ids": word_ids,
-        "special_tokens_mask": special,
-        "attention_mask": [list(e.attention_mask) for e in encodings],
+        "special_tokens_mask": [row.view(np.int8).tolist() for row in special],
+        "attention_mask": [e.attention_mask for e in encodings],
     }
