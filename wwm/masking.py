@@ -327,25 +327,32 @@ class WholeWordMasker:
         )
         key = _priority_keys(draws)  # (B, U) unique per row: (draw >> 16, unit index)
         sorted_key = np.sort(key, axis=1)
-        index_dtype = np.int32 if B * U < np.iinfo(np.int32).max else np.int64
-        order = (sorted_key & _index_mask(U)).astype(index_dtype)  # (B, U) unit index by rank
-        base = (np.arange(B, dtype=index_dtype) * U)[:, None]
-        sorted_len = lengths.ravel().take(base + order)  # (B, U)
+        # flat_order[b, r]: flat index b * U + u of the unit of rank r. (In-place steps: fresh
+        # arrays of this size cost page faults that dominate the arithmetic.)
+        if U < 0xFFFF and B * U < np.iinfo(np.int32).max:
+            flat_order = np.bitwise_and(sorted_key, np.uint32(0xFFFF)).view(np.int32)
+            flat_order += (np.arange(B, dtype=np.int32) * U)[:, None]
+        else:
+            flat_order = (sorted_key & _index_mask(U)).astype(np.int64)
+            flat_order += (np.arange(B, dtype=np.int64) * U)[:, None]
+        sorted_len = lengths.ravel().take(flat_order)  # (B, U)
         first_end, later_rows, later_taken = _greedy_fill(sorted_len, budget)
         # Pass 1 took every fitting unit ranked before the first overflow: compare keys, no scatter.
         boundary = sorted_key[np.arange(B), np.minimum(first_end, U - 1)]
         chosen = (key < boundary[:, None]) | (first_end == U)[:, None]
         chosen &= (lengths > 0) & (lengths <= budget[:, None])
         if later_rows.size:
-            flat = (base[later_rows] + order[later_rows])[later_taken]
-            chosen.ravel()[flat] = True
+            chosen.ravel()[flat_order[later_rows][later_taken]] = True
         return chosen
 
     # ------------------------------------------------------------------ replacement
     def _random_tokens(self, eligible: np.ndarray, flat_positions: np.ndarray, keys: np.ndarray):
         """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
         rows = flat_positions // eligible.shape[1]
-        rank = np.cumsum(eligible, axis=1, dtype=np.int32).ravel().take(flat_positions) - 1
+        rank_dtype = (
+            np.int16 if eligible.shape[1] < np.iinfo(np.int16).max else np.int32
+        )  # small: no page faults
+        rank = np.cumsum(eligible, axis=1, dtype=rank_dtype).ravel().take(flat_positions).astype(np.int64) - 1
         values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
 
@@ -465,9 +472,10 @@ class _Words:
         W = int(self.count.max()) if B else 0
         if W >= _MAX_UNITS_PER_ROW:
             raise WWMError(f"a row has {W} words; at most {_MAX_UNITS_PER_ROW - 1} are supported")
-        # intp: bincount and take use it without a conversion pass.
-        base = (np.arange(B, dtype=np.intp) * W)[:, None]
-        self.flat_index = np.where(eligible, self.word_index + base, B * W)  # (B, L)
+        # intp: bincount and take use it without a conversion pass. Built in place (see _choose_units).
+        self.flat_index = self.word_index.astype(np.intp)  # (B, L)
+        self.flat_index += (np.arange(B, dtype=np.intp) * W)[:, None]
+        np.copyto(self.flat_index, B * W, where=~eligible)
         lengths = np.bincount(self.flat_index.ravel(), minlength=B * W + 1)[: B * W]
         self.lengths = lengths.astype(np.int32).reshape(B, W)  # (B, W) tokens per word
 
