@@ -334,6 +334,55 @@ def test_unknown_family_is_an_error():
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     with pytest.raises(WWMError, match=r"BPE.*no ByteLevel or Metaspace"):
         begin_of_word_table(bpe)
+    # CLIP-style: a byte-level BPE whose "</w>" suffix ends words; no token starts with "Ġ".
+    clip = Tokenizer(
+        models.BPE(vocab={"a": 0, "b</w>": 1, "ab</w>": 2}, merges=[], end_of_word_suffix="</w>")
+    )
+    clip.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    with pytest.raises(WWMError, match=r"BPE.*suffix '</w>'"):
+        begin_of_word_table(clip)
+    clip = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    clip.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    with pytest.raises(WWMError, match="no token starts with 'Ġ'"):
+        begin_of_word_table(clip)
+
+
+def test_llama_style_metaspace_from_the_normalizer():
+    """No pre-tokenizer; the normalizer prepends "▁" and replaces spaces (Llama, Mistral)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<unk>", "<s>", "</s>", "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "▁w", "ll", "▁he", "llo"]
+    vocab += ["▁hello", "or", "ld"]
+    merges = [
+        ("▁", "h"),
+        ("▁", "w"),
+        ("l", "l"),
+        ("▁h", "e"),
+        ("ll", "o"),
+        ("▁he", "llo"),
+        ("o", "r"),
+        ("l", "d"),
+    ]
+    backend = Tokenizer(
+        models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, unk_token="<unk>")
+    )
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    table = begin_of_word_table(tok)
+    assert [t for t in vocab if table[vocab.index(t)]] == ["<s>", "</s>", "▁", "▁h", "▁w", "▁he", "▁hello"]
+    text = "hello world  hello"
+    by_vocab = tokenize_with_word_ids(tok, [text], policy="vocab")["word_ids"][0]
+    assert by_vocab.tolist() == [0, 1, 1, 1, 2, 3]  # ▁hello | ▁w or ld | ▁ | ▁hello
+    assert np.array_equal(tokenize_with_word_ids(tok, [text], policy="whitespace")["word_ids"][0], by_vocab)
+    for policy in ("tokenizer", "cjk"):
+        with pytest.raises(WWMError, match=r"has none.*use policy 'whitespace' or 'vocab'"):
+            tokenize_with_word_ids(tok, [text], policy=policy)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -264,6 +264,15 @@ def _build_begin_table(backend: Any, size: int) -> np.ndarray:
     for token, index in vocab.items():
         tokens[index] = token
 
+    def unsupported(detail: str) -> WWMError:
+        return WWMError(
+            f"policy 'vocab' cannot tell word starts from the vocabulary of this {model_type} tokenizer "
+            f"({detail}); use policy 'tokenizer' or 'whitespace', which read word boundaries from the text"
+        )
+
+    suffix = model.get("end_of_word_suffix")
+    if model_type == "BPE" and suffix:  # e.g. CLIP: "</w>" ends a word, which a per-token table can't say
+        raise unsupported(f"it marks the end of a word with the suffix {suffix!r}, not the start")
     if model_type == "WordPiece":
         prefix = prefix if prefix is not None else "##"
         table = np.array([not t.startswith(prefix) for t in tokens], dtype=bool)
@@ -271,20 +280,20 @@ def _build_begin_table(backend: Any, size: int) -> np.ndarray:
         mapping = _bytes_to_unicode()
         starters = tuple(mapping[b] for b in range(128) if chr(b).isspace())
         table = np.array([t.startswith(starters) for t in tokens], dtype=bool)
+        if not table.any():
+            raise unsupported("byte-level, but no token starts with 'Ġ' (a space)")
     elif model_type in ("BPE", "Unigram") and replacement is not None:
         table = np.array([t.startswith(replacement) for t in tokens], dtype=bool)
+        if not table.any():
+            raise unsupported(f"Metaspace, but no token starts with its replacement {replacement!r}")
     elif model_type == "BPE" and prefix:
         table = np.array([not t.startswith(prefix) for t in tokens], dtype=bool)
     elif model_type == "Unigram" and any(t.startswith("▁") for t in tokens):
         table = np.array([t.startswith("▁") for t in tokens], dtype=bool)
+    elif model_type in ("BPE", "Unigram"):
+        raise unsupported("no ByteLevel or Metaspace pre-tokenizer and no continuing-subword prefix")
     else:
-        detail = "no ByteLevel or Metaspace pre-tokenizer and no continuing-subword prefix"
-        if model_type not in ("BPE", "Unigram"):
-            detail = "its tokens carry no begin-of-word marker"
-        raise WWMError(
-            f"policy 'vocab' cannot tell word starts from the vocabulary of this {model_type} tokenizer "
-            f"({detail}); use policy 'tokenizer' or 'whitespace', which read word boundaries from the text"
-        )
+        raise unsupported("its tokens carry no begin-of-word marker")
     # Vocabulary holes (ids without a token), special and added tokens begin words.
     holes = np.ones(size, dtype=bool)
     holes[list(vocab.values())] = False
@@ -484,6 +493,16 @@ def _require_fast(tokenizer: Any) -> None:
         )
 
 
+def _check_pre_tokenizer(tokenizer: Any, policy: str) -> None:
+    """Policies built on ``Encoding.word_ids`` need a pre-tokenizer: without one (Llama-style tokenizers
+    that put "▁" in with the normalizer) the whole text is one word."""
+    if policy in ("tokenizer", "cjk") and tokenizer.backend_tokenizer.pre_tokenizer is None:
+        raise WWMError(
+            f"policy {policy!r} takes words from the tokenizer's pre-tokenizer, and this tokenizer has "
+            "none (its word_ids() make the whole text one word); use policy 'whitespace' or 'vocab'"
+        )
+
+
 def word_ids_for_encoding(
     encoding: Any,
     text: str | None = None,
@@ -517,6 +536,7 @@ def word_ids_for_encoding(
         raise WWMError("policy 'vocab' needs the tokenizer for its vocabulary; pass tokenizer=...")
     if tokenizer is not None:
         _require_fast(tokenizer)
+        _check_pre_tokenizer(tokenizer, policy)
     texts = None if text is None else [text]
     word_ids, _ = _word_ids_flat([encoding], texts, [text_pair], policy, tokenizer, segmenter)
     return word_ids[0]
@@ -544,6 +564,7 @@ def tokenize_with_word_ids(
     """
     _check_policy(policy)
     _require_fast(tokenizer)
+    _check_pre_tokenizer(tokenizer, policy)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise WWMError("texts must be a list of strings; wrap a single text in a list")
     texts = list(texts)
