@@ -27,6 +27,7 @@ def reference_mask_row(
     mask_token_id: int,
     vocab_size: int,
     special_token_ids,
+    unk_token_id=None,
     input_ids,
     word_ids,
     example_id: int,
@@ -113,7 +114,7 @@ def reference_mask_row(
 
     t_m = rng.probability_threshold(config.mask_token_ratio, bits=16)
     t_mr = rng.probability_threshold(config.mask_token_ratio + config.random_token_ratio, bits=16)
-    allowed = [i for i in range(vocab_size) if i not in special]
+    allowed = [i for i in range(vocab_size) if i not in special and i != unk_token_id]
     rank = {}
     r = 0
     for i in range(L):

@@ -372,3 +372,21 @@ def test_golden_vector_from_docs_masking_md():
     assert out.labels.tolist() == [
         [-100, 10, 11, -100, -100, -100, -100, 16, -100, -100, -100, -100, -100, -100]
     ]
+
+
+def test_unknown_token_is_maskable_but_never_a_random_replacement():
+    UNK = 1
+    masker = WholeWordMasker(
+        MaskingConfig(mask_prob=1.0, mask_token_ratio=0.0, random_token_ratio=1.0),
+        mask_token_id=MASK,
+        vocab_size=8,
+        special_token_ids=(PAD, CLS, SEP, MASK),
+        unk_token_id=UNK,
+    )
+    ids = np.array([[CLS] + [UNK, 5, 6, 7] * 25 + [SEP]])
+    wids = np.array([[-1, *range(100), -1]])
+    out = masker(ids, wids, [0])
+    assert out.masked[0, 1:-1].all()  # the unknown token is a word like any other
+    assert set(np.unique(out.input_ids[0, 1:-1])) <= {5, 6, 7}
+    with pytest.raises(WWMError, match="unk_token_id"):
+        WholeWordMasker(mask_token_id=MASK, vocab_size=8, special_token_ids=(UNK, MASK), unk_token_id=UNK)

@@ -133,6 +133,7 @@ class WholeWordMasker:
         mask_token_id: int | None,
         vocab_size: int,
         special_token_ids: Iterable[int] = (),
+        unk_token_id: int | None = None,
     ) -> None:
         self.config = config or MaskingConfig()
         if mask_token_id is None:
@@ -151,8 +152,15 @@ class WholeWordMasker:
         ids = ids[(ids >= 0) & (ids < self.vocab_size)]
         special[ids] = True
         special[self.mask_token_id] = True
-        self.is_special = special  # (V,) lookup table
-        self.random_token_ids = np.flatnonzero(~special).astype(np.int64)  # random replacements
+        self.is_special = special  # (V,) lookup table: never masked, never a random replacement
+        # The unknown token stands for a word of the text: it can be masked, but a random
+        # replacement never introduces it.
+        random_ok = ~special
+        if unk_token_id is not None and 0 <= int(unk_token_id) < self.vocab_size:
+            if special[int(unk_token_id)]:
+                raise WWMError("unk_token_id is also listed as special; leave it out of special_token_ids")
+            random_ok[int(unk_token_id)] = False
+        self.random_token_ids = np.flatnonzero(random_ok).astype(np.int64)  # random replacements
         if self.random_token_ids.size == 0 and self.config.random_token_ratio > 0:
             raise WWMError("every vocabulary id is special: no id is left for random replacement")
         cfg = self.config
@@ -168,12 +176,18 @@ class WholeWordMasker:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, config: MaskingConfig | None = None) -> WholeWordMasker:
-        """Build from a Hugging Face tokenizer: its mask token, vocabulary size and special ids."""
+        """Build from a Hugging Face tokenizer: its mask token, vocabulary size and special ids.
+
+        The unknown token is not treated as special: it stands for a word of the text (wwm.words
+        gives it a word id), so it can be masked; it is never a random replacement.
+        """
+        unk = tokenizer.unk_token_id
         return cls(
             config,
             mask_token_id=tokenizer.mask_token_id,
             vocab_size=len(tokenizer),
-            special_token_ids=tokenizer.all_special_ids,
+            special_token_ids=[i for i in tokenizer.all_special_ids if i != unk],
+            unk_token_id=unk,
         )
 
     # ------------------------------------------------------------------ public entry point
