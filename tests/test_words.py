@@ -205,6 +205,13 @@ def test_offsets_gap_rule_fails_where_the_policies_do_not(
     emoji = "ok 😀 go"
     assert len(gap_rule_partition(bpe_trim, emoji)) > 3
     assert surfaces(bpe_trim, emoji, "whitespace") == ["ok", "😀", "go"]
+    # Byte-level BPE without trimmed offsets: "Ġworld" covers the space, no gap either.
+    trimmed = json.loads(bpe_trim.backend_tokenizer.to_str())["post_processor"]["trim_offsets"]
+    assert len(gap_rule_partition(bpe_trim, text)) == (3 if trimmed else 1)
+    assert surfaces(bpe_trim, text, "whitespace") == ["hello", "world", "again"]
+    # WordPiece: no gap before the comma, so "hello," is one word, unlike BERT's own words.
+    assert len(gap_rule_partition(bert_uncased_tokenizer, "hello, world")) == 2
+    assert surfaces(bert_uncased_tokenizer, "hello, world", "tokenizer") == ["hello", ",", "world"]
 
 
 # --------------------------------------------------------------------------------------------------
