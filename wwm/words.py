@@ -217,7 +217,8 @@ def begin_of_word_table(tokenizer: Any) -> np.ndarray:
     a whitespace byte ("Ġ" for a space, "Ċ" for a newline, ...); Metaspace / SentencePiece (Unigram or BPE)
     -> the token starts with the replacement character ("▁", read from the pre-tokenizer, decoder or
     normalizer); BPE with a continuing-subword prefix -> as WordPiece. Special and added tokens are marked
-    as word starts (word ids of special tokens are -1 anyway). Any other model raises WWMError.
+    as word starts (word ids of special tokens are -1 anyway); a SentencePiece-style unknown piece is
+    not. Any other model (WordLevel, BPE with an end-of-word suffix as CLIP, ...) raises WWMError.
 
     ``tokenizer`` is a PreTrainedTokenizerFast or a ``tokenizers.Tokenizer``. The table is cached per
     tokenizer object (and rebuilt when its length changes, e.g. after ``add_tokens``).
