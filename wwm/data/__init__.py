@@ -1,0 +1,47 @@
+"""The data pipeline: raw text -> packed, word-aligned blocks -> batches for both trainers.
+
+    from wwm.config import load_config
+    from wwm.data import prepare_dataset, BatchIterator, DataPosition
+
+    prepared = prepare_dataset(load_config("configs/tiny.yaml"))
+    batches = BatchIterator(prepared.train, 256, seed=0, host_index=0, host_count=1)
+
+Importing this package imports numpy only; `datasets`, `pyarrow`, `transformers` load when used.
+docs/data.md describes the design (storage, example ids, order and sharding, packing, cache, streaming).
+"""
+
+from wwm.data.loader import BatchIterator, DataPosition, masked_batches, validation_batches
+from wwm.data.order import check_batch_layout, device_rows, epoch_order, host_rows, steps_per_epoch
+from wwm.data.packing import Blocks, Packer, PackStats, SpecialIds
+from wwm.data.pipeline import (
+    PreparedData,
+    PrepareStats,
+    StreamingBlocks,
+    format_summary,
+    prepare_dataset,
+    validation_mask,
+)
+from wwm.data.storage import BlockDataset
+
+__all__ = [
+    "BatchIterator",
+    "BlockDataset",
+    "Blocks",
+    "DataPosition",
+    "PackStats",
+    "Packer",
+    "PrepareStats",
+    "PreparedData",
+    "SpecialIds",
+    "StreamingBlocks",
+    "check_batch_layout",
+    "device_rows",
+    "epoch_order",
+    "format_summary",
+    "host_rows",
+    "masked_batches",
+    "prepare_dataset",
+    "steps_per_epoch",
+    "validation_batches",
+    "validation_mask",
+]

@@ -1,0 +1,631 @@
+"""``prepare_dataset(config)``: raw text -> tokenized, word-aligned, packed blocks, cached on disk.
+
+Steps (docs/data.md):
+
+1. read the documents of the source (``wwm.data.sources``), in a fixed order; split off validation
+   documents by a hash of their index (``data.validation_fraction``) or read ``data.validation_files``;
+2. get the tokenizer (``tokenizer.path``) or train one on the training documents (``tokenizer.train``);
+3. tokenize with word ids (``wwm.words``, policy ``tokenizer.word_policy``) through
+   ``datasets.Dataset.map(batched=True, num_proc=data.num_proc)``;
+4. pack into blocks of ``data.max_seq_len`` (``wwm.data.packing``) and store them
+   (``wwm.data.storage``) under ``<cache_dir>/<key>``, where the key is a hash of everything the blocks
+   depend on. A second run with the same inputs opens the stored blocks.
+
+With ``data.streaming: true`` nothing is stored: steps 3 and 4 run on the fly each time the blocks are
+iterated (``StreamingBlocks``), on a ``datasets.IterableDataset``, and give the same blocks in the same
+order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wwm import rng
+from wwm.data.packing import Blocks, Packer, SpecialIds
+from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
+from wwm.data.storage import BlockDataset, BlockWriter
+from wwm.errors import WWMError
+
+__all__ = [
+    "DATA_FORMAT",
+    "PrepareStats",
+    "PreparedData",
+    "StreamingBlocks",
+    "cache_key",
+    "default_cache_dir",
+    "format_summary",
+    "prepare_dataset",
+    "validation_mask",
+]
+
+DATA_FORMAT = 1  # bump when the blocks change for the same inputs (packing rules, storage)
+SPLIT_EPOCH = 0x53504C54  # "SPLT": the epoch slot of the validation hash (docs/data.md)
+_ROUTE_CHUNK = 4096
+_PACK_CHUNK = 1024  # documents per packing call
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation split
+# --------------------------------------------------------------------------------------------------
+
+
+def validation_mask(doc_indices: np.ndarray, fraction: float, split_seed: int) -> np.ndarray:
+    """True for the documents held out for validation: document i (its index among the non-empty
+    documents of the source) is held out iff ``uniform24(example_keys(split_seed, SPLIT_EPOCH, i)) <
+    round(fraction * 2^24)`` (``wwm.rng``)."""
+    doc_indices = np.asarray(doc_indices, dtype=np.int64)
+    if fraction <= 0:
+        return np.zeros(doc_indices.shape, dtype=bool)
+    keys = rng.example_keys(int(split_seed), SPLIT_EPOCH, doc_indices)
+    return rng.uniform24(keys) < rng.probability_threshold(fraction)
+
+
+def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def split_documents(data: Any, split: str, stats: SourceStats) -> Iterator[str]:
+    """The documents of ``split`` ("train" or "validation") in source order."""
+    if split == "validation" and data.validation_files:
+        yield from iter_documents(data, "validation", stats)
+        return
+    if split == "validation" and data.validation_fraction <= 0:
+        return
+    first = 0
+    for chunk in _chunks(iter_documents(data, "train", stats), _ROUTE_CHUNK):
+        held_out = validation_mask(
+            np.arange(first, first + len(chunk)), data.validation_fraction, data.split_seed
+        )
+        first += len(chunk)
+        want = split == "validation"
+        for doc, flag in zip(chunk, held_out.tolist(), strict=True):
+            if flag == want:
+                yield doc
+
+
+def _has_validation(data: Any) -> bool:
+    return bool(data.validation_files) or data.validation_fraction > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrepareStats:
+    """What ``prepare`` read and produced, per split ("train", "validation")."""
+
+    source: dict[str, dict[str, int]] = field(default_factory=dict)  # SourceStats per split
+    packing: dict[str, dict[str, int]] = field(default_factory=dict)  # PackStats per split
+    seconds: float = 0.0  # time of this call
+    build_seconds: float = 0.0  # time the blocks took to build (on a cache hit: when they were built)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrepareStats:
+        return cls(**data)
+
+    def total(self, key: str) -> int:
+        return sum(s.get(key, 0) for s in list(self.source.values()) + list(self.packing.values()))
+
+
+def _source_dict(stats: SourceStats) -> dict[str, int]:
+    return {
+        "documents_read": stats.documents,
+        "empty_skipped": stats.empty_skipped,
+        "replaced": stats.replaced,
+        "empty_files": stats.empty_files,
+        "files": len(stats.files),
+    }
+
+
+@dataclass
+class PreparedData:
+    """The result of ``prepare_dataset``: blocks, tokenizer and statistics."""
+
+    train: Any  # BlockDataset, or StreamingBlocks when data.streaming
+    validation: Any | None
+    tokenizer: Any
+    tokenizer_path: str
+    specials: SpecialIds
+    stats: PrepareStats
+    config: Any
+    cache_path: str | None = None
+    cache_hit: bool = False
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.data.max_seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.specials.vocab_size
+
+    def masker(self, masking: Any = None) -> Any:
+        """A ``WholeWordMasker`` for this tokenizer (``masking`` defaults to the run's masking config)."""
+        from wwm.masking import WholeWordMasker
+
+        return WholeWordMasker.from_tokenizer(self.tokenizer, masking or self.config.masking)
+
+    def train_batches(self, global_batch_size: int, **kwargs: Any) -> Any:
+        """``BatchIterator`` over the training blocks with the run's seed (kwargs: host_index, host_count,
+        start, epochs)."""
+        from wwm.data.loader import BatchIterator
+
+        return BatchIterator(self.train, global_batch_size, self.config.seed, **kwargs)
+
+    def validation_batches(self, global_batch_size: int, **kwargs: Any) -> Any:
+        from wwm.data.loader import validation_batches
+
+        if self.validation is None:
+            raise WWMError(
+                "this run has no validation set; set data.validation_fraction (e.g. 0.02) or "
+                "data.validation_files"
+            )
+        return validation_batches(self.validation, global_batch_size, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenize + pack
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool):
+    import datasets as hf_tqdm
+
+    was_enabled = not hf_tqdm.are_progress_bars_disabled()
+    if enabled:
+        hf_tqdm.enable_progress_bars()
+    else:
+        hf_tqdm.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_tqdm.enable_progress_bars()
+        else:
+            hf_tqdm.disable_progress_bars()
+
+
+class _DocumentFile:
+    """Documents written to an Arrow stream file (the format ``datasets.Dataset.from_file`` maps)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path = path
+        self.count = 0
+        self._pa = pa
+        self._schema = pa.schema([("text", pa.large_string())])
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self._schema)
+
+    def write(self, docs: list[str]) -> None:
+        if docs:
+            array = self._pa.array(docs, self._pa.large_string())
+            self._writer.write_batch(self._pa.record_batch([array], schema=self._schema))
+            self.count += len(docs)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+
+
+def _write_documents(data: Any, work: Path) -> tuple[dict[str, _DocumentFile], dict[str, SourceStats]]:
+    """One pass over the source(s): the documents of each split, written to Arrow files in ``work``."""
+    files = {"train": _DocumentFile(work / "train-documents.arrow")}
+    stats = {"train": SourceStats()}
+    try:
+        if data.validation_files:
+            files["validation"] = _DocumentFile(work / "validation-documents.arrow")
+            stats["validation"] = SourceStats()
+            for chunk in _chunks(iter_documents(data, "train", stats["train"]), _ROUTE_CHUNK):
+                files["train"].write(chunk)
+            for chunk in _chunks(iter_documents(data, "validation", stats["validation"]), _ROUTE_CHUNK):
+                files["validation"].write(chunk)
+        else:
+            if data.validation_fraction > 0:
+                files["validation"] = _DocumentFile(work / "validation-documents.arrow")
+            first = 0
+            for chunk in _chunks(iter_documents(data, "train", stats["train"]), _ROUTE_CHUNK):
+                held_out = validation_mask(
+                    np.arange(first, first + len(chunk)), data.validation_fraction, data.split_seed
+                ).tolist()
+                first += len(chunk)
+                files["train"].write([d for d, v in zip(chunk, held_out, strict=True) if not v])
+                if "validation" in files:
+                    files["validation"].write([d for d, v in zip(chunk, held_out, strict=True) if v])
+    finally:
+        for f in files.values():
+            f.close()
+    return files, stats
+
+
+def _pack_tables(tables: Iterator[Any], packer: Packer) -> Iterator[Blocks]:
+    from wwm.data.tokenizer import flat_columns
+
+    for table in tables:
+        ids, wids, lengths = flat_columns(table)
+        blocks = packer.add(ids, wids, lengths)
+        if len(blocks):
+            yield blocks
+    last = packer.finish()
+    if len(last):
+        yield last
+
+
+def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
+    from wwm.data.tokenizer import tokenize_table
+
+    return {
+        "function": tokenize_table,
+        "batched": True,
+        "batch_size": config.data.map_batch_size,
+        "remove_columns": ["text"],
+        "fn_kwargs": {"tokenizer": tokenizer, "policy": config.tokenizer.word_policy},
+    }
+
+
+class StreamingBlocks:
+    """Blocks made on the fly from a document stream (``data.streaming: true``).
+
+    ``iter_chunks()`` yields ``(Blocks, first_example_id)`` in stream order; example ids count the blocks
+    of the stream from 0. Each call reads and tokenizes the source again. ``stats`` holds the counts of the
+    last complete pass.
+    """
+
+    def __init__(self, config: Any, split: str, tokenizer: Any, specials: SpecialIds) -> None:
+        self.config = config
+        self.split = split
+        self.tokenizer = tokenizer
+        self.specials = specials
+        self.max_seq_len = config.data.max_seq_len
+        self.shuffle_buffer = config.data.shuffle_buffer
+        self.pad_token_id = specials.pad
+        self.stats: dict[str, dict[str, int]] | None = None
+
+    def iter_chunks(self) -> Iterator[tuple[Blocks, int]]:
+        import datasets
+
+        data = self.config.data
+        source_stats = SourceStats()
+        documents = datasets.IterableDataset.from_generator(
+            _generate_documents, gen_kwargs={"data": data, "split": self.split, "stats": source_stats}
+        )
+        tokenized = documents.with_format("arrow").map(**_map_kwargs(self.config, self.tokenizer))
+        packer = Packer(data.max_seq_len, data.packing, self.specials)
+        next_id = 0
+        for blocks in _pack_tables(tokenized.iter(batch_size=_PACK_CHUNK), packer):
+            yield blocks, next_id
+            next_id += len(blocks)
+        self.stats = {"source": _source_dict(source_stats), "packing": asdict(packer.stats)}
+
+    def __iter__(self) -> Iterator[Blocks]:
+        for blocks, _ in self.iter_chunks():
+            yield blocks
+
+    def materialize(self) -> BlockDataset:
+        """All blocks in memory (for a small stream, e.g. a validation set)."""
+        parts = [blocks for blocks, _ in self.iter_chunks()]
+        return BlockDataset.from_blocks(
+            Blocks.concat(parts, self.max_seq_len), pad_token_id=self.pad_token_id
+        )
+
+
+def _generate_documents(data: Any, split: str, stats: SourceStats) -> Iterator[dict[str, str]]:
+    for doc in split_documents(data, split, stats):
+        yield {"text": doc}
+
+
+def _build_split(
+    config: Any, split: str, documents: _DocumentFile, tokenizer: Any, specials: SpecialIds, work: Path,
+    out: Path, progress: bool,
+) -> dict[str, int]:  # fmt: skip
+    """Tokenize, pack and store the documents of one split; returns its packing statistics."""
+    import datasets
+
+    data = config.data
+    packer = Packer(data.max_seq_len, data.packing, specials)
+    writer = BlockWriter(out / split, data.max_seq_len, specials.vocab_size)
+    n_docs = documents.count
+    if n_docs:
+        dataset = datasets.Dataset.from_file(str(documents.path))
+        tokenized = dataset.with_format("arrow").map(
+            **_map_kwargs(config, tokenizer),
+            num_proc=data.num_proc if data.num_proc > 1 and n_docs > data.map_batch_size else None,
+            load_from_cache_file=False,
+            cache_file_name=str(work / f"{split}-tokenized.arrow"),
+            new_fingerprint=f"wwm-{split}-{os.getpid()}-{time.time_ns()}",
+            desc=f"tokenizing {split}",
+        )
+        tables = tokenized.with_format("arrow").iter(batch_size=_PACK_CHUNK)
+        bar = _tqdm(progress, total=n_docs, desc=f"packing {split}", unit="doc")
+        for blocks in _pack_tables(_count_rows(tables, bar), packer):
+            writer.write(blocks)
+        bar.close()
+    writer.close({"pad_token_id": specials.pad, "split": split})
+    return asdict(packer.stats)
+
+
+def _count_rows(tables: Iterator[Any], bar: Any) -> Iterator[Any]:
+    for table in tables:
+        bar.update(table.num_rows)
+        yield table
+
+
+def _tqdm(enabled: bool, **kwargs: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------------
+
+
+def default_cache_dir(config: Any) -> Path:
+    """``data.cache_dir``, else ``$WWM_CACHE_DIR``, else ``~/.cache/wwm`` (blocks go to its data/ folder)."""
+    if config.data.cache_dir:
+        return Path(config.data.cache_dir)
+    return Path(os.environ.get("WWM_CACHE_DIR") or Path.home() / ".cache" / "wwm")
+
+
+def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
+    """Everything the stored blocks depend on (hashed into the cache key)."""
+    import wwm
+    from wwm.data.tokenizer import tokenizer_fingerprint
+
+    data = config.data
+    if data.validation_files:
+        validation: Any = {"files": source_fingerprint(data, "validation")}
+    elif data.validation_fraction > 0:
+        validation = {"fraction": data.validation_fraction, "split_seed": data.split_seed}
+    else:
+        validation = None
+    return {
+        "format": DATA_FORMAT,
+        "wwm": wwm.__version__,
+        "source": source_fingerprint(data, "train"),
+        "validation": validation,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "word_policy": config.tokenizer.word_policy,
+        "max_seq_len": data.max_seq_len,
+        "packing": data.packing,
+    }
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def _training_fingerprint(config: Any) -> dict[str, Any]:
+    data = config.data
+    return {
+        "source": source_fingerprint(data, "train"),
+        "validation": [data.validation_fraction, data.split_seed] if data.validation_fraction > 0 else None,
+    }
+
+
+def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
+    """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
+
+    ``progress`` shows progress bars; ``rebuild`` ignores a cached result (and replaces it).
+    Raises ``WWMError`` for unusable input (missing files, no documents, a tokenizer without the special
+    tokens MLM needs, a corpus that gives no block).
+    """
+    start = time.perf_counter()
+    data = config.data
+    # Resolve and check the sources before any work (a missing path fails here).
+    source_fingerprint(data, "train")
+    if data.validation_files:
+        source_fingerprint(data, "validation")
+
+    from wwm.data.tokenizer import prepare_tokenizer
+
+    tokenizer, tokenizer_path = prepare_tokenizer(
+        config,
+        lambda: split_documents(data, "train", SourceStats()),
+        _training_fingerprint(config),
+    )
+    specials = SpecialIds.from_tokenizer(tokenizer)
+    if specials.vocab_size > np.iinfo(np.int32).max:
+        raise WWMError(f"vocabulary of {specials.vocab_size} tokens does not fit int32 ids")
+
+    if data.streaming:
+        train = StreamingBlocks(config, "train", tokenizer, specials)
+        validation = (
+            StreamingBlocks(config, "validation", tokenizer, specials) if _has_validation(data) else None
+        )
+        stats = PrepareStats(seconds=time.perf_counter() - start)
+        return PreparedData(train, validation, tokenizer, tokenizer_path, specials, stats, config)
+
+    inputs = cache_inputs(config, tokenizer)
+    root = default_cache_dir(config) / "data"
+    final = root / cache_key(inputs)
+    hit = (final / "meta.json").is_file() and not rebuild
+    if not hit:
+        _build(config, tokenizer, specials, inputs, root, final, progress)
+    meta = json.loads((final / "meta.json").read_text(encoding="utf-8"))
+    stats = PrepareStats.from_dict(meta["stats"])
+    stats.seconds = time.perf_counter() - start
+    train = BlockDataset.open(final / "train", pad_token_id=specials.pad)
+    validation = (
+        BlockDataset.open(final / "validation", pad_token_id=specials.pad) if _has_validation(data) else None
+    )
+    return PreparedData(
+        train,
+        validation,
+        tokenizer,
+        tokenizer_path,
+        specials,
+        stats,
+        config,
+        cache_path=str(final),
+        cache_hit=hit,
+    )
+
+
+def _build(
+    config: Any, tokenizer: Any, specials: SpecialIds, inputs: dict[str, Any], root: Path, final: Path,
+    progress: bool,
+) -> None:  # fmt: skip
+    built = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
+    try:
+        out = work / "blocks"
+        stats = PrepareStats()
+        documents, source_stats = _write_documents(config.data, work)
+        stats.source = {split: _source_dict(s) for split, s in source_stats.items()}
+        with _progress_bars(progress):
+            for split, docs in documents.items():
+                stats.packing[split] = _build_split(
+                    config, split, docs, tokenizer, specials, work, out, progress
+                )
+        _check_usable(config, stats)
+        stats.build_seconds = time.perf_counter() - built
+        meta = {"inputs": inputs, "stats": stats.to_dict(), "specials": asdict(specials)}
+        (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)  # rebuild, or a broken folder without meta.json
+        try:
+            os.replace(out, final)
+        except OSError:
+            if not (final / "meta.json").is_file():  # not another process that finished first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_usable(config: Any, stats: PrepareStats) -> None:
+    """Raise WWMError when the blocks cannot train anything; otherwise the counts tell the story."""
+    data = config.data
+    source = stats.source["train"]
+    train = stats.packing["train"]
+    if source["documents_read"] == 0:
+        where = {
+            "builtin": "the built-in corpus",
+            "files": f"data.train_files {list(data.train_files)}",
+            "hub": f"the Hub dataset {data.hub_dataset!r}",
+        }[data.source]
+        raise WWMError(
+            f"{where} gave no document: the files are empty or hold only blank lines "
+            f"({source['empty_skipped']} empty lines skipped, {source['empty_files']} empty files); "
+            "point the config at files with text"
+        )
+    if train["documents"] == 0 and data.validation_fraction > 0 and train["empty_documents"] == 0:
+        raise WWMError(
+            f"all {source['documents_read']} documents went to validation; lower "
+            "data.validation_fraction or add documents"
+        )
+    if train["blocks"] == 0:
+        raise WWMError(
+            f"the training documents gave no block ({train['documents']} documents with tokens, "
+            f"{train['empty_documents']} without any); check that the tokenizer fits the text"
+        )
+    if _has_validation(data) and stats.packing.get("validation", {}).get("blocks", 0) == 0:
+        raise WWMError(
+            "the validation split is empty; raise data.validation_fraction, give data.validation_files "
+            "with text, or set validation_fraction: 0 for no validation"
+        )
+
+
+def measure_stream(prepared: PreparedData, progress: bool = False) -> PrepareStats:
+    """One pass over the streaming splits to count what they hold (fills ``prepared.stats``)."""
+    start = time.perf_counter()
+    stats = prepared.stats
+    splits = {"train": prepared.train, "validation": prepared.validation}
+    for split, stream in splits.items():
+        if stream is None:
+            continue
+        bar = _tqdm(progress, desc=f"streaming {split}", unit="block")
+        with _progress_bars(False):
+            for blocks, _ in stream.iter_chunks():
+                bar.update(len(blocks))
+        bar.close()
+        stats.packing[split] = stream.stats["packing"]
+        if split == "train" or prepared.config.data.validation_files:
+            stats.source[split] = stream.stats["source"]
+    if "train" in stats.packing:
+        _check_usable(prepared.config, stats)
+    stats.build_seconds = time.perf_counter() - start
+    stats.seconds += stats.build_seconds
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------------
+
+
+def format_summary(prepared: PreparedData) -> str:
+    """The human summary that ``wwm prepare`` prints."""
+    stats = prepared.stats
+    data = prepared.config.data
+    splits = [s for s in ("train", "validation") if s in stats.packing]
+    lines = []
+    if prepared.cache_path is not None:
+        state = "hit" if prepared.cache_hit else "miss (built)"
+        lines.append(f"cache            {state}: {prepared.cache_path}")
+    else:
+        lines.append("cache            none (streaming)")
+    source = {"builtin": f"built-in ({data.builtin_lang})", "files": f"{len(data.train_files)} path(s)",
+              "hub": f"Hub {data.hub_dataset}"}[data.source]  # fmt: skip
+    lines.append(f"source           {source}; max_seq_len {data.max_seq_len}, packing {data.packing}")
+    lines.append(f"tokenizer        {prepared.tokenizer_path} ({prepared.vocab_size} tokens), "
+                 f"word policy {prepared.config.tokenizer.word_policy!r}")  # fmt: skip
+    header = f"{'':22}" + "".join(f"{s:>14}" for s in splits)
+    lines.append(header)
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"{label:22}" + "".join(f"{v:>14}" for v in values))
+
+    pk = [stats.packing[s] for s in splits]
+    row("documents", [f"{p['documents']:,}" for p in pk])
+    row("tokens", [f"{p['tokens']:,}" for p in pk])
+    row("blocks", [f"{p['blocks']:,}" for p in pk])
+    row("words per token", [f"{p['words'] / max(p['tokens'], 1):.3f}" for p in pk])
+    row("padding share", [f"{p['padding'] / max(p['blocks'] * data.max_seq_len, 1):.2%}" for p in pk])
+    row("long docs split", [f"{p['long_documents']:,}" for p in pk])
+    row("docs without tokens", [f"{p['empty_documents']:,}" for p in pk])
+    for name, src in stats.source.items():
+        label = "read (train source)" if name == "train" else "read (validation files)"
+        lines.append(
+            f"{label:22}{src['documents_read']:,} documents from {src['files'] or 'built-in/Hub'} file(s); "
+            f"{src['empty_skipped']:,} empty lines skipped, {src['replaced']:,} non-UTF-8 sequences "
+            f"replaced, {src['empty_files']:,} empty files"
+        )
+    took = f"time             {stats.seconds:.1f} s"
+    if prepared.cache_hit:
+        took += f" (the blocks took {stats.build_seconds:.1f} s to build)"
+    lines.append(took)
+    return "\n".join(lines)

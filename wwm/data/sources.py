@@ -1,0 +1,336 @@
+"""Document sources: the text of a run, one document at a time, in a fixed order.
+
+Every source is read by one generator, ``iter_documents``, so that the streaming and the non-streaming
+pipelines see the same documents in the same order:
+
+* ``builtin``: the built-in corpus (``wwm.data.builtin``);
+* ``files``: local files, folders (every file inside, recursively, in sorted order) and glob patterns.
+  Text files (``.txt`` and anything not listed below; ``.gz``/``.bz2``/``.xz`` are decompressed) hold one
+  document per line (``document_separator: line``) or documents separated by blank lines
+  (``blank_line``). JSON lines (``.jsonl``/``.json``/``.ndjson``) and Parquet (``.parquet``) files are read
+  with Hugging Face ``datasets`` (``load_dataset("json"|"parquet", streaming=True)``) and give the
+  ``text_column`` of each record;
+* ``hub``: a Hugging Face Hub dataset, ``load_dataset(hub_dataset, hub_config, split=hub_split)``
+  (downloaded and cached by ``datasets``, or streamed when ``data.streaming`` is true).
+
+Bytes that are not valid UTF-8 are replaced with U+FFFD and counted (``SourceStats.replaced``: one per
+invalid sequence, as Python's "replace" error handler). Empty and whitespace-only documents are skipped
+and counted (``empty_skipped``; in ``blank_line`` mode blank lines are separators and are not counted),
+as are empty files (``empty_files``). A missing path raises ``WWMError``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import glob
+import gzip
+import lzma
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wwm.errors import WWMError
+
+__all__ = [
+    "SourceStats",
+    "file_format",
+    "iter_documents",
+    "resolve_files",
+    "source_fingerprint",
+]
+
+_TEXT_CHUNK = 1 << 20
+_GLOB_CHARS = set("*?[")
+_JSON_EXT = (".jsonl", ".json", ".ndjson")
+_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+@dataclass
+class SourceStats:
+    """Counts gathered while reading documents."""
+
+    documents: int = 0  # non-empty documents given out
+    empty_skipped: int = 0  # empty or whitespace-only lines / records skipped
+    replaced: int = 0  # invalid UTF-8 sequences replaced by U+FFFD
+    empty_files: int = 0  # files of 0 bytes (or no document) skipped
+    files: list[str] = field(default_factory=list)
+
+    def merge(self, other: SourceStats) -> None:
+        self.documents += other.documents
+        self.empty_skipped += other.empty_skipped
+        self.replaced += other.replaced
+        self.empty_files += other.empty_files
+        self.files += other.files
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------
+
+
+def _walk_folder(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+def resolve_files(patterns: Sequence[str], key: str = "data.train_files") -> list[str]:
+    """Expand files, folders and glob patterns into a list of files (order kept, duplicates dropped)."""
+    out: list[str] = []
+    for pattern in patterns:
+        if _GLOB_CHARS & set(pattern):
+            matches = [p for p in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(p)]
+            if not matches:
+                raise WWMError(
+                    f"{key}: the pattern {pattern!r} matches no file; check the pattern and folder"
+                )
+        elif os.path.isdir(pattern):
+            matches = _walk_folder(pattern)
+            if not matches:
+                raise WWMError(f"{key}: the folder {pattern!r} holds no file; put your text files in it")
+        elif os.path.isfile(pattern):
+            matches = [pattern]
+        else:
+            raise WWMError(
+                f"{key}: {pattern!r} does not exist; give an existing file, folder or glob pattern "
+                "(relative paths in a config file are relative to that file)"
+            )
+        out += [os.path.abspath(m) for m in matches]
+    return list(dict.fromkeys(out))
+
+
+def file_format(path: str, configured: str = "auto") -> str:
+    """ "text", "jsonl" or "parquet" for a file (by extension unless ``configured`` says otherwise)."""
+    if configured != "auto":
+        return configured
+    name = path.lower()
+    for ext in _COMPRESSED:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    if name.endswith(_JSON_EXT):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "text"
+
+
+class _ReplacementCounter:
+    """A codecs error handler: replace like "replace" and count each invalid sequence."""
+
+    count = 0
+
+    @classmethod
+    def handler(cls, err: UnicodeError) -> tuple[str, int]:
+        if not isinstance(err, UnicodeDecodeError):
+            raise err
+        cls.count += 1
+        return "\ufffd", err.end
+
+
+_HANDLER = "wwm.count_replacements"
+codecs.register_error(_HANDLER, _ReplacementCounter.handler)
+
+
+def _open_binary(path: str):
+    for ext, opener in _COMPRESSED.items():
+        if path.lower().endswith(ext):
+            return opener(path, "rb")
+    return open(path, "rb")
+
+
+def _iter_decoded_lines(path: str, stats: SourceStats) -> Iterator[str]:
+    """The lines of a file (without their "\\n" / "\\r\\n"), decoded as UTF-8 with counted replacements."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=_HANDLER)
+    tail = ""
+    first = True
+    with _open_binary(path) as f:
+        while True:
+            chunk = f.read(_TEXT_CHUNK)
+            final = not chunk
+            before = _ReplacementCounter.count
+            text = decoder.decode(chunk, final=final)
+            stats.replaced += _ReplacementCounter.count - before
+            if first and text:
+                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+                first = False
+            lines = (tail + text).split("\n")
+            tail = "" if final else lines.pop()
+            if final and lines and lines[-1] == "":
+                lines.pop()  # the file's last newline ends a line, it does not start one
+            for line in lines:
+                yield line.removesuffix("\r")
+            if final:
+                return
+
+
+def _iter_text_file(path: str, separator: str, stats: SourceStats) -> Iterator[str]:
+    if separator == "line":
+        for line in _iter_decoded_lines(path, stats):
+            if line.strip():
+                yield line
+            else:
+                stats.empty_skipped += 1
+        return
+    paragraph: list[str] = []
+    for line in _iter_decoded_lines(path, stats):
+        if line.strip():
+            paragraph.append(line)
+        elif paragraph:
+            yield "\n".join(paragraph)
+            paragraph = []
+    if paragraph:
+        yield "\n".join(paragraph)
+
+
+def _count_replacements(path: str) -> int:
+    """Invalid UTF-8 sequences in a file (JSON lines are read by `datasets`, which replaces them)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=_HANDLER)
+    before = _ReplacementCounter.count
+    with _open_binary(path) as f:
+        while chunk := f.read(_TEXT_CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    return _ReplacementCounter.count - before
+
+
+def _iter_records(dataset: Any, column: str, where: str, stats: SourceStats) -> Iterator[str]:
+    checked = False
+    for batch in dataset.iter(batch_size=1000):
+        if not checked:
+            if column not in batch:
+                raise WWMError(
+                    f"{where} has no column {column!r}; its columns are {sorted(batch)}: "
+                    "set data.text_column to the one that holds the text"
+                )
+            checked = True
+        for text in batch[column]:
+            if text is None or (isinstance(text, str) and not text.strip()):
+                stats.empty_skipped += 1
+                continue
+            if not isinstance(text, str):
+                raise WWMError(
+                    f"{where}: column {column!r} holds {type(text).__name__} values, not text; "
+                    "set data.text_column to a string column"
+                )
+            yield text
+
+
+def _iter_table_file(path: str, fmt: str, column: str, stats: SourceStats) -> Iterator[str]:
+    import datasets
+
+    kwargs: dict[str, Any] = {}
+    if fmt == "jsonl":
+        stats.replaced += _count_replacements(path)
+        kwargs["encoding_errors"] = "replace"
+    try:
+        dataset = datasets.load_dataset(fmt if fmt != "jsonl" else "json", data_files=[path], split="train",
+                                        streaming=True, **kwargs)  # fmt: skip
+        yield from _iter_records(dataset, column, f"the file {path!r}", stats)
+    except WWMError:
+        raise
+    except Exception as err:  # pyarrow / json errors: name the file and the fix
+        raise WWMError(
+            f"could not read {path!r} as {fmt}: {type(err).__name__}: {' '.join(str(err).split())[:300]}; "
+            "check the file, or set data.file_format"
+        ) from err
+
+
+def _iter_files(files: Sequence[str], data: Any, stats: SourceStats) -> Iterator[str]:
+    for path in files:
+        stats.files.append(path)
+        if os.path.getsize(path) == 0:
+            stats.empty_files += 1
+            continue
+        fmt = file_format(path, data.file_format)
+        if fmt == "text":
+            docs = _iter_text_file(path, data.document_separator, stats)
+        else:
+            docs = _iter_table_file(path, fmt, data.text_column, stats)
+        count = 0
+        for doc in docs:
+            count += 1
+            yield doc
+        if count == 0:
+            stats.empty_files += 1
+
+
+def _iter_hub(data: Any, stats: SourceStats) -> Iterator[str]:
+    import datasets
+
+    where = f"the Hub dataset {data.hub_dataset!r}"
+    try:
+        dataset = datasets.load_dataset(
+            data.hub_dataset,
+            data.hub_config,
+            split=data.hub_split,
+            revision=data.hub_revision,
+            streaming=data.streaming,
+        )
+    except Exception as err:
+        raise WWMError(
+            f"could not load {where} (config {data.hub_config!r}, split {data.hub_split!r}): "
+            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}; check the name and your network, "
+            "or download the data and set data.source: files"
+        ) from err
+    yield from _iter_records(dataset, data.text_column, where, stats)
+
+
+def iter_documents(data: Any, which: str = "train", stats: SourceStats | None = None) -> Iterator[str]:
+    """The non-empty documents of ``data`` (a DataConfig): ``which`` is "train" (the configured source)
+    or "validation" (``data.validation_files``). Stops after ``data.max_documents`` documents (train)."""
+    stats = stats if stats is not None else SourceStats()
+    if which == "validation":
+        docs = _iter_files(resolve_files(data.validation_files, "data.validation_files"), data, stats)
+        limit = None
+    elif data.source == "builtin":
+        from wwm.data.builtin import builtin_documents
+
+        docs = iter(builtin_documents(data.builtin_lang))
+        limit = data.max_documents
+    elif data.source == "files":
+        docs = _iter_files(resolve_files(data.train_files), data, stats)
+        limit = data.max_documents
+    elif data.source == "hub":
+        docs = _iter_hub(data, stats)
+        limit = data.max_documents
+    else:
+        raise WWMError(f"unknown data.source {data.source!r}; use 'builtin', 'files' or 'hub'")
+    for doc in docs:
+        if not doc.strip():
+            stats.empty_skipped += 1
+            continue
+        stats.documents += 1
+        yield doc
+        if limit is not None and stats.documents >= limit:
+            return
+
+
+def source_fingerprint(data: Any, which: str = "train") -> dict[str, Any]:
+    """What the documents of ``which`` depend on; cheap (file sizes and times, no reading)."""
+    common = {"document_separator": data.document_separator, "text_column": data.text_column}
+    if which == "validation" or data.source == "files":
+        patterns = data.validation_files if which == "validation" else data.train_files
+        files = resolve_files(
+            patterns, "data.validation_files" if which == "validation" else "data.train_files"
+        )
+        stats = [
+            (p, os.stat(p).st_size, os.stat(p).st_mtime_ns, file_format(p, data.file_format)) for p in files
+        ]
+        return {
+            "files": stats,
+            **common,
+            "max_documents": None if which == "validation" else data.max_documents,
+        }
+    if data.source == "builtin":
+        from wwm.data.builtin import builtin_fingerprint
+
+        return {"builtin": builtin_fingerprint(data.builtin_lang), "max_documents": data.max_documents}
+    return {
+        "hub": [data.hub_dataset, data.hub_config, data.hub_split, data.hub_revision],
+        "text_column": data.text_column,
+        "max_documents": data.max_documents,
+    }
