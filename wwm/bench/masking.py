@@ -49,10 +49,11 @@ def _token_stream(tokenizer, texts: list[str], needed: int) -> dict[str, np.ndar
 def _rows(stream: dict[str, np.ndarray], tokenizer, B: int, L: int) -> dict[str, Any]:
     body = L - 2
     take = B * body
-    ids = np.full((B, L), tokenizer.sep_token_id, dtype=np.int64)
+    # int32, as the data pipeline stores blocks (the masker returns the dtype it is given).
+    ids = np.full((B, L), tokenizer.sep_token_id, dtype=np.int32)
     ids[:, 0] = tokenizer.cls_token_id
     ids[:, 1:-1] = stream["ids"][:take].reshape(B, body)
-    wids = np.full((B, L), -1, dtype=np.int64)
+    wids = np.full((B, L), -1, dtype=np.int32)
     wids[:, 1:-1] = stream["wids"][:take].reshape(B, body)
     offsets = np.zeros((B, L, 2), dtype=np.int64)
     offsets[:, 1:-1] = stream["offsets"][:take].reshape(B, body, 2)
