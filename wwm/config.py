@@ -232,6 +232,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise _type_error(path, tp, value)
         candidates = [a for a in args if a is not type(None)]
         if len(candidates) == 1:
+            if candidates[0] in (bool, int, float, str):
+                try:
+                    return _convert(candidates[0], value, path)
+                except WWMError:
+                    raise _type_error(path, tp, value) from None
             return _convert(candidates[0], value, path)
         for arg in candidates:
             try:
@@ -498,6 +503,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:
-    """Write a config as YAML (relative paths were resolved at load, so it reloads from anywhere)."""
+    """Write a config as YAML with absolute paths (relative ones resolve against the current directory),
+    so that it reloads the same from anywhere."""
+    data = _resolve_paths(type(config), config_to_dict(config), Path.cwd())
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
