@@ -29,7 +29,10 @@ class ModelConfig:
     """
 
     type: Literal["bert", "roberta"] = "bert"
-    pretrained: str | None = None  # HF directory (safetensors + config.json); sizes below are then ignored
+    # A Hugging Face directory (safetensors + config.json) to start from; the sizes below are then
+    # ignored. The metadata marks a path (relative to the config file) or a Hub name, as
+    # wwm.config.path_field(hub=True) does (this module cannot import wwm.config: it imports us).
+    pretrained: str | None = field(default=None, metadata={"wwm_path": "hub"})
     hidden_size: int = 256
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
@@ -126,6 +129,7 @@ class TrainConfig:
     log_every_steps: int = 10
     torch_compile: bool = False  # torch only
     dataloader_num_workers: int = 0  # torch only
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"  # torch only (eager: exact CPU parity tests)
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "grad_accum_steps", "max_steps", "log_every_steps"):

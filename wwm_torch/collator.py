@@ -4,8 +4,8 @@
     trainer = Trainer(model=model, data_collator=collator, ...)
 
 It takes the features that `tokenizer(text, return_special_tokens_mask=True)` returns, with
-optional `word_ids` and `example_id` fields; pads; masks with `wwm.WholeWordMasker`; and returns
-torch tensors. Every other field (attention_mask, token_type_ids, ...) is kept and padded.
+optional `word_ids`, `example_id` and `epoch` fields; pads; masks with `wwm.WholeWordMasker`; and
+returns torch tensors. Every other field (attention_mask, token_type_ids, ...) is kept and padded.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from wwm.errors import WWMError
 from wwm.masking import MaskingConfig, WholeWordMasker
 
 # Fields the collator consumes: they steer masking and are not model inputs.
-WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK = "word_ids", "example_id", "special_tokens_mask"
-_CONSUMED = (WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK, "offset_mapping")
+WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK, EPOCH = "word_ids", "example_id", "special_tokens_mask", "epoch"
+_CONSUMED = (WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK, EPOCH, "offset_mapping")
+# Output key of the example ids when `return_example_ids=True` (not a model input: pop it before forward).
+EXAMPLE_IDS_OUT = "example_ids"
 
 
 def content_example_id(input_ids: Sequence[int]) -> int:
@@ -42,14 +44,18 @@ class WholeWordMaskingCollator:
         config: the masking spec (docs/masking.md).
         pad_to_multiple_of: pad the length up to a multiple of this (e.g. 8 for tensor cores).
         return_tensors: "pt" (torch tensors) or "np".
+        return_example_ids: also return the (B,) example ids under "example_ids" (not a model input:
+            the `wwm_torch` trainer pops it before the forward pass).
 
     Word ids missing from a feature are computed from the token ids with the tokenizer's
     begin-of-word table (`wwm.words`, policy "vocab"): "##" WordPiece, "Ġ" byte-level BPE or "▁"
     SentencePiece. For BERT-style punctuation words or CJK segmentation, compute `word_ids` in the
     dataset with `wwm.words.tokenize_with_word_ids` and keep the column.
 
-    The epoch is part of the mask key: call `set_epoch(epoch)` when an epoch starts (the
-    `wwm_torch` trainer does; `EpochCallback` does it for a plain Trainer).
+    The epoch is part of the mask key: call `set_epoch(epoch)` when an epoch starts
+    (`EpochCallback` does it for a plain Trainer), or give each feature an `epoch` field, which wins
+    over `set_epoch` and works whatever process builds the batch (data-loader workers included); the
+    `wwm_torch` trainer does the latter. A batch may mix epochs: each row is masked with its own.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class WholeWordMaskingCollator:
         *,
         pad_to_multiple_of: int | None = None,
         return_tensors: str = "pt",
+        return_example_ids: bool = False,
     ) -> None:
         if return_tensors not in ("pt", "np"):
             raise WWMError(f"return_tensors must be 'pt' or 'np'; got {return_tensors!r}")
@@ -71,6 +78,7 @@ class WholeWordMaskingCollator:
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.return_tensors = return_tensors
+        self.return_example_ids = bool(return_example_ids)
         self.epoch = 0
         self._begin_table: np.ndarray | None = None
 
@@ -107,12 +115,14 @@ class WholeWordMaskingCollator:
         else:
             example_ids = np.asarray([content_example_id(f["input_ids"]) for f in features], dtype=np.int64)
 
-        out = self.masker(input_ids, word_ids, example_ids, self.epoch, attention_mask=attention_mask)
+        masked_ids, labels = self._mask(features, input_ids, word_ids, example_ids, attention_mask)
         batch: dict[str, Any] = {
-            "input_ids": out.input_ids,
+            "input_ids": masked_ids,
             "attention_mask": attention_mask,
-            "labels": out.labels,
+            "labels": labels,
         }
+        if self.return_example_ids:
+            batch[EXAMPLE_IDS_OUT] = example_ids
         for key in features[0]:
             if key in batch or key in _CONSUMED:
                 continue
@@ -129,6 +139,27 @@ class WholeWordMaskingCollator:
         return batch
 
     # ------------------------------------------------------------------ helpers
+    def _mask(
+        self, features, input_ids, word_ids, example_ids, attention_mask
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mask the rows; rows with an `epoch` field use their own epoch, the others `self.epoch`."""
+        if EPOCH not in features[0]:
+            out = self.masker(input_ids, word_ids, example_ids, self.epoch, attention_mask=attention_mask)
+            return out.input_ids, out.labels
+        epochs = np.asarray([int(f.get(EPOCH, self.epoch)) for f in features], dtype=np.int64)
+        masked_ids, labels = np.empty_like(input_ids), np.empty_like(input_ids)
+        for epoch in np.unique(epochs):
+            rows = np.flatnonzero(epochs == epoch)
+            out = self.masker(
+                input_ids[rows],
+                word_ids[rows],
+                example_ids[rows],
+                int(epoch),
+                attention_mask=attention_mask[rows],
+            )
+            masked_ids[rows], labels[rows] = out.input_ids, out.labels
+        return masked_ids, labels
+
     def _word_ids(self, features, input_ids: np.ndarray, attention_mask: np.ndarray, L: int) -> np.ndarray:
         if WORD_IDS in features[0]:
             word_ids = self._pad(

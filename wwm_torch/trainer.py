@@ -1,0 +1,465 @@
+"""The Hugging Face Trainer, fed with the JAX path's global batches and trained on the JAX path's loss.
+
+* `build_model`: BertForMaskedLM / RobertaForMaskedLM from `ModelConfig.hf_config_dict` (the one
+  place a fresh model's config is built) or from a pretrained safetensors directory.
+* `training_arguments`: TrainingArguments derived from our config sections.
+* `WWMTrainer`: a `transformers.Trainer` whose training order is `GlobalBatchDataset`'s (sequential),
+  whose loss is the summed token cross-entropy over the masked positions of the whole global batch
+  (all accumulation micro-batches and ranks) divided by that batch's number of masked positions,
+  and whose evaluation reports token-weighted MLM loss, accuracy and perplexity.
+* `MetricsCallback`: one `metrics.jsonl` record per optimizer step (the same keys as the JAX
+  trainer), eval records, TensorBoard scalars, and a clear stop on a NaN/inf loss.
+
+The loss, step by step (docs/torch_trainer.md): `get_batch_samples` counts the masked positions of
+the step's micro-batches and all-reduces the count over ranks (N); `compute_loss` returns
+`sum CE(local micro-batch) / N * world_size`. DDP averages gradients over ranks and accumulation sums
+them, so the update uses the gradient of `sum CE(global batch) / N`. `loss_is_scaled_for_ga` tells
+the Trainer not to divide by the accumulation steps again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from wwm.errors import WWMError
+from wwm_torch.collator import EXAMPLE_IDS_OUT
+
+__all__ = [
+    "MetricsCallback",
+    "NonFiniteLossError",
+    "WWMTrainer",
+    "build_model",
+    "install_printing",
+    "masked_lm_sums",
+    "training_arguments",
+]
+
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+class NonFiniteLossError(WWMError):
+    """The loss of an optimizer step was NaN or infinite; training stopped before saving that step."""
+
+
+# ---------------------------------------------------------------------------------------------- model
+def build_model(model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa"):
+    """A masked-LM model: fresh from `model_config` or loaded from `model_config.pretrained`."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    if model_config.pretrained:
+        path = model_config.pretrained
+        if not os.path.isdir(path):
+            raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(
+                path, use_safetensors=True, attn_implementation=attn_implementation
+            )
+        except OSError as err:
+            raise WWMError(
+                f"could not load the masked-LM model in {path!r} (safetensors weights and config.json needed): {err}"
+            ) from err
+        if model.config.vocab_size < len(tokenizer):
+            raise WWMError(
+                f"the model in {path!r} has {model.config.vocab_size} token embeddings but the tokenizer has "
+                f"{len(tokenizer)} tokens; use the model's own tokenizer (tokenizer.path: {path})"
+            )
+        return model
+    d = dict(model_config.hf_config_dict(tokenizer, max_seq_len))
+    model_type = d.pop("model_type")
+    d.pop("architectures", None)
+    config = AutoConfig.for_model(model_type, **d)
+    config.architectures = ["RobertaForMaskedLM" if model_type == "roberta" else "BertForMaskedLM"]
+    return AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
+
+
+# ---------------------------------------------------------------------------------------------- args
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = None) -> TrainingArguments:
+    """TrainingArguments from our RunConfig-like `config` (sections train, optim, checkpoint, eval, logging)."""
+    train, optim, ckpt, ev, log = config.train, config.optim, config.checkpoint, config.eval, config.logging
+    world = world_size or _world_size()
+    per_step = train.grad_accum_steps * world
+    if train.global_batch_size % per_step:
+        raise WWMError(
+            f"train.global_batch_size ({train.global_batch_size}) must be divisible by train.grad_accum_steps "
+            f"({train.grad_accum_steps}) times the number of processes ({world})"
+        )
+    eval_batch = ev.batch_size or train.global_batch_size
+    return TrainingArguments(
+        output_dir=os.path.join(config.output_dir, "checkpoints"),
+        seed=config.seed,
+        data_seed=config.seed,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.global_batch_size // per_step,
+        per_device_eval_batch_size=max(1, -(-eval_batch // world)),
+        gradient_accumulation_steps=train.grad_accum_steps,
+        average_tokens_across_devices=True,
+        learning_rate=optim.learning_rate,
+        weight_decay=optim.weight_decay,
+        adam_beta1=optim.beta1,
+        adam_beta2=optim.beta2,
+        adam_epsilon=optim.eps,
+        optim="adamw_torch",
+        lr_scheduler_type=SCHEDULES[optim.schedule],
+        warmup_steps=int(optim.warmup_steps),
+        max_grad_norm=optim.max_grad_norm if optim.max_grad_norm is not None else 0.0,
+        bf16=train.dtype == "bfloat16",
+        torch_compile=train.torch_compile,
+        dataloader_num_workers=train.dataloader_num_workers,
+        dataloader_drop_last=False,
+        remove_unused_columns=False,  # word_ids, example_id and epoch must reach the collator
+        logging_strategy="steps",
+        logging_steps=1,  # every step's grad norm and learning rate reach MetricsCallback
+        logging_nan_inf_filter=False,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=ev.every_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=ckpt.every_steps,
+        save_total_limit=ckpt.keep,
+        report_to="none",  # MetricsCallback writes metrics.jsonl and TensorBoard with the JAX trainer's keys
+        disable_tqdm=not log.progress_bar,
+        # Without CUDA, several processes need use_cpu (accelerate's MULTI_CPU, gloo): otherwise
+        # transformers 5.24 initializes a process group but neither wraps the model in DDP nor reduces.
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def masked_lm_sums(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of token cross-entropies, number of masked positions, number predicted right), float32.
+
+    Only the masked positions (labels != -100) are gathered before the softmax, so a batch with no
+    masked token gives (0, 0, 0) and no NaN.
+    """
+    masked = labels != -100
+    picked = logits[masked].float()  # (M, V)
+    targets = labels[masked]
+    ce = F.cross_entropy(picked, targets, reduction="sum")
+    correct = (picked.argmax(-1) == targets).sum()
+    return ce, masked.sum(), correct
+
+
+@dataclass
+class StepStats:
+    """Sums over the micro-batches of the current optimizer step, on this rank."""
+
+    ce: torch.Tensor | float = 0.0
+    tokens: torch.Tensor | float = 0.0  # non-padding tokens
+    masked: torch.Tensor | float = 0.0  # this step's global count (all ranks), from get_batch_samples
+    started: float = 0.0
+
+
+class WWMTrainer(Trainer):
+    """`transformers.Trainer` with the JAX path's order, loss and evaluation (module docstring).
+
+    `record_batches`: keep (example_ids, input_ids, labels) of every training micro-batch in
+    `self.recorded` (tests compare them with BatchIterator + WholeWordMasker).
+    """
+
+    loss_is_scaled_for_ga = True  # compute_loss already divides by the step's global masked count
+
+    def __init__(self, *args: Any, record_batches: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.record_batches = record_batches
+        self.recorded: list[dict[str, Any]] = []
+        self.step_stats = StepStats()
+
+    # ---------------------------------------------------------------- order
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return torch.utils.data.SequentialSampler(dataset)
+
+    # ---------------------------------------------------------------- loss
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        started = time.perf_counter()
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        count = torch.zeros((), dtype=torch.float64, device=device)
+        for batch in batch_samples:
+            count += batch["labels"].ne(-100).sum().to(device)
+        if self.args.world_size > 1:
+            count = self.accelerator.reduce(count, reduction="sum")
+        self.step_stats = StepStats(ce=0.0, tokens=0.0, masked=count, started=started)
+        return batch_samples, count
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        example_ids = inputs.pop(EXAMPLE_IDS_OUT, None)
+        labels = inputs.pop("labels")
+        if self.record_batches and model.training:
+            self.recorded.append(
+                {
+                    "step": self.state.global_step + 1,
+                    "example_ids": None if example_ids is None else example_ids.cpu().numpy(),
+                    "input_ids": inputs["input_ids"].cpu().numpy(),
+                    "labels": labels.cpu().numpy(),
+                }
+            )
+        outputs = model(**inputs)
+        ce, masked, _ = masked_lm_sums(outputs.logits, labels)
+        if num_items_in_batch is None:  # outside the training loop: this batch alone
+            num_items_in_batch = masked
+        denominator = torch.clamp(
+            torch.as_tensor(num_items_in_batch, device=ce.device, dtype=ce.dtype), min=1
+        )
+        loss = ce / denominator * self.args.world_size  # DDP averages gradients over ranks
+        if model.training:
+            stats = self.step_stats
+            stats.ce = stats.ce + ce.detach()
+            stats.tokens = stats.tokens + inputs["attention_mask"].sum().detach()
+        return (loss, outputs) if return_outputs else loss
+
+    def step_metrics(self) -> dict[str, float]:
+        """The finished step's loss, masked-token count and token count over all ranks."""
+        stats = self.step_stats
+        device = self.args.device
+        sums = torch.stack(
+            [torch.as_tensor(stats.ce, dtype=torch.float64, device=device),
+             torch.as_tensor(stats.tokens, dtype=torch.float64, device=device)]
+        )  # fmt: skip
+        if self.args.world_size > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        masked = float(stats.masked)
+        ce, tokens = (float(v) for v in sums.tolist())
+        elapsed = time.perf_counter() - stats.started
+        return {
+            "loss": ce / max(masked, 1.0),
+            "masked_tokens": int(masked),
+            "tokens": int(tokens),
+            "step_time_s": elapsed,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else float("nan"),
+        }
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Token-weighted MLM loss, accuracy and perplexity over the validation set (fixed masks).
+
+        Each rank takes a contiguous share of the validation rows; sums are all-reduced, so the figures
+        do not depend on the number of processes or the batch size.
+        """
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise WWMError(
+                "evaluation needs a validation set (data.validation_fraction or data.validation_files)"
+            )
+        world, rank = self.args.world_size, self.args.process_index
+        n = len(dataset)
+        lo, hi = n * rank // world, n * (rank + 1) // world
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, range(lo, hi)),
+            batch_size=self.args.per_device_eval_batch_size,
+            collate_fn=self.data_collator,
+            shuffle=False,
+        )
+        model = self.model
+        was_training = model.training
+        model.eval()
+        device = self.args.device
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # ce, masked, correct
+        with torch.no_grad():
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items() if k != EXAMPLE_IDS_OUT}
+                labels = batch.pop("labels")
+                with self.accelerator.autocast():
+                    logits = model(**batch).logits
+                ce, masked, correct = masked_lm_sums(logits, labels)
+                sums += torch.stack([ce.double(), masked.double(), correct.double()])
+        if world > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        model.train(was_training)
+        ce, masked, correct = sums.tolist()
+        loss = ce / max(masked, 1.0)
+        metrics = {
+            f"{metric_key_prefix}_loss": loss,
+            f"{metric_key_prefix}_accuracy": correct / max(masked, 1.0),
+            f"{metric_key_prefix}_perplexity": math.exp(min(loss, 700.0)),
+            f"{metric_key_prefix}_masked_tokens": int(masked),
+        }
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+# ---------------------------------------------------------------------------------------------- logging
+class MetricsCallback(TrainerCallback):
+    """Per-step records in `<output_dir>/metrics.jsonl` and TensorBoard; stops on a NaN/inf loss.
+
+    A training record: {"step", "loss", "learning_rate", "grad_norm", "masked_tokens",
+    "tokens_per_s", "step_time_s"}; step 1 is the first optimizer update, loss is the loss of that
+    update's global batch. An eval record: {"step", "eval_loss", "eval_accuracy", "eval_perplexity"}.
+    Only the main process writes.
+    """
+
+    def __init__(self, trainer: WWMTrainer, output_dir: str, *, jsonl: bool = True, tensorboard: bool = True):
+        self.trainer = trainer
+        self.output_dir = output_dir
+        self.jsonl = jsonl
+        self.tensorboard = tensorboard
+        self.pending: dict[str, Any] | None = None
+        self._file = None
+        self._writer = None
+
+    # -------------------------------------------------------------- writers
+    def _open(self, state) -> None:
+        if not state.is_world_process_zero or self._file is not None or self._writer is not None:
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        if self.jsonl:
+            path = os.path.join(self.output_dir, "metrics.jsonl")
+            self._file = open(path, "a", encoding="utf-8")
+            self._truncate_after(path, state.global_step)
+        if self.tensorboard:
+            self._writer = _summary_writer(os.path.join(self.output_dir, "tensorboard"))
+
+    def _truncate_after(self, path: str, step: int) -> None:
+        """On resume, drop records of steps after the checkpoint (they are computed again)."""
+        self._file.close()
+        kept = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    if int(json.loads(line).get("step", 0)) <= step:
+                        kept.append(line)
+                except (ValueError, AttributeError):
+                    continue
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def _write(self, record: dict[str, Any], prefix: str) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        if self._writer is not None:
+            step = record["step"]
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and value is not None:
+                    tag = key[len("eval_") :] if key.startswith("eval_") else key
+                    self._writer.add_scalar(f"{prefix}/{tag}", value, step)
+            self._writer.flush()
+
+    # -------------------------------------------------------------- events
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._open(state)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        m = self.trainer.step_metrics()
+        if not math.isfinite(m["loss"]):
+            checkpoints = _checkpoints(args.output_dir)
+            last = checkpoints[-1] if checkpoints else "none (no checkpoint was saved yet)"
+            raise NonFiniteLossError(
+                f"the loss is {m['loss']} at step {state.global_step} (global batch of {m['masked_tokens']} masked "
+                f"tokens); training stopped before saving this step. The last good checkpoint: {last}. Lower "
+                "optim.learning_rate, keep optim.max_grad_norm, or use train.dtype=float32."
+            )
+        self.pending = {
+            "step": state.global_step,
+            "loss": m["loss"],
+            "learning_rate": None,
+            "grad_norm": None,
+            "masked_tokens": m["masked_tokens"],
+            "tokens_per_s": m["tokens_per_s"],
+            "step_time_s": m["step_time_s"],
+        }
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "eval_loss" in logs:
+            record = {"step": state.global_step}
+            record.update({k: logs[k] for k in ("eval_loss", "eval_accuracy", "eval_perplexity")})
+            self._write(record, "eval")
+        elif self.pending is not None and "learning_rate" in logs and "train_runtime" not in logs:
+            record, self.pending = self.pending, None
+            record["learning_rate"] = float(logs["learning_rate"])
+            grad_norm = logs.get("grad_norm")
+            record["grad_norm"] = None if grad_norm is None else float(grad_norm)
+            self._write(record, "train")
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+        return control
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _worth_printing(logs: dict[str, Any], step: int, every: int) -> bool:
+    return "eval_loss" in logs or "train_runtime" in logs or step % every == 0 or step == 1
+
+
+class ProgressBar(ProgressCallback):
+    """transformers' progress bar, printing the train logs every `every` steps only (logging_steps is 1)."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and _worth_printing(logs, state.global_step, self.every):
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class Printer(PrinterCallback):
+    """transformers' log printer (no progress bar), every `every` steps."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and _worth_printing(logs, state.global_step, self.every):
+            logs = {k: v for k, v in logs.items() if k not in ("epoch", "total_flos")}
+            super().on_log(args, state, control, logs=dict(logs, step=state.global_step), **kwargs)
+
+
+def install_printing(trainer: Trainer, every: int, progress_bar: bool) -> None:
+    """Replace the Trainer's per-log printing (every step here) with printing every `every` steps."""
+    trainer.pop_callback(PrinterCallback)
+    trainer.pop_callback(ProgressCallback)
+    trainer.add_callback(ProgressBar(every) if progress_bar else Printer(every))
+
+
+def _summary_writer(logdir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the tensorboard package is missing: tensorboardX writes the same event files
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return None
+    return SummaryWriter(logdir)
+
+
+def _checkpoints(folder: str) -> list[str]:
+    """The checkpoint-<step> folders in `folder`, oldest first."""
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        if name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
+            found.append((int(name[len("checkpoint-") :]), os.path.join(folder, name)))
+    return [path for _, path in sorted(found)]
