@@ -224,8 +224,12 @@ def _iter_table_file(path: str, fmt: str, column: str, stats: SourceStats) -> It
 
     kwargs: dict[str, Any] = {}
     if fmt == "jsonl":
-        stats.replaced += _count_replacements(path)
-        kwargs["encoding_errors"] = "replace"
+        replaced = _count_replacements(path)
+        stats.replaced += replaced
+        if replaced:
+            # The json builder decodes (and applies encoding_errors) only for an encoding spelt other
+            # than "utf-8"; "utf_8" is the same codec.
+            kwargs.update(encoding="utf_8", encoding_errors="replace")
     try:
         dataset = datasets.load_dataset(fmt if fmt != "jsonl" else "json", data_files=[path], split="train",
                                         streaming=True, **kwargs)  # fmt: skip
