@@ -1,0 +1,440 @@
+"""The PyTorch path: the Hugging Face Trainer sees the JAX path's batches and masks, and trains on its loss.
+
+Tiny models (hidden 16-32) on synthetic blocks (tests/torch_ddp_worker.py), float32 on CPU, eager
+attention. Subprocess runs (torchrun with 2 processes, SIGKILL and resume) are marked slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+from torch_ddp_worker import make_config, make_prepared, synthetic_blocks
+from transformers import TrainerCallback
+
+from wwm.data.loader import BatchIterator
+from wwm.masking import MaskingConfig, WholeWordMasker
+from wwm_torch import WholeWordMaskingCollator
+from wwm_torch.train import build_trainer, run
+from wwm_torch.trainer import NonFiniteLossError, build_model, masked_lm_sums
+
+WORKER = os.path.join(os.path.dirname(__file__), "torch_ddp_worker.py")
+TRAIN_KEYS = {"step", "loss", "learning_rate", "grad_norm", "masked_tokens", "tokens_per_s", "step_time_s"}
+EVAL_KEYS = {"step", "eval_loss", "eval_accuracy", "eval_perplexity"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(wordpiece_tokenizer, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tokenizer"))
+    wordpiece_tokenizer.save_pretrained(path)
+    return path
+
+
+def _spec(tmp_path, tokenizer_dir, name="run", *, dropout=0.0, blocks=(40, 32, 12), **sections):
+    model = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    train = dict(framework="torch", global_batch_size=8, max_steps=6, attn_implementation="eager")
+    train.update(sections.pop("train", {}))
+    model.update(sections.pop("model", {}))
+    spec = {
+        "output_dir": str(tmp_path / name),
+        "tokenizer_dir": tokenizer_dir,
+        "seed": 0,
+        "blocks": {"n": blocks[0], "length": blocks[1], "validation": blocks[2]},
+        "masking": {"mask_prob": 0.15, "seed": 3},
+        "sections": {
+            "model": model,
+            "train": train,
+            "optim": dict(learning_rate=1e-3, warmup_steps=2),
+            "checkpoint": dict(every_steps=3),
+            "eval": dict(every_steps=3),
+            "logging": dict(progress_bar=False, tensorboard=False),
+            **sections,
+        },
+    }
+    return spec
+
+
+def _train(spec, *, record=False, callbacks=()):
+    trainer, _, _ = build_trainer(make_config(spec), make_prepared(spec), record_batches=record)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    trainer.train()
+    return trainer
+
+
+def _records(output_dir):
+    with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if "loss" in r], [r for r in rows if "eval_loss" in r]
+
+
+def _reference_batches(spec, steps):
+    """Global batches 0..steps-1 straight from BatchIterator + WholeWordMasker (the JAX path's inputs)."""
+    prepared = make_prepared(spec)
+    masker = WholeWordMasker.from_tokenizer(prepared.tokenizer, MaskingConfig(**spec["masking"]))
+    iterator = iter(
+        BatchIterator(prepared.train, spec["sections"]["train"]["global_batch_size"], spec["seed"])
+    )
+    out = []
+    for _ in range(steps):
+        b = next(iterator)
+        m = masker(
+            b["input_ids"], b["word_ids"], b["example_ids"], b["epoch"], attention_mask=b["attention_mask"]
+        )
+        out.append((b["epoch"], b["example_ids"], m.input_ids, m.labels))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ batches
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_optimizer_step_sees_the_jax_global_batch_and_masks(tmp_path, tokenizer_dir, workers):
+    # 40 blocks, global batch 8: 5 steps per epoch; 11 steps cover epochs 0, 1 and 2. Accumulation 2.
+    spec = _spec(
+        tmp_path,
+        tokenizer_dir,
+        model=dict(hidden_size=16, num_hidden_layers=1, intermediate_size=32),
+        train=dict(max_steps=11, grad_accum_steps=2, dataloader_num_workers=workers),
+        checkpoint=dict(every_steps=100),
+        eval=dict(every_steps=100),
+    )
+    trainer = _train(spec, record=True)
+    reference = _reference_batches(spec, 11)
+    assert {epoch for epoch, *_ in reference} == {0, 1, 2}
+    by_step: dict[int, list] = {}
+    for r in trainer.recorded:
+        by_step.setdefault(r["step"], []).append(r)
+    assert sorted(by_step) == list(range(1, 12))
+    for step, (_, example_ids, input_ids, labels) in enumerate(reference, start=1):
+        micro = by_step[step]
+        assert len(micro) == 2
+        np.testing.assert_array_equal(np.concatenate([m["example_ids"] for m in micro]), example_ids)
+        np.testing.assert_array_equal(np.concatenate([m["input_ids"] for m in micro]), input_ids)
+        np.testing.assert_array_equal(np.concatenate([m["labels"] for m in micro]), labels)
+        assert (labels != -100).any()
+    # Epochs reshuffle: the same example gets another mask in another epoch.
+    assert not np.array_equal(reference[0][1], reference[5][1])
+
+
+def test_collator_masks_each_row_with_its_own_epoch(wordpiece_tokenizer):
+    tok = wordpiece_tokenizer
+    blocks = synthetic_blocks(tok, 6, 24, seed=5)
+    batch = blocks.batch(np.arange(6))
+    epochs = [0, 1, 1, 0, 2, 2]
+    features = [
+        {
+            "input_ids": batch["input_ids"][i],
+            "word_ids": batch["word_ids"][i],
+            "attention_mask": batch["attention_mask"][i],
+            "example_id": int(batch["example_ids"][i]),
+            "epoch": epochs[i],
+        }
+        for i in range(6)
+    ]
+    config = MaskingConfig(mask_prob=0.3, seed=7)
+    collator = WholeWordMaskingCollator(tok, config, return_tensors="np", return_example_ids=True)
+    collator.set_epoch(9)  # per-row epochs win
+    out = collator(features)
+    assert set(out) == {"input_ids", "attention_mask", "labels", "example_ids"}
+    np.testing.assert_array_equal(out["example_ids"], batch["example_ids"])
+    masker = WholeWordMasker.from_tokenizer(tok, config)
+    for i, epoch in enumerate(epochs):
+        ref = masker(
+            batch["input_ids"][i : i + 1],
+            batch["word_ids"][i : i + 1],
+            batch["example_ids"][i : i + 1],
+            epoch,
+            attention_mask=batch["attention_mask"][i : i + 1],
+        )
+        np.testing.assert_array_equal(out["input_ids"][i], ref.input_ids[0])
+        np.testing.assert_array_equal(out["labels"][i], ref.labels[0])
+    assert not np.array_equal(
+        collator(features)["labels"], collator([dict(f, epoch=0) for f in features])["labels"]
+    )
+
+
+# ------------------------------------------------------------------------------------------ loss
+def test_loss_is_the_global_batch_masked_mean_whatever_the_accumulation(tmp_path, tokenizer_dir):
+    runs = {}
+    for accum in (1, 4):
+        spec = _spec(
+            tmp_path, tokenizer_dir, f"accum{accum}", train=dict(max_steps=4, grad_accum_steps=accum)
+        )
+        trainer = _train(spec)
+        runs[accum] = (trainer, _records(spec["output_dir"])[0])
+    losses = {a: np.array([r["loss"] for r in rec]) for a, (_, rec) in runs.items()}
+    assert len(losses[1]) == 4
+    np.testing.assert_allclose(losses[4], losses[1], rtol=2e-6, atol=0)
+    masked = {a: [r["masked_tokens"] for r in rec] for a, (_, rec) in runs.items()}
+    assert masked[1] == masked[4]
+    params = {
+        a: {k: v.detach().numpy() for k, v in t.model.state_dict().items()} for a, (t, _) in runs.items()
+    }
+    for key, value in params[1].items():
+        np.testing.assert_allclose(params[4][key], value, rtol=0, atol=1e-6, err_msg=key)
+
+    # Step 1's loss is sum CE over the masked positions of global batch 0 / their number, at the initial weights.
+    from transformers import set_seed
+
+    config = make_config(spec)
+    prepared = make_prepared(spec)
+    set_seed(0)
+    model = build_model(config.model, prepared.tokenizer, 32, "eager").eval()
+    _, _, input_ids, labels = _reference_batches(spec, 1)[0]
+    attention = (BatchIterator(prepared.train, 8, 0).__iter__().__next__())["attention_mask"]
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.as_tensor(input_ids).long(), attention_mask=torch.as_tensor(attention)
+        ).logits
+    ce, n, _ = masked_lm_sums(logits, torch.as_tensor(labels).long())
+    assert runs[1][1][0]["masked_tokens"] == int(n)
+    assert runs[1][1][0]["loss"] == pytest.approx(float(ce) / int(n), rel=1e-6)
+
+
+def test_a_batch_without_masked_tokens_gives_zero_loss_and_gradient(tmp_path, tokenizer_dir):
+    spec = _spec(tmp_path, tokenizer_dir, train=dict(max_steps=1))
+    trainer, _, _ = build_trainer(make_config(spec), make_prepared(spec))
+    model = trainer.model.train()
+    inputs = {
+        "input_ids": torch.randint(5, 100, (2, 16)),
+        "attention_mask": torch.ones(2, 16, dtype=torch.long),
+        "labels": torch.full((2, 16), -100),
+    }
+    for count in (None, torch.tensor(0.0, dtype=torch.float64)):
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(inputs), num_items_in_batch=count)
+        loss.backward()
+        assert torch.isfinite(loss) and loss.item() == 0.0
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------------------------ logging, eval
+def test_metrics_jsonl_has_every_step_and_fixed_mask_evaluation(tmp_path, tokenizer_dir):
+    spec = _spec(
+        tmp_path, tokenizer_dir, train=dict(max_steps=6), logging=dict(progress_bar=False, tensorboard=True)
+    )
+    trainer = _train(spec)
+    train, evals = _records(spec["output_dir"])
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert all(set(r) == TRAIN_KEYS for r in train)
+    assert train[0]["learning_rate"] == 0.0 and train[2]["learning_rate"] == pytest.approx(1e-3)  # HF warmup
+    assert all(r["grad_norm"] > 0 and r["masked_tokens"] > 0 and r["tokens_per_s"] > 0 for r in train)
+    assert [r["step"] for r in evals] == [3, 6] and all(set(r) == EVAL_KEYS for r in evals)
+    assert os.listdir(os.path.join(spec["output_dir"], "tensorboard"))
+
+    # Evaluation: epoch-0 masks of the validation blocks, token-weighted; the same twice.
+    again = trainer.evaluate()
+    assert again == trainer.evaluate()
+    assert again["eval_loss"] == pytest.approx(evals[-1]["eval_loss"], rel=1e-9)
+    prepared = make_prepared(spec)
+    masker = WholeWordMasker.from_tokenizer(prepared.tokenizer, MaskingConfig(**spec["masking"]))
+    b = prepared.validation.batch(np.arange(len(prepared.validation)))
+    m = masker(b["input_ids"], b["word_ids"], b["example_ids"], 0, attention_mask=b["attention_mask"])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.as_tensor(m.input_ids).long(), attention_mask=torch.as_tensor(b["attention_mask"])
+        ).logits
+    ce, n, correct = masked_lm_sums(logits, torch.as_tensor(m.labels).long())
+    assert again["eval_loss"] == pytest.approx(float(ce) / int(n), rel=1e-5)
+    assert again["eval_accuracy"] == pytest.approx(int(correct) / int(n))
+    assert again["eval_perplexity"] == pytest.approx(np.exp(again["eval_loss"]))
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer_dir):
+    class Poison(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:  # step 3 starts
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("nan"))
+
+    spec = _spec(tmp_path, tokenizer_dir, train=dict(max_steps=6), checkpoint=dict(every_steps=2))
+    with pytest.raises(NonFiniteLossError, match="at step 3") as err:
+        _train(spec, callbacks=[Poison()])
+    checkpoints = os.path.join(spec["output_dir"], "checkpoints")
+    assert "checkpoint-2" in str(err.value)
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint-2"]
+    weights = load_file(os.path.join(checkpoints, "checkpoint-2", "model.safetensors"))
+    assert all(np.isfinite(w).all() for w in weights.values())
+    assert [r["step"] for r in _records(spec["output_dir"])[0]] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------ checkpoints, interchange
+def test_checkpoints_are_hf_directories_and_interchange_with_jax(tmp_path, tokenizer_dir):
+    pytest.importorskip("jax")
+    from transformers import AutoModelForMaskedLM
+
+    from wwm_jax import convert
+    from wwm_jax.modeling import EncoderConfig
+    from wwm_jax.modeling import build_model as build_jax_model
+
+    spec = _spec(tmp_path, tokenizer_dir, train=dict(max_steps=3))
+    config, prepared = make_config(spec), make_prepared(spec)
+    assert run(config, prepared=prepared) == 0
+    ckpt = os.path.join(spec["output_dir"], "checkpoints", "checkpoint-3")
+    files = set(os.listdir(ckpt))
+    assert {"model.safetensors", "config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json"} <= files
+    assert "rng_state.pth" in files and "tokenizer.json" in files
+    export = os.path.join(spec["output_dir"], "hf")
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(os.listdir(export))
+
+    ids = np.asarray(prepared.validation.batch(np.arange(4))["input_ids"], dtype=np.int64)
+    mask = np.asarray(prepared.validation.batch(np.arange(4))["attention_mask"], dtype=np.int64)
+
+    def torch_logits(model):
+        with torch.no_grad():
+            return model.eval()(
+                input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)
+            ).logits.numpy()
+
+    # torch checkpoint -> JAX
+    for directory in (ckpt, export):
+        jax_model = convert.load_hf(directory)
+        hf_model = AutoModelForMaskedLM.from_pretrained(directory, attn_implementation="eager")
+        np.testing.assert_allclose(
+            np.asarray(jax_model(ids, mask)), torch_logits(hf_model), atol=2e-5, rtol=1e-5
+        )
+
+    # JAX export -> torch (AutoModelForMaskedLM and our model.pretrained)
+    d = config.model.hf_config_dict(prepared.tokenizer, 32)
+    jax_model = build_jax_model(EncoderConfig.from_hf_dict(d), seed=4)
+    exported = str(tmp_path / "from_jax")
+    convert.save_hf(jax_model, exported, tokenizer_dir=tokenizer_dir)
+    ours = build_model(
+        dataclasses.replace(config.model, pretrained=exported), prepared.tokenizer, 32, "eager"
+    )
+    np.testing.assert_allclose(torch_logits(ours), np.asarray(jax_model(ids, mask)), atol=2e-5, rtol=1e-5)
+
+
+def test_readme_plain_trainer_with_our_collator(tmp_path, wordpiece_tokenizer):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from wwm.train_config import ModelConfig
+
+    tok = wordpiece_tokenizer
+    texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "whole word masking masks every piece of a word",
+    ] * 4
+    ds = Dataset.from_dict(dict(tok(texts, return_special_tokens_mask=True)))
+    model = build_model(
+        ModelConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32), tok, 32
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to="none", use_cpu=True
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=ds,
+                      data_collator=WholeWordMaskingCollator(tok, MaskingConfig(mask_prob=0.15)))  # fmt: skip
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+
+
+# ------------------------------------------------------------------------------------------ processes (slow)
+def _launch(spec_path, nproc=1, **kwargs):
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    )
+    if nproc == 1:
+        cmd = [sys.executable, WORKER, spec_path]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            WORKER,
+            spec_path,
+        ]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
+    )
+
+
+def _write_spec(tmp_path, spec, name):
+    path = str(tmp_path / f"{name}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    return path
+
+
+def _finish(proc, timeout=240):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_give_the_losses_of_one(tmp_path, tokenizer_dir):
+    runs = {}
+    for nproc in (1, 2):
+        spec = _spec(
+            tmp_path, tokenizer_dir, f"p{nproc}", train=dict(max_steps=5), checkpoint=dict(every_steps=5)
+        )
+        _finish(_launch(_write_spec(tmp_path, spec, f"p{nproc}"), nproc))
+        runs[nproc] = (
+            _records(spec["output_dir"]),
+            load_file(os.path.join(spec["output_dir"], "hf", "model.safetensors")),
+        )
+    (train1, eval1), w1 = runs[1]
+    (train2, eval2), w2 = runs[2]
+    assert [r["step"] for r in train2] == [1, 2, 3, 4, 5]
+    assert [r["masked_tokens"] for r in train2] == [r["masked_tokens"] for r in train1]
+    np.testing.assert_allclose([r["loss"] for r in train2], [r["loss"] for r in train1], rtol=2e-6)
+    np.testing.assert_allclose([r["grad_norm"] for r in train2], [r["grad_norm"] for r in train1], rtol=1e-5)
+    np.testing.assert_allclose([r["eval_loss"] for r in eval2], [r["eval_loss"] for r in eval1], rtol=2e-6)
+    for key in w1:
+        np.testing.assert_allclose(w2[key], w1[key], atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_exactly(tmp_path, tokenizer_dir):
+    # Dropout on: the resumed run must also restore the RNG state.
+    full = _spec(tmp_path, tokenizer_dir, "full", dropout=0.1, train=dict(max_steps=8))
+    _finish(_launch(_write_spec(tmp_path, full, "full")))
+    expected, expected_eval = _records(full["output_dir"])
+
+    killed = _spec(tmp_path, tokenizer_dir, "killed", dropout=0.1, train=dict(max_steps=8))
+    proc = _launch(_write_spec(tmp_path, dict(killed, sleep_after_step=0.5), "killed"))
+    metrics = os.path.join(killed["output_dir"], "metrics.jsonl")
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and any(
+            json.loads(x).get("step") == 4 for x in open(metrics, encoding="utf-8")
+        ):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    checkpoints = os.listdir(os.path.join(killed["output_dir"], "checkpoints"))
+    assert "checkpoint-3" in checkpoints and "checkpoint-8" not in checkpoints
+
+    out = _finish(_launch(_write_spec(tmp_path, killed, "resume")))
+    assert "resuming from" in out and "checkpoint-3" in out
+    resumed, resumed_eval = _records(killed["output_dir"])
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # identical, not close
+    assert [r["grad_norm"] for r in resumed] == [r["grad_norm"] for r in expected]
+    assert [r["eval_loss"] for r in resumed_eval] == [r["eval_loss"] for r in expected_eval]
+    w_full = load_file(os.path.join(full["output_dir"], "hf", "model.safetensors"))
+    w_resumed = load_file(os.path.join(killed["output_dir"], "hf", "model.safetensors"))
+    assert all(np.array_equal(w_full[k], w_resumed[k]) for k in w_full)
