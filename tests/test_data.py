@@ -437,6 +437,34 @@ def test_prepare_blocks_match_the_tokenizer(tmp_path, corpus, wordpiece_dir, wor
     assert prepared.specials.vocab_size == len(wordpiece_tokenizer)
 
 
+def test_chinese_builtin_with_jieba_words(tmp_path, wordpiece_dir, wordpiece_tokenizer):
+    pytest.importorskip("jieba")
+    from wwm.data.builtin import builtin_documents
+    from wwm.words import tokenize_with_word_ids
+
+    config = RunConfig(
+        data=DataConfig(
+            source="builtin",
+            builtin_lang="zh",
+            packing="doc_per_block",
+            max_seq_len=256,
+            cache_dir=str(tmp_path / "cache"),
+        ),
+        tokenizer=TokenizerConfig(path=str(wordpiece_dir), word_policy="cjk"),
+        output_dir=str(tmp_path / "out"),
+    )
+    blocks = prepare_dataset(config).train.as_blocks()
+    docs = builtin_documents("zh")
+    expected = tokenize_with_word_ids(wordpiece_tokenizer, docs, policy="cjk", add_special_tokens=False)
+    assert len(blocks) == len(docs)  # every line fits one block
+    for i, wids in enumerate(expected["word_ids"]):
+        np.testing.assert_array_equal(content_of(blocks, i), expected["input_ids"][i])
+        np.testing.assert_array_equal(blocks.word_ids[i, 1 : blocks.lengths[i] - 1], wids)
+    # jieba groups characters: some words hold several tokens (BERT alone would give one per character)
+    sizes = np.unique(blocks.word_ids[0][blocks.word_ids[0] >= 0], return_counts=True)[1]
+    assert sizes.max() >= 2
+
+
 def test_cache_is_reused_and_invalidated(tmp_path, corpus, wordpiece_dir, bpe_dir):
     config = make_config(tmp_path, wordpiece_dir, [corpus], validation_fraction=0.1)
     first = prepare_dataset(config)

@@ -396,7 +396,6 @@ def default_cache_dir(config: Any) -> Path:
 
 def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
     """Everything the stored blocks depend on (hashed into the cache key)."""
-    import wwm
     from wwm.data.tokenizer import tokenizer_fingerprint
 
     data = config.data
@@ -408,7 +407,7 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
         validation = None
     return {
         "format": DATA_FORMAT,
-        "wwm": wwm.__version__,
+        "wwm": _wwm_version(),
         "source": source_fingerprint(data, "train"),
         "validation": validation,
         "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -416,6 +415,15 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
         "max_seq_len": data.max_seq_len,
         "packing": data.packing,
     }
+
+
+def _wwm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wwm")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def cache_key(inputs: dict[str, Any]) -> str:
