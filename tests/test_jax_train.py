@@ -1,0 +1,414 @@
+"""The JAX trainer: schedules and AdamW against transformers/torch, the loss, device/host/accumulation
+equivalence (8 simulated CPU devices and 2 processes, in subprocesses), exact resume after SIGKILL and
+SIGTERM, NaN handling, evaluation and the Hugging Face export.
+
+Subprocess runs use tests/jax_multihost_worker.py (XLA's device count must be set before jax loads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "jax_multihost_worker.py")
+sys.path.insert(0, HERE)
+
+import jax_multihost_worker as worker  # noqa: E402
+
+
+def _spec(tmp_path, name: str, spec: dict) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def _run_worker(spec_path: str, timeout: int = 240) -> None:
+    proc = subprocess.run(
+        [sys.executable, WORKER, spec_path], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _losses(out_dir) -> list[float]:
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == list(range(1, len(steps) + 1)), steps
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def _params(out_dir) -> dict[str, np.ndarray]:
+    with np.load(os.path.join(out_dir, "params.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _max_param_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizer: schedule, decay mask and AdamW equal to the torch path
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_learning_rate_matches_transformers_schedules(schedule):
+    import torch
+    import transformers
+
+    from wwm.train_config import OptimConfig
+    from wwm_jax.optim import make_schedule
+
+    warmup, total, peak = 7, 50, 3e-4
+    ours = make_schedule(OptimConfig(learning_rate=peak, warmup_steps=warmup, schedule=schedule), total)
+    make = {
+        "linear": lambda o: transformers.get_linear_schedule_with_warmup(o, warmup, total),
+        "cosine": lambda o: transformers.get_cosine_schedule_with_warmup(o, warmup, total),
+        "constant": lambda o: transformers.get_constant_schedule_with_warmup(o, warmup),
+    }[schedule]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    sched = make(opt)
+    for k in range(total + 3):
+        hf = opt.param_groups[0]["lr"]  # the rate used by optimizer update k
+        assert float(ours(k)) == pytest.approx(hf, rel=1e-6, abs=1e-12), (k, float(ours(k)), hf)
+        opt.step()
+        sched.step()
+
+
+def test_weight_decay_mask_matches_hf_trainer():
+    import jax
+    import transformers
+    from flax import nnx
+
+    from wwm_jax import convert
+    from wwm_jax.modeling import EncoderConfig, build_model
+    from wwm_jax.optim import decay_mask
+
+    for model_type in ("bert", "roberta"):
+        hf = dict(worker.hf_config(), model_type=model_type, max_position_embeddings=66, pad_token_id=1)
+        config = EncoderConfig.from_hf_dict(hf)
+        torch_model = transformers.AutoModelForMaskedLM.from_config(transformers.AutoConfig.for_model(**hf))
+        hf_decay = set(transformers.Trainer.get_decay_parameter_names(None, torch_model))
+        # HF also lists the tied decoder copies; they are the embeddings (decayed) and the head bias (not).
+        hf_decay = {k for k in hf_decay if ".decoder." not in k}
+        mask = decay_mask(nnx.to_pure_dict(nnx.state(build_model(config), nnx.Param)))
+        flat = {"/".join(str(getattr(k, "key", k)) for k in path): v
+                for path, v in jax.tree_util.tree_leaves_with_path(mask)}  # fmt: skip
+        ours = {e.hf_key for e in convert.name_table(config) if flat[e.flax_path]}
+        assert ours == hf_decay, (model_type, ours ^ hf_decay)
+        assert any("word_embeddings" in k for k in ours)
+        assert not any("LayerNorm" in k or "layer_norm" in k or "bias" in k for k in ours)
+
+
+def test_adamw_with_clipping_matches_torch():
+    import jax
+    import torch
+    import transformers
+
+    from wwm.train_config import OptimConfig
+    from wwm_jax.optim import make_optimizer
+
+    rng = np.random.default_rng(0)
+    params = {"dense": {"kernel": rng.normal(size=(4, 3)).astype(np.float32),
+                        "bias": rng.normal(size=(3,)).astype(np.float32)},
+              "LayerNorm": {"scale": rng.normal(size=(3,)).astype(np.float32)}}  # fmt: skip
+    grads = [
+        jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32) * 3, params) for _ in range(4)
+    ]
+    optim = OptimConfig(learning_rate=1e-2, weight_decay=0.1, warmup_steps=2, max_grad_norm=1.0)
+    tx, _ = make_optimizer(optim, 10)
+    state, p = tx.init(params), params
+    for g in grads:
+        updates, state = tx.update(g, state, p)
+        p = jax.tree.map(lambda a, u: a + u, p, updates)
+
+    tp = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in
+          (("k", params["dense"]["kernel"]), ("b", params["dense"]["bias"]), ("s", params["LayerNorm"]["scale"]))}  # fmt: skip
+    opt = torch.optim.AdamW([{"params": [tp["k"]], "weight_decay": 0.1},
+                             {"params": [tp["b"], tp["s"]], "weight_decay": 0.0}],
+                            lr=1e-2, betas=(0.9, 0.98), eps=1e-6)  # fmt: skip
+    sched = transformers.get_linear_schedule_with_warmup(opt, 2, 10)
+    for g in grads:
+        for name, value in (
+            ("k", g["dense"]["kernel"]),
+            ("b", g["dense"]["bias"]),
+            ("s", g["LayerNorm"]["scale"]),
+        ):
+            tp[name].grad = torch.tensor(value)
+        torch.nn.utils.clip_grad_norm_(list(tp.values()), 1.0)
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(p["dense"]["kernel"], tp["k"].detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p["dense"]["bias"], tp["b"].detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p["LayerNorm"]["scale"], tp["s"].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss and steps (in process, one device)
+# --------------------------------------------------------------------------------------------------
+
+
+def _tiny_state(accum: int = 1):
+    import jax
+
+    from wwm.train_config import OptimConfig, ParallelConfig
+    from wwm_jax import sharding as shd
+    from wwm_jax.modeling import EncoderConfig, build_model
+    from wwm_jax.optim import make_optimizer
+    from wwm_jax.train import init_state
+
+    class C:
+        seed = 0
+        parallel = ParallelConfig(mode="single")
+
+    model = build_model(EncoderConfig.from_hf_dict(worker.hf_config()))
+    tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=0), 10)
+    mesh = shd.make_mesh(C.parallel)
+    graphdef, state, shardings = init_state(model, tx, mesh, C)
+    del jax
+    return model, graphdef, state, tx, schedule
+
+
+def test_loss_is_masked_token_mean_and_empty_batch_gives_zero():
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from wwm_jax.train_step import train_step
+
+    model, graphdef, state, tx, schedule = _tiny_state()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 128, size=(1, 4, 16)).astype(np.int32)
+    labels = np.full_like(ids, -100)
+    labels[0, :, 3:6] = ids[0, :, 3:6]
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": np.ones_like(ids)}
+    step = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, deterministic=True)
+    )
+    _, metrics = step(jax.tree.map(jnp.copy, state), batch)
+    logits = model(ids[0])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, np.maximum(labels[0], 0))
+    expected = float(jnp.sum(jnp.where(labels[0] != -100, ce, 0)) / 12)
+    assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-6)
+    assert int(metrics["masked_tokens"]) == 12
+
+    empty = dict(batch, labels=np.full_like(ids, -100))
+    new, metrics = step(jax.tree.map(jnp.copy, state), empty)
+    assert float(metrics["loss"]) == 0.0 and float(metrics["grad_norm"]) == 0.0
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new.params))
+
+
+def test_micro_batches_are_strided_rows():
+    from wwm_jax.train_step import to_micro_batches
+
+    rows = np.arange(8)[:, None] * np.ones((1, 3), int)
+    mb = to_micro_batches(rows, 4)
+    assert mb.shape == (4, 2, 3)
+    assert mb[:, :, 0].tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    # Two hosts holding rows 0-3 and 4-7 split the same way: host h's micro-batch a is rows a+4h, ...
+    assert np.concatenate([to_micro_batches(rows[:4], 2), to_micro_batches(rows[4:], 2)], 1)[:, :, 0].tolist() == [
+        [0, 2, 4, 6], [1, 3, 5, 7]]  # fmt: skip
+
+
+def test_mfu_formula_and_peak_table():
+    from wwm_jax.metrics import flops_per_step, peak_flops_per_device
+
+    assert flops_per_step(100, 2, 8, 4, 16) == 6 * 100 * 16 + 12 * 2 * 8 * 4 * 16
+    assert peak_flops_per_device(None, "NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops_per_device(None, "TPU v5 lite") == 197e12
+    assert peak_flops_per_device(None, "TPU v4") == 275e12
+    assert peak_flops_per_device(None, "cpu") is None
+    assert peak_flops_per_device(5e12, "cpu") == 5e12
+
+
+def _train_in_process(tmp_path, **run):
+    from wwm.masking import MaskingConfig, WholeWordMasker
+    from wwm_jax.train import train
+
+    run = {"output_dir": str(tmp_path / "run"), **run}
+    masker = WholeWordMasker(MaskingConfig(), mask_token_id=4, vocab_size=128, special_token_ids=range(5))
+    return train(worker.make_config(run), train_dataset=worker.synthetic_dataset(),
+                 val_dataset=worker.synthetic_dataset(n=40, seed=1), masker=masker,
+                 hf_config=worker.hf_config())  # fmt: skip
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    from wwm.errors import WWMError
+
+    # An absurd learning rate: update 1 sends the weights to ~1e30, the loss of step 2 is not finite.
+    with pytest.raises(WWMError, match=r"at step 2: stopping.*checkpoints/1"):
+        _train_in_process(tmp_path, lr=1e30, steps=5, every_steps=1)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1"]
+
+
+def test_eval_metrics_and_hf_export_load_in_transformers(tmp_path):
+    import torch
+    import transformers
+    from flax import nnx
+
+    summary = _train_in_process(tmp_path, steps=2, eval_every=1, export=True, tensorboard=True)
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [1, 2]
+    for r in evals:
+        assert r["eval_perplexity"] == pytest.approx(np.exp(r["eval_loss"]))
+        assert 0.0 <= r["eval_accuracy"] <= 1.0
+    train_keys = {
+        "step",
+        "loss",
+        "learning_rate",
+        "grad_norm",
+        "masked_tokens",
+        "tokens_per_s",
+        "step_time_s",
+        "mfu",
+    }
+    assert all(set(r) == train_keys for r in records if "loss" in r)
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(summary["hf_dir"]).eval()
+    ids = np.random.default_rng(0).integers(5, 128, size=(2, 12))
+    model = nnx.merge(summary["graphdef"], summary["state"].params)
+    with torch.no_grad():
+        theirs = hf(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model(ids)), theirs, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices, accumulation and hosts (subprocesses)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eight_device_runs(tmp_path_factory):
+    """One 8-device process: one device (reference), 4 accumulation steps, a 2x2x2 mesh with 2
+    accumulation steps, and pmap-style data parallel over 8 devices. Same global batches, no dropout."""
+    tmp = tmp_path_factory.mktemp("devices")
+    runs = {
+        "single": {"mode": "single"},
+        "accum4": {"mode": "single", "accum": 4},
+        "mesh222": {"mode": "sharded", "mesh": [2, 2, 2], "accum": 2},
+        "pmap8": {"mode": "pmap"},
+    }
+    spec = {"devices": 8, "runs": [{"output_dir": str(tmp / k), "steps": 3, **v} for k, v in runs.items()]}
+    _run_worker(_spec(tmp, "spec", spec))
+    return {k: str(tmp / k) for k in runs}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["accum4", "mesh222", "pmap8"])
+def test_devices_and_accumulation_match_one_device(eight_device_runs, name):
+    ref, other = eight_device_runs["single"], eight_device_runs[name]
+    np.testing.assert_allclose(_losses(other), _losses(ref), rtol=2e-6)
+    assert _max_param_diff(_params(other), _params(ref)) < 1e-6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(eight_device_runs, tmp_path):
+    """2 processes x 2 CPU devices (gloo), mesh data=2 x tensor=2: each loads only its own rows."""
+    port = _free_port()
+    run = {
+        "output_dir": str(tmp_path / "mh"),
+        "mode": "sharded",
+        "mesh": [-1, 1, 2],
+        "steps": 3,
+        "every_steps": 2,
+    }
+    procs = []
+    for i in range(2):
+        spec = {
+            "devices": 2,
+            "distributed": {"process_id": i, "num_processes": 2, "port": port},
+            "runs": [run],
+        }
+        procs.append(subprocess.Popen([sys.executable, WORKER, _spec(tmp_path, f"p{i}", spec)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out[-3000:]
+    ref = eight_device_runs["single"]
+    np.testing.assert_allclose(_losses(run["output_dir"]), _losses(ref), rtol=2e-6)
+    assert _max_param_diff(_params(run["output_dir"]), _params(ref)) < 1e-6
+    assert sorted(os.listdir(tmp_path / "mh" / "checkpoints")) == ["2", "3"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact resume
+# --------------------------------------------------------------------------------------------------
+
+
+def _start(spec_path: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, WORKER, spec_path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+
+
+def _wait_for_step(proc: subprocess.Popen, out_dir: str, step: int, timeout: float = 120) -> None:
+    path = os.path.join(out_dir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        if os.path.exists(path):
+            with open(path) as f:
+                if any(json.loads(line).get("step", 0) >= step for line in f if line.strip()):
+                    return
+        time.sleep(0.02)
+    raise TimeoutError(f"step {step} not reached")
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
+    """Dropout on, 12 steps, checkpoints every 3. The interrupted run is SIGKILLed after step 7 (resumes
+    from 6), then SIGTERMed after step 9 (saves where it stands and exits 0), then finishes. Its per-step
+    losses and final parameters equal the uninterrupted run's bit for bit. A half-written checkpoint
+    folder (as a kill during a save leaves) is ignored and cleaned up."""
+    base = {"steps": 12, "every_steps": 3, "dropout": 0.1, "keep": 2, "warmup": 2}
+    ref = str(tmp_path / "ref")
+    _run_worker(_spec(tmp_path, "ref", {"devices": 1, "runs": [dict(base, output_dir=ref)]}))
+
+    out = str(tmp_path / "resumed")
+    slow = _spec(tmp_path, "slow", {"devices": 1, "runs": [dict(base, output_dir=out, slow_s=0.25)]})
+    proc = _start(slow)
+    _wait_for_step(proc, out, 7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpts = os.path.join(out, "checkpoints")
+    assert sorted(os.listdir(ckpts)) == ["3", "6"]
+    # What a kill in the middle of saving step 9 leaves: orbax's temporary folder, never renamed to "9".
+    partial = os.path.join(ckpts, "9.orbax-checkpoint-tmp-1234567890")
+    os.makedirs(os.path.join(partial, "state"))
+    with open(os.path.join(partial, "state", "partial"), "wb") as f:
+        f.write(b"\0" * 10)
+
+    proc = _start(slow)
+    _wait_for_step(proc, out, 10)  # resumed from 6; steps 7-9 again
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text[-3000:]
+    assert "SIGTERM: saved step" in text
+    saved = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
+    assert 10 <= saved < 12
+    assert not os.path.exists(partial)
+
+    _run_worker(_spec(tmp_path, "finish", {"devices": 1, "runs": [dict(base, output_dir=out)]}))
+    assert _losses(out) == _losses(ref)  # exact float equality
+    a, b = _params(out), _params(ref)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert sorted(os.listdir(ckpts)) == [str(saved), "12"]

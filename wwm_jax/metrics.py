@@ -1,0 +1,139 @@
+"""Metrics: `<output_dir>/metrics.jsonl`, TensorBoard, a progress bar, throughput and MFU.
+
+metrics.jsonl gets one object per training step (every step, so that the torch/JAX parity tool can
+compare per-step losses) with the keys
+  step, loss, learning_rate, grad_norm, masked_tokens, tokens_per_s, step_time_s, mfu
+and one object per evaluation with step, eval_loss, eval_accuracy, eval_perplexity. The torch trainer
+writes the same keys. TensorBoard and the console get every `log_every_steps`-th step and every eval.
+Only process 0 writes.
+
+MFU (model FLOPs utilisation) = model FLOPs per second / (peak FLOP/s per device x devices), with
+  FLOPs per step = 6 * N_params * T + 12 * layers * L * H * T      (T = tokens in the global batch)
+i.e. forward + backward of every parameter's matmul (6 N per token; the tied decoder matmul is counted
+through the word embeddings) plus the attention score and value matmuls, QK^T and PV, 2 * 2 * L * H per
+token per layer forward, times 3 for forward + backward. Bidirectional attention computes the full L x L
+scores, so nothing is halved. Padding positions are computed, so T counts them too. Peak FLOP/s are dense
+bf16 figures; a float32 run on a GPU therefore shows a lower MFU than its own peak would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import jax
+
+# Dense bf16 peak FLOP/s per device, by a lowercase substring of jax's device_kind.
+PEAK_FLOPS = (
+    ("h200", 989e12),
+    ("h100", 989e12),
+    ("a100", 312e12),
+    ("v6 lite", 918e12),  # TPU v6e (Trillium)
+    ("v6e", 918e12),
+    ("v5p", 459e12),
+    ("v5 lite", 197e12),  # TPU v5e
+    ("v5e", 197e12),
+    ("v4", 275e12),
+)
+
+
+def peak_flops_per_device(configured: float | None = None, device_kind: str | None = None) -> float | None:
+    """The configured value, else the table's entry for this chip, else None (CPUs: no MFU)."""
+    if configured:
+        return float(configured)
+    kind = (device_kind if device_kind is not None else jax.devices()[0].device_kind).lower()
+    for key, flops in PEAK_FLOPS:
+        if key in kind:
+            return flops
+    return None
+
+
+def flops_per_step(n_params: int, layers: int, seq_len: int, hidden: int, tokens: int) -> float:
+    """Model FLOPs of one optimizer step (forward + backward) over `tokens` tokens (module docstring)."""
+    return 6.0 * n_params * tokens + 12.0 * layers * seq_len * hidden * tokens
+
+
+class MetricsWriter:
+    def __init__(self, output_dir: str, logging_config, *, total_steps: int, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.config = logging_config
+        self.jsonl = None
+        self.tb = None
+        self.bar = None
+        if not enabled:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        if logging_config.jsonl:
+            self.jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        if logging_config.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+        if logging_config.progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr
+            )
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+
+    def train(self, record: dict[str, Any], *, log: bool) -> None:
+        """One step's record; `log`: also to TensorBoard and the console (every log_every_steps)."""
+        if not self.enabled:
+            return
+        self._write(record)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}", refresh=False
+            )
+        if log:
+            self._scalars("train", record)
+            if self.bar is None:
+                print(_line(record), flush=True)
+
+    def eval(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._write(record)
+        self._scalars("eval", {k.removeprefix("eval_"): v for k, v in record.items()})
+        self.message(_line(record))
+
+    def _scalars(self, prefix: str, record: dict[str, Any]) -> None:
+        if self.tb is None:
+            return
+        for key, value in record.items():
+            if key != "step" and value is not None and math.isfinite(value):
+                self.tb.add_scalar(f"{prefix}/{key}", value, record["step"])
+        self.tb.flush()
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        for thing in (self.bar, self.tb, self.jsonl):
+            if thing is not None:
+                thing.close()
+        self.bar = self.tb = self.jsonl = None
+
+
+def _line(record: dict[str, Any]) -> str:
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, float):
+            parts.append(f"{key}={value:.4g}")
+        elif value is not None:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)

@@ -1,0 +1,404 @@
+"""The JAX trainer: `wwm train --framework jax --config FILE` calls `run(config)`.
+
+`run` prepares the data and hands it to `train`, the loop:
+  mesh and shardings (sharding.py) -> model and AdamW state (optim.py), restored from the newest checkpoint
+  when there is one (checkpoint.py) -> for each step: this host's rows of the global batch, masked on the
+  host, become global arrays -> `train_step` (train_step.py) -> metrics (metrics.py), checkpoints, evals
+  -> final checkpoint, Hugging Face export and a summary.
+docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, and the guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from wwm.errors import WWMError
+from wwm_jax import sharding as shd
+from wwm_jax.checkpoint import Checkpointer
+from wwm_jax.metrics import MetricsWriter, flops_per_step, peak_flops_per_device
+from wwm_jax.modeling import EncoderConfig, build_model, logical_axes, num_params
+from wwm_jax.optim import make_optimizer
+from wwm_jax.train_step import TrainState, compile_steps, to_micro_batches
+
+
+def run(config) -> int:
+    """Prepare the data, train, export. Returns the process exit status."""
+    shd.initialize_distributed(config.parallel.distributed)  # before anything touches a device
+    from wwm.data import prepare_dataset
+
+    if jax.process_count() > 1:
+        # Process 0 builds the data cache first; the others then find it (no race on a shared disk).
+        if jax.process_index() == 0:
+            data = prepare_dataset(config)
+        multihost_utils.sync_global_devices("wwm: data prepared")
+        if jax.process_index() != 0:
+            data = prepare_dataset(config)
+    else:
+        data = prepare_dataset(config, progress=config.logging.progress_bar)
+    if config.model.pretrained:
+        hf_config = None
+    else:
+        hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
+    summary = train(
+        config,
+        train_dataset=data.train,
+        val_dataset=data.validation,
+        masker=data.masker(),
+        hf_config=hf_config,
+        tokenizer=data.tokenizer,
+    )
+    if jax.process_index() == 0:
+        print(format_summary(summary), flush=True)
+    return 0 if summary["status"] in ("done", "preempted") else 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model and state
+# ----------------------------------------------------------------------------------------------------
+
+
+def make_model(config, hf_config: dict | None):
+    dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
+    if config.model.pretrained:
+        from wwm_jax import convert
+
+        return convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
+    return build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+
+
+def _global_array(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # Every process holds the same host value; each device takes its shard (works across hosts).
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def init_state(model, tx, mesh, config) -> tuple[Any, TrainState, TrainState]:
+    """(graphdef, state placed on the mesh, the state's shardings)."""
+    graphdef, params_state = nnx.split(model)
+    params = jax.tree.map(np.asarray, nnx.to_pure_dict(params_state))  # nested dict, float32
+    specs = shd.param_specs(logical_axes(model), params, mesh, config.parallel.rules, config.parallel.mode)
+    param_sh = shd.named(mesh, specs)
+    replicated = NamedSharding(mesh, P())
+    abstract_opt = jax.eval_shape(tx.init, params)
+    opt_sh = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_opt, param_sh, transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, NamedSharding),
+    )  # fmt: skip
+    shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
+    params = jax.tree.map(_global_array, params, param_sh)
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    state = TrainState(
+        step=_global_array(np.zeros((), np.int32), replicated),
+        params=params,
+        opt_state=opt_state,
+        rng=_global_array(np.asarray(jax.random.key_data(jax.random.PRNGKey(config.seed))), replicated),
+    )
+    return graphdef, state, shardings
+
+
+def host_params(state: TrainState) -> dict:
+    """The parameters as numpy arrays on every process (all processes must call this)."""
+    if jax.process_count() == 1:
+        return jax.device_get(state.params)
+    return multihost_utils.process_allgather(state.params, tiled=True)
+
+
+def export_hf(graphdef, params: dict, out_dir: str, tokenizer=None) -> str:
+    """Write a Hugging Face directory (model + tokenizer) that AutoModelForMaskedLM loads."""
+    from wwm_jax import convert
+
+    model = nnx.merge(graphdef, jax.tree.map(np.asarray, params))
+    convert.save_hf(model, out_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+
+
+def _prefetch(items: Iterator, size: int = 2) -> Iterator:
+    """Run `items` (host-side masking and stacking) in a thread, `size` batches ahead of the device."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as err:  # re-raised in the consumer
+            q.put(err)
+
+    thread = threading.Thread(target=worker, daemon=True, name="wwm-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, dict]]:
+    """(this host's masked rows in (A, b/A, L) micro-batch layout, the data position after the batch)."""
+    for batch in batches:
+        position = batches.position.to_dict()  # set by the iterator before it yields this batch
+        m = masker(
+            batch["input_ids"], batch["word_ids"], batch["example_ids"], batch["epoch"],
+            attention_mask=batch["attention_mask"],
+        )  # fmt: skip
+        rows = {
+            "input_ids": m.input_ids.astype(np.int32),
+            "labels": m.labels.astype(np.int32),
+            "attention_mask": batch["attention_mask"].astype(np.int32),
+        }
+        yield {k: to_micro_batches(v, accum) for k, v in rows.items()}, position
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------
+
+
+class _Preemption:
+    """SIGTERM (TPU preemption, `kill`) sets a flag; the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self.flag
+        # Every host must stop at the same step (saves are collective): agree on the flag.
+        flags = multihost_utils.process_allgather(np.array(self.flag, np.int32))
+        return bool(np.any(flags))
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[str, float]:
+    """MLM loss, accuracy and perplexity on the validation split with its fixed (epoch 0) masks."""
+    from wwm.data import validation_batches
+
+    size = config.eval.batch_size or config.train.global_batch_size
+    batches = validation_batches(val_dataset, size, host_index=host[0], host_count=host[1])
+    totals = {"ce_sum": 0.0, "correct": 0, "count": 0}
+    for i, (rows, _) in enumerate(masked_host_batches(batches, masker, 1)):
+        if config.eval.max_batches is not None and i >= config.eval.max_batches:
+            break
+        out = jax.device_get(eval_fn(params, shd.global_batch({k: v[0] for k, v in rows.items()}, mesh, 0)))
+        for key in totals:
+            totals[key] += out[key].item()
+    loss = totals["ce_sum"] / max(totals["count"], 1)
+    return {
+        "eval_loss": loss,
+        "eval_accuracy": totals["correct"] / max(totals["count"], 1),
+        "eval_perplexity": math.exp(min(loss, 700.0)),
+    }
+
+
+def _check_batch(config, mesh) -> None:
+    B, A = config.train.global_batch_size, config.train.grad_accum_steps
+    rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    if (B // A) % rows:
+        raise WWMError(
+            f"train.global_batch_size / train.grad_accum_steps = {B // A} rows per micro-batch is not divisible "
+            f"by the {rows} data-parallel devices (mesh data x fsdp); change the batch size or the mesh"
+        )
+    eval_size = config.eval.batch_size or B
+    if eval_size % rows:
+        raise WWMError(f"eval.batch_size ({eval_size}) must be divisible by the {rows} data-parallel devices")
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """On resume, drop records after the restored step (the killed run may have logged a few)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+
+
+def train(
+    config,
+    *,
+    train_dataset,
+    val_dataset,
+    masker,
+    hf_config: dict | None,
+    tokenizer=None,
+) -> dict[str, Any]:
+    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns a summary."""
+    t_start = time.perf_counter()
+    tc, out_dir = config.train, config.output_dir
+    lead = jax.process_index() == 0
+    mesh = shd.make_mesh(config.parallel)
+    _check_batch(config, mesh)
+    model = make_model(config, hf_config)
+    tx, schedule = make_optimizer(config.optim, tc.max_steps)
+    graphdef, state, shardings = init_state(model, tx, mesh, config)
+    deterministic = model.config.hidden_dropout_prob == 0 and model.config.attention_probs_dropout_prob == 0
+    step_fn, eval_fn = compile_steps(graphdef, tx, schedule, shardings, mesh, config.parallel.mode,
+                                     deterministic=deterministic)  # fmt: skip
+
+    from wwm.data import BatchIterator, DataPosition
+
+    ckpt = Checkpointer(out_dir, config.checkpoint)
+    position = DataPosition()
+    latest = ckpt.latest_step() if config.checkpoint.resume else None
+    if latest is not None:
+        state, meta = ckpt.restore(latest, state)
+        position = DataPosition.from_dict(meta["data_position"])
+    start = int(jax.device_get(state.step))
+    if lead:
+        os.makedirs(out_dir, exist_ok=True)
+        _truncate_metrics(os.path.join(out_dir, "metrics.jsonl"), start)
+        from wwm.config import save_config
+
+        save_config(config, os.path.join(out_dir, "config.yaml"))
+    writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead)
+    if latest is not None:
+        writer.message(f"resumed from {ckpt.directory}/{latest} (data position {position.to_dict()})")
+
+    host = shd.host_rows(mesh, tc.global_batch_size)
+    batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed,
+                            host_index=host[0], host_count=host[1], start=position)  # fmt: skip
+    stream = _prefetch(masked_host_batches(batches, masker, tc.grad_accum_steps))
+
+    n_params = num_params(model)
+    seq_len = train_dataset.max_seq_len
+    tokens = tc.global_batch_size * seq_len
+    flops = flops_per_step(
+        n_params, model.config.num_hidden_layers, seq_len, model.config.hidden_size, tokens
+    )
+    peak = peak_flops_per_device(config.logging.peak_flops_per_device)
+    n_devices = mesh.devices.size
+
+    def save(step: int, pos: dict) -> None:
+        ckpt.save(step, state, {"step": step, "data_position": pos, "seed": config.seed,
+                                "rng": "dropout key = fold_in(fold_in(PRNGKey(seed), step), micro_batch)"})  # fmt: skip
+
+    summary: dict[str, Any] = {"status": "done", "start_step": start, "steps": start, "loss": None, "eval": None,
+                               "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": n_params}  # fmt: skip
+    timed_tokens, timed_s = 0, 0.0
+    step, pos = start, position.to_dict()
+    with _Preemption() as preemption:
+        try:
+            while step < tc.max_steps:
+                rows, pos = next(stream)
+                t0 = time.perf_counter()
+                state, metrics = step_fn(state, shd.global_batch(rows, mesh, 1))
+                metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
+                dt = time.perf_counter() - t0
+                step += 1
+                if not math.isfinite(metrics["loss"]):
+                    good = ckpt.latest_step()
+                    summary.update(status="failed", steps=step)
+                    raise WWMError(
+                        f"the loss is {metrics['loss']} at step {step}: stopping. The last good checkpoint is "
+                        + (
+                            f"{ckpt.directory}/{good}"
+                            if good is not None
+                            else "none (no checkpoint was saved)"
+                        )
+                        + "; lower optim.learning_rate or check the data"
+                    )
+                if step > start + 1:  # the first step compiles
+                    timed_tokens, timed_s = timed_tokens + tokens, timed_s + dt
+                record = {"step": step, "loss": metrics["loss"], "learning_rate": metrics["learning_rate"],
+                          "grad_norm": metrics["grad_norm"], "masked_tokens": int(metrics["masked_tokens"]),
+                          "tokens_per_s": tokens / dt, "step_time_s": dt,
+                          "mfu": flops / dt / (peak * n_devices) if peak else None}  # fmt: skip
+                writer.train(record, log=step % tc.log_every_steps == 0 or step == tc.max_steps)
+                summary.update(steps=step, loss=metrics["loss"])
+                if step % config.checkpoint.every_steps == 0:
+                    save(step, pos)
+                if val_dataset is not None and (step % config.eval.every_steps == 0 or step == tc.max_steps):
+                    summary["eval"] = evaluate(eval_fn, state.params, val_dataset, masker, mesh, config, host)
+                    writer.eval({"step": step, **summary["eval"]})
+                if step < tc.max_steps and preemption.requested():
+                    save(step, pos)
+                    writer.message(f"SIGTERM: saved step {step} to {ckpt.directory}; exiting")
+                    summary["status"] = "preempted"
+                    break
+            if summary["status"] == "done":
+                save(step, pos)
+                if config.checkpoint.export_hf_at_end:
+                    params = host_params(state)
+                    if lead:
+                        summary["hf_dir"] = export_hf(
+                            graphdef, params, os.path.join(out_dir, "hf"), tokenizer
+                        )
+        finally:
+            writer.close()
+            ckpt.close()
+    summary["tokens_per_s"] = timed_tokens / timed_s if timed_s else None
+    summary["wall_s"] = time.perf_counter() - t_start
+    summary["devices"] = n_devices
+    summary["state"] = state
+    summary["graphdef"] = graphdef
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"JAX training {summary['status']}: step {summary['steps']} "
+             f"(started at {summary['start_step']}), {summary['params']:,} parameters, "
+             f"{summary['devices']} device(s), {summary['wall_s']:.1f} s"]  # fmt: skip
+    if summary["loss"] is not None:
+        lines.append(f"  final train loss {summary['loss']:.4f}")
+    if summary["eval"]:
+        e = summary["eval"]
+        lines.append(f"  eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
+                     f"perplexity {e['eval_perplexity']:.2f}")  # fmt: skip
+    if summary["tokens_per_s"]:
+        lines.append(f"  {summary['tokens_per_s']:,.0f} tokens/s (after the first, compiling step)")
+    lines.append(f"  checkpoints: {summary['checkpoint_dir']}")
+    if summary["hf_dir"]:
+        lines.append(f"  Hugging Face export: {summary['hf_dir']}")
+    return "\n".join(lines)
+
+
+__all__ = ["export_hf", "format_summary", "run", "train"]

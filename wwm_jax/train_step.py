@@ -1,0 +1,167 @@
+"""The pure training and evaluation steps: `train_step(state, batch) -> (state, metrics)`.
+
+Loss (the same in every mode, and in the torch trainer): the summed token cross-entropy over masked
+positions divided by the number of masked positions in the *whole global batch* (all devices, hosts and
+accumulation micro-batches). The global count is computed first; each micro-batch then contributes
+sum_ce / count, so 1 device and 8, 1 micro-batch and 4, give the same loss and gradient up to float
+summation order. A batch with no masked token contributes 0 (count is clamped to 1), never NaN.
+
+Batch layout: a train batch is a dict of (A, M, L) arrays, A = train.grad_accum_steps micro-batches of M
+rows (M = global_batch_size / A), rows split over the mesh's data x fsdp axes:
+  input_ids (A, M, L) int32 (already masked), labels (A, M, L) int32 (-100: not masked),
+  attention_mask (A, M, L) int32.
+Micro-batch a holds the global rows i with i % A == a (see `to_micro_batches`): that split is the same
+on any number of hosts, because each host's contiguous rows split the same way.
+
+Dropout: the key of update k, micro-batch a is fold_in(fold_in(PRNGKey(seed), k), a), a function of
+(seed, step) only, so a resumed run draws the same masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from wwm_jax import sharding as shd
+
+IGNORE = -100
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # () int32: optimizer updates done
+    params: Any  # nested dict of float32 arrays (nnx.to_pure_dict of the model's Params)
+    opt_state: Any
+    rng: jax.Array  # (2,) uint32: PRNGKey(seed); dropout keys are folded from it
+
+
+def to_micro_batches(rows: np.ndarray, accum: int) -> np.ndarray:
+    """(b, ...) host rows -> (A, b/A, ...): micro-batch a gets rows a, a+A, a+2A, ... (strided)."""
+    b = rows.shape[0]
+    return np.swapaxes(rows.reshape(b // accum, accum, *rows.shape[1:]), 0, 1)
+
+
+def token_losses(graphdef, params, input_ids, attention_mask, labels, *, deterministic, rng):
+    """One forward pass -> (sum of masked-token CE, number of correct masked predictions). (M, L) in."""
+    model = nnx.merge(graphdef, params)
+    logits = model(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, V) f32
+    masked = labels != IGNORE  # (M, L)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(masked, labels, 0))  # (M, L)
+    ce_sum = jnp.sum(jnp.where(masked, ce, 0.0))
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) & masked)
+    return ce_sum, correct
+
+
+def _grads(graphdef, params, batch, count, rng, *, deterministic):
+    """Sum over micro-batches of grad(sum_ce / count). Returns (loss, grads); loss = sum_ce / count."""
+    denom = jnp.maximum(count, 1).astype(jnp.float32)  # no masked token: a zero contribution
+
+    def micro(carry, xs):
+        loss, grads = carry
+        mb, a = xs
+        key = jax.random.fold_in(rng, a)
+
+        def loss_fn(p):
+            ce_sum, _ = token_losses(
+                graphdef, p, mb["input_ids"], mb["attention_mask"], mb["labels"],
+                deterministic=deterministic, rng=key,
+            )  # fmt: skip
+            return ce_sum / denom
+
+        value, g = jax.value_and_grad(loss_fn)(params)
+        return (loss + value, jax.tree.map(jnp.add, grads, g)), None
+
+    accum = batch["input_ids"].shape[0]
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    micro_batches = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    if accum == 1:  # no scan: the common case compiles to the plain step
+        (loss, grads), _ = micro(
+            (jnp.zeros((), jnp.float32), zeros), (jax.tree.map(lambda x: x[0], micro_batches), 0)
+        )
+    else:
+        (loss, grads), _ = jax.lax.scan(
+            micro, (jnp.zeros((), jnp.float32), zeros), (micro_batches, jnp.arange(accum))
+        )
+    return loss, grads
+
+
+def _apply(state: TrainState, loss, grads, count, tx, schedule):
+    grad_norm = optax.tree.norm(grads)  # before clipping, as HF logs it
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "learning_rate": schedule(state.step),
+        "masked_tokens": count,
+    }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def train_step(state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool):
+    """jit/sharded mode (also `single`): XLA inserts the cross-device sums the sharding implies."""
+    count = jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32)  # global: all micro-batches and devices
+    rng = jax.random.fold_in(state.rng, state.step)
+    loss, grads = _grads(graphdef, state.params, batch, count, rng, deterministic=deterministic)
+    return _apply(state, loss, grads, count, tx, schedule)
+
+
+def train_step_psum(state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool):
+    """pmap mode, run per device under shard_map: local rows only, explicit psums over data x fsdp.
+
+    Each device gets its own dropout key (folded with its index) so its rows draw distinct masks.
+    """
+    count = jax.lax.psum(jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32), shd.BATCH_AXES)
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(shd.BATCH_AXES))
+    loss, grads = _grads(graphdef, state.params, batch, count, rng, deterministic=deterministic)
+    loss, grads = jax.lax.psum((loss, grads), shd.BATCH_AXES)  # sums of sum_ce / global count
+    return _apply(state, loss, grads, count, tx, schedule)
+
+
+def eval_step(params, batch, *, graphdef):
+    """(M, L) batch -> sums: {"ce_sum", "correct", "count"} over its masked tokens (no dropout)."""
+    ce_sum, correct = token_losses(
+        graphdef, params, batch["input_ids"], batch["attention_mask"], batch["labels"],
+        deterministic=True, rng=None,
+    )  # fmt: skip
+    count = jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32)
+    return {"ce_sum": ce_sum, "correct": correct.astype(jnp.int32), "count": count}
+
+
+def compile_steps(graphdef, tx, schedule, state_shardings, mesh: Mesh, mode: str, *, deterministic: bool):
+    """(jitted train step with donated state, jitted eval step) for `mode`."""
+    replicated = NamedSharding(mesh, P())
+    train_batch = shd.batch_sharding(mesh, 3, 1)  # (A, M, L)
+    eval_batch = shd.batch_sharding(mesh, 2, 0)  # (M, L)
+    kwargs = dict(graphdef=graphdef, tx=tx, schedule=schedule, deterministic=deterministic)
+    if mode == "pmap":
+        body = jax.shard_map(
+            functools.partial(train_step_psum, **kwargs),
+            mesh=mesh,
+            in_specs=(P(), P(None, shd.BATCH_AXES)),
+            out_specs=(P(), P()),
+            check_vma=False,  # the psums are ours; no implicit ones from replication typing
+        )
+    else:
+        body = functools.partial(train_step, **kwargs)
+    step = jax.jit(
+        body,
+        in_shardings=(state_shardings, train_batch),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),  # parameters and optimizer state are updated in place
+    )
+    evaluate = jax.jit(
+        functools.partial(eval_step, graphdef=graphdef),
+        in_shardings=(state_shardings.params, eval_batch),
+        out_shardings=replicated,
+    )
+    return step, evaluate
