@@ -28,7 +28,16 @@ from wwm_torch.train import build_trainer, run
 from wwm_torch.trainer import NonFiniteLossError, build_model, masked_lm_sums
 
 WORKER = os.path.join(os.path.dirname(__file__), "torch_ddp_worker.py")
-TRAIN_KEYS = {"step", "loss", "learning_rate", "grad_norm", "masked_tokens", "tokens_per_s", "step_time_s"}
+TRAIN_KEYS = {
+    "step",
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "masked_tokens",
+    "tokens_per_s",
+    "step_time_s",
+    "mfu",
+}
 EVAL_KEYS = {"step", "eval_loss", "eval_accuracy", "eval_perplexity"}
 
 
@@ -428,6 +437,10 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, tokenizer_dir):
     checkpoints = os.listdir(os.path.join(killed["output_dir"], "checkpoints"))
     assert "checkpoint-3" in checkpoints and "checkpoint-8" not in checkpoints
 
+    # A checkpoint cut short by the kill (no trainer_state.json) is never resumed from.
+    partial = os.path.join(killed["output_dir"], "checkpoints", "checkpoint-7")
+    os.makedirs(partial)
+    open(os.path.join(partial, "config.json"), "w").close()
     out = _finish(_launch(_write_spec(tmp_path, killed, "resume")))
     assert "resuming from" in out and "checkpoint-3" in out
     resumed, resumed_eval = _records(killed["output_dir"])

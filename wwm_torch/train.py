@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -83,54 +84,93 @@ def build_trainer(config: Any, prepared: Any = None, *, record_batches: bool = F
         record_batches=record_batches,
     )
     trainer.add_callback(
-        MetricsCallback(trainer, c.output_dir, jsonl=c.logging.jsonl, tensorboard=c.logging.tensorboard)
+        MetricsCallback(
+            trainer,
+            c.output_dir,
+            jsonl=c.logging.jsonl,
+            tensorboard=c.logging.tensorboard,
+            log_every_steps=c.train.log_every_steps,
+            peak_flops=c.logging.peak_flops_per_device,
+        )
     )
     install_printing(trainer, c.train.log_every_steps, c.logging.progress_bar)
     return trainer, args, prepared
 
 
 def run(config: Any, *, prepared: Any = None, callbacks: tuple = ()) -> int:
-    """Train (or resume from the newest checkpoint), export `<output_dir>/hf`, return 0.
+    """Train (or resume from the newest complete checkpoint), export `<output_dir>/hf`, return 0.
 
     `prepared`: the data (`wwm.data.PreparedData` or any object with train, validation, tokenizer);
     None runs `prepare_dataset(config)`. `callbacks`: extra TrainerCallbacks.
     """
+    import shutil
+
     from wwm.config import save_config
-    from wwm_torch.trainer import MetricsCallback, _checkpoints
+    from wwm_torch.trainer import MetricsCallback, _checkpoints, complete_checkpoints
 
     c = sections(config)
     trainer, args, prepared = build_trainer(config, prepared)
     for callback in callbacks:
         trainer.add_callback(callback)
-    resume = bool(c.checkpoint.resume and _checkpoints(args.output_dir))
-    if args.process_index == 0:
+    complete = complete_checkpoints(args.output_dir)
+    resume_from = complete[-1] if c.checkpoint.resume and complete else None
+    lead = args.process_index == 0
+    if lead:
+        # A checkpoint without trainer_state.json was cut short by a kill: never resume from it.
+        for partial in sorted(set(_checkpoints(args.output_dir)) - set(complete)):
+            logger.warning("removing the incomplete checkpoint %s", partial)
+            shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(c.output_dir, exist_ok=True)
         try:
             save_config(config, os.path.join(c.output_dir, "config.yaml"))
         except Exception as err:
             logger.warning("could not save the run config: %s", err)
         n_params = sum(p.numel() for p in trainer.model.parameters())
-        where = f"resuming from {_checkpoints(args.output_dir)[-1]}" if resume else "from scratch"
+        blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
         print(
-            f"wwm torch: {type(trainer.model).__name__} with {n_params / 1e6:.2f}M parameters, "
-            f"{len(prepared.train) if hasattr(prepared.train, '__len__') else '?'} training blocks, "
-            f"global batch {c.train.global_batch_size} = {args.world_size} process(es) x "
+            f"wwm torch: {type(trainer.model).__name__} with {n_params / 1e6:.2f}M parameters, {blocks} training "
+            f"blocks, global batch {c.train.global_batch_size} = {args.world_size} process(es) x "
             f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation, "
-            f"{c.train.max_steps} steps, {where}",
+            f"{c.train.max_steps} steps, "
+            + (f"resuming from {resume_from}" if resume_from else "from scratch"),
             flush=True,
         )
+    metrics = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsCallback))
+    start = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=resume_from)
     finally:
-        for callback in trainer.callback_handler.callbacks:
-            if isinstance(callback, MetricsCallback):
-                callback.close()
+        metrics.close()
+    export = None
     if c.checkpoint.export_hf_at_end:
         export = os.path.join(c.output_dir, "hf")
         trainer.save_model(export)  # main process only; with the tokenizer (processing_class)
-        if args.process_index == 0:
-            print(f"wwm torch: exported the model and tokenizer to {export}", flush=True)
+    if lead:
+        print(_summary(metrics, time.perf_counter() - start, args.output_dir, export), flush=True)
     return 0
+
+
+def _summary(metrics: Any, seconds: float, checkpoint_dir: str, export: str | None) -> str:
+    records = metrics.records
+    lines = [f"wwm torch: done in {seconds:.1f}s"]
+    if records:
+        first, last = records[0], records[-1]
+        lines.append(
+            f"  steps {first['step']}..{last['step']}: loss {first['loss']:.4f} -> {last['loss']:.4f}"
+        )
+        timed = records[1:] or records  # the first step warms up
+        tokens = sum(r["tokens_per_s"] * r["step_time_s"] for r in timed)
+        lines.append(f"  {tokens / sum(r['step_time_s'] for r in timed):,.0f} tokens/s")
+    if metrics.last_eval:
+        e = metrics.last_eval
+        lines.append(
+            f"  eval at step {e['step']}: loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
+            f"perplexity {e['eval_perplexity']:.2f}"
+        )
+    lines.append(f"  checkpoints: {checkpoint_dir}")
+    if export:
+        lines.append(f"  Hugging Face export (model + tokenizer): {export}")
+    return "\n".join(lines)
 
 
 __all__ = ["build_trainer", "has_validation", "run", "sections"]

@@ -160,7 +160,7 @@ class StepStats:
     """Sums over the micro-batches of the current optimizer step, on this rank."""
 
     ce: torch.Tensor | float = 0.0
-    tokens: torch.Tensor | float = 0.0  # non-padding tokens
+    tokens: torch.Tensor | float = 0.0  # positions of the micro-batches, padding included
     masked: torch.Tensor | float = 0.0  # this step's global count (all ranks), from get_batch_samples
     started: float = 0.0
 
@@ -221,7 +221,7 @@ class WWMTrainer(Trainer):
         if model.training:
             stats = self.step_stats
             stats.ce = stats.ce + ce.detach()
-            stats.tokens = stats.tokens + inputs["attention_mask"].sum().detach()
+            stats.tokens = stats.tokens + inputs["input_ids"].numel()  # padding included, as in JAX
         return (loss, outputs) if return_outputs else loss
 
     def step_metrics(self) -> dict[str, float]:
@@ -298,20 +298,55 @@ class WWMTrainer(Trainer):
 
 
 # ---------------------------------------------------------------------------------------------- logging
+# Dense bf16 peak FLOP/s per device by a lowercase substring of the CUDA device name (wwm_jax.metrics' table).
+PEAK_FLOPS = (("h200", 989e12), ("h100", 989e12), ("a100", 312e12))
+
+
+def peak_flops_per_device(configured: float | None = None) -> float | None:
+    """The configured value, else the table's entry for this GPU, else None (CPUs: no MFU)."""
+    if configured:
+        return float(configured)
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name().lower()
+    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
+
+
+def flops_per_step(n_params: int, layers: int, seq_len: int, hidden: int, tokens: int) -> float:
+    """Model FLOPs of one optimizer step, as wwm_jax.metrics counts them (docs/jax_trainer.md)."""
+    return 6.0 * n_params * tokens + 12.0 * layers * seq_len * hidden * tokens
+
+
 class MetricsCallback(TrainerCallback):
     """Per-step records in `<output_dir>/metrics.jsonl` and TensorBoard; stops on a NaN/inf loss.
 
     A training record: {"step", "loss", "learning_rate", "grad_norm", "masked_tokens",
-    "tokens_per_s", "step_time_s"}; step 1 is the first optimizer update, loss is the loss of that
-    update's global batch. An eval record: {"step", "eval_loss", "eval_accuracy", "eval_perplexity"}.
-    Only the main process writes.
+    "tokens_per_s", "step_time_s", "mfu"} (the JAX trainer's keys); step 1 is the first optimizer
+    update, loss is the loss of that update's global batch, learning_rate the rate that update used,
+    grad_norm the norm before clipping, tokens count padding. An eval record: {"step", "eval_loss",
+    "eval_accuracy", "eval_perplexity"}. TensorBoard gets every `log_every_steps`-th step and every
+    eval. Only the main process writes.
     """
 
-    def __init__(self, trainer: WWMTrainer, output_dir: str, *, jsonl: bool = True, tensorboard: bool = True):
+    def __init__(
+        self,
+        trainer: WWMTrainer,
+        output_dir: str,
+        *,
+        jsonl: bool = True,
+        tensorboard: bool = True,
+        log_every_steps: int = 1,
+        peak_flops: float | None = None,
+    ):
         self.trainer = trainer
         self.output_dir = output_dir
         self.jsonl = jsonl
         self.tensorboard = tensorboard
+        self.log_every_steps = log_every_steps
+        self.peak_flops = peak_flops_per_device(peak_flops)
+        self.records: list[dict[str, Any]] = []  # this run's training records (for the summary)
+        self.last_eval: dict[str, Any] | None = None
+        self._n_params: int | None = None
         self.pending: dict[str, Any] | None = None
         self._file = None
         self._writer = None
@@ -343,11 +378,11 @@ class MetricsCallback(TrainerCallback):
             f.writelines(kept)
         self._file = open(path, "a", encoding="utf-8")
 
-    def _write(self, record: dict[str, Any], prefix: str) -> None:
+    def _write(self, record: dict[str, Any], prefix: str, *, scalars: bool = True) -> None:
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
-        if self._writer is not None:
+        if self._writer is not None and scalars:
             step = record["step"]
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and value is not None:
@@ -363,13 +398,23 @@ class MetricsCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         m = self.trainer.step_metrics()
         if not math.isfinite(m["loss"]):
-            checkpoints = _checkpoints(args.output_dir)
+            checkpoints = complete_checkpoints(args.output_dir)
             last = checkpoints[-1] if checkpoints else "none (no checkpoint was saved yet)"
             raise NonFiniteLossError(
                 f"the loss is {m['loss']} at step {state.global_step} (global batch of {m['masked_tokens']} masked "
                 f"tokens); training stopped before saving this step. The last good checkpoint: {last}. Lower "
                 "optim.learning_rate, keep optim.max_grad_norm, or use train.dtype=float32."
             )
+        mfu = None
+        if self.peak_flops:
+            cfg = self.trainer.model.config
+            if self._n_params is None:
+                self._n_params = sum(p.numel() for p in self.trainer.model.parameters())
+            rows = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            flops = flops_per_step(
+                self._n_params, cfg.num_hidden_layers, m["tokens"] // rows, cfg.hidden_size, m["tokens"]
+            )
+            mfu = flops / m["step_time_s"] / (self.peak_flops * args.world_size)
         self.pending = {
             "step": state.global_step,
             "loss": m["loss"],
@@ -378,6 +423,7 @@ class MetricsCallback(TrainerCallback):
             "masked_tokens": m["masked_tokens"],
             "tokens_per_s": m["tokens_per_s"],
             "step_time_s": m["step_time_s"],
+            "mfu": mfu,
         }
         return control
 
@@ -387,12 +433,15 @@ class MetricsCallback(TrainerCallback):
             record = {"step": state.global_step}
             record.update({k: logs[k] for k in ("eval_loss", "eval_accuracy", "eval_perplexity")})
             self._write(record, "eval")
+            self.last_eval = record
         elif self.pending is not None and "learning_rate" in logs and "train_runtime" not in logs:
             record, self.pending = self.pending, None
             record["learning_rate"] = float(logs["learning_rate"])
             grad_norm = logs.get("grad_norm")
             record["grad_norm"] = None if grad_norm is None else float(grad_norm)
-            self._write(record, "train")
+            every = record["step"] % self.log_every_steps == 0 or record["step"] == state.max_steps
+            self._write(record, "train", scalars=every)
+            self.records.append(record)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -463,3 +512,8 @@ def _checkpoints(folder: str) -> list[str]:
         if name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
             found.append((int(name[len("checkpoint-") :]), os.path.join(folder, name)))
     return [path for _, path in sorted(found)]
+
+
+def complete_checkpoints(folder: str) -> list[str]:
+    """The checkpoints that were completely written (the Trainer writes trainer_state.json last)."""
+    return [path for path in _checkpoints(folder) if os.path.isfile(os.path.join(path, "trainer_state.json"))]
