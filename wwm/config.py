@@ -34,6 +34,15 @@ import yaml
 
 from wwm.errors import WWMError
 from wwm.masking import MaskingConfig
+from wwm.train_config import (
+    CheckpointConfig,
+    EvalConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimConfig,
+    ParallelConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "DataConfig",
@@ -165,6 +174,14 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    # The trainers' sections (wwm/train_config.py), shared by the JAX and the PyTorch trainer.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     seed: int = 0
     output_dir: str = path_field("runs/wwm")
 
