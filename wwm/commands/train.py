@@ -9,7 +9,7 @@ HELP = "Pretrain an encoder with whole-word masking (JAX/Flax or PyTorch), from 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="YAML run config (default: configs/tiny.yaml values)")
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML run config, e.g. configs/tiny.yaml")
     p.add_argument("--framework", choices=("jax", "torch"), default=None, help="overrides train.framework")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
 
