@@ -159,8 +159,6 @@ def test_adamw_with_clipping_matches_torch():
 
 
 def _tiny_state(accum: int = 1):
-    import jax
-
     from wwm.train_config import OptimConfig, ParallelConfig
     from wwm_jax import sharding as shd
     from wwm_jax.modeling import EncoderConfig, build_model
@@ -174,8 +172,7 @@ def _tiny_state(accum: int = 1):
     model = build_model(EncoderConfig.from_hf_dict(worker.hf_config()))
     tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=0), 10)
     mesh = shd.make_mesh(C.parallel)
-    graphdef, state, shardings = init_state(model, tx, mesh, C)
-    del jax
+    graphdef, state, _ = init_state(model, tx, mesh, C)
     return model, graphdef, state, tx, schedule
 
 
@@ -412,3 +409,34 @@ def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
     a, b = _params(out), _params(ref)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert sorted(os.listdir(ckpts)) == [str(saved), "12"]
+
+
+def test_run_builds_the_model_from_the_tokenizer_and_exports_it(
+    tmp_path, wordpiece_tokenizer, monkeypatch, capsys
+):
+    """`run(config)`: the model's HF config from ModelConfig.hf_config_dict(tokenizer), the data's masker,
+    the export with the tokenizer, the summary and the exit status (data preparation stubbed out)."""
+    import transformers
+
+    import wwm.data
+    from wwm.masking import WholeWordMasker
+    from wwm_jax.train import run
+
+    config = worker.make_config({"output_dir": str(tmp_path / "run"), "steps": 2, "export": True})
+
+    class Prepared:  # the parts of PreparedData that run() uses
+        train = worker.synthetic_dataset()
+        validation = worker.synthetic_dataset(n=40, seed=1)
+        tokenizer = wordpiece_tokenizer  # [PAD]=0 ... [MASK]=4, like the synthetic blocks
+
+        def masker(self):
+            return WholeWordMasker.from_tokenizer(self.tokenizer)
+
+    monkeypatch.setattr(wwm.data, "prepare_dataset", lambda config, **kwargs: Prepared())
+    assert run(config) == 0
+    out = capsys.readouterr().out
+    assert "JAX training done: step 2" in out and "Hugging Face export" in out
+    hf_dir = tmp_path / "run" / "hf"
+    model = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir)
+    assert model.config.vocab_size == len(wordpiece_tokenizer) and model.config.hidden_size == 32
+    assert transformers.AutoTokenizer.from_pretrained(hf_dir).mask_token_id == 4

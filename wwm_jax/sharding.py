@@ -126,7 +126,7 @@ def param_specs(axes: Any, shapes: Any, mesh: Mesh, rules, mode: str) -> Any:
 
     def spec(names: tuple, shape) -> P:
         used, out = set(), []
-        for name, dim in zip(names, shape.shape):
+        for name, dim in zip(names, shape.shape, strict=True):
             if name is not None and name not in table:
                 raise WWMError(
                     f"parallel.rules has no rule for the logical axis {name!r}; add [{name}, null]"
