@@ -416,13 +416,17 @@ def test_run_builds_the_model_from_the_tokenizer_and_exports_it(
 ):
     """`run(config)`: the model's HF config from ModelConfig.hf_config_dict(tokenizer), the data's masker,
     the export with the tokenizer, the summary and the exit status (data preparation stubbed out)."""
+    import torch
     import transformers
 
     import wwm.data
     from wwm.masking import WholeWordMasker
     from wwm_jax.train import run
 
-    config = worker.make_config({"output_dir": str(tmp_path / "run"), "steps": 2, "export": True})
+    # bfloat16 compute here: the option runs end to end (parameters and the export stay float32).
+    config = worker.make_config(
+        {"output_dir": str(tmp_path / "run"), "steps": 2, "export": True, "dtype": "bfloat16"}
+    )
 
     class Prepared:  # the parts of PreparedData that run() uses
         train = worker.synthetic_dataset()
@@ -439,4 +443,9 @@ def test_run_builds_the_model_from_the_tokenizer_and_exports_it(
     hf_dir = tmp_path / "run" / "hf"
     model = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir)
     assert model.config.vocab_size == len(wordpiece_tokenizer) and model.config.hidden_size == 32
+    assert model.bert.embeddings.word_embeddings.weight.dtype == torch.float32
+    losses = [
+        json.loads(line)["loss"] for line in open(tmp_path / "run" / "metrics.jsonl") if '"loss"' in line
+    ]
+    assert len(losses) == 2 and all(np.isfinite(losses))
     assert transformers.AutoTokenizer.from_pretrained(hf_dir).mask_token_id == 4
