@@ -291,13 +291,17 @@ def test_eval_metrics_and_hf_export_load_in_transformers(tmp_path):
 @pytest.fixture(scope="module")
 def eight_device_runs(tmp_path_factory):
     """One 8-device process: one device (reference), 4 accumulation steps, a 2x2x2 mesh with 2
-    accumulation steps, and pmap-style data parallel over 8 devices. Same global batches, no dropout."""
+    accumulation steps, and pmap-style data parallel over 8 devices, on the same global batches without
+    dropout; and one device vs a 4x1x2 mesh with dropout."""
     tmp = tmp_path_factory.mktemp("devices")
     runs = {
         "single": {"mode": "single"},
         "accum4": {"mode": "single", "accum": 4},
         "mesh222": {"mode": "sharded", "mesh": [2, 2, 2], "accum": 2},
         "pmap8": {"mode": "pmap"},
+        # dropout on: jax's partitionable threefry draws the same masks however the batch is sharded
+        "single_dropout": {"mode": "single", "dropout": 0.1, "steps": 2},
+        "mesh412_dropout": {"mode": "sharded", "mesh": [4, 1, 2], "dropout": 0.1, "steps": 2},
     }
     spec = {"devices": 8, "runs": [{"output_dir": str(tmp / k), "steps": 3, **v} for k, v in runs.items()]}
     _run_worker(_spec(tmp, "spec", spec))
@@ -305,9 +309,11 @@ def eight_device_runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["accum4", "mesh222", "pmap8"])
+@pytest.mark.parametrize("name", ["accum4", "mesh222", "pmap8", "mesh412_dropout"])
 def test_devices_and_accumulation_match_one_device(eight_device_runs, name):
     ref, other = eight_device_runs["single"], eight_device_runs[name]
+    if name == "mesh412_dropout":
+        ref = eight_device_runs["single_dropout"]
     np.testing.assert_allclose(_losses(other), _losses(ref), rtol=2e-6)
     assert _max_param_diff(_params(other), _params(ref)) < 1e-6
 
