@@ -271,7 +271,7 @@ class WholeWordMasker:
                 f"got {example_ids.shape}"
             )
         for name, arr in (("input_ids", input_ids), ("word_ids", word_ids), ("example_ids", example_ids)):
-            if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            if arr.size and arr.dtype.kind not in "iu":
                 raise WWMError(f"{name} must be integers; got dtype {arr.dtype}")
         if example_ids.size and example_ids.min() < 0:
             raise WWMError("example_ids must be non-negative integers (stable ids of the examples)")
@@ -363,10 +363,8 @@ class WholeWordMasker:
     def _random_tokens(self, eligible: np.ndarray, flat_positions: np.ndarray, keys: np.ndarray):
         """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
         rows = flat_positions // eligible.shape[1]
-        rank_dtype = (
-            np.int16 if eligible.shape[1] < np.iinfo(np.int16).max else np.int32
-        )  # small: no page faults
-        rank = np.cumsum(eligible, axis=1, dtype=rank_dtype).ravel().take(flat_positions).astype(np.int64) - 1
+        # int32: numpy's int16 (and bool -> int64) cumsum has no fast path.
+        rank = np.cumsum(eligible, axis=1, dtype=np.int32).ravel().take(flat_positions) - 1
         values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
 
@@ -422,16 +420,16 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray):
     position = np.arange(U)[None, :]
 
     def one_pass(lens, rem, cursor):
-        fits = (lens > 0) & (lens <= rem[:, None])
+        fits = lens <= rem[:, None]  # empty units "fit" and add nothing
         if cursor is not None:
             fits &= position >= cursor[:, None]
         # cumsum with an explicit int32 dtype: numpy's default widening to int64 is 8x slower here.
         filled = np.cumsum(np.where(fits, lens, 0), axis=1, dtype=np.int32)  # (A, U)
-        overflow = fits & (filled > rem[:, None])
-        has_overflow = overflow.any(1)
-        end = np.where(has_overflow, np.argmax(overflow, axis=1), U)  # rank of the first overflow
+        # `filled` never decreases, so the units within budget are a prefix; its length is the
+        # rank of the first overflowing unit (U if none overflows).
+        end = np.count_nonzero(filled <= rem[:, None], axis=1)
         used = np.where(end > 0, filled[np.arange(len(end)), np.maximum(end - 1, 0)], 0)
-        return fits, end, used, has_overflow
+        return fits, end, used, end < U
 
     budget = budget.astype(np.int64)
     _, first_end, used, has_overflow = one_pass(sorted_len, budget, None)
@@ -445,7 +443,7 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray):
         fits, end, used, has_overflow = one_pass(
             sorted_len[later_rows[active]], remaining[active], cursor[active]
         )
-        later_taken[active] |= fits & (position < end[:, None])
+        later_taken[active] |= fits & (position < end[:, None]) & (sorted_len[later_rows[active]] > 0)
         remaining[active] -= used
         cursor[active] = end + 1
         active = active[has_overflow & (remaining[active] > 0)]

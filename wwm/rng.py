@@ -14,6 +14,8 @@ statistical tests in tests/test_masking.py check the rates that matter.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 U32 = np.uint32
@@ -66,15 +68,25 @@ def example_keys(seed: int, epoch: int | np.ndarray, example_ids: np.ndarray) ->
     ids = np.asarray(example_ids)
     if ids.ndim != 1:
         raise ValueError(f"example_ids must be 1-D (one id per row); got shape {ids.shape}")
+    h = _seed_epoch_key(int(seed), int(epoch)) if np.ndim(epoch) == 0 else _seed_epoch_keys(seed, epoch)
+    id_lo, id_hi = _split64(ids)
+    h = hash32(h ^ id_lo)
+    return hash32(h ^ id_hi)  # (B,) or () broadcast with ids
+
+
+def _seed_epoch_keys(seed: int, epoch) -> np.ndarray:
     seed_lo, seed_hi = _split64(seed)
     h = hash32(U32(_KEY_SALT) ^ seed_lo)
     h = hash32(h ^ seed_hi)
     epoch_lo, epoch_hi = _split64(epoch)
     h = hash32(h ^ epoch_lo)
-    h = hash32(h ^ epoch_hi)
-    id_lo, id_hi = _split64(ids)
-    h = hash32(h ^ id_lo)
-    return hash32(h ^ id_hi)  # (B,) or () broadcast with ids
+    return hash32(h ^ epoch_hi)
+
+
+@functools.lru_cache(maxsize=256)
+def _seed_epoch_key(seed: int, epoch: int) -> np.uint32:
+    """The (seed, epoch) half of the key chain, computed once per epoch."""
+    return U32(_seed_epoch_keys(seed, epoch))
 
 
 def stream_keys(keys: np.ndarray, stream: int) -> np.ndarray:
