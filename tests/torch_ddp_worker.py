@@ -10,6 +10,7 @@ part way). The data are synthetic blocks (`synthetic_blocks`), the same in every
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -58,6 +59,10 @@ def make_config(spec: dict):
         from wwm.masking import MaskingConfig
 
         fields["masking"] = from_dict(MaskingConfig, spec["masking"], "masking")
+    if all(name in base.__dataclass_fields__ for name in classes):  # RunConfig has the trainer sections
+        return dataclasses.replace(
+            base, **{k: v for k, v in fields.items() if k in base.__dataclass_fields__}
+        )
     return SimpleNamespace(**fields)
 
 

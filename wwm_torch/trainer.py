@@ -135,6 +135,7 @@ def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = 
         # transformers 5.24 initializes a process group but neither wraps the model in DDP nor reduces.
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+        ddp_find_unused_parameters=False,  # every parameter takes part in the masked-LM loss
     )
 
 
