@@ -35,7 +35,7 @@ from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, flops_per_step, peak_flops_per_device
 from wwm_jax.modeling import EncoderConfig, build_model, logical_axes, num_params
 from wwm_jax.optim import make_optimizer
-from wwm_jax.train_step import TrainState, compile_steps, to_micro_batches
+from wwm_jax.train_step import TrainState, compile_steps, masked_bound, to_micro_batches
 
 
 def run(config) -> int:
@@ -281,8 +281,10 @@ def train(
     tx, schedule = make_optimizer(config.optim, tc.max_steps)
     graphdef, state, shardings = init_state(model, tx, mesh, config)
     deterministic = model.config.hidden_dropout_prob == 0 and model.config.attention_probs_dropout_prob == 0
+    # The MLM head runs only at the masked positions (at most this many per row; more: the full head).
+    max_masked = masked_bound(masker.config, train_dataset.max_seq_len)
     step_fn, eval_fn = compile_steps(graphdef, tx, schedule, shardings, mesh, config.parallel.mode,
-                                     deterministic=deterministic)  # fmt: skip
+                                     deterministic=deterministic, max_masked=max_masked)  # fmt: skip
 
     from wwm.data import BatchIterator, DataPosition
 

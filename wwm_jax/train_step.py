@@ -20,6 +20,7 @@ Dropout: the key of update k, micro-batch a is fold_in(fold_in(PRNGKey(seed), k)
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.struct
@@ -50,18 +51,64 @@ def to_micro_batches(rows: np.ndarray, accum: int) -> np.ndarray:
     return np.swapaxes(rows.reshape(b // accum, accum, *rows.shape[1:]), 0, 1)
 
 
-def token_losses(graphdef, params, input_ids, attention_mask, labels, *, deterministic, rng):
-    """One forward pass -> (sum of masked-token CE, number of correct masked predictions). (M, L) in."""
-    model = nnx.merge(graphdef, params)
-    logits = model(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, V) f32
-    masked = labels != IGNORE  # (M, L)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(masked, labels, 0))  # (M, L)
-    ce_sum = jnp.sum(jnp.where(masked, ce, 0.0))
-    correct = jnp.sum((jnp.argmax(logits, -1) == labels) & masked)
+def masked_bound(masking, seq_len: int) -> int:
+    """Static bound on the masked tokens of one row of length `seq_len` under `masking` (MaskingConfig).
+
+    Budget `exact` masks at most n = min(max_predictions, max(1, round(E * p))) tokens, E <= L eligible
+    (docs/masking.md §5): an exact bound. `bernoulli` has no hard bound without max_predictions: then
+    1.5 * L * p + 8 (a row above it falls back to the full head, see `token_losses`). Rounded up to a
+    multiple of 8, at most L.
+    """
+    L = int(seq_len)
+    t = round(masking.mask_prob * (1 << 24))
+    if masking.budget == "exact":
+        k = max(1, (L * t + (1 << 23)) >> 24)
+    else:
+        k = math.ceil(1.5 * L * masking.mask_prob) + 8
+    if masking.max_predictions is not None:
+        k = min(k, int(masking.max_predictions))
+    return min(L, -(-k // 8) * 8)
+
+
+def _ce_sums(logits, labels, valid):
+    """(sum of CE, number right) over the `valid` positions of (..., V) float32 logits."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
+    ce_sum = jnp.sum(jnp.where(valid, ce, 0.0))
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
     return ce_sum, correct
 
 
-def _grads(graphdef, params, batch, count, rng, *, deterministic):
+def token_losses(graphdef, params, input_ids, attention_mask, labels, *, deterministic, rng, max_masked=None):
+    """One forward pass -> (sum of masked-token CE, number of correct masked predictions). (M, L) in.
+
+    `max_masked` (a static int, see `masked_bound`): run the MLM head (transform + vocabulary
+    projection) only at the masked positions, gathered into (M, max_masked) slots per row, instead of
+    at all L positions; a batch with a row of more masked tokens takes the full head (`lax.cond`, one
+    branch runs). The sums are the same either way (the same terms; float summation order aside).
+    """
+    model = nnx.merge(graphdef, params)
+    masked = labels != IGNORE  # (M, L)
+    if max_masked is None or max_masked >= labels.shape[-1]:
+        logits = model(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, V) f32
+        return _ce_sums(logits, labels, masked)
+    hidden = model.encode(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, H)
+    L = labels.shape[-1]
+
+    def gathered(hidden):
+        # The masked positions of each row first, in position order: top_k of L - position on masked tokens.
+        score = jnp.where(masked, L - jnp.arange(L, dtype=jnp.int32), 0)
+        top, pos = jax.lax.top_k(score, max_masked)  # (M, K)
+        h = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # (M, K, H)
+        return _ce_sums(model._head(h), jnp.take_along_axis(labels, pos, axis=1), top > 0)
+
+    def full(hidden):
+        return _ce_sums(model._head(hidden), labels, masked)
+
+    overflow = jnp.any(jnp.sum(masked, axis=-1) > max_masked)
+    return jax.lax.cond(overflow, full, gathered, hidden)
+
+
+def _grads(graphdef, params, batch, count, rng, *, deterministic, max_masked=None):
     """Sum over micro-batches of grad(sum_ce / count). Returns (loss, grads); loss = sum_ce / count."""
     denom = jnp.maximum(count, 1).astype(jnp.float32)  # no masked token: a zero contribution
 
@@ -73,7 +120,7 @@ def _grads(graphdef, params, batch, count, rng, *, deterministic):
         def loss_fn(p):
             ce_sum, _ = token_losses(
                 graphdef, p, mb["input_ids"], mb["attention_mask"], mb["labels"],
-                deterministic=deterministic, rng=key,
+                deterministic=deterministic, rng=key, max_masked=max_masked,
             )  # fmt: skip
             return ce_sum / denom
 
@@ -107,42 +154,56 @@ def _apply(state: TrainState, loss, grads, count, tx, schedule):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def train_step(state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool):
+def train_step(state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool, max_masked=None):
     """jit/sharded mode (also `single`): XLA inserts the cross-device sums the sharding implies."""
     count = jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32)  # global: all micro-batches and devices
     rng = jax.random.fold_in(state.rng, state.step)
-    loss, grads = _grads(graphdef, state.params, batch, count, rng, deterministic=deterministic)
+    loss, grads = _grads(
+        graphdef, state.params, batch, count, rng, deterministic=deterministic, max_masked=max_masked
+    )
     return _apply(state, loss, grads, count, tx, schedule)
 
 
-def train_step_psum(state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool):
+def train_step_psum(
+    state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool, max_masked=None
+):
     """pmap mode, run per device under shard_map: local rows only, explicit psums over data x fsdp.
 
     Each device gets its own dropout key (folded with its index) so its rows draw distinct masks.
     """
     count = jax.lax.psum(jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32), shd.BATCH_AXES)
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(shd.BATCH_AXES))
-    loss, grads = _grads(graphdef, state.params, batch, count, rng, deterministic=deterministic)
+    loss, grads = _grads(
+        graphdef, state.params, batch, count, rng, deterministic=deterministic, max_masked=max_masked
+    )
     loss, grads = jax.lax.psum((loss, grads), shd.BATCH_AXES)  # sums of sum_ce / global count
     return _apply(state, loss, grads, count, tx, schedule)
 
 
-def eval_step(params, batch, *, graphdef):
+def eval_step(params, batch, *, graphdef, max_masked=None):
     """(M, L) batch -> sums: {"ce_sum", "correct", "count"} over its masked tokens (no dropout)."""
     ce_sum, correct = token_losses(
         graphdef, params, batch["input_ids"], batch["attention_mask"], batch["labels"],
-        deterministic=True, rng=None,
+        deterministic=True, rng=None, max_masked=max_masked,
     )  # fmt: skip
     count = jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32)
     return {"ce_sum": ce_sum, "correct": correct.astype(jnp.int32), "count": count}
 
 
-def compile_steps(graphdef, tx, schedule, state_shardings, mesh: Mesh, mode: str, *, deterministic: bool):
-    """(jitted train step with donated state, jitted eval step) for `mode`."""
+def compile_steps(
+    graphdef, tx, schedule, state_shardings, mesh: Mesh, mode: str, *, deterministic: bool, max_masked=None
+):
+    """(jitted train step with donated state, jitted eval step) for `mode`.
+
+    `max_masked`: the static bound on masked tokens per row (`masked_bound`) that lets the MLM head run
+    at the masked positions only; None: the head runs at every position.
+    """
     replicated = NamedSharding(mesh, P())
     train_batch = shd.batch_sharding(mesh, 3, 1)  # (A, M, L)
     eval_batch = shd.batch_sharding(mesh, 2, 0)  # (M, L)
-    kwargs = dict(graphdef=graphdef, tx=tx, schedule=schedule, deterministic=deterministic)
+    kwargs = dict(
+        graphdef=graphdef, tx=tx, schedule=schedule, deterministic=deterministic, max_masked=max_masked
+    )
     if mode == "pmap":
         body = jax.shard_map(
             functools.partial(train_step_psum, **kwargs),
@@ -160,7 +221,7 @@ def compile_steps(graphdef, tx, schedule, state_shardings, mesh: Mesh, mode: str
         donate_argnums=(0,),  # parameters and optimizer state are updated in place
     )
     evaluate = jax.jit(
-        functools.partial(eval_step, graphdef=graphdef),
+        functools.partial(eval_step, graphdef=graphdef, max_masked=max_masked),
         in_shardings=(state_shardings.params, eval_batch),
         out_shardings=replicated,
     )
