@@ -180,6 +180,18 @@ class WWMTrainer(Trainer):
         self.record_batches = record_batches
         self.recorded: list[dict[str, Any]] = []
         self.step_stats = StepStats()
+        # The MLM head (transform + vocabulary projection) runs only at the masked positions: while
+        # compute_loss sets _head_rows, a pre-hook hands the head hidden[masked] (N, H) instead of
+        # the (B, L, H) sequence, so the logits are (N, V). The loss terms are the same.
+        self._head_rows: torch.Tensor | None = None
+        head = getattr(self.model, "cls", None) or getattr(self.model, "lm_head", None)
+        if head is not None:
+            head.register_forward_pre_hook(self._gather_masked_rows)
+
+    def _gather_masked_rows(self, module, args):
+        if self._head_rows is None:
+            return None
+        return (args[0][self._head_rows], *args[1:])
 
     # ---------------------------------------------------------------- order
     def _get_train_sampler(self, train_dataset=None):
@@ -211,8 +223,17 @@ class WWMTrainer(Trainer):
                     "labels": labels.cpu().numpy(),
                 }
             )
-        outputs = model(**inputs)
-        ce, masked, _ = masked_lm_sums(outputs.logits, labels)
+        masked_rows = labels != -100
+        self._head_rows = masked_rows
+        try:
+            outputs = model(**inputs)  # logits (N, V): the masked positions only
+        finally:
+            self._head_rows = None
+        if outputs.logits.dim() == 2:
+            ce = F.cross_entropy(outputs.logits.float(), labels[masked_rows], reduction="sum")
+            masked = masked_rows.sum()
+        else:  # a model whose head the hook does not reach: every position's logits
+            ce, masked, _ = masked_lm_sums(outputs.logits, labels)
         if num_items_in_batch is None:  # outside the training loop: this batch alone
             num_items_in_batch = masked
         denominator = torch.clamp(
