@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 
-HELP = "Benchmarks against the peer implementations (masking, data)."
+HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling)."
 
 
 def _default_corpus() -> str:
@@ -32,6 +33,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--max-seq-len", type=int, default=128)
     data.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
     data.add_argument("--json", action="store_true", help="print the results as JSON")
+    train = sub.add_parser(
+        "train", help="training tokens/s and MFU: our JAX step, our torch Trainer, run_mlm.py"
+    )
+    train.add_argument("--model", choices=("tiny", "small", "base"), default="tiny")
+    train.add_argument("--seq-len", type=int, default=128)
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--steps", type=int, default=5, help="timed steps (median), after --warmup steps")
+    train.add_argument("--warmup", type=int, default=2)
+    train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    train.add_argument("--impls", default="jax,torch,hf_run_mlm",
+                       help="comma-separated: jax, torch, hf_run_mlm, jax_full_head, torch_full_head")  # fmt: skip
+    train.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s per device for MFU")
+    train.add_argument("--profile", default=None, metavar="DIR", help="profile two steps of each into DIR")
+    train.add_argument("--json", action="store_true", help="print the results as JSON")
+    pipe = sub.add_parser(
+        "pipeline", help="input pipeline tokens/s per CPU core vs a GPU trainer's consumption"
+    )
+    pipe.add_argument("--seq-len", type=int, default=512)
+    pipe.add_argument("--batch", type=int, default=32)
+    pipe.add_argument("--steps", type=int, default=10, help="timed batches (median)")
+    pipe.add_argument("--json", action="store_true", help="print the results as JSON")
+    scaling = sub.add_parser("scaling", help="masking and training-step time and memory as L grows")
+    scaling.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192", help="masking lengths")
+    scaling.add_argument(
+        "--train-lengths", default="128,512,2048,8192", help="training-step lengths ('' skips)"
+    )
+    scaling.add_argument("--repeats", type=int, default=5)
+    scaling.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.what == "data":
         return _bench_data(args)
+    if args.what in ("train", "pipeline", "scaling"):
+        return _bench_more(args)
     raise AssertionError(args.what)
 
 
@@ -88,3 +119,43 @@ def _bench_data(args: argparse.Namespace) -> int:
               f"{r['blocks']:>7,} blocks  word ids: {'yes' if r['word_ids'] else 'no'}")  # fmt: skip
     print(f"  wwm_prepare / hf_run_mlm = {ratio:.2f}x")
     return 0
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _bench_more(args: argparse.Namespace) -> int:
+    import contextlib
+    import sys
+
+    # The Trainer prints its own summaries: keep stdout for the report (JSON stays parseable).
+    with contextlib.redirect_stdout(sys.stderr):
+        report = _run_more(args)
+    bench = importlib.import_module(f"wwm.bench.{args.what}")
+    print(json.dumps(report, indent=2) if args.json else bench.format_table(report))
+    return 0
+
+
+def _run_more(args: argparse.Namespace) -> dict:
+    if args.what == "train":
+        from wwm.bench import train as bench
+
+        report = bench.json_ready(
+            bench.run(
+                model=args.model, seq_len=args.seq_len, batch=args.batch, steps=args.steps,
+                warmup=args.warmup, dtype=args.dtype, impls=tuple(x for x in args.impls.split(",") if x),
+                peak_flops=args.peak_flops, profile_dir=args.profile,
+            )
+        )  # fmt: skip
+    elif args.what == "pipeline":
+        from wwm.bench import pipeline as bench
+
+        report = bench.run(seq_len=args.seq_len, batch=args.batch, steps=args.steps)
+    else:
+        from wwm.bench import scaling as bench
+
+        report = bench.run(
+            mask_lengths=_ints(args.lengths), train_lengths=_ints(args.train_lengths), repeats=args.repeats
+        )
+    return report
