@@ -41,7 +41,7 @@ from wwm.errors import WWMError
 
 # Tolerances (docs/parity.md explains them). Float32 on CPU, dropout off, the same initial weights.
 LOSS_RTOL = 1e-4  # per-step |loss_jax - loss_torch| / |loss_torch|
-PARAM_ATOL = 1e-5  # final parameters, max |p_jax - p_torch| over every tensor (measured 1.6e-7)
+PARAM_ATOL = 1e-5  # final parameters, max |p_jax - p_torch| over every tensor (measured 2.4e-7)
 LR_RTOL = 1e-6  # learning rate of each update (both follow transformers' schedules)
 BATCH_KEYS = ("input_ids", "labels", "attention_mask")
 
