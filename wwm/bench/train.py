@@ -513,13 +513,13 @@ def format_table(report: dict[str, Any]) -> str:
         f"BERT {report['model']} {report['model_sizes']}, vocab {report['vocab_size']}, B={report['batch']}, "
         f"L={report['seq_len']}, {report['dtype']}; median of {report['timed_steps']} steps after "
         f"{report['warmup_steps']} warm-up; device {report['device']}",
-        f"{'impl':<12}{'params':>12}{'step s':>10}{'tokens/s':>12}{'MFU':>8}{'x hf_run_mlm':>14}",
+        f"{'impl':<16}{'params':>12}{'step s':>10}{'tokens/s':>12}{'MFU':>8}{'x hf_run_mlm':>14}",
     ]
     for r in report["results"]:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         ratio = f"{r['x_hf_run_mlm']:.2f}" if r["x_hf_run_mlm"] is not None else "-"
         lines.append(
-            f"{r['impl']:<12}{r['params']:>12,}{r['step_time_s']:>10.3f}{r['tokens_per_s']:>12,.0f}"
+            f"{r['impl']:<16}{r['params']:>12,}{r['step_time_s']:>10.3f}{r['tokens_per_s']:>12,.0f}"
             f"{mfu:>8}{ratio:>14}"
         )
     if report["peak_flops"] is None:

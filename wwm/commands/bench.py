@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--seq-len", type=int, default=128)
     train.add_argument("--batch", type=int, default=8)
     train.add_argument("--steps", type=int, default=5, help="timed steps (median), after --warmup steps")
-    train.add_argument("--warmup", type=int, default=2)
+    train.add_argument("--warmup", type=int, default=3)
     train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     train.add_argument("--impls", default="jax,torch,hf_run_mlm",
                        help="comma-separated: jax, torch, hf_run_mlm, jax_full_head, torch_full_head")  # fmt: skip
