@@ -30,12 +30,7 @@ fi
 # The chip and its dense bf16 peak (H100 SXM and H200: 989 TFLOP/s, A100: 312 TFLOP/s).
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 || true)
 [[ -z "$GPU" ]] && GPU=$($PY -c "import jax; print(jax.devices()[0].device_kind)" 2>/dev/null || echo cpu)
-case "${GPU,,}" in
-  *h200*|*h100*) PEAK=989e12 ;;
-  *a100*) PEAK=312e12 ;;
-  *) PEAK="" ;;
-esac
-PEAK=${WWM_BENCH_PEAK:-$PEAK}
+PEAK=${WWM_BENCH_PEAK:-$($PY -m wwm.flops "$GPU")}  # the table in wwm/flops.py
 echo "device: $GPU; peak: ${PEAK:-unknown (no MFU)}; model $MODEL, $DTYPE; out $OUT"
 
 for run in $RUNS; do

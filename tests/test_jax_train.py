@@ -220,7 +220,8 @@ def test_micro_batches_are_strided_rows():
 
 
 def test_mfu_formula_and_peak_table():
-    from wwm_jax.metrics import flops_per_step, peak_flops_per_device
+    from wwm.flops import flops_per_step
+    from wwm_jax.metrics import peak_flops_per_device
 
     assert flops_per_step(100, 2, 8, 4, 16) == 6 * 100 * 16 + 12 * 2 * 8 * 4 * 16
     assert peak_flops_per_device(None, "NVIDIA H100 80GB HBM3") == 989e12

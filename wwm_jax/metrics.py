@@ -7,13 +7,7 @@ and one object per evaluation with step, eval_loss, eval_accuracy, eval_perplexi
 writes the same keys. TensorBoard and the console get every `log_every_steps`-th step and every eval.
 Only process 0 writes.
 
-MFU (model FLOPs utilisation) = model FLOPs per second / (peak FLOP/s per device x devices), with
-  FLOPs per step = 6 * N_params * T + 12 * layers * L * H * T      (T = tokens in the global batch)
-i.e. forward + backward of every parameter's matmul (6 N per token; the tied decoder matmul is counted
-through the word embeddings) plus the attention score and value matmuls, QK^T and PV, 2 * 2 * L * H per
-token per layer forward, times 3 for forward + backward. Bidirectional attention computes the full L x L
-scores, so nothing is halved. Padding positions are computed, so T counts them too. Peak FLOP/s are dense
-bf16 figures; a float32 run on a GPU therefore shows a lower MFU than its own peak would.
+MFU: the FLOPs count and the table of chip peaks are in wwm.flops (shared with the torch trainer).
 """
 
 from __future__ import annotations
@@ -26,34 +20,12 @@ from typing import Any
 
 import jax
 
-# Dense bf16 peak FLOP/s per device, by a lowercase substring of jax's device_kind.
-PEAK_FLOPS = (
-    ("h200", 989e12),
-    ("h100", 989e12),
-    ("a100", 312e12),
-    ("v6 lite", 918e12),  # TPU v6e (Trillium)
-    ("v6e", 918e12),
-    ("v5p", 459e12),
-    ("v5 lite", 197e12),  # TPU v5e
-    ("v5e", 197e12),
-    ("v4", 275e12),
-)
+from wwm.flops import peak_flops
 
 
 def peak_flops_per_device(configured: float | None = None, device_kind: str | None = None) -> float | None:
-    """The configured value, else the table's entry for this chip, else None (CPUs: no MFU)."""
-    if configured:
-        return float(configured)
-    kind = (device_kind if device_kind is not None else jax.devices()[0].device_kind).lower()
-    for key, flops in PEAK_FLOPS:
-        if key in kind:
-            return flops
-    return None
-
-
-def flops_per_step(n_params: int, layers: int, seq_len: int, hidden: int, tokens: int) -> float:
-    """Model FLOPs of one optimizer step (forward + backward) over `tokens` tokens (module docstring)."""
-    return 6.0 * n_params * tokens + 12.0 * layers * seq_len * hidden * tokens
+    """The configured value, else the wwm.flops table's entry for this chip, else None (CPUs: no MFU)."""
+    return peak_flops(device_kind if device_kind is not None else jax.devices()[0].device_kind, configured)
 
 
 class MetricsWriter:

@@ -30,9 +30,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wwm.errors import WWMError
+from wwm.flops import flops_per_step
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
-from wwm_jax.metrics import MetricsWriter, flops_per_step, peak_flops_per_device
+from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
 from wwm_jax.modeling import EncoderConfig, build_model, logical_axes, num_params
 from wwm_jax.optim import make_optimizer
 from wwm_jax.train_step import TrainState, compile_steps, masked_bound, to_micro_batches

@@ -32,6 +32,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from wwm.errors import WWMError
+from wwm.flops import flops_per_step, peak_flops
 from wwm_torch.collator import EXAMPLE_IDS_OUT
 
 __all__ = [
@@ -320,23 +321,9 @@ class WWMTrainer(Trainer):
 
 
 # ---------------------------------------------------------------------------------------------- logging
-# Dense bf16 peak FLOP/s per device by a lowercase substring of the CUDA device name (wwm_jax.metrics' table).
-PEAK_FLOPS = (("h200", 989e12), ("h100", 989e12), ("a100", 312e12))
-
-
 def peak_flops_per_device(configured: float | None = None) -> float | None:
-    """The configured value, else the table's entry for this GPU, else None (CPUs: no MFU)."""
-    if configured:
-        return float(configured)
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name().lower()
-    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
-
-
-def flops_per_step(n_params: int, layers: int, seq_len: int, hidden: int, tokens: int) -> float:
-    """Model FLOPs of one optimizer step, as wwm_jax.metrics counts them (docs/jax_trainer.md)."""
-    return 6.0 * n_params * tokens + 12.0 * layers * seq_len * hidden * tokens
+    """The configured value, else the wwm.flops table's entry for this GPU, else None (CPUs: no MFU)."""
+    return peak_flops(torch.cuda.get_device_name() if torch.cuda.is_available() else None, configured)
 
 
 class MetricsCallback(TrainerCallback):

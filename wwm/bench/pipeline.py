@@ -31,7 +31,8 @@ TARGET_HEADROOM = 10.0
 
 def reference_rate(seq_len: int = 512, vocab_size: int = 30522) -> dict[str, float]:
     """Tokens/s one H100 consumes training BERT-base at 50% MFU (module docstring)."""
-    from wwm.bench.train import bert_base_params, flops_per_token
+    from wwm.bench.train import bert_base_params
+    from wwm.flops import flops_per_token
 
     n = bert_base_params(vocab_size, seq_len)
     per_token = flops_per_token(n, 12, seq_len, 768)

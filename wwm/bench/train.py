@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from wwm.flops import flops_per_step
+
 MODELS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
     "small": {
@@ -48,15 +50,6 @@ MODELS: dict[str, dict[str, int]] = {
     },
 }
 IMPLS = ("jax", "torch", "hf_run_mlm")
-
-
-def flops_per_step(n_params: int, layers: int, seq_len: int, hidden: int, tokens: int) -> float:
-    """The trainers' model-FLOPs count (wwm_jax.metrics.flops_per_step), without importing jax."""
-    return 6.0 * n_params * tokens + 12.0 * layers * seq_len * hidden * tokens
-
-
-def flops_per_token(n_params: int, layers: int, seq_len: int, hidden: int) -> float:
-    return flops_per_step(n_params, layers, seq_len, hidden, 1)
 
 
 def bert_base_params(vocab_size: int = 30522, seq_len: int = 512) -> int:
