@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+from wwm.metrics_schema import TRAIN_RECORD_KEYS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "jax_multihost_worker.py")
 sys.path.insert(0, HERE)
@@ -263,17 +265,7 @@ def test_eval_metrics_and_hf_export_load_in_transformers(tmp_path):
     for r in evals:
         assert r["eval_perplexity"] == pytest.approx(np.exp(r["eval_loss"]))
         assert 0.0 <= r["eval_accuracy"] <= 1.0
-    train_keys = {
-        "step",
-        "loss",
-        "learning_rate",
-        "grad_norm",
-        "masked_tokens",
-        "tokens_per_s",
-        "step_time_s",
-        "mfu",
-    }
-    assert all(set(r) == train_keys for r in records if "loss" in r)
+    assert all(set(r) == TRAIN_RECORD_KEYS for r in records if "loss" in r)
     assert os.listdir(tmp_path / "run" / "tensorboard")
 
     hf = transformers.AutoModelForMaskedLM.from_pretrained(summary["hf_dir"]).eval()

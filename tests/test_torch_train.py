@@ -23,22 +23,12 @@ from transformers import TrainerCallback
 
 from wwm.data.loader import BatchIterator
 from wwm.masking import MaskingConfig, WholeWordMasker
+from wwm.metrics_schema import EVAL_RECORD_KEYS, TRAIN_RECORD_KEYS
 from wwm_torch import WholeWordMaskingCollator
 from wwm_torch.train import build_trainer, run
 from wwm_torch.trainer import NonFiniteLossError, build_model, masked_lm_sums
 
 WORKER = os.path.join(os.path.dirname(__file__), "torch_ddp_worker.py")
-TRAIN_KEYS = {
-    "step",
-    "loss",
-    "learning_rate",
-    "grad_norm",
-    "masked_tokens",
-    "tokens_per_s",
-    "step_time_s",
-    "mfu",
-}
-EVAL_KEYS = {"step", "eval_loss", "eval_accuracy", "eval_perplexity"}
 
 
 @pytest.fixture(scope="module")
@@ -240,10 +230,10 @@ def test_metrics_jsonl_has_every_step_and_fixed_mask_evaluation(tmp_path, tokeni
     trainer = _train(spec)
     train, evals = _records(spec["output_dir"])
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
-    assert all(set(r) == TRAIN_KEYS for r in train)
+    assert all(set(r) == TRAIN_RECORD_KEYS for r in train)
     assert train[0]["learning_rate"] == 0.0 and train[2]["learning_rate"] == pytest.approx(1e-3)  # HF warmup
     assert all(r["grad_norm"] > 0 and r["masked_tokens"] > 0 and r["tokens_per_s"] > 0 for r in train)
-    assert [r["step"] for r in evals] == [3, 6] and all(set(r) == EVAL_KEYS for r in evals)
+    assert [r["step"] for r in evals] == [3, 6] and all(set(r) == EVAL_RECORD_KEYS for r in evals)
     assert os.listdir(os.path.join(spec["output_dir"], "tensorboard"))
 
     # Evaluation: epoch-0 masks of the validation blocks, token-weighted; the same twice.

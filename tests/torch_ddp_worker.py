@@ -10,7 +10,6 @@ part way). The data are synthetic blocks (`synthetic_blocks`), the same in every
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -39,31 +38,15 @@ def synthetic_blocks(tokenizer, n: int, length: int, seed: int):
 
 
 def make_config(spec: dict):
-    """A RunConfig-like object: the defaults plus the spec's sections."""
-    from wwm import train_config as tc
-    from wwm.config import from_dict, load_config
+    """A RunConfig: the defaults plus the spec's trainer sections and masking."""
+    from wwm.config import RunConfig, from_dict
 
-    base = load_config(None, [f"output_dir={spec['output_dir']}", f"seed={spec.get('seed', 0)}"])
-    fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
-    classes = {
-        "model": tc.ModelConfig,
-        "optim": tc.OptimConfig,
-        "train": tc.TrainConfig,
-        "checkpoint": tc.CheckpointConfig,
-        "eval": tc.EvalConfig,
-        "logging": tc.LoggingConfig,
+    data = {
+        name: spec.get("sections", {}).get(name, {})
+        for name in ("model", "optim", "train", "checkpoint", "eval", "logging")
     }
-    for name, cls in classes.items():
-        fields[name] = from_dict(cls, spec.get("sections", {}).get(name, {}), name)
-    if "masking" in spec:
-        from wwm.masking import MaskingConfig
-
-        fields["masking"] = from_dict(MaskingConfig, spec["masking"], "masking")
-    if all(name in base.__dataclass_fields__ for name in classes):  # RunConfig has the trainer sections
-        return dataclasses.replace(
-            base, **{k: v for k, v in fields.items() if k in base.__dataclass_fields__}
-        )
-    return SimpleNamespace(**fields)
+    data.update(output_dir=spec["output_dir"], seed=spec.get("seed", 0), masking=spec.get("masking", {}))
+    return from_dict(RunConfig, data)
 
 
 def make_prepared(spec: dict):

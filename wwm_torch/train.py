@@ -10,30 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from types import SimpleNamespace
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-_SECTIONS = ("model", "optim", "train", "checkpoint", "eval", "logging")
-
-
-def sections(config: Any) -> SimpleNamespace:
-    """The trainer sections of `config`, with each missing section at its defaults."""
-    from wwm import train_config as tc
-
-    defaults = {
-        "model": tc.ModelConfig,
-        "optim": tc.OptimConfig,
-        "train": tc.TrainConfig,
-        "checkpoint": tc.CheckpointConfig,
-        "eval": tc.EvalConfig,
-        "logging": tc.LoggingConfig,
-    }
-    values = {name: getattr(config, name, None) or defaults[name]() for name in _SECTIONS}
-    return SimpleNamespace(
-        seed=config.seed, output_dir=config.output_dir, data=config.data, masking=config.masking, **values
-    )
 
 
 def has_validation(data: Any) -> bool:
@@ -56,7 +35,7 @@ def build_trainer(config: Any, prepared: Any = None, *, record_batches: bool = F
         training_arguments,
     )
 
-    c = sections(config)
+    c = config
     has_eval = prepared.validation is not None if prepared is not None else has_validation(c.data)
     args = training_arguments(c, has_eval=has_eval)
     if prepared is None:
@@ -108,7 +87,7 @@ def run(config: Any, *, prepared: Any = None, callbacks: tuple = ()) -> int:
     from wwm.config import save_config
     from wwm_torch.trainer import MetricsCallback, _checkpoints, complete_checkpoints
 
-    c = sections(config)
+    c = config
     trainer, args, prepared = build_trainer(config, prepared)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -173,4 +152,4 @@ def _summary(metrics: Any, seconds: float, checkpoint_dir: str, export: str | No
     return "\n".join(lines)
 
 
-__all__ = ["build_trainer", "has_validation", "run", "sections"]
+__all__ = ["build_trainer", "has_validation", "run"]
