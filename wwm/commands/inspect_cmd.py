@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"policy {policy!r}, {len(texts)} documents, {config}\n")
     legend = " ".join(_mark(name, cat, colour) for cat, name in ((1, "[MASK]"), (2, "random"), (3, "kept")))
     print(f"legend: {legend}" + ("" if colour else "  (⟦...⟧M = became [MASK], R = random, K = kept)"))
-    for row in range(min(args.examples, len(texts))):
+    for row in _readable_rows(texts, out.masked, args.examples):
         print(f"\n--- example {row} ---")
         print(
             render_row(
@@ -99,6 +99,18 @@ def main(args: argparse.Namespace) -> int:
     for key, value in stats.items():
         print(f"{key:>34}: {value:.4f}" if isinstance(value, float) else f"{key:>34}: {value}")
     return 0
+
+
+def _readable_rows(texts: list[str], masked: np.ndarray, n: int) -> list[int]:
+    """The first n documents that read as prose (mostly letters, a few words) and have a masked token;
+    fall back to the first n documents."""
+
+    def prose(text: str) -> bool:
+        letters = sum(ch.isalpha() for ch in text)
+        return len(text.split()) >= 8 and letters >= 0.7 * len(text.replace(" ", ""))
+
+    rows = [i for i, t in enumerate(texts) if prose(t) and masked[i].any()][:n]
+    return rows or list(range(min(n, len(texts))))
 
 
 def _load_tokenizer(name: str) -> Any:
