@@ -390,3 +390,25 @@ def test_unknown_token_is_maskable_but_never_a_random_replacement():
     assert set(np.unique(out.input_ids[0, 1:-1])) <= {5, 6, 7}
     with pytest.raises(WWMError, match="unk_token_id"):
         WholeWordMasker(mask_token_id=MASK, vocab_size=8, special_token_ids=(UNK, MASK), unk_token_id=UNK)
+
+
+def test_masker_pickles_and_is_thread_safe():
+    """Data-loader workers pickle the masker (spawn) or call it from threads: same masks either way."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    rs = np.random.default_rng(7)
+    ids, wids = random_batch(rs, 32, 96)
+    masker = make_masker(mask_prob=0.2)
+    expected = masker(ids, wids, np.arange(32), epoch=3).input_ids
+    clone = pickle.loads(pickle.dumps(masker))
+    np.testing.assert_array_equal(clone(ids, wids, np.arange(32), epoch=3).input_ids, expected)
+
+    # Threads share the masker; each has its own scratch buffers. Different shapes interleave.
+    def job(i):
+        rows = slice(0, 32 - (i % 5))
+        out = masker(ids[rows], wids[rows], np.arange(32)[rows], epoch=3).input_ids
+        return np.array_equal(out, expected[rows])
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(job, range(40)))

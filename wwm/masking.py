@@ -10,6 +10,7 @@ Shapes: B rows, L tokens per row, W = most words in a row, U = most units (words
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -147,6 +148,7 @@ class WholeWordMasker:
             raise WWMError(f"mask_token_id {mask_token_id} is outside the vocabulary [0, {vocab_size})")
         self.mask_token_id = int(mask_token_id)
         self.vocab_size = int(vocab_size)
+        self._workspace = _Workspace()
         special = np.zeros(self.vocab_size, dtype=bool)
         ids = np.fromiter((int(i) for i in special_token_ids), dtype=np.int64)
         ids = ids[(ids >= 0) & (ids < self.vocab_size)]
@@ -173,6 +175,17 @@ class WholeWordMasker:
         self._t_span = np.array(
             [rng.probability_threshold(c) for c in np.cumsum(cfg.span_probs)[:-1]], dtype=np.int32
         )
+
+    def __getstate__(self) -> dict:
+        # The scratch buffers are per thread and per process: a pickled masker (a data-loader
+        # worker started with spawn) gets fresh ones.
+        state = self.__dict__.copy()
+        del state["_workspace"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._workspace = _Workspace()
 
     @classmethod
     def from_tokenizer(cls, tokenizer, config: MaskingConfig | None = None) -> WholeWordMasker:
@@ -209,12 +222,13 @@ class WholeWordMasker:
             eligible &= np.asarray(attention_mask) != 0
         keys = rng.example_keys(self.config.seed, int(epoch), example_ids)  # (B,)
 
-        words = _Words(word_ids, eligible)
+        ws = self._workspace
+        words = _Words(word_ids, eligible, ws)
         W = words.lengths.shape[1]
         # One draw per word: its high 16 bits order the units, its low 16 bits pick the replacement.
         word_draws = rng.draw(rng.stream_keys(keys, rng.STREAM_WORD)[:, None], _counter_hashes(W))  # (B, W)
         units = words.as_units() if self.config.max_ngram == 1 else self._spans(words, keys)
-        chosen = self._choose_units(units, np.count_nonzero(eligible, axis=1), keys, word_draws)  # (B, U)
+        chosen = self._choose_units(units, np.count_nonzero(eligible, axis=1), keys, word_draws, ws)  # (B, U)
         chosen_words = units.to_words(chosen)  # (B, W) bool
 
         if self.config.replacement_unit == "word":
@@ -235,7 +249,7 @@ class WholeWordMasker:
         out[replacement == REPLACED_BY_MASK] = self.mask_token_id
         random_at = np.flatnonzero(replacement == REPLACED_BY_RANDOM)  # flat positions, few
         if random_at.size:
-            out.ravel()[random_at] = self._random_tokens(eligible, random_at, keys)
+            out.ravel()[random_at] = self._random_tokens(eligible, random_at, keys, ws)
         labels = np.where(masked, input_ids, IGNORE_INDEX)
         return MaskedBatch(out, labels, masked, replacement)
 
@@ -312,7 +326,7 @@ class WholeWordMasker:
         return words.group_into_spans(is_start)
 
     def _choose_units(
-        self, units: _Units, n_eligible: np.ndarray, keys: np.ndarray, word_draws: np.ndarray
+        self, units: _Units, n_eligible: np.ndarray, keys: np.ndarray, word_draws: np.ndarray, ws: _Workspace
     ) -> np.ndarray:
         """Boolean (B, U): the units masked in each row, per the budget rule of docs/masking.md."""
         cfg = self.config
@@ -340,17 +354,23 @@ class WholeWordMasker:
             word_draws if units.first_word is None else np.take_along_axis(word_draws, units.first_word, 1)
         )
         key = _priority_keys(draws)  # (B, U) unique per row: (draw >> 16, unit index)
-        sorted_key = np.sort(key, axis=1)
+        sorted_key = ws.get("sorted_key", key.shape, key.dtype)
+        np.copyto(sorted_key, key)
+        sorted_key.sort(axis=1)
         # flat_order[b, r]: flat index b * U + u of the unit of rank r. (In-place steps: fresh
         # arrays of this size cost page faults that dominate the arithmetic.)
         if U < 0xFFFF and B * U < np.iinfo(np.int32).max:
-            flat_order = np.bitwise_and(sorted_key, np.uint32(0xFFFF)).view(np.int32)
+            flat_order = ws.get("flat_order", (B, U), np.uint32)
+            np.bitwise_and(sorted_key, np.uint32(0xFFFF), out=flat_order)
+            flat_order = flat_order.view(np.int32)
             flat_order += (np.arange(B, dtype=np.int32) * U)[:, None]
         else:
             flat_order = (sorted_key & _index_mask(U)).astype(np.int64)
             flat_order += (np.arange(B, dtype=np.int64) * U)[:, None]
-        sorted_len = lengths.ravel().take(flat_order)  # (B, U)
-        first_end, later_rows, later_taken = _greedy_fill(sorted_len, budget)
+        sorted_len = lengths.ravel().take(
+            flat_order, out=ws.get("sorted_len", (B, U), lengths.dtype)
+        )  # (B, U)
+        first_end, later_rows, later_taken = _greedy_fill(sorted_len, budget, ws)
         # Pass 1 took every fitting unit ranked before the first overflow: compare keys, no scatter.
         boundary = sorted_key[np.arange(B), np.minimum(first_end, U - 1)]
         chosen = (key < boundary[:, None]) | (first_end == U)[:, None]
@@ -360,13 +380,43 @@ class WholeWordMasker:
         return chosen
 
     # ------------------------------------------------------------------ replacement
-    def _random_tokens(self, eligible: np.ndarray, flat_positions: np.ndarray, keys: np.ndarray):
+    def _random_tokens(
+        self, eligible: np.ndarray, flat_positions: np.ndarray, keys: np.ndarray, ws: _Workspace
+    ):
         """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
         rows = flat_positions // eligible.shape[1]
         # int32: numpy's int16 (and bool -> int64) cumsum has no fast path.
-        rank = np.cumsum(eligible, axis=1, dtype=np.int32).ravel().take(flat_positions) - 1
+        ranks = np.cumsum(eligible, axis=1, dtype=np.int32, out=ws.get("rank", eligible.shape, np.int32))
+        rank = ranks.ravel().take(flat_positions) - 1
         values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
+
+
+class _Workspace(threading.local):
+    """Scratch arrays reused from call to call (one set per thread).
+
+    A fresh numpy temporary of 128 KB or more is a fresh mmap whose pages the kernel zero-fills on
+    first touch: for a (64, 512) batch those page faults were a third of the masker's time. The
+    biggest internal temporaries therefore live here; nothing here ever leaves the masker.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+        self.views: dict[tuple, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        key = (name, shape, dtype)
+        view = self.views.get(key)
+        if view is not None:  # the common case: the same batch shape as last time
+            return view
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape)) * dtype.itemsize
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = self.buffers[name] = np.empty(max(size, 1), dtype=np.uint8)
+            self.views = {k: v for k, v in self.views.items() if k[0] != name}  # views of the old buffer
+        view = self.views[key] = buffer[:size].view(dtype).reshape(shape)
+        return view
 
 
 @functools.lru_cache(maxsize=64)
@@ -402,7 +452,7 @@ def _priority_keys(draws: np.ndarray) -> np.ndarray:
     return high | np.arange(U, dtype=np.uint64)[None, :]
 
 
-def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray):
+def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray, ws: _Workspace | None = None):
     """Google BERT's fill rule, vectorized over rows.
 
     Units come in priority order with lengths `sorted_len` (B, U) (0 = not a candidate). A unit is
@@ -419,12 +469,13 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray):
     U = sorted_len.shape[1]
     position = np.arange(U)[None, :]
 
-    def one_pass(lens, rem, cursor):
+    def one_pass(lens, rem, cursor, scratch=None):
         fits = lens <= rem[:, None]  # empty units "fit" and add nothing
         if cursor is not None:
             fits &= position >= cursor[:, None]
+        fitting = np.multiply(lens, fits, out=scratch)  # (A, U) lengths of the fitting units, 0 elsewhere
         # cumsum with an explicit int32 dtype: numpy's default widening to int64 is 8x slower here.
-        filled = np.cumsum(np.where(fits, lens, 0), axis=1, dtype=np.int32)  # (A, U)
+        filled = np.cumsum(fitting, axis=1, dtype=np.int32, out=scratch)  # (A, U)
         # `filled` never decreases, so the units within budget are a prefix; its length is the
         # rank of the first overflowing unit (U if none overflows).
         end = np.count_nonzero(filled <= rem[:, None], axis=1)
@@ -432,7 +483,8 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray):
         return fits, end, used, end < U
 
     budget = budget.astype(np.int64)
-    _, first_end, used, has_overflow = one_pass(sorted_len, budget, None)
+    scratch = None if ws is None else ws.get("filled", sorted_len.shape, np.int32)
+    _, first_end, used, has_overflow = one_pass(sorted_len, budget, None, scratch)
     remaining = budget - used
     later_rows = np.flatnonzero(has_overflow & (remaining > 0))
     later_taken = np.zeros((later_rows.size, U), dtype=bool)
@@ -471,22 +523,25 @@ class _Words:
     flat_index)` moves per-word values to tokens in one gather.
     """
 
-    def __init__(self, word_ids: np.ndarray, eligible: np.ndarray) -> None:
+    def __init__(self, word_ids: np.ndarray, eligible: np.ndarray, ws: _Workspace | None = None) -> None:
         B, L = word_ids.shape
         self.eligible = eligible
         same_as_prev = np.zeros((B, L), dtype=bool)
         np.equal(word_ids[:, 1:], word_ids[:, :-1], out=same_as_prev[:, 1:])
         same_as_prev[:, 1:] &= eligible[:, :-1]
         self.starts = eligible & ~same_as_prev  # (B, L) first token of each word
-        self.word_index = np.cumsum(self.starts, axis=1, dtype=np.int32)  # (B, L)
+        out = None if ws is None else ws.get("word_index", (B, L), np.int32)
+        self.word_index = np.cumsum(self.starts, axis=1, dtype=np.int32, out=out)  # (B, L)
         self.word_index -= 1
         self.count = self.word_index[:, -1] + 1 if L else np.zeros(B, dtype=np.int32)  # (B,)
         W = int(self.count.max()) if B else 0
         if W >= _MAX_UNITS_PER_ROW:
             raise WWMError(f"a row has {W} words; at most {_MAX_UNITS_PER_ROW - 1} are supported")
         # intp: bincount and take use it without a conversion pass. Built in place (see _choose_units).
-        self.flat_index = self.word_index.astype(np.intp)  # (B, L)
-        self.flat_index += (np.arange(B, dtype=np.intp) * W)[:, None]
+        out = None if ws is None else ws.get("flat_index", (B, L), np.intp)
+        self.flat_index = np.add(
+            self.word_index, (np.arange(B, dtype=np.intp) * W)[:, None], out=out
+        )  # (B, L)
         np.copyto(self.flat_index, B * W, where=~eligible)
         lengths = np.bincount(self.flat_index.ravel(), minlength=B * W + 1)[: B * W]
         self.lengths = lengths.astype(np.int32).reshape(B, W)  # (B, W) tokens per word
