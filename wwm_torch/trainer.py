@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,11 @@ def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = 
         bf16=train.dtype == "bfloat16",
         torch_compile=train.torch_compile,
         dataloader_num_workers=train.dataloader_num_workers,
+        # Forking a process in which JAX runs (its thread pools) can deadlock the child: start the
+        # workers fresh in that case (the dataset and the collator pickle).
+        dataloader_multiprocessing_context=(
+            "spawn" if train.dataloader_num_workers > 0 and "jax" in sys.modules else None
+        ),
         dataloader_drop_last=False,
         remove_unused_columns=False,  # word_ids, example_id and epoch must reach the collator
         logging_strategy="steps",
