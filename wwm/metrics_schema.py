@@ -9,3 +9,23 @@ TRAIN_RECORD_KEYS = frozenset(
 )
 # One record per evaluation on the validation split (fixed epoch-0 masks).
 EVAL_RECORD_KEYS = frozenset({"step", "eval_loss", "eval_accuracy", "eval_perplexity"})
+
+
+def truncate_after(path: str, step: int) -> None:
+    """On resume, keep the records of steps <= `step` (the restored checkpoint); later ones are
+    computed again. A line cut short by a kill mid-write is dropped, not an error."""
+    import json
+    import os
+
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                if int(json.loads(line).get("step", 0)) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, AttributeError, TypeError):
+                continue
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(kept)

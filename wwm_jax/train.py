@@ -10,7 +10,6 @@ docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import queue
@@ -31,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from wwm.errors import WWMError
 from wwm.flops import flops_per_step
+from wwm.metrics_schema import truncate_after
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
@@ -253,16 +253,6 @@ def _check_batch(config, mesh) -> None:
         raise WWMError(f"eval.batch_size ({eval_size}) must be divisible by the {rows} data-parallel devices")
 
 
-def _truncate_metrics(path: str, step: int) -> None:
-    """On resume, drop records after the restored step (the killed run may have logged a few)."""
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-
-
 def train(
     config,
     *,
@@ -298,7 +288,7 @@ def train(
     start = int(jax.device_get(state.step))
     if lead:
         os.makedirs(out_dir, exist_ok=True)
-        _truncate_metrics(os.path.join(out_dir, "metrics.jsonl"), start)
+        truncate_after(os.path.join(out_dir, "metrics.jsonl"), start)
         from wwm.config import save_config
 
         save_config(config, os.path.join(out_dir, "config.yaml"))

@@ -162,9 +162,10 @@ class WholeWordMaskingCollator:
 
     def _word_ids(self, features, input_ids: np.ndarray, attention_mask: np.ndarray, L: int) -> np.ndarray:
         if WORD_IDS in features[0]:
-            word_ids = self._pad(
-                [[-1 if w is None else w for w in f[WORD_IDS]] for f in features], L, -1, np.int64
-            )
+            rows = [f[WORD_IDS] for f in features]
+            if not all(isinstance(r, np.ndarray) for r in rows):  # lists may hold None (specials)
+                rows = [[-1 if w is None else w for w in r] for r in rows]
+            word_ids = self._pad(rows, L, -1, np.int64)
             if any(len(f[WORD_IDS]) != len(f["input_ids"]) for f in features):
                 raise WWMError("a feature's 'word_ids' has a different length than its 'input_ids'")
             return word_ids
@@ -179,6 +180,8 @@ class WholeWordMaskingCollator:
 
     @staticmethod
     def _pad(rows: Sequence[Sequence[int]], length: int, value: int, dtype) -> np.ndarray:
+        if all(len(row) == length for row in rows):  # packed blocks: one conversion, no padding
+            return np.asarray(rows, dtype=dtype).reshape(len(rows), length)
         out = np.full((len(rows), length), value, dtype=dtype)
         for i, row in enumerate(rows):
             out[i, : len(row)] = np.asarray(row, dtype=dtype)

@@ -34,6 +34,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from wwm.errors import WWMError
 from wwm.flops import flops_per_step, peak_flops
+from wwm.metrics_schema import truncate_after
 from wwm_torch.collator import EXAMPLE_IDS_OUT
 
 __all__ = [
@@ -381,16 +382,7 @@ class MetricsCallback(TrainerCallback):
     def _truncate_after(self, path: str, step: int) -> None:
         """On resume, drop records of steps after the checkpoint (they are computed again)."""
         self._file.close()
-        kept = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    if int(json.loads(line).get("step", 0)) <= step:
-                        kept.append(line)
-                except (ValueError, AttributeError):
-                    continue
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(kept)
+        truncate_after(path, step)
         self._file = open(path, "a", encoding="utf-8")
 
     def _write(self, record: dict[str, Any], prefix: str, *, scalars: bool = True) -> None:
