@@ -249,7 +249,7 @@ class WholeWordMasker:
         out[replacement == REPLACED_BY_MASK] = self.mask_token_id
         random_at = np.flatnonzero(replacement == REPLACED_BY_RANDOM)  # flat positions, few
         if random_at.size:
-            out.ravel()[random_at] = self._random_tokens(eligible, random_at, keys, ws)
+            out.ravel()[random_at] = self._random_tokens(words, random_at, keys)
         labels = np.where(masked, input_ids, IGNORE_INDEX)
         return MaskedBatch(out, labels, masked, replacement)
 
@@ -380,14 +380,10 @@ class WholeWordMasker:
         return chosen
 
     # ------------------------------------------------------------------ replacement
-    def _random_tokens(
-        self, eligible: np.ndarray, flat_positions: np.ndarray, keys: np.ndarray, ws: _Workspace
-    ):
+    def _random_tokens(self, words: _Words, flat_positions: np.ndarray, keys: np.ndarray):
         """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
-        rows = flat_positions // eligible.shape[1]
-        # int32: numpy's int16 (and bool -> int64) cumsum has no fast path.
-        ranks = np.cumsum(eligible, axis=1, dtype=np.int32, out=ws.get("rank", eligible.shape, np.int32))
-        rank = ranks.ravel().take(flat_positions) - 1
+        rows = flat_positions // words.eligible.shape[1]
+        rank = words.eligible_rank().ravel().take(flat_positions)
         values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
 
@@ -526,6 +522,7 @@ class _Words:
     def __init__(self, word_ids: np.ndarray, eligible: np.ndarray, ws: _Workspace | None = None) -> None:
         B, L = word_ids.shape
         self.eligible = eligible
+        self._ws, self._rank = ws, None
         same_as_prev = np.zeros((B, L), dtype=bool)
         np.equal(word_ids[:, 1:], word_ids[:, :-1], out=same_as_prev[:, 1:])
         same_as_prev[:, 1:] &= eligible[:, :-1]
@@ -550,8 +547,16 @@ class _Words:
         return _Units(self.lengths, None, None)
 
     def eligible_rank(self) -> np.ndarray:
-        """(B, L): index of each token among its row's eligible tokens (the per-token counter)."""
-        return np.cumsum(self.eligible, axis=1, dtype=np.int32) - 1
+        """(B, L): index of each token among its row's eligible tokens (the per-token counter).
+
+        Computed once per batch, into the workspace. int32: numpy's int16 (and bool -> int64)
+        cumsums have no fast path.
+        """
+        if self._rank is None:
+            out = None if self._ws is None else self._ws.get("rank", self.eligible.shape, np.int32)
+            self._rank = np.cumsum(self.eligible, axis=1, dtype=np.int32, out=out)
+            self._rank -= 1
+        return self._rank
 
     def segment_end(self) -> np.ndarray:
         """(B, W): index of the first word after word j's segment (a run of eligible tokens).
