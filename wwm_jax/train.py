@@ -226,12 +226,13 @@ def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[s
     size = config.eval.batch_size or config.train.global_batch_size
     batches = validation_batches(val_dataset, size, host_index=host[0], host_count=host[1])
     totals = {"ce_sum": 0.0, "correct": 0, "count": 0}
+    limit = config.eval.max_batches
     for i, (rows, _) in enumerate(masked_host_batches(batches, masker, 1)):
-        if config.eval.max_batches is not None and i >= config.eval.max_batches:
-            break
         out = jax.device_get(eval_fn(params, shd.global_batch({k: v[0] for k, v in rows.items()}, mesh, 0)))
         for key in totals:
             totals[key] += out[key].item()
+        if limit is not None and i + 1 >= limit:
+            break  # before the next batch is read and masked
     loss = totals["ce_sum"] / max(totals["count"], 1)
     return {
         "eval_loss": loss,
