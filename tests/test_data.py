@@ -333,6 +333,18 @@ def test_resume_from_a_saved_position_continues_identically(stop):
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
 
 
+def test_batch_at_a_position_is_the_batch_iteration_yields_there():
+    data = toy_dataset(57)
+    reference = list(BatchIterator(data, 8, seed=11, epochs=3, host_index=1, host_count=2))
+    direct = BatchIterator(data, 8, seed=11, host_index=1, host_count=2)
+    for b in reversed(reference):  # any order: epochs and steps jump around
+        a = direct.batch_at(DataPosition(b["epoch"], b["step"]))
+        for key in ("input_ids", "word_ids", "attention_mask", "example_ids"):
+            np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(IndexError):
+        direct.batch_at(DataPosition(0, 7))
+
+
 def test_data_position_validation():
     with pytest.raises(WWMError):
         DataPosition(-1, 0)

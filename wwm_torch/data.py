@@ -40,9 +40,9 @@ def row_feature(batch: dict[str, Any], row: int, epoch: int) -> dict[str, Any]:
 class GlobalBatchDataset(torch.utils.data.Dataset):
     """`num_steps` global batches of `BatchIterator(blocks, global_batch_size, seed)`, end to end.
 
-    Reads through one cached `BatchIterator` (host 0 of 1: the whole global batch), so consecutive
-    items cost one `dataset.batch` per global batch; a jump backwards or far ahead restarts the
-    iterator at the right `DataPosition` (random-access data) or from the start (a stream).
+    Random-access data: each global batch is read directly (`BatchIterator.batch_at`, the epoch order
+    cached), so data-loader workers that take every W-th batch read only their own. A stream is read
+    through one cached iterator; a jump backwards restarts it from the start.
     """
 
     def __init__(self, blocks: Any, global_batch_size: int, seed: int, num_steps: int) -> None:
@@ -80,6 +80,12 @@ class GlobalBatchDataset(torch.utils.data.Dataset):
         """Global batch `step` (from 0 over all epochs), as BatchIterator yields it for one host."""
         if step == self._cached_step:
             return self._cached
+        if self.steps_per_epoch is not None:
+            if self._iterator is None:
+                self._iterator = BatchIterator(self.blocks, self.global_batch_size, self.seed)
+            batch = self._iterator.batch_at(self.position(step))
+            self._cached_step, self._cached = step, batch
+            return batch
         if (
             self._iterator is None
             or step < self._next_step

@@ -97,6 +97,7 @@ class BatchIterator:
         self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
         self.max_seq_len = int(dataset.max_seq_len)
         self.position = start if start is not None else DataPosition()
+        self._order_cache: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch used
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:
@@ -137,9 +138,31 @@ class BatchIterator:
         return int(self.steps_per_epoch)
 
     # ------------------------------------------------------------------ random access
+    def batch_at(self, position: DataPosition) -> dict[str, Any]:
+        """This host's rows of the global batch at `position`, without iterating (random access only).
+
+        The same batch that iteration yields there; the epoch's order is computed once and cached, so
+        readers that jump around (data-loader workers) pay one `dataset.batch` per batch.
+        """
+        if self.streaming:
+            raise WWMError("a streamed dataset has no random access: iterate the BatchIterator instead")
+        if not 0 <= position.step < self.steps_per_epoch:
+            raise IndexError(
+                f"step {position.step} outside the epoch's {self.steps_per_epoch} global batches"
+            )
+        ids = _order.global_batch(self._epoch_order(position.epoch), position.step, self.global_batch_size)
+        return self._host_batch(ids, position.epoch, position.step)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            n = len(self.dataset)
+            order = _order.epoch_order(n, self.seed, epoch) if self.shuffle else np.arange(n, dtype=np.int64)
+            self._order_cache = (epoch, order)
+        return self._order_cache[1]
+
     def _epoch(self, epoch: int, first_step: int) -> Iterator[dict[str, Any]]:
-        n, B = len(self.dataset), self.global_batch_size
-        order = _order.epoch_order(n, self.seed, epoch) if self.shuffle else np.arange(n, dtype=np.int64)
+        B = self.global_batch_size
+        order = self._epoch_order(epoch)
         for step in range(first_step, self.steps_per_epoch):
             ids = _order.global_batch(order, step, B)
             yield self._host_batch(ids, epoch, step)
