@@ -153,11 +153,12 @@ def masked_lm_sums(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of token cross-entropies, number of masked positions, number predicted right), float32.
 
-    Only the masked positions (labels != -100) are gathered before the softmax, so a batch with no
+    `logits`: (B, L, V) for every position, or (M, V) for the masked positions only (the head ran
+    only there). Only the masked positions (labels != -100) enter the softmax, so a batch with no
     masked token gives (0, 0, 0) and no NaN.
     """
     masked = labels != -100
-    picked = logits[masked].float()  # (M, V)
+    picked = (logits if logits.dim() == 2 else logits[masked]).float()  # (M, V)
     targets = labels[masked]
     ce = F.cross_entropy(picked, targets, reduction="sum")
     correct = (picked.argmax(-1) == targets).sum()
@@ -189,8 +190,9 @@ class WWMTrainer(Trainer):
         self.recorded: list[dict[str, Any]] = []
         self.step_stats = StepStats()
         # The MLM head (transform + vocabulary projection) runs only at the masked positions: while
-        # compute_loss sets _head_rows, a pre-hook hands the head hidden[masked] (N, H) instead of
-        # the (B, L, H) sequence, so the logits are (N, V). The loss terms are the same.
+        # _forward_masked_head (training loss and evaluation) sets _head_rows, a pre-hook hands the
+        # head hidden[masked] (N, H) instead of the (B, L, H) sequence, so the logits are (N, V).
+        # The loss terms are the same.
         self._head_rows: torch.Tensor | None = None
         head = getattr(self.model, "cls", None) or getattr(self.model, "lm_head", None)
         if head is not None:
@@ -231,17 +233,8 @@ class WWMTrainer(Trainer):
                     "labels": labels.cpu().numpy(),
                 }
             )
-        masked_rows = labels != -100
-        self._head_rows = masked_rows
-        try:
-            outputs = model(**inputs)  # logits (N, V): the masked positions only
-        finally:
-            self._head_rows = None
-        if outputs.logits.dim() == 2:
-            ce = F.cross_entropy(outputs.logits.float(), labels[masked_rows], reduction="sum")
-            masked = masked_rows.sum()
-        else:  # a model whose head the hook does not reach: every position's logits
-            ce, masked, _ = masked_lm_sums(outputs.logits, labels)
+        outputs = self._forward_masked_head(model, inputs, labels)
+        ce, masked, _ = masked_lm_sums(outputs.logits, labels)
         if num_items_in_batch is None:  # outside the training loop: this batch alone
             num_items_in_batch = masked
         denominator = torch.clamp(
@@ -253,6 +246,17 @@ class WWMTrainer(Trainer):
             stats.ce = stats.ce + ce.detach()
             stats.tokens = stats.tokens + inputs["input_ids"].numel()  # padding included, as in JAX
         return (loss, outputs) if return_outputs else loss
+
+    def _forward_masked_head(self, model, inputs: dict[str, Any], labels: torch.Tensor):
+        """The model's outputs with the MLM head run only at the masked positions: logits (M, V).
+
+        (A model whose head the hook does not reach returns every position's logits, (B, L, V);
+        masked_lm_sums takes either.)"""
+        self._head_rows = labels != -100
+        try:
+            return model(**inputs)
+        finally:
+            self._head_rows = None
 
     def step_metrics(self) -> dict[str, float]:
         """The finished step's loss, masked-token count and token count over all ranks."""
@@ -308,7 +312,7 @@ class WWMTrainer(Trainer):
                 batch = {k: v.to(device) for k, v in batch.items() if k != EXAMPLE_IDS_OUT}
                 labels = batch.pop("labels")
                 with self.accelerator.autocast():
-                    logits = model(**batch).logits
+                    logits = self._forward_masked_head(model, batch, labels).logits
                 ce, masked, correct = masked_lm_sums(logits, labels)
                 sums += torch.stack([ce.double(), masked.double(), correct.double()])
         if world > 1:
