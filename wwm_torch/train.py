@@ -126,7 +126,18 @@ def run(config: Any, *, prepared: Any = None, callbacks: tuple = ()) -> int:
         trainer.save_model(export)  # main process only; with the tokenizer (processing_class)
     if lead:
         print(_summary(metrics, time.perf_counter() - start, args.output_dir, export), flush=True)
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before the interpreter does: left to interpreter shutdown, gloo's
+    threads can abort the process ("terminate called without an active exception") after a good run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _summary(metrics: Any, seconds: float, checkpoint_dir: str, export: str | None) -> str:
