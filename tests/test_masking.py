@@ -117,6 +117,87 @@ def test_fast_masker_equals_naive_reference_bit_for_bit(config, data_seed, B, L)
         np.testing.assert_array_equal(out.labels[b], ref_labels)
 
 
+def rows_of_words(rs: np.random.Generator, B: int, L: int, lengths, p) -> tuple[np.ndarray, np.ndarray]:
+    """[CLS] words [SEP] [PAD]...: word lengths drawn from `lengths` with probabilities `p`."""
+    ids = np.full((B, L), PAD, dtype=np.int64)
+    wids = np.full((B, L), -1, dtype=np.int64)
+    for b in range(B):
+        end = L - 1 - int(rs.integers(0, 20))  # rows of unequal length: padding words in the grid
+        ids[b, 0], pos, word = CLS, 1, 0
+        while pos < end:
+            n = min(int(rs.choice(lengths, p=p)), end - pos)
+            ids[b, pos : pos + n] = rs.integers(len(SPECIALS), VOCAB, size=n)
+            wids[b, pos : pos + n] = word
+            pos, word = pos + n, word + 1
+        ids[b, pos] = SEP
+    return ids, wids
+
+
+def assert_equals_reference(masker, ids, wids, example_ids, epoch, special_token_ids=SPECIALS):
+    out = masker(ids, wids, example_ids, epoch)
+    for b in range(ids.shape[0]):
+        ref_ids, ref_labels = reference_mask_row(
+            masker.config,
+            mask_token_id=MASK,
+            vocab_size=VOCAB,
+            special_token_ids=special_token_ids,
+            input_ids=ids[b],
+            word_ids=wids[b],
+            example_id=int(example_ids[b]),
+            epoch=epoch,
+        )
+        np.testing.assert_array_equal(out.input_ids[b], ref_ids)
+        np.testing.assert_array_equal(out.labels[b], ref_labels)
+    return out
+
+
+def test_fill_that_runs_past_the_first_ranks_equals_the_reference(monkeypatch):
+    """The fill reads the first K = n + max(32, n / 2) ranks and goes on over the rest only for rows
+    with budget left. Words of 3 and 5 tokens with rare 1-token words leave such rows; the result
+    must still be Google's rule exactly, and the second stage must really have run."""
+    import wwm.masking as masking
+
+    calls = []
+    fill = masking._greedy_fill
+    monkeypatch.setattr(masking, "_greedy_fill", lambda *a: calls.append(a[0].shape) or fill(*a))
+    masker = make_masker(mask_prob=0.05)
+    rounds_past_k = 0
+    for data_seed in range(6):
+        rs = np.random.default_rng(data_seed)
+        ids, wids = rows_of_words(rs, 8, 400, lengths=[1, 3, 5], p=[0.02, 0.6, 0.38])
+        calls.clear()
+        assert_equals_reference(masker, ids, wids, rs.integers(0, 2**40, size=8), int(rs.integers(0, 3)))
+        rounds_past_k += len(calls) > 1
+    assert rounds_past_k > 0, "no batch needed the ranks past K: the test no longer covers that path"
+
+
+@pytest.mark.parametrize(
+    "special_ids",
+    [SPECIALS, (*SPECIALS, 120, 121), (*SPECIALS, 50, 90, 130, 170)],
+    ids=["one-range", "two-ranges", "table"],
+)
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint16])
+def test_special_ids_and_id_dtypes_take_every_path_and_equal_the_reference(special_ids, dtype):
+    """Specials are compared as a few id ranges, or looked up in a table when there are many;
+    int32/int64 outputs are built arithmetically, other dtypes by assignment. All give the spec.
+    Specials inside the text (ids 50, 120, ... carry word ids here) are never masked."""
+    masker = WholeWordMasker(
+        MaskingConfig(mask_prob=0.3), mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=special_ids
+    )
+    rs = np.random.default_rng(3)
+    ids, wids = random_batch(rs, 16, 96)
+    out = assert_equals_reference(
+        masker,
+        ids.astype(dtype),
+        wids.astype(dtype if dtype != np.uint16 else np.int32),
+        rs.integers(0, 2**40, size=16),
+        1,
+        special_token_ids=special_ids,
+    )
+    assert out.input_ids.dtype == dtype
+    assert not out.masked[np.isin(ids, special_ids)].any()
+
+
 @settings(max_examples=40, deadline=None)
 @given(config=config_strategy, data_seed=st.integers(0, 2**32 - 1))
 def test_no_word_is_ever_partly_masked_and_specials_never(config, data_seed):

@@ -114,7 +114,7 @@ class MaskingConfig:
 
 class MaskedBatch(NamedTuple):
     input_ids: np.ndarray  # (B, L) the model's input, with masked positions replaced
-    labels: np.ndarray  # (B, L) original id where masked, -100 elsewhere
+    labels: np.ndarray  # (B, L) original id where masked, -100 elsewhere (signed: int32 for uint8/16 ids)
     masked: np.ndarray  # (B, L) bool
     replacement: np.ndarray  # (B, L) int8: NOT_MASKED / REPLACED_BY_MASK / REPLACED_BY_RANDOM / KEPT
 
@@ -155,6 +155,7 @@ class WholeWordMasker:
         special[ids] = True
         special[self.mask_token_id] = True
         self.is_special = special  # (V,) lookup table: never masked, never a random replacement
+        self._special_ranges = _id_ranges(np.flatnonzero(special), max_ranges=3)
         # The unknown token stands for a word of the text: it can be masked, but a random
         # replacement never introduces it.
         random_ok = ~special
@@ -217,27 +218,33 @@ class WholeWordMasker:
         )
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise WWMError(f"epoch must be a non-negative integer; got {epoch!r}")
-        eligible = (word_ids >= 0) & ~self.is_special.take(input_ids)  # (B, L)
+        eligible = word_ids >= 0  # (B, L)
+        eligible &= ~self._is_special(input_ids)
         if attention_mask is not None:
             eligible &= np.asarray(attention_mask) != 0
         keys = rng.example_keys(self.config.seed, int(epoch), example_ids)  # (B,)
 
         ws = self._workspace
         words = _Words(word_ids, eligible, ws)
-        W = words.lengths.shape[1]
+        B, W = words.lengths.shape
         # One draw per word: its high 16 bits order the units, its low 16 bits pick the replacement.
         word_draws = rng.draw(rng.stream_keys(keys, rng.STREAM_WORD)[:, None], _counter_hashes(W))  # (B, W)
         units = words.as_units() if self.config.max_ngram == 1 else self._spans(words, keys)
-        chosen = self._choose_units(units, np.count_nonzero(eligible, axis=1), keys, word_draws, ws)  # (B, U)
-        chosen_words = units.to_words(chosen)  # (B, W) bool
+        n_eligible = eligible.sum(axis=1, dtype=np.int32)  # (B,)
+        chosen = self._choose_units(units, n_eligible, keys, word_draws, ws)  # (N,) flat unit indices
 
         if self.config.replacement_unit == "word":
-            # One decision per word, made on the (B, W) grid and moved to tokens with one gather.
-            state = self._categories(word_draws & rng.LOW16)  # (B, W) int8
-            state *= chosen_words
-            replacement = _append_dump(state).take(words.flat_index)  # (B, L) int8
+            # One decision per chosen word, scattered into a (B, W) grid (0 elsewhere) and moved
+            # to tokens with one gather.
+            if units.word_to_unit is not None:  # spans: the words of the chosen spans
+                chosen = np.flatnonzero(units.to_words(_grid_of(chosen, units.lengths.size), B))
+            chosen_words = chosen
+            state = np.zeros(B * W + 1, dtype=np.int8)  # + the dump slot of ineligible tokens
+            state[chosen_words] = self._categories(word_draws.ravel().take(chosen_words) & rng.LOW16)
+            replacement = state.take(words.flat_index)  # (B, L) int8
             masked = replacement != NOT_MASKED
         else:
+            chosen_words = units.to_words(_grid_of(chosen, units.lengths.size), B)  # (B, W) bool
             masked = _append_dump(chosen_words).take(words.flat_index)  # (B, L) bool
             draws = rng.draw(
                 rng.stream_keys(keys, rng.STREAM_REPLACE)[:, None], rng.counter_hash(words.eligible_rank())
@@ -245,13 +252,29 @@ class WholeWordMasker:
             replacement = self._categories(draws & rng.LOW16)  # (B, L) int8
             replacement *= masked
 
-        out = input_ids.copy()
-        out[replacement == REPLACED_BY_MASK] = self.mask_token_id
+        out, labels = _apply(input_ids, replacement, masked, self.mask_token_id)
         random_at = np.flatnonzero(replacement == REPLACED_BY_RANDOM)  # flat positions, few
         if random_at.size:
             out.ravel()[random_at] = self._random_tokens(words, random_at, keys)
-        labels = np.where(masked, input_ids, IGNORE_INDEX)
         return MaskedBatch(out, labels, masked, replacement)
+
+    def _is_special(self, input_ids: np.ndarray) -> np.ndarray:
+        """(B, L) bool: the token is special. A few ranges of ids are compared, not looked up:
+        a table lookup is a gather, several times slower than 2-3 comparisons."""
+        if self._special_ranges is None:
+            return self.is_special.take(input_ids)
+        special = None
+        for lo, hi in self._special_ranges:
+            # ids are validated non-negative, so a range starting at 0 needs one comparison.
+            if lo == hi:
+                hit = input_ids == lo
+            elif lo == 0:
+                hit = input_ids <= hi
+            else:
+                hit = input_ids >= lo
+                hit &= input_ids <= hi
+            special = hit if special is None else np.logical_or(special, hit, out=special)
+        return special
 
     def _categories(self, u16: np.ndarray) -> np.ndarray:
         """int8 REPLACED_BY_MASK (u < T_mask) / REPLACED_BY_RANDOM (u < T_mask+random) / KEPT."""
@@ -328,7 +351,7 @@ class WholeWordMasker:
     def _choose_units(
         self, units: _Units, n_eligible: np.ndarray, keys: np.ndarray, word_draws: np.ndarray, ws: _Workspace
     ) -> np.ndarray:
-        """Boolean (B, U): the units masked in each row, per the budget rule of docs/masking.md."""
+        """Flat indices b * U + u of the units masked in each row, per the budget rule of docs/masking.md."""
         cfg = self.config
         B, U = units.lengths.shape
         lengths = units.lengths  # (B, U); 0 = no unit (padding) or not a candidate
@@ -337,7 +360,7 @@ class WholeWordMasker:
             select = rng.draw(rng.stream_keys(keys, rng.STREAM_SELECT)[:, None], counters)
             lengths = np.where(rng.uniform24(select) < self._t_mask_prob, lengths, 0)
             if cfg.max_predictions is None:
-                return lengths > 0
+                return np.flatnonzero(lengths)
             budget = np.full(B, cfg.max_predictions, dtype=np.int64)
         else:
             # n = round-half-up(E * p) in fixed point: (E * T + 2^23) >> 24 with T = round(p * 2^24).
@@ -348,42 +371,35 @@ class WholeWordMasker:
             if cfg.max_predictions is not None:
                 n = np.minimum(n, cfg.max_predictions)
             budget = np.where(n_eligible > 0, n, 0)
-        if U == 0:
-            return np.zeros((B, 0), dtype=bool)
+        if U == 0 or B == 0:
+            return np.zeros(0, dtype=np.intp)
         draws = (
             word_draws if units.first_word is None else np.take_along_axis(word_draws, units.first_word, 1)
         )
-        key = _priority_keys(draws)  # (B, U) unique per row: (draw >> 16, unit index)
-        sorted_key = ws.get("sorted_key", key.shape, key.dtype)
-        np.copyto(sorted_key, key)
+        # (B, U) keys unique per row, (draw >> 16, unit index), sorted in place in the workspace.
+        sorted_key = _priority_keys(draws, lengths == 0, ws)
         sorted_key.sort(axis=1)
-        # flat_order[b, r]: flat index b * U + u of the unit of rank r. (In-place steps: fresh
-        # arrays of this size cost page faults that dominate the arithmetic.)
-        if U < 0xFFFF and B * U < np.iinfo(np.int32).max:
-            flat_order = ws.get("flat_order", (B, U), np.uint32)
-            np.bitwise_and(sorted_key, np.uint32(0xFFFF), out=flat_order)
-            flat_order = flat_order.view(np.int32)
-            flat_order += (np.arange(B, dtype=np.int32) * U)[:, None]
-        else:
-            flat_order = (sorted_key & _index_mask(U)).astype(np.int64)
-            flat_order += (np.arange(B, dtype=np.int64) * U)[:, None]
-        sorted_len = lengths.ravel().take(
-            flat_order, out=ws.get("sorted_len", (B, U), lengths.dtype)
-        )  # (B, U)
-        first_end, later_rows, later_taken = _greedy_fill(sorted_len, budget, ws)
-        # Pass 1 took every fitting unit ranked before the first overflow: compare keys, no scatter.
-        boundary = sorted_key[np.arange(B), np.minimum(first_end, U - 1)]
-        chosen = (key < boundary[:, None]) | (first_end == U)[:, None]
-        chosen &= (lengths > 0) & (lengths <= budget[:, None])
-        if later_rows.size:
-            chosen.ravel()[flat_order[later_rows][later_taken]] = True
+        # The fill needs only the first ranks: a row's first overflow comes by rank n (every unit
+        # has a token, and empty units sort last), and the gap it leaves is usually closed by a
+        # one-token unit a few ranks later. Rows with budget left after K ranks go on over the rest.
+        max_budget = int(budget.max())
+        K = min(U, max_budget + max(32, max_budget // 2))
+        flat_order = _flat_order(sorted_key[:, :K], np.arange(B), U)  # (B, K) flat unit of each rank
+        taken, remaining = _greedy_fill(lengths.ravel().take(flat_order), budget)  # (B, K), (B,)
+        chosen = flat_order[taken]
+        if K < U:
+            rows = np.flatnonzero(remaining > 0)
+            if rows.size:
+                rest = _flat_order(sorted_key[rows, K:], rows, U)  # (R, U - K)
+                rest_taken, _ = _greedy_fill(lengths.ravel().take(rest), remaining[rows])
+                chosen = np.concatenate([chosen, rest[rest_taken]])
         return chosen
 
     # ------------------------------------------------------------------ replacement
     def _random_tokens(self, words: _Words, flat_positions: np.ndarray, keys: np.ndarray):
         """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
         rows = flat_positions // words.eligible.shape[1]
-        rank = words.eligible_rank().ravel().take(flat_positions)
+        rank = words.eligible_rank_at(flat_positions)
         values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
 
@@ -423,35 +439,87 @@ def _counter_hashes(n: int) -> np.ndarray:
     return values
 
 
+def _grid_of(flat_indices: np.ndarray, size: int) -> np.ndarray:
+    """A flat bool grid of `size` cells, True at `flat_indices`."""
+    grid = np.zeros(size, dtype=bool)
+    grid[flat_indices] = True
+    return grid
+
+
 def _append_dump(grid: np.ndarray) -> np.ndarray:
     """Flatten a (B, U) grid and append one slot that ineligible tokens index (see _Units)."""
     return np.append(grid.ravel(), np.zeros(1, dtype=grid.dtype))
+
+
+def _apply(input_ids: np.ndarray, replacement: np.ndarray, masked: np.ndarray, mask_token_id: int):
+    """The model input (mask tokens put in; random ones are added by the caller) and the labels.
+
+    For int32/int64 ids this is branch-free arithmetic, several times faster than numpy's masked
+    assignment or np.where: out = ids + (mask - ids) * is_mask, labels = (ids + 100) * masked - 100.
+    Labels of unsigned ids are signed (int32 for 8/16-bit ids, else int64) so that -100 fits.
+    """
+    if input_ids.dtype not in (np.int32, np.int64):
+        out = input_ids.copy()
+        out[replacement == REPLACED_BY_MASK] = mask_token_id
+        signed = (
+            input_ids.dtype
+            if input_ids.dtype.kind == "i"
+            else np.int32
+            if input_ids.itemsize <= 2
+            else np.int64
+        )
+        return out, np.where(masked, input_ids.astype(signed), IGNORE_INDEX)
+    # Multiplying by the bool arrays directly casts them in small buffers: no (B, L) int temporaries.
+    out = np.subtract(input_ids.dtype.type(mask_token_id), input_ids)
+    out *= replacement == REPLACED_BY_MASK
+    out += input_ids
+    labels = input_ids - input_ids.dtype.type(IGNORE_INDEX)
+    labels *= masked
+    labels += input_ids.dtype.type(IGNORE_INDEX)
+    return out, labels
+
+
+def _id_ranges(ids: np.ndarray, max_ranges: int) -> list[tuple[int, int]] | None:
+    """Sorted ids as at most `max_ranges` inclusive (lo, hi) runs of consecutive ids, else None."""
+    if ids.size == 0:
+        return None
+    breaks = np.flatnonzero(np.diff(ids) != 1)
+    if breaks.size + 1 > max_ranges:
+        return None
+    lows = [int(ids[0])] + [int(ids[i + 1]) for i in breaks]
+    highs = [int(ids[i]) for i in breaks] + [int(ids[-1])]
+    return list(zip(lows, highs, strict=True))
 
 
 def _index_mask(U: int):
     return np.uint32(0xFFFF) if U < 0xFFFF else np.uint64(0xFFFFFFFF)
 
 
-def _priority_keys(draws: np.ndarray) -> np.ndarray:
+def _priority_keys(draws: np.ndarray, empty: np.ndarray, ws: _Workspace | None = None) -> np.ndarray:
     """Sort keys (B, U) ordering units by (draw >> 16, unit index): unique within a row.
 
     Packing the top 16 bits of the draw and the unit index into one uint32 lets numpy's SIMD sort
     do the work (6x faster than sorting uint64 keys); rows of 65535 units or more use uint64 keys
-    with the same order.
+    with the same order. Empty units (`empty`: padding, or not a candidate) take the largest
+    priority: they are no-ops for the fill wherever they sort, and last they leave the real units
+    in the first ranks, which is all the fill reads.
     """
     U = draws.shape[1]
     if U < 0xFFFF:
-        key = draws & np.uint32(0xFFFF0000)
+        out = None if ws is None else ws.get("priority_key", draws.shape, np.uint32)
+        key = np.bitwise_and(draws, np.uint32(0xFFFF0000), out=out)
+        np.bitwise_or(key, np.uint32(0xFFFF0000), out=key, where=empty)
         key |= np.arange(U, dtype=np.uint32)[None, :]
         return key
-    high = (draws >> np.uint32(16)).astype(np.uint64) << np.uint64(32)
-    return high | np.arange(U, dtype=np.uint64)[None, :]
+    high = (draws >> np.uint32(16)).astype(np.uint64)
+    np.bitwise_or(high, np.uint64(0xFFFF), out=high, where=empty)
+    return (high << np.uint64(32)) | np.arange(U, dtype=np.uint64)[None, :]
 
 
-def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray, ws: _Workspace | None = None):
+def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Google BERT's fill rule, vectorized over rows.
 
-    Units come in priority order with lengths `sorted_len` (B, U) (0 = not a candidate). A unit is
+    Units come in priority order with lengths `sorted_len` (B, K) (0 = not a candidate). A unit is
     taken if it fits in what is left of the budget; one that would overflow is skipped and later
     (shorter) units may still fill the gap. Pass 1 takes, in every row, the fitting units ranked
     before the first one that overflows; each later pass starts after the last overflow with the
@@ -459,43 +527,55 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray, ws: _Workspace | No
     remainder after a pass is less than the overflowing unit's length, so there are at most
     (longest unit length) + 1 passes.
 
-    Returns (first_end (B,): rank of the first overflow in pass 1, U if none; later_rows (A,): the
-    rows with later passes; later_taken (A, U) bool: what those passes took, in rank order).
+    Returns (taken (B, K) bool: the units taken, in rank order; remaining (B,): budget left).
     """
-    U = sorted_len.shape[1]
-    position = np.arange(U)[None, :]
+    B, K = sorted_len.shape
+    position = np.arange(K)[None, :]
+    taken = np.zeros((B, K), dtype=bool)
+    remaining = budget.astype(np.int64)
+    # Running sums stay below the batch's token count; int32 unless that could overflow.
+    longest = int(sorted_len.max(initial=0))
+    acc = np.int32 if B * K * longest < np.iinfo(np.int32).max else np.int64
+    rows = np.arange(B)  # the rows still filling
+    cursor = None  # (R,) first rank of this pass; None: 0 for every row
+    lens = sorted_len
+    filled = np.zeros(B * K + 1, dtype=acc)
+    while rows.size:
+        R = rows.size
+        rem = remaining[rows]
+        if cursor is None and longest <= rem.min():
+            fitting = lens  # the usual first pass: every unit fits on its own
+        else:
+            fits = lens <= rem[:, None]  # empty units "fit" and add nothing
+            if cursor is not None:
+                fits &= position >= cursor[:, None]
+            fitting = lens * fits  # (R, K) lengths of the fitting units, 0 elsewhere
+        # filled[i] = sum of the first i units of the flattened rows. It never decreases, so each
+        # row's units within budget are a prefix, found by one binary search per row.
+        np.cumsum(fitting.ravel(), dtype=acc, out=filled[1 : R * K + 1])
+        row_start = np.arange(0, R * K, K)  # (R,)
+        before = filled[row_start]  # (R,) sum of the rows before
+        end = np.searchsorted(filled[1 : R * K + 1], before + rem, side="right") - row_start
+        np.minimum(end, K, out=end)  # (R,) rank of the first overflow, K if none
+        used = filled[row_start + end] - before
+        took = fitting > 0
+        took &= position < end[:, None]
+        if cursor is None:
+            taken = took
+        else:
+            taken[rows] |= took
+        remaining[rows] = rem - used
+        go_on = (end < K) & (remaining[rows] > 0)
+        rows, cursor = rows[go_on], end[go_on] + 1
+        lens = sorted_len[rows]
+    return taken, remaining
 
-    def one_pass(lens, rem, cursor, scratch=None):
-        fits = lens <= rem[:, None]  # empty units "fit" and add nothing
-        if cursor is not None:
-            fits &= position >= cursor[:, None]
-        fitting = np.multiply(lens, fits, out=scratch)  # (A, U) lengths of the fitting units, 0 elsewhere
-        # cumsum with an explicit int32 dtype: numpy's default widening to int64 is 8x slower here.
-        filled = np.cumsum(fitting, axis=1, dtype=np.int32, out=scratch)  # (A, U)
-        # `filled` never decreases, so the units within budget are a prefix; its length is the
-        # rank of the first overflowing unit (U if none overflows).
-        end = np.count_nonzero(filled <= rem[:, None], axis=1)
-        used = np.where(end > 0, filled[np.arange(len(end)), np.maximum(end - 1, 0)], 0)
-        return fits, end, used, end < U
 
-    budget = budget.astype(np.int64)
-    scratch = None if ws is None else ws.get("filled", sorted_len.shape, np.int32)
-    _, first_end, used, has_overflow = one_pass(sorted_len, budget, None, scratch)
-    remaining = budget - used
-    later_rows = np.flatnonzero(has_overflow & (remaining > 0))
-    later_taken = np.zeros((later_rows.size, U), dtype=bool)
-    active = np.arange(later_rows.size)  # indices into later_rows
-    cursor = first_end[later_rows] + 1
-    remaining = remaining[later_rows]
-    while active.size:
-        fits, end, used, has_overflow = one_pass(
-            sorted_len[later_rows[active]], remaining[active], cursor[active]
-        )
-        later_taken[active] |= fits & (position < end[:, None]) & (sorted_len[later_rows[active]] > 0)
-        remaining[active] -= used
-        cursor[active] = end + 1
-        active = active[has_overflow & (remaining[active] > 0)]
-    return first_end, later_rows, later_taken
+def _flat_order(sorted_key: np.ndarray, rows: np.ndarray, U: int) -> np.ndarray:
+    """(R, K) flat index b * U + u of the unit of each rank, from the sorted keys of rows `rows`."""
+    index = (sorted_key & _index_mask(U)).astype(np.intp)
+    index += (rows.astype(np.intp) * U)[:, None]
+    return index
 
 
 class _Units:
@@ -506,9 +586,11 @@ class _Units:
         self.first_word = first_word  # (B, U) a unit's first word (its draws' counter); None: u itself
         self.word_to_unit = word_to_unit  # (B, W) flat unit index of each word; None: units are words
 
-    def to_words(self, per_unit: np.ndarray) -> np.ndarray:
-        """Move a (B, U) per-unit value to the (B, W) words of each unit."""
-        return per_unit if self.word_to_unit is None else _append_dump(per_unit).take(self.word_to_unit)
+    def to_words(self, per_unit: np.ndarray, B: int) -> np.ndarray:
+        """Move a per-unit value ((B, U) grid or its flattening) to the (B, W) words of each unit."""
+        if self.word_to_unit is None:
+            return per_unit.reshape(B, -1)
+        return _append_dump(per_unit).take(self.word_to_unit)
 
 
 class _Words:
@@ -527,19 +609,28 @@ class _Words:
         np.equal(word_ids[:, 1:], word_ids[:, :-1], out=same_as_prev[:, 1:])
         same_as_prev[:, 1:] &= eligible[:, :-1]
         self.starts = eligible & ~same_as_prev  # (B, L) first token of each word
-        out = None if ws is None else ws.get("word_index", (B, L), np.int32)
-        self.word_index = np.cumsum(self.starts, axis=1, dtype=np.int32, out=out)  # (B, L)
-        self.word_index -= 1
-        self.count = self.word_index[:, -1] + 1 if L else np.zeros(B, dtype=np.int32)  # (B,)
-        W = int(self.count.max()) if B else 0
+        self.count = self.starts.sum(axis=1, dtype=np.int32)  # (B,) words per row
+        W = int(self.count.max()) if B and L else 0
         if W >= _MAX_UNITS_PER_ROW:
             raise WWMError(f"a row has {W} words; at most {_MAX_UNITS_PER_ROW - 1} are supported")
-        # intp: bincount and take use it without a conversion pass. Built in place (see _choose_units).
-        out = None if ws is None else ws.get("flat_index", (B, L), np.intp)
-        self.flat_index = np.add(
-            self.word_index, (np.arange(B, dtype=np.intp) * W)[:, None], out=out
-        )  # (B, L)
-        np.copyto(self.flat_index, B * W, where=~eligible)
+        # flat_index = b * W + (word index in the row), from one cumsum over the flattened batch
+        # of `starts` with each row's first increment shifted so that row b begins at b * W.
+        # (One int32 cumsum: cumsum into int64 has no fast path; the scratch lives in the workspace.)
+        steps = np.empty((B, L), dtype=np.int32) if ws is None else ws.get("word_steps", (B, L), np.int32)
+        np.copyto(steps, self.starts)
+        if B and L:
+            steps[0, 0] -= 1
+            steps[1:, 0] += W - self.count[:-1]
+        if B * W + 1 < np.iinfo(np.int32).max:
+            np.cumsum(steps.ravel(), dtype=np.int32, out=steps.ravel())
+            out = None if ws is None else ws.get("flat_index", (B, L), np.intp)
+            self.flat_index = steps.astype(np.intp) if out is None else out
+            if out is not None:
+                np.copyto(out, steps)
+        else:  # more than 2^31 word slots: an int64 running sum
+            self.flat_index = np.cumsum(steps.ravel(), dtype=np.intp).reshape(B, L)
+        np.copyto(self.flat_index, B * W, where=~eligible)  # (B, L) the dump slot for ineligible tokens
+        # intp: bincount and take use it without a conversion pass.
         lengths = np.bincount(self.flat_index.ravel(), minlength=B * W + 1)[: B * W]
         self.lengths = lengths.astype(np.int32).reshape(B, W)  # (B, W) tokens per word
 
@@ -557,6 +648,27 @@ class _Words:
             self._rank = np.cumsum(self.eligible, axis=1, dtype=np.int32, out=out)
             self._rank -= 1
         return self._rank
+
+    def eligible_rank_at(self, flat_positions: np.ndarray) -> np.ndarray:
+        """eligible_rank() at a few flat positions, without a cumsum over the batch.
+
+        The eligible flags are packed 8 to a byte; a token's rank is the popcount of the bytes
+        before it in its row (a cumsum over L/8 columns) plus the popcount of its own byte's lower
+        bits. Used for the random replacements, ~1.5% of the tokens.
+        """
+        if self._rank is not None or not hasattr(np, "bitwise_count"):  # numpy < 2.0
+            return self.eligible_rank().ravel().take(flat_positions)
+        L = self.eligible.shape[1]
+        packed = np.packbits(self.eligible, axis=1, bitorder="little")  # (B, ceil(L / 8)) uint8
+        counts = np.bitwise_count(packed).ravel()
+        # Eligible tokens in the bytes before, over the flattened rows (one cumsum), then per row.
+        before = np.cumsum(counts, dtype=np.int32)
+        before -= counts
+        rows, cols = np.divmod(flat_positions, L)
+        byte = rows * packed.shape[1] + (cols >> 3)  # flat byte of each position
+        row_first = before[rows * packed.shape[1]]  # the flattened count at the row's first byte
+        lower_bits = (np.left_shift(1, cols & 7) - 1).astype(np.uint8)  # the row's tokens before, in the byte
+        return before.take(byte) - row_first + np.bitwise_count(packed.ravel().take(byte) & lower_bits)
 
     def segment_end(self) -> np.ndarray:
         """(B, W): index of the first word after word j's segment (a run of eligible tokens).

@@ -69,6 +69,12 @@ def example_keys(seed: int, epoch: int | np.ndarray, example_ids: np.ndarray) ->
     if ids.ndim != 1:
         raise ValueError(f"example_ids must be 1-D (one id per row); got shape {ids.shape}")
     h = _seed_epoch_key(int(seed), int(epoch)) if np.ndim(epoch) == 0 else _seed_epoch_keys(seed, epoch)
+    if ids.dtype.kind in "iu":  # the usual case, in place: the low and high 32 bits of each id
+        x = np.bitwise_xor(ids.astype(U32), h, dtype=U32)  # (B,) low bits (C cast = mod 2^32)
+        _hash32_inplace(x)
+        if ids.dtype.itemsize > 4:
+            x ^= (ids >> 32).astype(U32)
+        return _hash32_inplace(x)
     id_lo, id_hi = _split64(ids)
     h = hash32(h ^ id_lo)
     return hash32(h ^ id_hi)  # (B,) or () broadcast with ids
@@ -91,7 +97,15 @@ def _seed_epoch_key(seed: int, epoch: int) -> np.uint32:
 
 def stream_keys(keys: np.ndarray, stream: int) -> np.ndarray:
     """Key of one stream for each example: hash32(key ^ hash32(stream * golden))."""
-    return hash32(np.asarray(keys, dtype=U32) ^ hash32(U32((stream * _GOLDEN) & 0xFFFFFFFF)))
+    return _hash32_inplace(
+        np.asarray(np.bitwise_xor(np.asarray(keys, dtype=U32), _stream_salt(stream), dtype=U32))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _stream_salt(stream: int) -> np.uint32:
+    """hash32(stream * golden), once per stream (numpy scalar arithmetic is slow)."""
+    return U32(hash32(np.array([(stream * _GOLDEN) & 0xFFFFFFFF], dtype=U32))[0])
 
 
 def counter_hash(counters: np.ndarray) -> np.ndarray:

@@ -41,18 +41,27 @@ def benchmark_tokenizer(texts: list[str]) -> tuple[Any, str]:
         ), "wordpiece trained on the corpus"
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `repeats` calls after `warmup` calls; garbage collection paused while timing."""
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1, min_sample_s: float = 0.0) -> float:
+    """Median wall time of one call, over `repeats` samples after `warmup` calls.
+
+    A sample is one call, or, with `min_sample_s`, as many back-to-back calls as take about that
+    long (timeit's autorange): a sub-millisecond call timed alone is mostly timer and scheduler
+    noise. Garbage collection is paused while timing.
+    """
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
+    per_call = (time.perf_counter() - start) / max(warmup, 1)
+    number = max(1, int(min_sample_s / per_call)) if per_call > 0 else 1
     times = []
     gc.collect()
     gc.disable()
     try:
         for _ in range(repeats):
             start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+            for _ in range(number):
+                fn()
+            times.append((time.perf_counter() - start) / number)
     finally:
         gc.enable()
     return statistics.median(times)

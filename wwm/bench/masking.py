@@ -106,7 +106,11 @@ def run(repeats: int = 7, shapes=SHAPES) -> dict[str, Any]:
             )(f),
         }
         for impl, fn in impls.items():
-            seconds = median_seconds(fn, repeats=n if not impl.startswith("hf_wwm") or not big else 3)
+            # Every implementation: 3 warm-up calls, then samples of at least 20 ms (one call of
+            # transformers' whole-word collator already takes longer; ours take about 0.5 ms).
+            seconds = median_seconds(
+                fn, repeats=n if not impl.startswith("hf_wwm") or not big else 3, warmup=3, min_sample_s=0.02
+            )
             results.append(
                 {"impl": impl, "batch": B, "seq_len": L, "tokens_per_s": B * L / seconds, "median_s": seconds}
             )
