@@ -24,9 +24,13 @@ IGNORE_INDEX = -100
 BUDGETS = ("exact", "bernoulli")
 REPLACEMENT_UNITS = ("word", "token")
 
+# Hot paths call ufunc methods (np.add.accumulate, a.searchsorted, a.nonzero()) rather than the
+# np.cumsum / np.searchsorted / np.flatnonzero wrappers: ~1 us of Python each, per call.
+
 # Replacement categories reported per token (MaskedBatch.replacement).
 NOT_MASKED, REPLACED_BY_MASK, REPLACED_BY_RANDOM, KEPT = 0, 1, 2, 3
 
+_INT32_MAX = (1 << 31) - 1
 _MAX_UNITS_PER_ROW = 1 << 31  # unit index and priority are packed into one uint64 sort key
 _LAST = np.uint64(0xFFFFFFFFFFFFFFFF)  # sort key of a non-candidate unit
 
@@ -168,6 +172,7 @@ class WholeWordMasker:
             raise WWMError("every vocabulary id is special: no id is left for random replacement")
         cfg = self.config
         self._t_mask_prob = rng.probability_threshold(cfg.mask_prob)
+        self._budget_table = np.zeros(0, dtype=np.int64)  # exact budget by eligible count (grown on use)
         self._t16_mask_token = rng.probability_threshold(cfg.mask_token_ratio, bits=16)
         self._t16_mask_or_random = rng.probability_threshold(
             cfg.mask_token_ratio + cfg.random_token_ratio, bits=16
@@ -218,8 +223,9 @@ class WholeWordMasker:
         )
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise WWMError(f"epoch must be a non-negative integer; got {epoch!r}")
-        eligible = word_ids >= 0  # (B, L)
-        eligible &= ~self._is_special(input_ids)
+        eligible = np.greater(
+            word_ids >= 0, self._is_special(input_ids)
+        )  # (B, L) a word's token, not special
         if attention_mask is not None:
             eligible &= np.asarray(attention_mask) != 0
         keys = rng.example_keys(self.config.seed, int(epoch), example_ids)  # (B,)
@@ -227,10 +233,12 @@ class WholeWordMasker:
         ws = self._workspace
         words = _Words(word_ids, eligible, ws)
         B, W = words.lengths.shape
+        # The two streams every batch uses, hashed in one pass: (B, 2).
+        stream_keys = rng.stream_keys(keys, (rng.STREAM_WORD, rng.STREAM_TOKEN))
         # One draw per word: its high 16 bits order the units, its low 16 bits pick the replacement.
-        word_draws = rng.draw(rng.stream_keys(keys, rng.STREAM_WORD)[:, None], _counter_hashes(W))  # (B, W)
+        word_draws = rng.draw(stream_keys[:, :1], _counter_hashes(W))  # (B, W)
         units = words.as_units() if self.config.max_ngram == 1 else self._spans(words, keys)
-        n_eligible = eligible.sum(axis=1, dtype=np.int32)  # (B,)
+        n_eligible = words.lengths.sum(axis=1, dtype=np.int32)  # (B,) eligible tokens per row
         chosen = self._choose_units(units, n_eligible, keys, word_draws, ws)  # (N,) flat unit indices
 
         if self.config.replacement_unit == "word":
@@ -253,9 +261,9 @@ class WholeWordMasker:
             replacement *= masked
 
         out, labels = _apply(input_ids, replacement, masked, self.mask_token_id)
-        random_at = np.flatnonzero(replacement == REPLACED_BY_RANDOM)  # flat positions, few
+        random_at = (replacement == REPLACED_BY_RANDOM).ravel().nonzero()[0]  # flat positions, few
         if random_at.size:
-            out.ravel()[random_at] = self._random_tokens(words, random_at, keys)
+            out.ravel()[random_at] = self._random_tokens(words, random_at, stream_keys[:, 1])
         return MaskedBatch(out, labels, masked, replacement)
 
     def _is_special(self, input_ids: np.ndarray) -> np.ndarray:
@@ -363,21 +371,16 @@ class WholeWordMasker:
                 return np.flatnonzero(lengths)
             budget = np.full(B, cfg.max_predictions, dtype=np.int64)
         else:
-            # n = round-half-up(E * p) in fixed point: (E * T + 2^23) >> 24 with T = round(p * 2^24).
-            n = (n_eligible.astype(np.int64) * self._t_mask_prob + (1 << (rng.UNIFORM_BITS - 1))) >> (
-                rng.UNIFORM_BITS
-            )
-            n = np.maximum(n, 1)
-            if cfg.max_predictions is not None:
-                n = np.minimum(n, cfg.max_predictions)
-            budget = np.where(n_eligible > 0, n, 0)
+            budget = self._exact_budget(n_eligible)
         if U == 0 or B == 0:
             return np.zeros(0, dtype=np.intp)
         draws = (
             word_draws if units.first_word is None else np.take_along_axis(word_draws, units.first_word, 1)
         )
         # (B, U) keys unique per row, (draw >> 16, unit index), sorted in place in the workspace.
-        sorted_key = _priority_keys(draws, lengths == 0, ws)
+        # Empty units: a suffix of each row for words under the exact budget, else wherever length is 0.
+        empty = units.count if cfg.budget == "exact" and units.count is not None else lengths == 0
+        sorted_key = _priority_keys(draws, empty, ws)
         sorted_key.sort(axis=1)
         # The fill needs only the first ranks: a row's first overflow comes by rank n (every unit
         # has a token, and empty units sort last), and the gap it leaves is usually closed by a
@@ -388,19 +391,37 @@ class WholeWordMasker:
         taken, remaining = _greedy_fill(lengths.ravel().take(flat_order), budget)  # (B, K), (B,)
         chosen = flat_order[taken]
         if K < U:
-            rows = np.flatnonzero(remaining > 0)
+            rows = (remaining > 0).nonzero()[0]
             if rows.size:
                 rest = _flat_order(sorted_key[rows, K:], rows, U)  # (R, U - K)
                 rest_taken, _ = _greedy_fill(lengths.ravel().take(rest), remaining[rows])
                 chosen = np.concatenate([chosen, rest[rest_taken]])
         return chosen
 
+    def _exact_budget(self, n_eligible: np.ndarray) -> np.ndarray:
+        """(B,) n = min(max_predictions, max(1, round-half-up(E * p))), 0 when E = 0, looked up in a
+        table over E = 0..L (built once per length; one gather instead of six passes)."""
+        table = self._budget_table
+        top = int(n_eligible.max(initial=0))
+        if table.size <= top:
+            # Fixed point: (E * T + 2^23) >> 24 with T = round(p * 2^24), in 64-bit integers.
+            e = np.arange(max(top + 1, 2 * table.size), dtype=np.int64)
+            table = (e * self._t_mask_prob + (1 << (rng.UNIFORM_BITS - 1))) >> rng.UNIFORM_BITS
+            table = np.maximum(table, 1)
+            if self.config.max_predictions is not None:
+                table = np.minimum(table, self.config.max_predictions)
+            table[0] = 0
+            self._budget_table = table
+        return table.take(n_eligible)
+
     # ------------------------------------------------------------------ replacement
-    def _random_tokens(self, words: _Words, flat_positions: np.ndarray, keys: np.ndarray):
-        """Random non-special ids for the given flat positions (counter: the token's eligible rank)."""
+    def _random_tokens(self, words: _Words, flat_positions: np.ndarray, token_keys: np.ndarray):
+        """Random non-special ids for the given flat positions (counter: the token's eligible rank).
+
+        token_keys (B,): each row's STREAM_TOKEN key."""
         rows = flat_positions // words.eligible.shape[1]
-        rank = words.eligible_rank_at(flat_positions)
-        values = rng.draw(rng.stream_keys(keys, rng.STREAM_TOKEN)[rows], rng.counter_hash(rank))
+        rank = words.eligible_rank().ravel().take(flat_positions)
+        values = rng.draw(token_keys.take(rows), rng.counter_hash(rank))
         return self.random_token_ids.take(values % np.uint32(self.random_token_ids.size))
 
 
@@ -500,20 +521,29 @@ def _priority_keys(draws: np.ndarray, empty: np.ndarray, ws: _Workspace | None =
 
     Packing the top 16 bits of the draw and the unit index into one uint32 lets numpy's SIMD sort
     do the work (6x faster than sorting uint64 keys); rows of 65535 units or more use uint64 keys
-    with the same order. Empty units (`empty`: padding, or not a candidate) take the largest
-    priority: they are no-ops for the fill wherever they sort, and last they leave the real units
-    in the first ranks, which is all the fill reads.
+    with the same order. Empty units take the largest priority: they are no-ops for the fill
+    wherever they sort, and last they leave the real units in the first ranks, which is all the
+    fill reads. `empty` is a (B, U) bool, or a (B,) count when the empty units of row b are
+    exactly those from count[b] on (words: only the columns past the shortest row are touched).
     """
-    U = draws.shape[1]
+    B, U = draws.shape
     if U < 0xFFFF:
         out = None if ws is None else ws.get("priority_key", draws.shape, np.uint32)
         key = np.bitwise_and(draws, np.uint32(0xFFFF0000), out=out)
-        np.bitwise_or(key, np.uint32(0xFFFF0000), out=key, where=empty)
+        high = np.uint32(0xFFFF0000)
+    else:
+        key = (draws >> np.uint32(16)).astype(np.uint64)
+        high = np.uint64(0xFFFF)
+    if empty.ndim == 1:  # a count per row: empty units are the columns from count[b] on
+        first = int(empty.min(initial=U)) if B else U
+        tail = key[:, first:]
+        np.bitwise_or(tail, high, out=tail, where=np.arange(first, U)[None, :] >= empty[:, None])
+    else:
+        np.bitwise_or(key, high, out=key, where=empty)
+    if U < 0xFFFF:
         key |= np.arange(U, dtype=np.uint32)[None, :]
         return key
-    high = (draws >> np.uint32(16)).astype(np.uint64)
-    np.bitwise_or(high, np.uint64(0xFFFF), out=high, where=empty)
-    return (high << np.uint64(32)) | np.arange(U, dtype=np.uint64)[None, :]
+    return (key << np.uint64(32)) | np.arange(U, dtype=np.uint64)[None, :]
 
 
 def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -535,7 +565,7 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray
     remaining = budget.astype(np.int64)
     # Running sums stay below the batch's token count; int32 unless that could overflow.
     longest = int(sorted_len.max(initial=0))
-    acc = np.int32 if B * K * longest < np.iinfo(np.int32).max else np.int64
+    acc = np.int32 if B * K * longest < _INT32_MAX else np.int64
     rows = np.arange(B)  # the rows still filling
     cursor = None  # (R,) first rank of this pass; None: 0 for every row
     lens = sorted_len
@@ -552,10 +582,11 @@ def _greedy_fill(sorted_len: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray
             fitting = lens * fits  # (R, K) lengths of the fitting units, 0 elsewhere
         # filled[i] = sum of the first i units of the flattened rows. It never decreases, so each
         # row's units within budget are a prefix, found by one binary search per row.
-        np.cumsum(fitting.ravel(), dtype=acc, out=filled[1 : R * K + 1])
+        np.add.accumulate(fitting.ravel(), dtype=acc, out=filled[1 : R * K + 1])
         row_start = np.arange(0, R * K, K)  # (R,)
         before = filled[row_start]  # (R,) sum of the rows before
-        end = np.searchsorted(filled[1 : R * K + 1], before + rem, side="right") - row_start
+        # (The needles in the sums' dtype: a wider one would make searchsorted convert the sums.)
+        end = filled[1 : R * K + 1].searchsorted((before + rem).astype(acc), side="right") - row_start
         np.minimum(end, K, out=end)  # (R,) rank of the first overflow, K if none
         used = filled[row_start + end] - before
         took = fitting > 0
@@ -581,8 +612,15 @@ def _flat_order(sorted_key: np.ndarray, rows: np.ndarray, U: int) -> np.ndarray:
 class _Units:
     """Units (words or n-gram spans) of a batch, in a (B, U) grid padded with empty units."""
 
-    def __init__(self, lengths: np.ndarray, first_word: np.ndarray | None, word_to_unit: np.ndarray | None):
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        first_word: np.ndarray | None,
+        word_to_unit: np.ndarray | None,
+        count: np.ndarray | None = None,
+    ):
         self.lengths = lengths  # (B, U) tokens per unit, 0 for padding units
+        self.count = count  # (B,) units per row when units 0..count-1 are the non-empty ones; None: unknown
         self.first_word = first_word  # (B, U) a unit's first word (its draws' counter); None: u itself
         self.word_to_unit = word_to_unit  # (B, W) flat unit index of each word; None: units are words
 
@@ -605,37 +643,39 @@ class _Words:
         B, L = word_ids.shape
         self.eligible = eligible
         self._ws, self._rank = ws, None
-        same_as_prev = np.zeros((B, L), dtype=bool)
-        np.equal(word_ids[:, 1:], word_ids[:, :-1], out=same_as_prev[:, 1:])
-        same_as_prev[:, 1:] &= eligible[:, :-1]
-        self.starts = eligible & ~same_as_prev  # (B, L) first token of each word
-        self.count = self.starts.sum(axis=1, dtype=np.int32)  # (B,) words per row
-        W = int(self.count.max()) if B and L else 0
+        # A token continues the word before it when both are eligible with the same word id.
+        # Computed on the flattened batch (contiguous, 3x faster than row slices); a row's first
+        # token never continues.
+        flat_ids = np.ascontiguousarray(word_ids).ravel()
+        continues = np.zeros(B * L, dtype=bool)
+        np.equal(flat_ids[1:], flat_ids[:-1], out=continues[1:])
+        continues[1:] &= eligible.ravel()[:-1]
+        continues = continues.reshape(B, L)
+        if L:
+            continues[:, 0] = False
+        self.starts = np.greater(eligible, continues)  # (B, L) eligible and not a continuation
+        # Word numbers over the flattened batch (int32: cumsum into int64 has no fast path), then
+        # shifted per row so that flat_index = b * W + (word index in the row).
+        acc = np.int32 if B * L < _INT32_MAX else np.int64
+        numbers = np.add.accumulate(self.starts.ravel(), dtype=acc).reshape(B, L)  # (B, L) words so far
+        words_to_row_end = numbers[:, -1] if L else np.zeros(B, dtype=acc)  # (B,)
+        count = words_to_row_end.astype(np.int32)  # (B,) words per row
+        count[1:] -= words_to_row_end[:-1]
+        self.count = count
+        W = int(self.count.max()) if B else 0
         if W >= _MAX_UNITS_PER_ROW:
             raise WWMError(f"a row has {W} words; at most {_MAX_UNITS_PER_ROW - 1} are supported")
-        # flat_index = b * W + (word index in the row), from one cumsum over the flattened batch
-        # of `starts` with each row's first increment shifted so that row b begins at b * W.
-        # (One int32 cumsum: cumsum into int64 has no fast path; the scratch lives in the workspace.)
-        steps = np.empty((B, L), dtype=np.int32) if ws is None else ws.get("word_steps", (B, L), np.int32)
-        np.copyto(steps, self.starts)
-        if B and L:
-            steps[0, 0] -= 1
-            steps[1:, 0] += W - self.count[:-1]
-        if B * W + 1 < np.iinfo(np.int32).max:
-            np.cumsum(steps.ravel(), dtype=np.int32, out=steps.ravel())
-            out = None if ws is None else ws.get("flat_index", (B, L), np.intp)
-            self.flat_index = steps.astype(np.intp) if out is None else out
-            if out is not None:
-                np.copyto(out, steps)
-        else:  # more than 2^31 word slots: an int64 running sum
-            self.flat_index = np.cumsum(steps.ravel(), dtype=np.intp).reshape(B, L)
-        np.copyto(self.flat_index, B * W, where=~eligible)  # (B, L) the dump slot for ineligible tokens
+        shift = np.arange(B, dtype=acc) * acc(W) - (words_to_row_end - self.count) - acc(1)  # (B,)
+        numbers += shift[:, None]
         # intp: bincount and take use it without a conversion pass.
+        self.flat_index = np.empty((B, L), np.intp) if ws is None else ws.get("flat_index", (B, L), np.intp)
+        np.copyto(self.flat_index, numbers)
+        np.copyto(self.flat_index, B * W, where=~eligible)  # (B, L) the dump slot for ineligible tokens
         lengths = np.bincount(self.flat_index.ravel(), minlength=B * W + 1)[: B * W]
         self.lengths = lengths.astype(np.int32).reshape(B, W)  # (B, W) tokens per word
 
     def as_units(self) -> _Units:
-        return _Units(self.lengths, None, None)
+        return _Units(self.lengths, None, None, self.count)
 
     def eligible_rank(self) -> np.ndarray:
         """(B, L): index of each token among its row's eligible tokens (the per-token counter).
@@ -645,30 +685,9 @@ class _Words:
         """
         if self._rank is None:
             out = None if self._ws is None else self._ws.get("rank", self.eligible.shape, np.int32)
-            self._rank = np.cumsum(self.eligible, axis=1, dtype=np.int32, out=out)
+            self._rank = np.add.accumulate(self.eligible, axis=1, dtype=np.int32, out=out)
             self._rank -= 1
         return self._rank
-
-    def eligible_rank_at(self, flat_positions: np.ndarray) -> np.ndarray:
-        """eligible_rank() at a few flat positions, without a cumsum over the batch.
-
-        The eligible flags are packed 8 to a byte; a token's rank is the popcount of the bytes
-        before it in its row (a cumsum over L/8 columns) plus the popcount of its own byte's lower
-        bits. Used for the random replacements, ~1.5% of the tokens.
-        """
-        if self._rank is not None or not hasattr(np, "bitwise_count"):  # numpy < 2.0
-            return self.eligible_rank().ravel().take(flat_positions)
-        L = self.eligible.shape[1]
-        packed = np.packbits(self.eligible, axis=1, bitorder="little")  # (B, ceil(L / 8)) uint8
-        counts = np.bitwise_count(packed).ravel()
-        # Eligible tokens in the bytes before, over the flattened rows (one cumsum), then per row.
-        before = np.cumsum(counts, dtype=np.int32)
-        before -= counts
-        rows, cols = np.divmod(flat_positions, L)
-        byte = rows * packed.shape[1] + (cols >> 3)  # flat byte of each position
-        row_first = before[rows * packed.shape[1]]  # the flattened count at the row's first byte
-        lower_bits = (np.left_shift(1, cols & 7) - 1).astype(np.uint8)  # the row's tokens before, in the byte
-        return before.take(byte) - row_first + np.bitwise_count(packed.ravel().take(byte) & lower_bits)
 
     def segment_end(self) -> np.ndarray:
         """(B, W): index of the first word after word j's segment (a run of eligible tokens).
