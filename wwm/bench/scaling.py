@@ -40,17 +40,18 @@ def _peak_rss_bytes() -> int:
 
 
 def _timed_with_memory(fn, repeats: int) -> tuple[float, int]:
-    """(median seconds of `repeats` calls after one warm-up, peak traced bytes of one call)."""
+    """(median seconds per call over `repeats` samples of >= 20 ms each after warm-up calls, as in
+    `wwm bench masking`; peak traced bytes of the first call)."""
     from wwm.bench.common import median_seconds
 
-    fn()
+    # The first call is traced: it also allocates what later calls reuse (the masker's workspace).
     tracemalloc.start()
     try:
         fn()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return median_seconds(fn, repeats=repeats, warmup=0), peak
+    return median_seconds(fn, repeats=repeats, warmup=1, min_sample_s=0.02), peak
 
 
 def masking_scaling(
