@@ -70,6 +70,24 @@ def test_collator_masks_whole_words_given_word_ids_and_matches_the_masker(bert_u
         np.testing.assert_array_equal(batch["input_ids"][b, :n], single.input_ids[0])
 
 
+def test_word_ids_with_none_as_a_fast_tokenizer_gives_them_equal_word_ids_with_minus_one(
+    bert_uncased_tokenizer,
+):
+    tok = bert_uncased_tokenizer
+    encodings = [tok(t) for t in TEXTS]
+    with_none = [
+        {"input_ids": e["input_ids"], "word_ids": e.word_ids(), "example_id": i}
+        for i, e in enumerate(encodings)
+    ]
+    assert any(w is None for f in with_none for w in f["word_ids"])
+    with_minus_one = [{**f, "word_ids": [-1 if w is None else w for w in f["word_ids"]]} for f in with_none]
+    collator = WholeWordMaskingCollator(tok, MaskingConfig(mask_prob=0.4, seed=5), return_tensors="np")
+    a, b = collator(with_none), collator(with_minus_one)
+    assert (a["labels"] != -100).any()
+    for key in ("input_ids", "labels", "attention_mask"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_collator_computes_word_ids_from_the_vocabulary_when_missing(wordpiece_tokenizer):
     tok = wordpiece_tokenizer
     features = [dict(tok(t, return_special_tokens_mask=True)) for t in TEXTS]

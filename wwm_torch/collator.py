@@ -163,9 +163,10 @@ class WholeWordMaskingCollator:
     def _word_ids(self, features, input_ids: np.ndarray, attention_mask: np.ndarray, L: int) -> np.ndarray:
         if WORD_IDS in features[0]:
             rows = [f[WORD_IDS] for f in features]
-            if not all(isinstance(r, np.ndarray) for r in rows):  # lists may hold None (specials)
-                rows = [[-1 if w is None else w for w in r] for r in rows]
-            word_ids = self._pad(rows, L, -1, np.int64)
+            try:  # integer lists or arrays convert in one C pass
+                word_ids = self._pad(rows, L, -1, np.int64)
+            except TypeError:  # lists holding None for special tokens (a fast tokenizer's word_ids())
+                word_ids = self._pad([[-1 if w is None else w for w in r] for r in rows], L, -1, np.int64)
             if any(len(f[WORD_IDS]) != len(f["input_ids"]) for f in features):
                 raise WWMError("a feature's 'word_ids' has a different length than its 'input_ids'")
             return word_ids
