@@ -430,6 +430,17 @@ def test_rng_is_uint32_lowbias32_with_known_values():
     keys = rng.example_keys(0, 0, np.arange(1000))
     assert np.unique(keys).size == 1000
     assert rng.example_keys(0, 0, np.array([5]))[0] == rng.example_keys(0, 0, np.array([1, 5]))[1]
+    # Every integer dtype of the ids (and a list, and per-example epochs) gives the same keys.
+    pinned = [0xA245FE3B, 0x6DF6CD5C, 0xFC73E458]
+    assert [int(k) for k in rng.example_keys(42, 3, np.array([0, 1, 2**40], dtype=np.uint64))] == pinned
+    assert [int(k) for k in rng.example_keys(42, 3, [0, 1, 2**40])] == pinned
+    assert [int(k) for k in rng.example_keys(42, np.array([3, 3, 3]), np.array([0, 1, 2**40]))] == pinned
+    for dtype in (np.int32, np.uint32, np.uint16):
+        assert [int(k) for k in rng.example_keys(42, 3, np.array([0, 1], dtype=dtype))] == pinned[:2]
+    # Several streams hashed at once equal one stream at a time.
+    both = rng.stream_keys(keys, (rng.STREAM_WORD, rng.STREAM_TOKEN))
+    np.testing.assert_array_equal(both[:, 0], rng.stream_keys(keys, rng.STREAM_WORD))
+    np.testing.assert_array_equal(both[:, 1], rng.stream_keys(keys, rng.STREAM_TOKEN))
 
 
 def test_importing_the_core_imports_no_framework():

@@ -78,7 +78,7 @@ def example_keys(seed: int, epoch: int | np.ndarray, example_ids: np.ndarray) ->
         x = np.bitwise_xor(ids.astype(U32), h, dtype=U32)  # (B,) low bits (C cast = mod 2^32)
         _hash32_inplace(x)
         if ids.dtype.itemsize > 4:
-            x ^= (ids >> 32).astype(U32)
+            x ^= (ids >> ids.dtype.type(32)).astype(U32)  # a typed shift: uint64 >> int is float in numpy 1.x
         return _hash32_inplace(x)
     id_lo, id_hi = _split64(ids)
     h = hash32(h ^ id_lo)
