@@ -223,9 +223,8 @@ class WholeWordMasker:
         )
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise WWMError(f"epoch must be a non-negative integer; got {epoch!r}")
-        eligible = np.greater(
-            word_ids >= 0, self._is_special(input_ids)
-        )  # (B, L) a word's token, not special
+        # (B, L) eligible: a word's token (word id >= 0) that is not special; a > b is a & ~b.
+        eligible = np.greater(word_ids >= 0, self._is_special(input_ids))
         if attention_mask is not None:
             eligible &= np.asarray(attention_mask) != 0
         keys = rng.example_keys(self.config.seed, int(epoch), example_ids)  # (B,)
@@ -244,9 +243,9 @@ class WholeWordMasker:
         if self.config.replacement_unit == "word":
             # One decision per chosen word, scattered into a (B, W) grid (0 elsewhere) and moved
             # to tokens with one gather.
+            chosen_words = chosen  # flat (B, W) indices
             if units.word_to_unit is not None:  # spans: the words of the chosen spans
-                chosen = np.flatnonzero(units.to_words(_grid_of(chosen, units.lengths.size), B))
-            chosen_words = chosen
+                chosen_words = np.flatnonzero(units.to_words(_grid_of(chosen, units.lengths.size), B))
             state = np.zeros(B * W + 1, dtype=np.int8)  # + the dump slot of ineligible tokens
             state[chosen_words] = self._categories(word_draws.ravel().take(chosen_words) & rng.LOW16)
             replacement = state.take(words.flat_index)  # (B, L) int8
