@@ -79,6 +79,24 @@ def words_of_row(wids_row: np.ndarray, eligible_row: np.ndarray) -> list[np.ndar
     return words
 
 
+def assert_equals_reference(masker, ids, wids, example_ids, epoch, special_token_ids=SPECIALS):
+    out = masker(ids, wids, example_ids, epoch)
+    for b in range(ids.shape[0]):
+        ref_ids, ref_labels = reference_mask_row(
+            masker.config,
+            mask_token_id=MASK,
+            vocab_size=VOCAB,
+            special_token_ids=special_token_ids,
+            input_ids=ids[b],
+            word_ids=wids[b],
+            example_id=int(example_ids[b]),
+            epoch=epoch,
+        )
+        np.testing.assert_array_equal(out.input_ids[b], ref_ids)
+        np.testing.assert_array_equal(out.labels[b], ref_labels)
+    return out
+
+
 config_strategy = st.fixed_dictionaries(
     {
         "mask_prob": st.sampled_from([0.0, 0.05, 0.15, 0.3, 0.5, 1.0]),
@@ -100,21 +118,7 @@ def test_fast_masker_equals_naive_reference_bit_for_bit(config, data_seed, B, L)
     ids, wids = random_batch(rs, B, L)
     example_ids = rs.integers(0, 2**40, size=B)
     epoch = int(rs.integers(0, 5))
-    masker = make_masker(**config)
-    out = masker(ids, wids, example_ids, epoch)
-    for b in range(B):
-        ref_ids, ref_labels = reference_mask_row(
-            masker.config,
-            mask_token_id=MASK,
-            vocab_size=VOCAB,
-            special_token_ids=SPECIALS,
-            input_ids=ids[b],
-            word_ids=wids[b],
-            example_id=int(example_ids[b]),
-            epoch=epoch,
-        )
-        np.testing.assert_array_equal(out.input_ids[b], ref_ids)
-        np.testing.assert_array_equal(out.labels[b], ref_labels)
+    assert_equals_reference(make_masker(**config), ids, wids, example_ids, epoch)
 
 
 def rows_of_words(rs: np.random.Generator, B: int, L: int, lengths, p) -> tuple[np.ndarray, np.ndarray]:
@@ -131,24 +135,6 @@ def rows_of_words(rs: np.random.Generator, B: int, L: int, lengths, p) -> tuple[
             pos, word = pos + n, word + 1
         ids[b, pos] = SEP
     return ids, wids
-
-
-def assert_equals_reference(masker, ids, wids, example_ids, epoch, special_token_ids=SPECIALS):
-    out = masker(ids, wids, example_ids, epoch)
-    for b in range(ids.shape[0]):
-        ref_ids, ref_labels = reference_mask_row(
-            masker.config,
-            mask_token_id=MASK,
-            vocab_size=VOCAB,
-            special_token_ids=special_token_ids,
-            input_ids=ids[b],
-            word_ids=wids[b],
-            example_id=int(example_ids[b]),
-            epoch=epoch,
-        )
-        np.testing.assert_array_equal(out.input_ids[b], ref_ids)
-        np.testing.assert_array_equal(out.labels[b], ref_labels)
-    return out
 
 
 def test_fill_that_runs_past_the_first_ranks_equals_the_reference(monkeypatch):
