@@ -32,7 +32,6 @@ NOT_MASKED, REPLACED_BY_MASK, REPLACED_BY_RANDOM, KEPT = 0, 1, 2, 3
 
 _INT32_MAX = (1 << 31) - 1
 _MAX_UNITS_PER_ROW = 1 << 31  # unit index and priority are packed into one uint64 sort key
-_LAST = np.uint64(0xFFFFFFFFFFFFFFFF)  # sort key of a non-candidate unit
 
 
 def _default_ngram_probs(max_ngram: int) -> tuple[float, ...]:
