@@ -104,7 +104,7 @@ def hf_config(vocab: int = 128) -> dict:
             "pad_token_id": 0}  # fmt: skip
 
 
-def main(spec_path: str) -> None:
+def main(spec_path: str) -> int:
     with open(spec_path) as f:
         spec = json.load(f)
     flags = os.environ.get("XLA_FLAGS", "")
@@ -146,7 +146,10 @@ def main(spec_path: str) -> None:
             info = {k: summary[k] for k in ("status", "steps", "loss", "eval", "tokens_per_s", "hf_dir")}
             with open(os.path.join(run["output_dir"], "summary.json"), "w") as f:
                 json.dump(info, f)
+        if summary["status"] == "stopped":  # SIGTERM: 0, Ctrl-C: 130, as `wwm train` exits
+            return summary["exit_status"]
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1]))

@@ -56,7 +56,10 @@ def test_tiny_config_is_the_default_run():
     assert config.tokenizer.train == TokenizerTrainConfig(kind="wordpiece", vocab_size=4000)
     assert config.tokenizer.path is None
     # output_dir is relative to the config file
-    assert config.output_dir == str((REPO / "runs" / "tiny").resolve())
+    assert config.output_dir == str((REPO / "runs" / "tiny-jax").resolve())
+    # each trainer gets its own run directory from the same config
+    torch_config = load_config(REPO / "configs" / "tiny.yaml", ["train.framework=torch"])
+    assert torch_config.output_dir == str((REPO / "runs" / "tiny-torch").resolve())
 
 
 # ------------------------------------------------------------------ overrides
@@ -211,7 +214,7 @@ def test_save_and_reload_round_trip(tmp_path, monkeypatch):
     save_config(config, tmp_path / "sub" / "saved.yaml")
     reloaded = load_config(tmp_path / "sub" / "saved.yaml")
     # The relative default output_dir was written as an absolute path (relative to the cwd).
-    assert reloaded == dataclasses.replace(config, output_dir=str(tmp_path / "runs" / "wwm"))
+    assert reloaded == dataclasses.replace(config, output_dir=str(tmp_path / "runs" / "wwm-jax"))
     as_dict = config_to_dict(config)
     assert as_dict["masking"]["ngram_probs"] == [0.5, 0.5]
     assert as_dict["data"]["train_files"] == ["/a.txt"]

@@ -373,7 +373,7 @@ def _wait_for_step(proc: subprocess.Popen, out_dir: str, step: int, timeout: flo
 def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
     """Dropout on, 18 steps, checkpoints every 3. The interrupted run is SIGKILLed after step 7 (and
     resumes from its newest checkpoint), then SIGTERMed a few steps later (saves where it stands and
-    exits 0), then finishes. Its per-step losses and final parameters equal the uninterrupted run's bit
+    exits 0), then Ctrl-C'd (SIGINT: saves where it stands, exits 130), then finishes. Its per-step losses and final parameters equal the uninterrupted run's bit
     for bit. A half-written checkpoint folder (as a kill during a save leaves) is ignored and cleaned up.
 
     The trainer prefetches two batches, so a signal can land up to two steps after the step the test
@@ -407,12 +407,22 @@ def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
     assert killed_at + 4 <= saved < 18
     assert not os.path.exists(partial)
 
+    # Ctrl-C (SIGINT): the same save of the step it stands at, and the shell's exit status 130.
+    proc = _start(slow)
+    _wait_for_step(proc, out, saved + 2)
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, text[-3000:]
+    assert "SIGINT (Ctrl-C): saved step" in text and "Traceback" not in text, text[-3000:]
+    interrupted = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
+    assert saved + 2 <= interrupted < 18
+
     _run_worker(_spec(tmp_path, "finish", {"devices": 1, "runs": [dict(base, output_dir=out)]}))
     assert _losses(out) == _losses(ref)  # exact float equality
     a, b = _params(out), _params(ref)
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    # keep: 2 -> the two newest of the saves (every 3 steps, the SIGTERM save, the final one).
-    assert sorted(os.listdir(ckpts), key=int) == [str(max(saved, 15)), "18"]
+    # keep: 2 -> the two newest of the saves (every 3 steps, the signal saves, the final one).
+    assert sorted(os.listdir(ckpts), key=int) == [str(max(interrupted, 15)), "18"]
 
 
 def test_run_builds_the_model_from_the_tokenizer_and_exports_it(
@@ -452,4 +462,109 @@ def test_run_builds_the_model_from_the_tokenizer_and_exports_it(
         json.loads(line)["loss"] for line in open(tmp_path / "run" / "metrics.jsonl") if '"loss"' in line
     ]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    assert transformers.AutoTokenizer.from_pretrained(hf_dir).mask_token_id == 4
+    exported = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    assert exported.mask_token_id == 4
+    # pipelines truncate to model_max_length: it must be the model's positions, not the tokenizer's default
+    assert (
+        exported.model_max_length
+        == model.config.max_position_embeddings
+        != wordpiece_tokenizer.model_max_length
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in os.listdir(hf_dir):
+        assert os.stat(hf_dir / name).st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints you can trust
+# --------------------------------------------------------------------------------------------------
+
+
+def _truncate_files(folder) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "r+b") as f:
+                f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, capfd):
+    _train_in_process(tmp_path, steps=4, every_steps=2, keep=3)
+    ckpts = tmp_path / "run" / "checkpoints"
+    _truncate_files(ckpts / "4")  # what a full disk or a copy cut short leaves
+    capfd.readouterr()
+    summary = _train_in_process(tmp_path, steps=6, every_steps=2, keep=3)
+    err = capfd.readouterr().err
+    warnings = [line for line in err.splitlines() if "is unreadable" in line]
+    assert len(warnings) == 1 and f"{ckpts}/4 is unreadable" in warnings[0] and "Traceback" not in err
+    assert summary["start_step"] == 2 and summary["steps"] == 6 and summary["status"] == "done"
+    assert _losses(tmp_path / "run")[:2] and len(_losses(tmp_path / "run")) == 6  # steps 1..6, once each
+    (moved,) = os.listdir(tmp_path / "run" / "corrupt-checkpoints")  # kept for inspection, not deleted
+    assert moved.startswith("4-")
+    assert sorted(os.listdir(ckpts), key=int) == ["2", "4", "6"]
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
+    from wwm.errors import WWMError
+
+    _train_in_process(tmp_path, steps=2, every_steps=1, keep=2)
+    for step in ("1", "2"):
+        _truncate_files(tmp_path / "run" / "checkpoints" / step)
+    with pytest.raises(WWMError, match=r"no checkpoint in .* can be read \(2 tried\).*--overwrite"):
+        _train_in_process(tmp_path, steps=4, every_steps=1, keep=2)
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, monkeypatch):
+    from wwm.errors import WWMError
+
+    _train_in_process(tmp_path, steps=2, every_steps=2)
+    smaller = dict(worker.hf_config(), hidden_size=16, intermediate_size=32)
+    monkeypatch.setattr(worker, "hf_config", lambda: smaller)
+    with pytest.raises(
+        WWMError, match=r"checkpoints/2 holds another model \(parameter .*: \(.*\) there"
+    ) as err:
+        _train_in_process(tmp_path, steps=4, every_steps=2)
+    assert "\n" not in str(err.value)
+
+
+def test_a_nan_gradient_norm_with_a_finite_loss_stops_and_saves_nothing(tmp_path, monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    import wwm_jax.train as jt
+    from wwm.errors import WWMError
+
+    real = jt.compile_steps
+
+    def poisoned_compile(*args, **kwargs):
+        step_fn, eval_fn = real(*args, **kwargs)
+
+        def step(state, batch):
+            state, metrics = step_fn(state, batch)
+            if int(state.step) == 2:  # the update of step 2 made the parameters NaN, the loss was finite
+                state = state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params))
+                metrics = dict(metrics, grad_norm=jnp.float32(jnp.nan))
+            return state, metrics
+
+        return step, eval_fn
+
+    monkeypatch.setattr(jt, "compile_steps", poisoned_compile)
+    with pytest.raises(WWMError, match=r"the grad norm is nan at step 2: stopping.*checkpoints/1"):
+        _train_in_process(tmp_path, steps=4, every_steps=1)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1"]
+
+
+def test_the_checkpointer_never_saves_non_finite_state(tmp_path):
+    import jax.numpy as jnp
+
+    from wwm.train_config import CheckpointConfig
+    from wwm_jax.checkpoint import Checkpointer, NonFiniteStateError
+    from wwm_jax.train_step import TrainState
+
+    ckpt = Checkpointer(str(tmp_path), CheckpointConfig())
+    state = TrainState(step=jnp.int32(1), params={"w": jnp.array([1.0, jnp.inf])}, opt_state=(),
+                       rng=jnp.zeros(2, jnp.uint32))  # fmt: skip
+    with pytest.raises(NonFiniteStateError, match="NaN/inf at step 1"):
+        ckpt.save(1, state, {})
+    assert ckpt.latest_step() is None
+    ckpt.close()

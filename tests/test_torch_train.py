@@ -404,14 +404,26 @@ def test_torchrun_two_processes_give_the_losses_of_one(tmp_path, tokenizer_dir):
         np.testing.assert_allclose(w2[key], w1[key], atol=1e-6, err_msg=key)
 
 
+def _wait_for_new_step(proc, metrics: str, after: int, timeout: float = 180) -> int:
+    """Wait until metrics.jsonl has a step >= `after`; return the newest step."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        steps = [json.loads(x).get("step", 0) for x in open(metrics, encoding="utf-8") if x.strip()]
+        if steps and max(steps) >= after:
+            return max(steps)
+        time.sleep(0.05)
+    raise TimeoutError(f"step {after} not reached")
+
+
 @pytest.mark.slow
-def test_resume_after_sigkill_continues_exactly(tmp_path, tokenizer_dir):
+def test_resume_after_sigkill_sigterm_and_ctrl_c_continues_exactly(tmp_path, tokenizer_dir):
     # Dropout on: the resumed run must also restore the RNG state.
-    full = _spec(tmp_path, tokenizer_dir, "full", dropout=0.1, train=dict(max_steps=8))
+    full = _spec(tmp_path, tokenizer_dir, "full", dropout=0.1, train=dict(max_steps=12))
     _finish(_launch(_write_spec(tmp_path, full, "full")))
     expected, expected_eval = _records(full["output_dir"])
 
-    killed = _spec(tmp_path, tokenizer_dir, "killed", dropout=0.1, train=dict(max_steps=8))
+    killed = _spec(tmp_path, tokenizer_dir, "killed", dropout=0.1, train=dict(max_steps=12))
     proc = _launch(_write_spec(tmp_path, dict(killed, sleep_after_step=0.5), "killed"))
     metrics = os.path.join(killed["output_dir"], "metrics.jsonl")
     deadline = time.time() + 180
@@ -425,19 +437,101 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, tokenizer_dir):
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     checkpoints = os.listdir(os.path.join(killed["output_dir"], "checkpoints"))
-    assert "checkpoint-3" in checkpoints and "checkpoint-8" not in checkpoints
+    assert "checkpoint-3" in checkpoints and "checkpoint-12" not in checkpoints
 
     # A checkpoint cut short by the kill (no trainer_state.json) is never resumed from.
-    partial = os.path.join(killed["output_dir"], "checkpoints", "checkpoint-7")
+    partial = os.path.join(killed["output_dir"], "checkpoints", "checkpoint-99")
     os.makedirs(partial)
     open(os.path.join(partial, "config.json"), "w").close()
+
+    # SIGTERM, then Ctrl-C (SIGINT): each saves the step it stands at and exits (0, then 130); each
+    # rerun resumes from that step.
+    stops = []
+    for signum, status in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        before = max(r["step"] for r in _records(killed["output_dir"])[0])
+        proc = _launch(_write_spec(tmp_path, dict(killed, sleep_after_step=0.5), f"stop{signum}"))
+        at = _wait_for_new_step(proc, metrics, after=before + 1)  # this process is training
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == status, out[-4000:]
+        assert "saved step" in out and "Traceback" not in out, out[-4000:]
+        saved = max(
+            int(n.split("-")[1]) for n in os.listdir(os.path.join(killed["output_dir"], "checkpoints"))
+        )
+        assert at <= saved < 12, (at, saved)
+        assert max(r["step"] for r in _records(killed["output_dir"])[0]) == saved
+        stops.append(saved)
     out = _finish(_launch(_write_spec(tmp_path, killed, "resume")))
-    assert "resuming from" in out and "checkpoint-3" in out
+    assert "resuming from" in out and f"checkpoint-{stops[-1]}" in out
     resumed, resumed_eval = _records(killed["output_dir"])
-    assert [r["step"] for r in resumed] == list(range(1, 9))
+    assert [r["step"] for r in resumed] == list(range(1, 13))
     assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # identical, not close
     assert [r["grad_norm"] for r in resumed] == [r["grad_norm"] for r in expected]
     assert [r["eval_loss"] for r in resumed_eval] == [r["eval_loss"] for r in expected_eval]
     w_full = load_file(os.path.join(full["output_dir"], "hf", "model.safetensors"))
     w_resumed = load_file(os.path.join(killed["output_dir"], "hf", "model.safetensors"))
     assert all(np.array_equal(w_full[k], w_resumed[k]) for k in w_full)
+
+
+# ------------------------------------------------------------------------------------------ trust
+def test_a_nan_gradient_norm_with_a_finite_loss_stops_before_saving(tmp_path, tokenizer_dir):
+    class PoisonGradients(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:  # step 3: the forward pass (the loss) is fine, the gradient is NaN
+                param = next(model.parameters())
+                self.handle = param.register_hook(lambda grad: grad * float("nan"))
+            elif state.global_step == 3:
+                self.handle.remove()
+
+    spec = _spec(tmp_path, tokenizer_dir, train=dict(max_steps=6), checkpoint=dict(every_steps=1))
+    with pytest.raises(NonFiniteLossError, match="gradient norm is nan at step 3") as err:
+        _train(spec, callbacks=[PoisonGradients()])
+    assert "checkpoint-2" in str(err.value)
+    checkpoints = os.path.join(spec["output_dir"], "checkpoints")
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint-1", "checkpoint-2"]
+    assert [r["step"] for r in _records(spec["output_dir"])[0]] == [1, 2]
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_and_another_model_is_refused(tmp_path, tokenizer_dir, capfd):
+    from wwm.errors import WWMError
+
+    spec = _spec(tmp_path, tokenizer_dir, train=dict(max_steps=4), checkpoint=dict(every_steps=2, keep=3))
+    assert run(make_config(spec), prepared=make_prepared(spec)) == 0
+    checkpoints = os.path.join(spec["output_dir"], "checkpoints")
+    optimizer = os.path.join(checkpoints, "checkpoint-4", "optimizer.pt")
+    with open(optimizer, "r+b") as f:  # cut short, as a full disk leaves it
+        f.truncate(os.path.getsize(optimizer) // 2)
+    capfd.readouterr()
+    longer = dict(spec, sections=dict(spec["sections"], train=dict(spec["sections"]["train"], max_steps=6)))
+    assert run(make_config(longer), prepared=make_prepared(longer)) == 0
+    out, err = capfd.readouterr()
+    assert "checkpoint-4 is unreadable (optimizer.pt:" in err and "Traceback" not in err
+    assert "resuming from" in out and "checkpoint-2" in out
+    assert [r["step"] for r in _records(spec["output_dir"])[0]] == [1, 2, 3, 4, 5, 6]
+    (moved,) = os.listdir(os.path.join(spec["output_dir"], "corrupt-checkpoints"))
+    assert moved.startswith("checkpoint-4-")
+
+    smaller = dict(
+        longer, sections=dict(longer["sections"], model=dict(longer["sections"]["model"], hidden_size=16))
+    )
+    with pytest.raises(WWMError, match=r"checkpoint-6 holds another model \(.*shape") as error:
+        run(make_config(smaller), prepared=make_prepared(smaller), allow_changes=True)
+    assert "\n" not in str(error.value)
+
+
+def test_the_export_loads_elsewhere_with_the_models_length_and_ordinary_modes(tmp_path, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    spec = _spec(tmp_path, tokenizer_dir, train=dict(max_steps=1), model=dict(max_position_embeddings=200))
+    old = os.umask(0o022)
+    try:
+        assert run(make_config(spec), prepared=make_prepared(spec)) == 0
+    finally:
+        os.umask(old)
+    hf = os.path.join(spec["output_dir"], "hf")
+    assert AutoTokenizer.from_pretrained(hf).model_max_length == 200  # the model's positions
+    for name in os.listdir(hf):
+        assert os.stat(os.path.join(hf, name)).st_mode & 0o777 == 0o644, name
+    assert os.stat(hf).st_mode & 0o777 == 0o755
+    for line in open(os.path.join(spec["output_dir"], "metrics.jsonl"), encoding="utf-8"):
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))

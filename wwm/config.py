@@ -55,6 +55,7 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "path_field",
+    "resolved_dict",
     "save_config",
 ]
 
@@ -183,7 +184,20 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     seed: int = 0
-    output_dir: str = path_field("runs/wwm")
+    # "{framework}" is replaced by train.framework when the config is built (`--framework torch` too),
+    # so that the shipped configs give each trainer its own run directory.
+    output_dir: str = path_field("runs/wwm-{framework}")
+
+    def __post_init__(self) -> None:
+        if "{framework}" in self.output_dir:
+            object.__setattr__(
+                self, "output_dir", self.output_dir.replace("{framework}", self.train.framework)
+            )
+        if "{" in self.output_dir or "}" in self.output_dir:
+            raise WWMError(
+                f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
+                "write the folder name out"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -519,9 +533,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     return from_dict(RunConfig, data)
 
 
+def resolved_dict(config: Any) -> dict[str, Any]:
+    """A config as plain data with absolute paths (relative ones resolve against the current directory):
+    what `save_config` writes, and what a run directory's recorded config is compared with."""
+    return _resolve_paths(type(config), config_to_dict(config), Path.cwd())
+
+
 def save_config(config: Any, path: str | os.PathLike) -> None:
     """Write a config as YAML with absolute paths (relative ones resolve against the current directory),
     so that it reloads the same from anywhere."""
-    data = _resolve_paths(type(config), config_to_dict(config), Path.cwd())
+    data = resolved_dict(config)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -11,6 +11,16 @@ TRAIN_RECORD_KEYS = frozenset(
 EVAL_RECORD_KEYS = frozenset({"step", "eval_loss", "eval_accuracy", "eval_perplexity"})
 
 
+def dumps_record(record: dict) -> str:
+    """One metrics.jsonl line. NaN and infinities become null: the file stays valid JSON (RFC 8259 has
+    no NaN), so jq, pandas and JavaScript read it."""
+    import json
+    import math
+
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
 def truncate_after(path: str, step: int) -> None:
     """On resume, keep the records of steps <= `step` (the restored checkpoint); later ones are
     computed again. A line cut short by a kill mid-write is dropped, not an error."""

@@ -9,17 +9,60 @@ after every file (and `commit_success.txt` where renames are not atomic) is writ
 a save leaves the previous step intact; the temp folder is ignored and removed on the next start
 (`cleanup_tmp_directories`). Saves are synchronous: the step loop waits for the write (simple and safe
 under preemption; the cost is small next to `every_steps` training steps).
+
+Trust: `save` refuses a state with a NaN or infinite parameter or optimizer moment (it would be called
+"the last good checkpoint" later). `restore_latest` takes the newest step that restores; a step that
+does not (truncated or corrupt files: a full disk, a copy cut short) is skipped with a one-line warning.
+A checkpoint of another model (other parameter shapes) is refused with one line, never half-restored.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from wwm.errors import WWMError
+from wwm.rundir import corrupt_destination
 from wwm.train_config import CheckpointConfig
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every floating-point leaf of `tree` (parameters, optimizer moments) is finite."""
+    return bool(jax.device_get(_all_finite(tree)))
+
+
+class NonFiniteStateError(WWMError):
+    """A state with NaN/inf values was about to be saved."""
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _param_shapes(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, tuple[int, ...]]:
+    """'/'-joined parameter path -> shape, for the leaves under `prefix` (checkpoint metadata and a live
+    TrainState's params name their nodes differently; the joined key names agree)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = tuple(_key_name(k) for k in path)
+        if names[: len(prefix)] == prefix:
+            out["/".join(names[len(prefix) :])] = tuple(getattr(leaf, "shape", ()))
+    return out
 
 
 class Checkpointer:
@@ -31,7 +74,8 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -39,6 +83,11 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict) -> None:
         if step in self.manager.all_steps():
             return  # already saved (e.g. the final step fell on a checkpoint step)
+        if not all_finite((state.params, state.opt_state)):
+            raise NonFiniteStateError(
+                f"the parameters or optimizer state hold NaN/inf at step {step}: not saving them; the newest "
+                f"checkpoint in {self.directory} stays the last good one. Lower optim.learning_rate or check the data"
+            )
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -55,6 +104,59 @@ class Checkpointer:
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
         )
         return out.state, out.meta
+
+    def check_shapes(self, step: int, target: Any) -> None:
+        """One line if checkpoint `step` holds a model of other parameter shapes than `target` (a TrainState)."""
+        try:
+            saved = _param_shapes(self.manager.item_metadata(step)["state"], ("params",))
+        except Exception:
+            return  # unreadable metadata: restore decides (and falls back)
+        want = _param_shapes(target.params)
+        if not saved:
+            return
+        for key in sorted(set(want) | set(saved)):
+            if saved.get(key) != want.get(key):
+                raise WWMError(
+                    f"checkpoint {self.directory}/{step} holds another model (parameter {key}: "
+                    f"{saved.get(key, 'absent')} there, {want.get(key, 'absent')} in this config); resume it with "
+                    "the config it was trained with, or use another output_dir"
+                )
+
+    def restore_latest(self, target: Any, *, lead: bool = True) -> tuple[int, Any, dict] | None:
+        """(step, state, meta) of the newest checkpoint that restores, or None when there is none.
+
+        A corrupt step is skipped with a one-line warning and moved (lead process) to
+        `<output_dir>/corrupt-checkpoints/` (kept for inspection, out of the way of the step that will be
+        saved again under its number). All of them corrupt is an error, never a silent restart."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
+            self.check_shapes(step, target)
+            try:
+                state, meta = self.restore(step, target)
+            except WWMError:
+                raise
+            except Exception as err:
+                reason = " ".join(str(err).split())[:160]
+                aside = corrupt_destination(self.directory, str(step))
+                print(
+                    f"wwm: warning: checkpoint {self.directory}/{step} is unreadable ({type(err).__name__}: "
+                    f"{reason}); moved to {aside}, trying the one before",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if lead:
+                    os.makedirs(os.path.dirname(aside), exist_ok=True)
+                    shutil.move(os.path.join(self.directory, str(step)), aside)
+                continue
+            if step != steps[0]:
+                self.manager.reload()  # forget the steps moved aside
+            return step, state, meta
+        if steps:
+            raise WWMError(
+                f"no checkpoint in {self.directory} can be read ({len(steps)} tried); restore them from a backup, "
+                "or pass --overwrite to start this run over"
+            )
+        return None
 
     def close(self) -> None:
         self.manager.wait_until_finished()

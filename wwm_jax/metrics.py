@@ -12,7 +12,6 @@ MFU: the FLOPs count and the table of chip peaks are in wwm.flops (shared with t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import jax
 
 from wwm.flops import peak_flops
+from wwm.metrics_schema import dumps_record
 
 
 def peak_flops_per_device(configured: float | None = None, device_kind: str | None = None) -> float | None:
@@ -43,7 +43,11 @@ class MetricsWriter:
         if logging_config.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+            # On resume, purge_step hides the points of the steps after the checkpoint that an earlier
+            # process logged: they are computed again, and TensorBoard would show both.
+            self.tb = SummaryWriter(
+                os.path.join(output_dir, "tensorboard"), purge_step=start_step + 1 if start_step else None
+            )
         if logging_config.progress_bar:
             from tqdm import tqdm
 
@@ -53,7 +57,7 @@ class MetricsWriter:
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.jsonl is not None:
-            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.write(dumps_record(record) + "\n")
             self.jsonl.flush()
 
     def train(self, record: dict[str, Any], *, log: bool) -> None:

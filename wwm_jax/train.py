@@ -10,10 +10,10 @@ docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 from wwm.errors import WWMError
 from wwm.flops import flops_per_step
 from wwm.metrics_schema import truncate_after
+from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
@@ -39,10 +40,19 @@ from wwm_jax.optim import make_optimizer
 from wwm_jax.train_step import TrainState, compile_steps, masked_bound, to_micro_batches
 
 
-def run(config) -> int:
-    """Prepare the data, train, export. Returns the process exit status."""
+def run(config, *, overwrite: bool = False, allow_changes: bool = False) -> int:
+    """Check and claim the run directory, prepare the data, train, export. Returns the exit status.
+
+    `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings
+    (wwm.rundir; `wwm train --overwrite / --allow-config-change`)."""
     shd.initialize_distributed(config.parallel.distributed)  # before anything touches a device
     from wwm.data import prepare_dataset
+    from wwm.preflight import start_run
+
+    several = jax.process_count() > 1
+    run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes,
+                        lead=jax.process_index() == 0,
+                        barrier=multihost_utils.sync_global_devices if several else None)  # fmt: skip
 
     if jax.process_count() > 1:
         # Process 0 builds the data cache first; the others then find it (no race on a shared disk).
@@ -64,10 +74,13 @@ def run(config) -> int:
         masker=data.masker(),
         hf_config=hf_config,
         tokenizer=data.tokenizer,
+        run_dir=run_dir,
     )
     if jax.process_index() == 0:
         print(format_summary(summary), flush=True)
-    return 0 if summary["status"] in ("done", "preempted") else 1
+    if summary["status"] == "stopped":
+        return summary["exit_status"]
+    return 0 if summary["status"] == "done" else 1
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -121,14 +134,30 @@ def host_params(state: TrainState) -> dict:
 
 
 def export_hf(graphdef, params: dict, out_dir: str, tokenizer=None) -> str:
-    """Write a Hugging Face directory (model + tokenizer) that AutoModelForMaskedLM loads."""
+    """Write a Hugging Face directory (model + tokenizer) that AutoModelForMaskedLM loads; the
+    tokenizer's model_max_length is the model's usable positions (pipelines truncate to it)."""
+    from wwm.preflight import usable_positions
+    from wwm.rundir import normalize_permissions
     from wwm_jax import convert
 
     model = nnx.merge(graphdef, jax.tree.map(np.asarray, params))
     convert.save_hf(model, out_dir)
     if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
+        with open(os.path.join(out_dir, "config.json"), encoding="utf-8") as f:
+            positions = usable_positions(json.load(f))
+        save_tokenizer(tokenizer, out_dir, positions)
+    normalize_permissions(out_dir)
     return out_dir
+
+
+def save_tokenizer(tokenizer, out_dir: str, model_max_length: int) -> None:
+    """`tokenizer.save_pretrained(out_dir)` with `model_max_length` set, the shared tokenizer untouched."""
+    previous = tokenizer.model_max_length
+    tokenizer.model_max_length = model_max_length
+    try:
+        tokenizer.save_pretrained(out_dir)
+    finally:
+        tokenizer.model_max_length = previous
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -192,31 +221,13 @@ def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, dic
 # ----------------------------------------------------------------------------------------------------
 
 
-class _Preemption:
-    """SIGTERM (TPU preemption, `kill`) sets a flag; the loop saves a checkpoint and exits cleanly."""
-
-    def __init__(self):
-        self.flag = False
-        self.previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.flag = True
-
-    def requested(self) -> bool:
-        if jax.process_count() == 1:
-            return self.flag
-        # Every host must stop at the same step (saves are collective): agree on the flag.
-        flags = multihost_utils.process_allgather(np.array(self.flag, np.int32))
-        return bool(np.any(flags))
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+def _stop_requested(stop: StopRequest) -> bool:
+    """Whether a SIGTERM/SIGINT asked the run to stop (on any host: saves are collective, so every host
+    must stop at the same step)."""
+    if jax.process_count() == 1:
+        return stop.signal is not None
+    flags = multihost_utils.process_allgather(np.array(stop.signal is not None, np.int32))
+    return bool(np.any(flags))
 
 
 def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[str, float]:
@@ -262,8 +273,11 @@ def train(
     masker,
     hf_config: dict | None,
     tokenizer=None,
+    run_dir=None,
 ) -> dict[str, Any]:
-    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns a summary."""
+    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns a summary.
+
+    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here."""
     t_start = time.perf_counter()
     tc, out_dir = config.train, config.output_dir
     lead = jax.process_index() == 0
@@ -280,21 +294,24 @@ def train(
 
     from wwm.data import BatchIterator, DataPosition
 
+    if run_dir is None:
+        from wwm.rundir import claim
+
+        run_dir = claim(config, "jax", lead=lead)
     ckpt = Checkpointer(out_dir, config.checkpoint)
     position = DataPosition()
-    latest = ckpt.latest_step() if config.checkpoint.resume else None
-    if latest is not None:
-        state, meta = ckpt.restore(latest, state)
+    restored = ckpt.restore_latest(state, lead=lead) if run_dir.resume else None
+    if restored is not None:
+        latest, state, meta = restored
         position = DataPosition.from_dict(meta["data_position"])
     start = int(jax.device_get(state.step))
     if lead:
         os.makedirs(out_dir, exist_ok=True)
         truncate_after(os.path.join(out_dir, "metrics.jsonl"), start)
-        from wwm.config import save_config
-
-        save_config(config, os.path.join(out_dir, "config.yaml"))
     writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead)
-    if latest is not None:
+    for text in run_dir.messages:
+        writer.message(f"wwm: {text}")
+    if restored is not None:
         writer.message(f"resumed from {ckpt.directory}/{latest} (data position {position.to_dict()})")
 
     host = shd.host_rows(mesh, tc.global_batch_size)
@@ -319,7 +336,7 @@ def train(
                                "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": n_params}  # fmt: skip
     timed_tokens, timed_s = 0, 0.0
     step, pos = start, position.to_dict()
-    with _Preemption() as preemption:
+    with StopRequest("wwm train") as stop:
         try:
             while step < tc.max_steps:
                 rows, pos = next(stream)
@@ -328,11 +345,14 @@ def train(
                 metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
                 dt = time.perf_counter() - t0
                 step += 1
-                if not math.isfinite(metrics["loss"]):
+                bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(metrics[k])), None)
+                if bad is not None:
+                    # A finite loss with a NaN gradient norm has already made the parameters NaN.
                     good = ckpt.latest_step()
                     summary.update(status="failed", steps=step)
                     raise WWMError(
-                        f"the loss is {metrics['loss']} at step {step}: stopping. The last good checkpoint is "
+                        f"the {bad.replace('_', ' ')} is {metrics[bad]} at step {step}: stopping. The last good "
+                        "checkpoint is "
                         + (
                             f"{ckpt.directory}/{good}"
                             if good is not None
@@ -353,10 +373,11 @@ def train(
                 if val_dataset is not None and (step % config.eval.every_steps == 0 or step == tc.max_steps):
                     summary["eval"] = evaluate(eval_fn, state.params, val_dataset, masker, mesh, config, host)
                     writer.eval({"step": step, **summary["eval"]})
-                if step < tc.max_steps and preemption.requested():
+                if step < tc.max_steps and _stop_requested(stop):
                     save(step, pos)
-                    writer.message(f"SIGTERM: saved step {step} to {ckpt.directory}; exiting")
-                    summary["status"] = "preempted"
+                    writer.message(f"{stop.name or 'a signal on another host'}: saved step {step} to "
+                                   f"{ckpt.directory}; exiting (run the same command to resume)")  # fmt: skip
+                    summary.update(status="stopped", exit_status=stop.exit_status)
                     break
             if summary["status"] == "done":
                 save(step, pos)

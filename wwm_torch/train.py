@@ -76,34 +76,52 @@ def build_trainer(config: Any, prepared: Any = None, *, record_batches: bool = F
     return trainer, args, prepared
 
 
-def run(config: Any, *, prepared: Any = None, callbacks: tuple = ()) -> int:
-    """Train (or resume from the newest complete checkpoint), export `<output_dir>/hf`, return 0.
+def run(
+    config: Any,
+    *,
+    prepared: Any = None,
+    callbacks: tuple = (),
+    overwrite: bool = False,
+    allow_changes: bool = False,
+) -> int:
+    """Check and claim the run directory, train (or resume from the newest intact checkpoint), export
+    `<output_dir>/hf`, return the exit status (0; after SIGTERM 0, after Ctrl-C 130, with a checkpoint).
 
     `prepared`: the data (`wwm.data.PreparedData` or any object with train, validation, tokenizer);
-    None runs `prepare_dataset(config)`. `callbacks`: extra TrainerCallbacks.
+    None runs `prepare_dataset(config)`. `callbacks`: extra TrainerCallbacks. `overwrite` /
+    `allow_changes`: replace the run in output_dir / resume it under changed settings (wwm.rundir).
     """
     import shutil
 
-    from wwm.config import save_config
-    from wwm_torch.trainer import MetricsCallback, _checkpoints, complete_checkpoints
+    from wwm.preflight import start_run, usable_positions
+    from wwm.rundir import normalize_permissions
+    from wwm.signals import StopRequest
+    from wwm_torch.trainer import (
+        MetricsCallback,
+        StopCallback,
+        _checkpoints,
+        complete_checkpoints,
+        newest_intact_checkpoint,
+    )
 
     c = config
+    lead = int(os.environ.get("RANK", "0")) == 0
+    run_dir = start_run(c, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
     trainer, args, prepared = build_trainer(config, prepared)
     for callback in callbacks:
         trainer.add_callback(callback)
-    complete = complete_checkpoints(args.output_dir)
-    resume_from = complete[-1] if c.checkpoint.resume and complete else None
-    lead = args.process_index == 0
     if lead:
+        for text in run_dir.messages:
+            print(f"wwm: {text}", flush=True)
         # A checkpoint without trainer_state.json was cut short by a kill: never resume from it.
+        complete = complete_checkpoints(args.output_dir)
         for partial in sorted(set(_checkpoints(args.output_dir)) - set(complete)):
             logger.warning("removing the incomplete checkpoint %s", partial)
             shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(c.output_dir, exist_ok=True)
-        try:
-            save_config(config, os.path.join(c.output_dir, "config.yaml"))
-        except Exception as err:
-            logger.warning("could not save the run config: %s", err)
+    resume_from = (
+        newest_intact_checkpoint(args.output_dir, trainer.model, lead=lead) if run_dir.resume else None
+    )
+    if lead:
         n_params = sum(p.numel() for p in trainer.model.parameters())
         blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
         print(
@@ -116,14 +134,31 @@ def run(config: Any, *, prepared: Any = None, callbacks: tuple = ()) -> int:
         )
     metrics = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsCallback))
     start = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=resume_from)
-    finally:
-        metrics.close()
+    with StopRequest("wwm train") as stop:
+        stopper = StopCallback(stop)
+        trainer.add_callback(stopper)
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        finally:
+            metrics.close()
+    if stopper.stopped_at is not None:
+        if lead:
+            print(f"wwm torch: {stop.name}: saved step {stopper.stopped_at} to {args.output_dir}; exiting "
+                  "(run the same command to resume)", flush=True)  # fmt: skip
+        _close_process_group()
+        return stop.exit_status
     export = None
     if c.checkpoint.export_hf_at_end:
         export = os.path.join(c.output_dir, "hf")
-        trainer.save_model(export)  # main process only; with the tokenizer (processing_class)
+        tokenizer = trainer.processing_class
+        previous = tokenizer.model_max_length
+        tokenizer.model_max_length = usable_positions(trainer.model.config.to_dict())
+        try:
+            trainer.save_model(export)  # main process only; with the tokenizer (processing_class)
+        finally:
+            tokenizer.model_max_length = previous
+        if lead:
+            normalize_permissions(export)
     if lead:
         print(_summary(metrics, time.perf_counter() - start, args.output_dir, export), flush=True)
     _close_process_group()

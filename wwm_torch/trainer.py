@@ -34,16 +34,20 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from wwm.errors import WWMError
 from wwm.flops import flops_per_step, peak_flops
-from wwm.metrics_schema import truncate_after
+from wwm.metrics_schema import dumps_record, truncate_after
 from wwm_torch.collator import EXAMPLE_IDS_OUT
 
 __all__ = [
     "MetricsCallback",
     "NonFiniteLossError",
+    "StopCallback",
     "WWMTrainer",
     "build_model",
+    "checkpoint_problem",
     "install_printing",
     "masked_lm_sums",
+    "newest_intact_checkpoint",
+    "state_is_finite",
     "training_arguments",
 ]
 
@@ -198,6 +202,17 @@ class WWMTrainer(Trainer):
         if head is not None:
             head.register_forward_pre_hook(self._gather_masked_rows)
 
+    def _save_checkpoint(self, model, trial):
+        """Never write a checkpoint of NaN/inf parameters or optimizer moments: it would later be
+        resumed from as "the last good checkpoint"."""
+        if not state_is_finite(self.model, self.optimizer):
+            last = complete_checkpoints(self.args.output_dir)
+            raise NonFiniteLossError(
+                f"the parameters or optimizer state hold NaN/inf at step {self.state.global_step}: not saving "
+                f"them. The last good checkpoint: {last[-1] if last else 'none'}. Lower optim.learning_rate"
+            )
+        super()._save_checkpoint(model, trial)
+
     def _gather_masked_rows(self, module, args):
         if self._head_rows is None:
             return None
@@ -331,6 +346,44 @@ class WWMTrainer(Trainer):
         return metrics
 
 
+def state_is_finite(model: torch.nn.Module, optimizer: Any = None) -> bool:
+    """Whether every parameter and every floating-point optimizer-state tensor is finite."""
+    tensors = list(model.parameters())
+    if optimizer is not None:
+        for per_param in optimizer.state.values():
+            tensors += [v for v in per_param.values() if torch.is_tensor(v) and v.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+class StopCallback(TrainerCallback):
+    """On SIGTERM/SIGINT (wwm.signals.StopRequest), save a checkpoint of the step just finished and stop.
+
+    With several processes the flag is all-reduced each step, so all ranks stop at the same step (the
+    save is collective)."""
+
+    def __init__(self, stop: Any) -> None:
+        self.stop = stop
+        self.stopped_at: int | None = None
+
+    def _requested(self, args) -> bool:
+        flag = self.stop.signal is not None
+        if args.world_size > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([int(flag)], device=args.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step < state.max_steps and self._requested(args):
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
+
+
 # ---------------------------------------------------------------------------------------------- logging
 def peak_flops_per_device(configured: float | None = None) -> float | None:
     """The configured value, else the wwm.flops table's entry for this GPU, else None (CPUs: no MFU)."""
@@ -381,7 +434,10 @@ class MetricsCallback(TrainerCallback):
             self._file = open(path, "a", encoding="utf-8")
             self._truncate_after(path, state.global_step)
         if self.tensorboard:
-            self._writer = _summary_writer(os.path.join(self.output_dir, "tensorboard"))
+            # On resume, purge_step hides the points an earlier process logged after the checkpoint (they
+            # are computed again; TensorBoard would show both).
+            purge = state.global_step + 1 if state.global_step else None
+            self._writer = _summary_writer(os.path.join(self.output_dir, "tensorboard"), purge)
 
     def _truncate_after(self, path: str, step: int) -> None:
         """On resume, drop records of steps after the checkpoint (they are computed again)."""
@@ -391,7 +447,7 @@ class MetricsCallback(TrainerCallback):
 
     def _write(self, record: dict[str, Any], prefix: str, *, scalars: bool = True) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(dumps_record(record) + "\n")
             self._file.flush()
         if self._writer is not None and scalars:
             step = record["step"]
@@ -449,6 +505,14 @@ class MetricsCallback(TrainerCallback):
             record, self.pending = self.pending, None
             record["learning_rate"] = float(logs["learning_rate"])
             grad_norm = logs.get("grad_norm")
+            if grad_norm is not None and not math.isfinite(grad_norm):
+                # The loss was finite but the update made the parameters NaN: stop before the save.
+                checkpoints = complete_checkpoints(args.output_dir)
+                raise NonFiniteLossError(
+                    f"the gradient norm is {grad_norm} at step {state.global_step}; training stopped before "
+                    f"saving this step. The last good checkpoint: {checkpoints[-1] if checkpoints else 'none'}. "
+                    "Lower optim.learning_rate, keep optim.max_grad_norm, or use train.dtype=float32."
+                )
             record["grad_norm"] = None if grad_norm is None else float(grad_norm)
             every = record["step"] % self.log_every_steps == 0 or record["step"] == state.max_steps
             self._write(record, "train", scalars=every)
@@ -503,7 +567,7 @@ def install_printing(trainer: Trainer, every: int, progress_bar: bool) -> None:
     trainer.add_callback(ProgressBar(every) if progress_bar else Printer(every))
 
 
-def _summary_writer(logdir: str):
+def _summary_writer(logdir: str, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # the tensorboard package is missing: tensorboardX writes the same event files
@@ -511,7 +575,7 @@ def _summary_writer(logdir: str):
             from tensorboardX import SummaryWriter
         except ImportError:
             return None
-    return SummaryWriter(logdir)
+    return SummaryWriter(logdir, purge_step=purge_step)
 
 
 def _checkpoints(folder: str) -> list[str]:
@@ -528,3 +592,93 @@ def _checkpoints(folder: str) -> list[str]:
 def complete_checkpoints(folder: str) -> list[str]:
     """The checkpoints that were completely written (the Trainer writes trainer_state.json last)."""
     return [path for path in _checkpoints(folder) if os.path.isfile(os.path.join(path, "trainer_state.json"))]
+
+
+def _safetensors_problem(path: str, expected: dict[str, tuple[int, ...]]) -> str | None:
+    """Why a .safetensors file is unreadable (header, length), or None. Shapes that differ from
+    `expected` (name -> shape) raise WWMError: the file belongs to another model."""
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "truncated header"
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            return "truncated header"
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return "corrupt header"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return f"{size} bytes where the header describes {8 + n + end} (truncated)"
+    for name, info in header.items():
+        if name in expected and tuple(info["shape"]) != expected[name]:
+            raise WWMError(
+                f"checkpoint {os.path.dirname(path)} holds another model ({name}: shape {tuple(info['shape'])} "
+                f"there, {expected[name]} in this config); resume it with the config it was trained with, or "
+                "use another output_dir"
+            )
+    return None
+
+
+def checkpoint_problem(path: str, model: torch.nn.Module) -> str | None:
+    """Why a complete Trainer checkpoint cannot be resumed from (a truncated or corrupt file), or None.
+
+    Every torch.save file (optimizer, scheduler, RNG states) is a zip archive whose members carry CRCs:
+    `testzip` reads them all, so a file cut short by a full disk or flipped bits are found before the
+    Trainer half-loads the checkpoint."""
+    import zipfile
+
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json: {err}"
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    weights = [n for n in os.listdir(path) if n.endswith(".safetensors")]
+    if not weights:
+        return "no model.safetensors"
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.endswith(".safetensors"):
+            problem = _safetensors_problem(full, expected)
+        elif name.endswith((".pt", ".pth", ".bin")):
+            try:
+                with zipfile.ZipFile(full) as z:
+                    bad = z.testzip()
+                problem = f"member {bad} is corrupt" if bad else None
+            except (OSError, zipfile.BadZipFile) as err:
+                problem = str(err)
+        else:
+            continue
+        if problem:
+            return f"{name}: {problem}"
+    return None
+
+
+def newest_intact_checkpoint(folder: str, model: torch.nn.Module, *, lead: bool = True) -> str | None:
+    """The newest complete checkpoint that reads back whole, or None when there is none. A corrupt one is
+    skipped with a one-line warning and moved (lead process) to <output_dir>/corrupt-checkpoints/;
+    when every one is corrupt: WWMError (never a silent restart from scratch)."""
+    from wwm.rundir import corrupt_destination
+
+    complete = complete_checkpoints(folder)
+    for path in reversed(complete):
+        problem = checkpoint_problem(path, model)
+        if problem is None:
+            return path
+        aside = corrupt_destination(folder, os.path.basename(path))
+        print(f"wwm: warning: checkpoint {path} is unreadable ({problem}); moved to {aside}, trying the one "
+              "before", file=sys.stderr, flush=True)  # fmt: skip
+        if lead:
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            os.replace(path, aside)
+    if complete:
+        raise WWMError(
+            f"no checkpoint in {folder} can be read ({len(complete)} tried); restore them from a backup, or pass "
+            "--overwrite to start this run over"
+        )
+    return None

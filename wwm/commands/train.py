@@ -1,4 +1,4 @@
-"""`wwm train --framework jax|torch --config FILE [dotted.key=value ...]`."""
+"""`wwm train --framework jax|torch --config FILE [--overwrite | --allow-config-change] [dotted.key=value ...]`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ HELP = "Pretrain an encoder with whole-word masking (JAX/Flax or PyTorch), from 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="YAML run config, e.g. configs/tiny.yaml")
     p.add_argument("--framework", choices=("jax", "torch"), default=None, help="overrides train.framework")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in output_dir: delete its checkpoints, metrics, exports and record, start over",
+    )
+    group.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume the run in output_dir although settings that change its trajectory differ "
+        "(the change is recorded in run.json)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
 
 
@@ -22,4 +34,4 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"train.framework={args.framework}")
     config = load_config(args.config, overrides)
     trainer = importlib.import_module(f"wwm_{config.train.framework}.train")
-    return int(trainer.run(config) or 0)
+    return int(trainer.run(config, overwrite=args.overwrite, allow_changes=args.allow_config_change) or 0)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from wwm.errors import WWMError
+from wwm.rundir import normalize_permissions
 
 __all__ = [
     "TRAINED_META",
@@ -156,9 +157,11 @@ def prepare_tokenizer(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
+    normalize_permissions(str(tmp))  # mkdtemp makes 0700; the folder is renamed into place as it is
     try:
         tokenizer.save_pretrained(str(tmp))
         (tmp / TRAINED_META).write_text(json.dumps({"fingerprint": fingerprint}, indent=1), encoding="utf-8")
+        normalize_permissions(str(tmp))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

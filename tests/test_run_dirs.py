@@ -1,0 +1,266 @@
+"""Run directories hold one run: nothing a user made is overwritten, mixed or deleted without a flag.
+
+wwm.rundir decides (framework-free, so these tests need no trainer); the CLI tests check that the
+refusal comes as one line with exit status 2 before any heavy set-up, and leaves every file as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from wwm import rundir
+from wwm.cli import main
+from wwm.config import load_config
+from wwm.errors import WWMError
+from wwm.metrics_schema import dumps_record
+from wwm.preflight import start_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config(out, *overrides, framework="jax"):
+    return load_config(None, [f"output_dir={out}", f"train.framework={framework}", *overrides])
+
+
+def _fake_training(out, steps=3):
+    """What a run that trained leaves: metrics records and a checkpoint folder."""
+    with open(os.path.join(out, "metrics.jsonl"), "a", encoding="utf-8") as f:
+        for step in range(1, steps + 1):
+            f.write(json.dumps({"step": step, "loss": 5.0}) + "\n")
+    os.makedirs(os.path.join(out, "checkpoints", str(steps)), exist_ok=True)
+
+
+def _snapshot(folder) -> dict[str, str]:
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return out
+
+
+def test_a_new_run_records_its_framework_and_config(tmp_path):
+    out = tmp_path / "run"
+    decision = rundir.claim(_config(out), "jax")
+    assert decision.status == "new" and decision.resume
+    record = json.loads((out / "run.json").read_text())
+    assert record["framework"] == "jax" and record["history"][0]["event"] == "started"
+    assert load_config(out / "config.yaml").output_dir == str(out)
+
+
+def test_the_same_config_resumes_and_max_steps_may_change(tmp_path):
+    out = tmp_path / "run"
+    rundir.claim(_config(out), "jax")
+    _fake_training(out)
+    same = rundir.claim(_config(out), "jax")
+    assert same.status == "resume" and same.resume and same.changed == {}
+    longer = rundir.claim(_config(out, "train.max_steps=5000", "logging.progress_bar=false"), "jax")
+    assert longer.status == "resume"
+    assert set(longer.changed) == {"train.max_steps", "logging.progress_bar"}
+    assert any("train.max_steps: 1000 -> 5000" in m for m in longer.messages)
+    assert json.loads((out / "run.json").read_text())["history"][-1]["changed"]["train.max_steps"] == {
+        "old": 1000,
+        "new": 5000,
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        ("masking.mask_prob=0.2", "masking.mask_prob: 0.15 -> 0.2"),
+        ("optim.learning_rate=0.001", "optim.learning_rate: 0.0005 -> 0.001"),
+        ("data.max_seq_len=256", "data.max_seq_len: 128 -> 256"),
+        ("train.global_batch_size=64", "train.global_batch_size: 32 -> 64"),
+        ("seed=1", "seed: 0 -> 1"),
+        ("train.dtype=bfloat16", 'train.dtype: "float32" -> "bfloat16"'),
+        ("model.hidden_size=128", "model.hidden_size: 256 -> 128"),
+        ("tokenizer.word_policy=whitespace", 'tokenizer.word_policy: "tokenizer" -> "whitespace"'),
+    ],
+)
+def test_a_trajectory_change_refuses_naming_old_and_new_and_touches_nothing(tmp_path, override, shown):
+    out = tmp_path / "run"
+    rundir.claim(_config(out), "jax")
+    _fake_training(out)
+    before = _snapshot(out)
+    with pytest.raises(WWMError) as err:
+        rundir.claim(_config(out, override), "jax")
+    message = str(err.value)
+    assert shown in message and "\n" not in message
+    assert "--overwrite" in message and "--allow-config-change" in message and "another output_dir" in message
+    assert _snapshot(out) == before
+
+
+def test_allow_config_change_resumes_and_records_the_change(tmp_path):
+    out = tmp_path / "run"
+    rundir.claim(_config(out), "jax")
+    _fake_training(out)
+    decision = rundir.claim(_config(out, "optim.learning_rate=0.001"), "jax", allow_changes=True)
+    assert decision.status == "resume" and decision.resume
+    last = json.loads((out / "run.json").read_text())["history"][-1]
+    assert last["event"] == "resumed" and last["changed"]["optim.learning_rate"]["new"] == 0.001
+    assert load_config(out / "config.yaml").optim.learning_rate == 0.001
+
+
+def test_a_config_change_before_anything_was_trained_replaces_the_record(tmp_path):
+    out = tmp_path / "run"
+    rundir.claim(_config(out), "jax")  # e.g. stopped during data preparation
+    decision = rundir.claim(_config(out, "masking.mask_prob=0.3"), "jax")
+    assert decision.status == "new"
+    assert load_config(out / "config.yaml").masking.mask_prob == 0.3
+
+
+def test_a_run_of_the_other_framework_is_refused(tmp_path):
+    out = tmp_path / "run"
+    rundir.claim(_config(out), "jax")
+    with pytest.raises(
+        WWMError, match=r"holds a jax run; a run directory holds one run \(this is a torch run\)"
+    ):
+        rundir.claim(_config(out, framework="torch"), "torch")
+    # also a run from before run.json existed, known by its recorded config or its checkpoint layout
+    legacy = tmp_path / "legacy"
+    os.makedirs(legacy / "checkpoints" / "checkpoint-3")
+    (legacy / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    with pytest.raises(WWMError, match="holds a torch run"):
+        rundir.claim(_config(legacy), "jax")
+
+
+def test_resume_false_over_a_run_refuses_and_overwrite_removes_only_run_files(tmp_path):
+    out = tmp_path / "run"
+    rundir.claim(_config(out), "jax")
+    _fake_training(out)
+    (out / "notes.txt").write_text("my notes")
+    with pytest.raises(WWMError, match=r"checkpoint\.resume is false"):
+        rundir.claim(_config(out, "checkpoint.resume=false"), "jax")
+    assert (out / "metrics.jsonl").exists()
+    decision = rundir.claim(_config(out, "checkpoint.resume=false"), "jax", overwrite=True)
+    assert decision.status == "overwritten" and not decision.resume
+    assert sorted(os.listdir(out)) == ["config.yaml", "notes.txt", "run.json"]
+    assert (out / "notes.txt").read_text() == "my notes"
+
+
+def test_a_folder_of_other_files_is_refused(tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(WWMError, match="is not empty and holds no wwm run"):
+        rundir.claim(_config(out), "jax")
+    assert os.listdir(out) == ["cat.jpg"]
+
+
+def test_output_and_cache_paths_that_are_files_fail_in_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(WWMError, match=r"output_dir .* is a file, not a directory"):
+        start_run(_config(a_file), "jax")
+    with pytest.raises(WWMError, match=r"cannot be created: .* is a file"):
+        start_run(_config(a_file / "run"), "jax")
+    with pytest.raises(WWMError, match=r"data cache folder \(data.cache_dir\) .* is a file"):
+        start_run(_config(tmp_path / "run", f"data.cache_dir={a_file}"), "jax")
+    assert not (tmp_path / "run").exists()  # nothing written before the checks passed
+
+
+def _pretrained_dir(tmp_path, **fields):
+    path = tmp_path / "pretrained"
+    path.mkdir()
+    cfg = {"model_type": "bert", "vocab_size": 1000, "max_position_embeddings": 64, **fields}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def test_a_pretrained_model_too_short_or_too_small_for_the_data_fails_before_work(tmp_path):
+    path = _pretrained_dir(tmp_path)
+    with pytest.raises(WWMError, match=r"data.max_seq_len is 128 but the model .* has 64 positions"):
+        start_run(_config(tmp_path / "run", f"model.pretrained={path}"), "jax")
+    with pytest.raises(
+        WWMError, match=r"tokenizer.train.vocab_size has 4000 tokens but the model .* 1000 token"
+    ):
+        start_run(
+            _config(
+                tmp_path / "run",
+                f"model.pretrained={path}",
+                "data.max_seq_len=64",
+                "tokenizer.train.vocab_size=4000",
+            ),
+            "jax",
+        )
+    roberta = tmp_path / "r"
+    roberta.mkdir()
+    (roberta / "config.json").write_text(
+        json.dumps(
+            {"model_type": "roberta", "vocab_size": 9000, "max_position_embeddings": 66, "pad_token_id": 1}
+        )
+    )
+    with pytest.raises(WWMError, match="has 64 positions"):  # RoBERTa's two offset slots are not usable
+        start_run(_config(tmp_path / "run", f"model.pretrained={roberta}", "data.max_seq_len=65"), "jax")
+    start_run(_config(tmp_path / "run", f"model.pretrained={roberta}", "data.max_seq_len=64"), "jax")
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_wwm_train_refuses_another_frameworks_run_in_one_line_and_changes_nothing(
+    tmp_path, capsys, framework
+):
+    other = "torch" if framework == "jax" else "jax"
+    out = tmp_path / "run"
+    rundir.claim(_config(out, framework=other), other)
+    _fake_training(out)
+    before = _snapshot(out)
+    status = main(["train", "--framework", framework, "--config", str(REPO / "configs" / "tiny.yaml"),
+                   f"output_dir={out}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2
+    assert (
+        err.count("\n") == 1
+        and err.startswith("wwm train: error: output_dir")
+        and f"holds a {other} run" in err
+    )
+    assert _snapshot(out) == before
+
+
+def test_wwm_train_refuses_a_changed_config_and_resume_false(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = str(REPO / "configs" / "tiny.yaml")
+    rundir.claim(load_config(tiny, [f"output_dir={out}"]), "jax")
+    _fake_training(out)
+    before = _snapshot(out)
+    assert main(["train", "--config", tiny, f"output_dir={out}", "masking.mask_prob=0.3"]) == 2
+    assert "masking.mask_prob: 0.15 -> 0.3" in capsys.readouterr().err
+    assert main(["train", "--config", tiny, f"output_dir={out}", "checkpoint.resume=false"]) == 2
+    assert "checkpoint.resume is false" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+def test_shipped_configs_give_each_framework_its_own_run_directory():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        dirs = {fw: load_config(path, [f"train.framework={fw}"]).output_dir for fw in ("jax", "torch")}
+        assert dirs["jax"] != dirs["torch"], path.name
+        assert dirs["jax"].endswith("-jax") and dirs["torch"].endswith("-torch"), dirs
+
+
+def test_an_unknown_placeholder_in_output_dir_is_refused():
+    with pytest.raises(WWMError, match="placeholder other than"):
+        load_config(None, ["output_dir=runs/{model}"])
+
+
+def test_metrics_records_are_valid_json_without_nan():
+    line = dumps_record({"step": 1, "loss": 2.0, "grad_norm": float("nan"), "mfu": float("inf")})
+    assert json.loads(line) == {"step": 1, "loss": 2.0, "grad_norm": None, "mfu": None}
+    assert "NaN" not in line and "Infinity" not in line
+
+
+def test_normalize_permissions_gives_exports_ordinary_modes(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir(mode=0o700)
+    (folder / "model.safetensors").write_bytes(b"x")
+    os.chmod(folder / "model.safetensors", 0o600)
+    umask = os.umask(0o022)
+    try:
+        rundir.normalize_permissions(str(folder))
+    finally:
+        os.umask(umask)
+    assert os.stat(folder).st_mode & 0o777 == 0o755
+    assert os.stat(folder / "model.safetensors").st_mode & 0o777 == 0o644

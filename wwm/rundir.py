@@ -1,0 +1,364 @@
+"""Run directories: one run per `output_dir`, never overwritten, mixed or reinterpreted by accident.
+
+Both trainers call `claim(config, framework)` before any heavy set-up (data preparation, model
+building, compilation). It reads what the directory holds and decides:
+
+* empty or missing                    -> a new run: `run.json` and `config.yaml` are written.
+* a run of the same framework whose recorded config equals this one in every key that changes the
+  training trajectory                 -> resume (keys in `RESUMABLE` may differ; the run says so).
+* a run of the other framework, a trajectory key that differs, `checkpoint.resume: false` over a
+  run that trained, or a folder that is not empty and holds no wwm run
+                                      -> `WWMError` (exit 2) naming the keys (old -> new) and the fixes.
+
+`overwrite=True` (`wwm train --overwrite`) deletes the files a run writes (`RUN_ARTIFACTS`, nothing
+else) and starts a new run; `allow_changes=True` (`--allow-config-change`) resumes with the new values
+and records the change in `run.json`'s history. docs/run_directories.md has the rules and the why.
+
+Only the lead process writes; every process reads, so all of them reach the same decision.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from wwm.errors import WWMError
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+# Everything a run writes into its output_dir; `overwrite` deletes these and only these.
+CORRUPT_DIR = "corrupt-checkpoints"  # unreadable checkpoints are moved here on resume, never deleted
+RUN_ARTIFACTS = (
+    RUN_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    CHECKPOINT_DIR,
+    CORRUPT_DIR,
+    "tensorboard",
+    "hf",
+    "tokenizer",
+)
+FORMAT = 1
+
+# Keys that may change when a run resumes: they change how the rest of the run is executed, logged,
+# evaluated or saved, not what was already computed (prefixes end with ".").
+RESUMABLE: dict[str, str] = {
+    "output_dir": "the folder may move",
+    "train.max_steps": "the learning-rate schedule is recomputed for the new length from the resumed step on",
+    "train.log_every_steps": "logging only",
+    "train.grad_accum_steps": "the same global batch split differently (equal losses up to float rounding)",
+    "train.torch_compile": "execution only",
+    "train.dataloader_num_workers": "execution only",
+    "train.attn_implementation": "the same attention, another kernel (float rounding)",
+    "parallel.": "another mesh or host count (float rounding); checkpoints restore onto any mesh",
+    "checkpoint.": "saving only",
+    "eval.": "evaluation only",
+    "logging.": "logging only",
+    "data.num_proc": "the same blocks, built in parallel",
+    "data.map_batch_size": "the same blocks",
+    "data.cache_dir": "the same blocks, stored elsewhere",
+}
+
+
+def resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE)
+
+
+@dataclass
+class RunDir:
+    """What `claim` decided. `resume`: whether the trainer may restore a checkpoint from it."""
+
+    path: str
+    framework: str
+    status: str  # "new" | "resume" | "overwritten"
+    resume: bool
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (old, new)
+    messages: list[str] = field(default_factory=list)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        if not data and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    if isinstance(data, tuple):
+        data = list(data)
+    return {prefix[:-1]: data}
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def trained(path: str) -> bool:
+    """Whether the folder holds training results: a checkpoint or a metrics record."""
+    ckpts = os.path.join(path, CHECKPOINT_DIR)
+    if os.path.isdir(ckpts) and any(not n.startswith(".") for n in os.listdir(ckpts)):
+        return True
+    metrics = os.path.join(path, METRICS_FILE)
+    return os.path.isfile(metrics) and os.path.getsize(metrics) > 0
+
+
+def _checkpoint_layout(path: str) -> str | None:
+    """'jax' (orbax <step>/ folders), 'torch' (Trainer checkpoint-<step>/ folders) or None."""
+    ckpts = os.path.join(path, CHECKPOINT_DIR)
+    if not os.path.isdir(ckpts):
+        return None
+    names = os.listdir(ckpts)
+    if any(n.startswith("checkpoint-") for n in names):
+        return "torch"
+    if any(n.split(".")[0].isdigit() for n in names):
+        return "jax"
+    return None
+
+
+def read_record(path: str) -> tuple[dict | None, dict | None]:
+    """(run.json, the recorded config as a nested dict) of a run folder; None for what is missing."""
+    import yaml
+
+    record = config = None
+    run_file = os.path.join(path, RUN_FILE)
+    if os.path.isfile(run_file):
+        try:
+            with open(run_file, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError) as err:
+            raise WWMError(
+                f"{run_file} is unreadable ({err}); restore it, or pass --overwrite to replace the run"
+            ) from err
+    config_file = os.path.join(path, CONFIG_FILE)
+    if os.path.isfile(config_file):
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                config = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError) as err:
+            raise WWMError(
+                f"{config_file} is unreadable ({err}); restore it, or pass --overwrite to replace the run"
+            ) from err
+    return record, config
+
+
+def _recorded_framework(path: str, record: dict | None, config: dict | None) -> str | None:
+    if record and record.get("framework"):
+        return record["framework"]
+    if config and isinstance(config.get("train"), dict) and config["train"].get("framework"):
+        return config["train"]["framework"]  # a run from before run.json existed
+    return _checkpoint_layout(path)
+
+
+def config_differences(old: dict, new: dict, defaults: dict) -> dict[str, tuple[Any, Any]]:
+    """key -> (old, new) for every leaf that differs. A key the old record lacks (a setting added to
+    wwm since) counts as unchanged when the new value is the default; one the new config lacks (a
+    setting wwm no longer has) is ignored."""
+    a, b, d = _flatten(old), _flatten(new), _flatten(defaults)
+    out = {}
+    for key in sorted(set(a) | set(b)):
+        if key not in b:
+            continue
+        if key not in a:
+            if key in d and d[key] == b[key]:
+                continue
+            out[key] = ("(not recorded)", b[key])
+        elif a[key] != b[key]:
+            out[key] = (a[key], b[key])
+    return out
+
+
+def _refusal(path: str, problem: str) -> WWMError:
+    return WWMError(
+        f"output_dir {path} {problem}. Fixes: another output_dir (a new run); --overwrite (delete this run and "
+        "start over)"
+    )
+
+
+def decide(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False) -> RunDir:
+    """What `config.output_dir` is to this run (reads only; every process may call it). See the module doc."""
+    from wwm.config import RunConfig, resolved_dict
+
+    path = os.path.abspath(config.output_dir)
+    if _is_remote(config.output_dir):
+        return RunDir(config.output_dir, framework, "resume", config.checkpoint.resume,
+                      messages=["run-directory checks apply to local folders only"])  # fmt: skip
+    check_writable_dir(path, "output_dir")
+    result = RunDir(path, framework, "new", config.checkpoint.resume)
+    if not (os.path.isdir(path) and os.listdir(path)):
+        return result
+    if overwrite:
+        result.status, result.resume = "overwritten", False
+        result.messages.append(f"--overwrite: the previous run's files in {path} are removed")
+        return result
+    record, old = read_record(path)
+    did_train = trained(path)
+    if record is None and old is None and not did_train:
+        if not any(os.path.exists(os.path.join(path, n)) for n in RUN_ARTIFACTS):
+            # Somebody's other files: a run writing among them could overwrite them.
+            raise _refusal(path, "is not empty and holds no wwm run")
+    old_framework = _recorded_framework(path, record, old)
+    if old_framework and old_framework != framework:
+        raise _refusal(
+            path, f"holds a {old_framework} run; a run directory holds one run (this is a {framework} run)"
+        )
+    if did_train and not config.checkpoint.resume:
+        raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
+    if old is not None:
+        changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
+        changed.pop("train.framework", None)
+        blocking = {k: v for k, v in changed.items() if not resumable(k)}
+        if blocking and did_train and not allow_changes:
+            shown = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in blocking.items())
+            raise WWMError(
+                f"output_dir {path} holds a run made with other settings ({shown}); resuming would mix "
+                "two runs. Fixes: another output_dir (a new run); --overwrite (delete this run and start "
+                "over); --allow-config-change (continue this run with the new values)"
+            )
+        result.changed = changed
+        if changed and did_train:
+            note = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in changed.items())
+            result.messages.append(f"resuming with changed settings: {note}")
+        elif changed:
+            result.messages.append("nothing was trained in this folder yet: the new settings replace the old")
+    result.status = "resume" if did_train else "new"
+    return result
+
+
+def apply(result: RunDir, config: Any) -> None:
+    """Carry out `decide`'s decision (the lead process only): remove an overwritten run's files, write
+    `run.json` (with its history) and `config.yaml`."""
+    import yaml
+
+    from wwm.config import resolved_dict
+
+    if _is_remote(result.path):
+        return
+    if result.status == "overwritten" and os.path.isdir(result.path):
+        remove_run(result.path)
+    os.makedirs(result.path, exist_ok=True)
+    _write_record(result.path, result.framework, result)
+    text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
+    atomic_write_text(os.path.join(result.path, CONFIG_FILE), text)
+
+
+def claim(
+    config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False, lead: bool = True
+) -> RunDir:
+    """`decide`, then (on the lead process) `apply`: the one call a single-process trainer makes."""
+    result = decide(config, framework, overwrite=overwrite, allow_changes=allow_changes)
+    if lead:
+        apply(result, config)
+    return result
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_record(path: str, framework: str, result: RunDir) -> None:
+    from wwm import __version__
+
+    record_path = os.path.join(path, RUN_FILE)
+    record = None
+    if result.status == "resume" and os.path.isfile(record_path):
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+    if record is None:
+        record = {"format": FORMAT, "framework": framework, "created": _now(), "history": []}
+    event: dict[str, Any] = {"time": _now(), "event": "resumed" if result.status == "resume" else "started",
+                             "wwm_version": __version__}  # fmt: skip
+    if result.changed and result.status == "resume":
+        event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
+    record.setdefault("history", []).append(event)
+    atomic_write_text(record_path, json.dumps(record, indent=1, default=str) + "\n")
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `path` through a temporary file and a rename: a kill leaves the old or the new file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_run(path: str) -> None:
+    """Delete what a run wrote into `path` (RUN_ARTIFACTS and leftover temporary folders), nothing else."""
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if name in RUN_ARTIFACTS or name.startswith(".tokenizer-") or name.startswith(f"{RUN_FILE}.tmp-"):
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.remove(full)
+
+
+def corrupt_destination(checkpoint_dir: str, name: str) -> str:
+    """Where an unreadable checkpoint `checkpoint_dir/name` is moved: `<output_dir>/corrupt-checkpoints/`,
+    under a name that never collides with an earlier one."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join(
+        os.path.dirname(os.path.abspath(checkpoint_dir)), CORRUPT_DIR, f"{name}-{stamp}-{os.getpid()}"
+    )
+
+
+def check_writable_dir(path: str, what: str) -> None:
+    """`path` is a directory we can write, or can be created as one; else one line naming the fix."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise WWMError(f"{what} {path} is a file, not a directory; choose a directory path")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise WWMError(f"{what} {path} is not writable; fix its permissions or choose another path")
+        return
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise WWMError(f"{what} {path} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WWMError(f"{what} {path} cannot be created: {parent} is not writable; choose another path")
+
+
+def normalize_permissions(path: str) -> None:
+    """Give an exported folder the modes a normal `open`/`mkdir` would (files 0666, folders 0777, less
+    the umask): temporary folders and some writers create 0600/0700 files others cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+
+
+__all__ = [
+    "RESUMABLE",
+    "RUN_ARTIFACTS",
+    "RunDir",
+    "apply",
+    "atomic_write_text",
+    "check_writable_dir",
+    "claim",
+    "config_differences",
+    "corrupt_destination",
+    "decide",
+    "normalize_permissions",
+    "read_record",
+    "remove_run",
+    "resumable",
+    "trained",
+]
