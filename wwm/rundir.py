@@ -206,7 +206,10 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
     if record is None and old is None and not did_train:
         if not any(os.path.exists(os.path.join(path, n)) for n in RUN_ARTIFACTS):
             # Somebody's other files: a run writing among them could overwrite them.
-            raise _refusal(path, "is not empty and holds no wwm run")
+            raise WWMError(
+                f"output_dir {path} is not empty and holds no wwm run (a run writing among these files could "
+                "overwrite them); choose a new or empty output_dir"
+            )
     old_framework = _recorded_framework(path, record, old)
     if old_framework and old_framework != framework:
         raise _refusal(
