@@ -356,12 +356,16 @@ class WholeWordMasker:
                 raise WWMError(f"{name} must be integers; got dtype {arr.dtype}")
         if example_ids.size and example_ids.min() < 0:
             raise WWMError("example_ids must be non-negative integers (stable ids of the examples)")
+        self.check_token_ids(input_ids)
+        return input_ids, word_ids, example_ids
+
+    def check_token_ids(self, input_ids: np.ndarray) -> None:
+        """Raise WWMError unless every id is in [0, vocab_size): called before any lookup by id."""
         if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size):
             raise WWMError(
                 f"input_ids hold ids outside the vocabulary [0, {self.vocab_size}): "
                 f"min {input_ids.min()}, max {input_ids.max()}; is the masker built from the same tokenizer?"
             )
-        return input_ids, word_ids, example_ids
 
     # ------------------------------------------------------------------ units and budget
     def _spans(self, words: _Words, keys: np.ndarray) -> _Units:
