@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+import math
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 
 import numpy as np
@@ -26,7 +27,9 @@ def budget_by_decimal(e: int, p: float, max_predictions: int | None = None) -> i
     """The spec's words with decimal arithmetic (a second route to the same number)."""
     if e == 0:
         return 0
-    n = int((Decimal(e) * Decimal(repr(p))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    with localcontext(prec=100):  # exact: no digit of E * p is rounded away
+        n = int((Decimal(e) * Decimal(repr(p))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    assert n == math.floor(e * Fraction(repr(p)) + Fraction(1, 2))  # the same with fractions
     n = max(n, 1)
     return n if max_predictions is None else min(n, max_predictions)
 
