@@ -7,6 +7,9 @@ tests can demand bit-identical results from the fast implementation.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 from wwm import rng
@@ -85,7 +88,8 @@ def reference_mask_row(
         candidates = [u for u in candidates if _u24(skey(rng.STREAM_SELECT), units[u][0]) < t_mask]
         n = config.max_predictions
     else:
-        n = (E * t_mask + (1 << 23)) >> 24
+        # E * p rounded half up, exactly, with p the decimal number mask_prob is written as.
+        n = math.floor(E * Fraction(repr(float(config.mask_prob))) + Fraction(1, 2))
         n = max(1, n)
         if config.max_predictions is not None:
             n = min(n, config.max_predictions)

@@ -20,6 +20,7 @@ from wwm.masking import (
     REPLACED_BY_RANDOM,
     MaskingConfig,
     WholeWordMasker,
+    exact_budget,
 )
 
 VOCAB = 200
@@ -207,7 +208,7 @@ def test_exact_budget_is_respected_and_filled():
     masker = make_masker(mask_prob=0.15)
     out = masker(ids, wids, np.arange(64), 0)
     eligible = (wids >= 0) & ~np.isin(ids, SPECIALS)
-    n = np.maximum(1, np.floor(eligible.sum(1) * 0.15 + 0.5)).astype(int)
+    n = exact_budget(eligible.sum(1), 0.15)  # E·p rounded half up, exactly (tests/test_exact_budget.py)
     counts = out.masked.sum(1)
     assert (counts <= n).all()
     # Google's rule skips only words that overflow; with words of length <= 5 the gap is < 5

@@ -13,6 +13,7 @@ import functools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
@@ -46,8 +47,9 @@ class MaskingConfig:
     """What to mask and how. Every field is validated on construction.
 
     mask_prob: share of eligible tokens to mask (exact budget) or per-word probability (bernoulli).
-    budget: "exact" (n = min(max_predictions, max(1, round(eligible * mask_prob))), Google BERT's
-        fill rule) or "bernoulli" (each word independently, capped by max_predictions if set).
+    budget: "exact" (n = min(max_predictions, max(1, E * mask_prob rounded half up)) for E eligible
+        tokens, exactly: see `exact_budget`; Google BERT's fill rule) or "bernoulli" (each word
+        independently, capped by max_predictions if set).
     max_predictions: cap on masked tokens per row (None = no cap).
     max_ngram: 1 = single words; >1 = spans of 1..max_ngram consecutive words (Megatron/MacBERT).
     ngram_probs: probability of each span length 1..max_ngram (default proportional to 1/n).
@@ -113,6 +115,42 @@ class MaskingConfig:
     @property
     def span_probs(self) -> tuple[float, ...]:
         return self.ngram_probs or _default_ngram_probs(self.max_ngram)
+
+
+def decimal_fraction(p: float) -> Fraction:
+    """`p` as the decimal number it is written as: the exact rational value of its shortest
+    round-trip decimal string (Python's repr), e.g. 0.15 -> 3/20, not the binary double
+    0.1499999999999999944... that a float holds."""
+    return Fraction(repr(float(p)))
+
+
+def exact_budget(n_eligible, mask_prob: float, max_predictions: int | None = None):
+    """The `exact` budget of docs/masking.md §5: the one home of the rule (the masker's lookup
+    table and the JAX trainer's static bound `masked_bound` both come from here).
+
+    n = floor(E * p + 1/2) (E * p rounded half up) in exact integer arithmetic, with p = a / b the
+    decimal value of `mask_prob` (`decimal_fraction`): n = (2 * E * a + b) // (2 * b). Then
+    n = max(n, 1), n = min(n, max_predictions) if set, and n = 0 when E = 0. For p = 0.15: E = 10
+    gives 2 and E = 510 (a full 512-token block) 77, where 24-bit fixed point gave 1 and 76; float
+    arithmetic fails too (45 * 0.7 = 31.499999999999996, and round() rounds half to even).
+
+    n_eligible: E, an int or an integer array of any shape (the result then has its shape, int64).
+    """
+    p = decimal_fraction(mask_prob)
+    a, b = p.numerator, p.denominator
+    e = np.asarray(n_eligible, dtype=np.int64)
+    if e.size and int(e.min()) < 0:
+        raise WWMError(f"the number of eligible tokens must be >= 0; got {int(e.min())}")
+    if 2 * max(int(e.max(initial=0)), 1) * a + b < 2**63:
+        n = (2 * a * e + b) // (2 * b)  # int64 without overflow
+    else:  # a long decimal (or huge E): Python integers, exact at any size
+        n = ((2 * a) * e.astype(object) + b) // (2 * b)
+        n = n.astype(np.int64) if isinstance(n, np.ndarray) else np.int64(n)
+    n = np.maximum(n, 1)
+    if max_predictions is not None:
+        n = np.minimum(n, int(max_predictions))
+    n = np.where(e == 0, 0, n).astype(np.int64)
+    return n if np.ndim(n_eligible) else int(n)
 
 
 class MaskedBatch(NamedTuple):
@@ -318,12 +356,16 @@ class WholeWordMasker:
                 raise WWMError(f"{name} must be integers; got dtype {arr.dtype}")
         if example_ids.size and example_ids.min() < 0:
             raise WWMError("example_ids must be non-negative integers (stable ids of the examples)")
+        self.check_token_ids(input_ids)
+        return input_ids, word_ids, example_ids
+
+    def check_token_ids(self, input_ids: np.ndarray) -> None:
+        """Raise WWMError unless every id is in [0, vocab_size): called before any lookup by id."""
         if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size):
             raise WWMError(
                 f"input_ids hold ids outside the vocabulary [0, {self.vocab_size}): "
                 f"min {input_ids.min()}, max {input_ids.max()}; is the masker built from the same tokenizer?"
             )
-        return input_ids, word_ids, example_ids
 
     # ------------------------------------------------------------------ units and budget
     def _spans(self, words: _Words, keys: np.ndarray) -> _Units:
@@ -397,19 +439,13 @@ class WholeWordMasker:
         return chosen
 
     def _exact_budget(self, n_eligible: np.ndarray) -> np.ndarray:
-        """(B,) n = min(max_predictions, max(1, round-half-up(E * p))), 0 when E = 0, looked up in a
-        table over E = 0..L (built once per length; one gather instead of six passes)."""
+        """(B,) the budget of each row (`exact_budget`), looked up in a table over E = 0..L (built
+        once per length; one gather instead of several passes)."""
         table = self._budget_table
         top = int(n_eligible.max(initial=0))
         if table.size <= top:
-            # Fixed point: (E * T + 2^23) >> 24 with T = round(p * 2^24), in 64-bit integers.
             e = np.arange(max(top + 1, 2 * table.size), dtype=np.int64)
-            table = (e * self._t_mask_prob + (1 << (rng.UNIFORM_BITS - 1))) >> rng.UNIFORM_BITS
-            table = np.maximum(table, 1)
-            if self.config.max_predictions is not None:
-                table = np.minimum(table, self.config.max_predictions)
-            table[0] = 0
-            self._budget_table = table
+            table = self._budget_table = exact_budget(e, self.config.mask_prob, self.config.max_predictions)
         return table.take(n_eligible)
 
     # ------------------------------------------------------------------ replacement

@@ -32,6 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from wwm.masking import exact_budget
 from wwm_jax import sharding as shd
 
 IGNORE = -100
@@ -54,19 +55,18 @@ def to_micro_batches(rows: np.ndarray, accum: int) -> np.ndarray:
 def masked_bound(masking, seq_len: int) -> int:
     """Static bound on the masked tokens of one row of length `seq_len` under `masking` (MaskingConfig).
 
-    Budget `exact` masks at most n = min(max_predictions, max(1, round(E * p))) tokens, E <= L eligible
-    (docs/masking.md §5): an exact bound. `bernoulli` has no hard bound without max_predictions: then
-    1.5 * L * p + 8 (a row above it falls back to the full head, see `token_losses`). Rounded up to a
-    multiple of 8, at most L.
+    Budget `exact` masks at most n(L) tokens (`wwm.masking.exact_budget`, the masker's own rule, which
+    never decreases with the E <= L eligible tokens; docs/masking.md §5): an exact bound. `bernoulli` has
+    no hard bound without max_predictions: then 1.5 * L * p + 8 (a row above it falls back to the full
+    head, see `token_losses`). Rounded up to a multiple of 8, at most L.
     """
     L = int(seq_len)
-    t = round(masking.mask_prob * (1 << 24))
     if masking.budget == "exact":
-        k = max(1, (L * t + (1 << 23)) >> 24)
+        k = exact_budget(L, masking.mask_prob, masking.max_predictions)
     else:
         k = math.ceil(1.5 * L * masking.mask_prob) + 8
-    if masking.max_predictions is not None:
-        k = min(k, int(masking.max_predictions))
+        if masking.max_predictions is not None:
+            k = min(k, int(masking.max_predictions))
     return min(L, -(-k // 8) * 8)
 
 

@@ -1,16 +1,19 @@
 """Whole-word masking collator for the Hugging Face Trainer (or any torch DataLoader).
 
     collator = WholeWordMaskingCollator(tokenizer, MaskingConfig(mask_prob=0.15))
-    trainer = Trainer(model=model, data_collator=collator, ...)
+    trainer = Trainer(model=model, data_collator=collator, callbacks=[EpochCallback(collator)], ...)
 
 It takes the features that `tokenizer(text, return_special_tokens_mask=True)` returns, with
 optional `word_ids`, `example_id` and `epoch` fields; pads; masks with `wwm.WholeWordMasker`; and
-returns torch tensors. Every other field (attention_mask, token_type_ids, ...) is kept and padded.
+returns torch tensors. Every other numeric field (attention_mask, token_type_ids, ...) is kept and
+padded; text columns (a dataset's `text`) are dropped with one warning. Values may be lists, numpy
+arrays or torch tensors (a `datasets` dataset `.with_format("torch")`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +27,19 @@ WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK, EPOCH = "word_ids", "example_id", "sp
 _CONSUMED = (WORD_IDS, EXAMPLE_ID, SPECIAL_TOKENS_MASK, EPOCH, "offset_mapping")
 # Output key of the example ids when `return_example_ids=True` (not a model input: pop it before forward).
 EXAMPLE_IDS_OUT = "example_ids"
+
+
+class StaticMaskingWarning(UserWarning):
+    """The collator was never told the epoch: every epoch would mask each example the same way."""
+
+
+STATIC_MASKING_MESSAGE = (
+    "WholeWordMaskingCollator: no epoch was given, so every epoch masks each example the same way "
+    "(static masking). With a Hugging Face Trainer add the one line "
+    "`trainer.add_callback(EpochCallback(collator))` (from wwm_torch.callbacks import EpochCallback); "
+    "elsewhere call collator.set_epoch(epoch) when an epoch starts, or give each feature an 'epoch' "
+    "field. If fixed masks are what you want, call collator.set_epoch(0) to say so."
+)
 
 
 def content_example_id(input_ids: Sequence[int]) -> int:
@@ -53,9 +69,14 @@ class WholeWordMaskingCollator:
     dataset with `wwm.words.tokenize_with_word_ids` and keep the column.
 
     The epoch is part of the mask key: call `set_epoch(epoch)` when an epoch starts
-    (`EpochCallback` does it for a plain Trainer), or give each feature an `epoch` field, which wins
-    over `set_epoch` and works whatever process builds the batch (data-loader workers included); the
-    `wwm_torch` trainer does the latter. A batch may mix epochs: each row is masked with its own.
+    (`wwm_torch.callbacks.EpochCallback` does it for a plain Trainer, data-loader workers included),
+    or give each feature an `epoch` field, which wins over `set_epoch` and works whatever process
+    builds the batch; the `wwm_torch` trainer does the latter. A batch may mix epochs: each row is
+    masked with its own. Until one of them is given the collator masks with epoch 0 and warns
+    (`StaticMaskingWarning`, once per collator and process): a plain Trainer never tells a collator
+    the epoch, and every epoch would see the same masks.
+
+    Tokens that `special_tokens_mask` marks are never masked, whether or not `word_ids` are given.
     """
 
     def __init__(
@@ -80,6 +101,9 @@ class WholeWordMaskingCollator:
         self.return_tensors = return_tensors
         self.return_example_ids = bool(return_example_ids)
         self.epoch = 0
+        self._epoch_given = False  # set_epoch was called: the epoch is known, even if it is 0
+        self._warned_static = False
+        self._dropped: set[str] = set()  # text columns already warned about
         self._begin_table: np.ndarray | None = None
 
     @property
@@ -87,7 +111,12 @@ class WholeWordMaskingCollator:
         return self.masker.config
 
     def set_epoch(self, epoch: int) -> None:
+        """Mask with this epoch from now on (features with an `epoch` field keep theirs).
+
+        A data-loader worker gets a copy of the collator when the epoch's iterator is created: call
+        this before iterating (a Trainer's `on_epoch_begin`, what `EpochCallback` does)."""
         self.epoch = int(epoch)
+        self._epoch_given = True
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
@@ -109,12 +138,16 @@ class WholeWordMaskingCollator:
             if "attention_mask" in features[0]
             else (np.arange(L)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
         )
+        if WORD_IDS not in features[0]:  # word ids are looked up by token id: check the ids first
+            self.masker.check_token_ids(input_ids)
         word_ids = self._word_ids(features, input_ids, attention_mask, L)  # (B, L)
         if EXAMPLE_ID in features[0]:
             example_ids = np.asarray([int(f[EXAMPLE_ID]) for f in features], dtype=np.int64)
         else:
             example_ids = np.asarray([content_example_id(f["input_ids"]) for f in features], dtype=np.int64)
 
+        if EPOCH not in features[0] and not self._epoch_given:
+            self._warn_static_masking()
         masked_ids, labels = self._mask(features, input_ids, word_ids, example_ids, attention_mask)
         batch: dict[str, Any] = {
             "input_ids": masked_ids,
@@ -126,11 +159,9 @@ class WholeWordMaskingCollator:
         for key in features[0]:
             if key in batch or key in _CONSUMED:
                 continue
-            values = [f[key] for f in features]
-            if _is_token_level(values, lengths):
-                batch[key] = self._pad(values, L, 0, np.int64)
-            else:
-                batch[key] = np.asarray(values)
+            column = self._column(key, [f[key] for f in features], lengths, L)
+            if column is not None:
+                batch[key] = column
         assert batch["input_ids"].shape == (B, L)
         if self.return_tensors == "pt":
             import torch
@@ -139,6 +170,42 @@ class WholeWordMaskingCollator:
         return batch
 
     # ------------------------------------------------------------------ helpers
+    def _warn_static_masking(self) -> None:
+        # Once per collator and process: a data-loader worker warns in its own process.
+        if not self._warned_static:
+            self._warned_static = True
+            warnings.warn(STATIC_MASKING_MESSAGE, StaticMaskingWarning, stacklevel=3)
+
+    def _column(self, key: str, values: list, lengths: Sequence[int], L: int) -> np.ndarray | None:
+        """Another field of the features as an array: (B, L) padded with 0 when it has one value per
+        token, else (B, ...). None for a column that cannot become a tensor (text), with one warning."""
+        if _is_token_level(values, lengths):
+            dtype = np.asarray(values[int(np.argmax(lengths))]).dtype  # a longest row's values
+            if dtype.kind in "biu":
+                return self._pad(values, L, 0, np.int64)
+            if dtype.kind == "f":  # e.g. per-token weights: not truncated to integers
+                return self._pad(values, L, 0, dtype)
+            return self._drop(key)
+        try:
+            array = np.asarray(values)
+        except ValueError:  # sequences of different lengths, not one value per token
+            raise WWMError(
+                f"the feature column {key!r} holds sequences whose lengths differ and are not one value per "
+                f"token, so it cannot be batched; remove it (dataset.remove_columns([{key!r}]))"
+            ) from None
+        return array if array.dtype.kind in "biuf" else self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        if key not in self._dropped:
+            self._dropped.add(key)
+            warnings.warn(
+                f"WholeWordMaskingCollator: dropping the feature column {key!r}: it holds text or objects, "
+                f"not numbers, and cannot become a tensor; remove it to silence this "
+                f"(dataset.remove_columns([{key!r}]))",
+                stacklevel=4,
+            )
+        return None
+
     def _mask(
         self, features, input_ids, word_ids, example_ids, attention_mask
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +228,10 @@ class WholeWordMaskingCollator:
         return masked_ids, labels
 
     def _word_ids(self, features, input_ids: np.ndarray, attention_mask: np.ndarray, L: int) -> np.ndarray:
+        """(B, L) word ids, -1 where `special_tokens_mask` is 1 (never masked, and ends a word)."""
+        special = None
+        if SPECIAL_TOKENS_MASK in features[0]:
+            special = self._pad([f[SPECIAL_TOKENS_MASK] for f in features], L, 1, np.int64) != 0  # (B, L)
         if WORD_IDS in features[0]:
             rows = [f[WORD_IDS] for f in features]
             try:  # integer lists or arrays convert in one C pass
@@ -169,14 +240,16 @@ class WholeWordMaskingCollator:
                 word_ids = self._pad([[-1 if w is None else w for w in r] for r in rows], L, -1, np.int64)
             if any(len(f[WORD_IDS]) != len(f["input_ids"]) for f in features):
                 raise WWMError("a feature's 'word_ids' has a different length than its 'input_ids'")
+            if special is not None:
+                word_ids[special] = -1
             return word_ids
         from wwm.words import begin_of_word_table, word_ids_from_begin_table
 
         if self._begin_table is None:
             self._begin_table = begin_of_word_table(self.tokenizer)
         eligible = attention_mask.astype(bool) & ~self.masker.is_special[input_ids]
-        if SPECIAL_TOKENS_MASK in features[0]:
-            eligible &= self._pad([f[SPECIAL_TOKENS_MASK] for f in features], L, 1, np.int64) == 0
+        if special is not None:
+            eligible &= ~special
         return word_ids_from_begin_table(input_ids, self._begin_table, eligible)
 
     @staticmethod
@@ -190,7 +263,10 @@ class WholeWordMaskingCollator:
 
 
 def _is_token_level(values: Sequence[Any], lengths: Sequence[int]) -> bool:
-    """A field with one value per token (e.g. token_type_ids) is padded like input_ids."""
+    """A field with one value per token (e.g. token_type_ids) is padded like input_ids.
+
+    A row is a list, a tuple or any 1-D array (numpy, torch, ...)."""
     return all(
-        isinstance(v, (list, tuple, np.ndarray)) and len(v) == n for v, n in zip(values, lengths, strict=True)
+        (isinstance(v, (list, tuple)) or getattr(v, "ndim", None) == 1) and len(v) == n
+        for v, n in zip(values, lengths, strict=True)
     )
