@@ -338,8 +338,11 @@ def test_readme_plain_trainer_with_our_collator(tmp_path, wordpiece_tokenizer):
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to="none", use_cpu=True
     )
-    trainer = Trainer(model=model, args=args, train_dataset=ds,
-                      data_collator=WholeWordMaskingCollator(tok, MaskingConfig(mask_prob=0.15)))  # fmt: skip
+    from wwm_torch.callbacks import EpochCallback
+
+    collator = WholeWordMaskingCollator(tok, MaskingConfig(mask_prob=0.15))
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator,
+                      callbacks=[EpochCallback(collator)])  # fmt: skip
     result = trainer.train()
     assert np.isfinite(result.training_loss)
 
