@@ -1,9 +1,9 @@
 """Masks bit-exact across frameworks: the batches the JAX trainer feeds its train step k equal the batches
 the PyTorch trainer feeds its model at step k (input_ids after masking, labels, attention_mask).
 
-Both sides are recorded where they enter the model, not re-derived: `wwm.parity.record_jax_batches`
-wraps the JAX trainer's jitted step (`wwm_jax.train.compile_steps`), `record_torch_batches` wraps
-`WWMTrainer.compute_loss` (every micro-batch, on every rank). Data: configs/parity-tiny.yaml cut to 60
+Both sides are recorded where they enter the model, not re-derived: both trainers' `on_batch` hook
+(`wwm.parity.batch_recorder`) gets each step's rows as fed to the model (the JAX step's host rows, the
+torch step's micro-batches on every rank). Data: configs/parity-tiny.yaml cut to 60
 documents (37 blocks, 4 steps per epoch at batch 8), so that 11 steps cover epochs 0, 1 and 2.
 
 Covered: 0 and 2 torch data-loader workers, torch accumulation 4 vs JAX accumulation 2, 2 JAX processes

@@ -174,10 +174,9 @@ def test_torch_masked_head_equals_full_head():
         BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                    intermediate_size=64, attn_implementation="eager")
     )  # fmt: skip
-    trainer = WWMTrainer.__new__(WWMTrainer)  # only compute_loss and the head hook are exercised
-    trainer.model, trainer.record_batches, trainer._head_rows = model, False, None
+    trainer = WWMTrainer.__new__(WWMTrainer)  # only compute_loss and the masked-positions head are exercised
+    trainer.model, trainer.masked_head = model, True
     trainer.args = type("A", (), {"world_size": 1})()
-    model.cls.register_forward_pre_hook(trainer._gather_masked_rows)
     model.train(False)
     ids = torch.randint(5, 300, (3, 24))
     labels = torch.full((3, 24), -100)
@@ -186,7 +185,7 @@ def test_torch_masked_head_equals_full_head():
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     loss = trainer.compute_loss(model, inputs)
     full = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-    assert full.shape == (3, 24, 300)  # the hook is off outside compute_loss
+    assert full.shape == (3, 24, 300)  # the masked-positions head is scoped to compute_loss
     ce, n, _ = masked_lm_sums(full, labels)
     assert float(loss.detach()) == pytest.approx(float(ce.detach() / n), rel=1e-6)
     loss.backward()

@@ -69,8 +69,8 @@ def _spec(tmp_path, tokenizer_dir, name="run", *, dropout=0.0, blocks=(40, 32, 1
     return spec
 
 
-def _train(spec, *, record=False, callbacks=()):
-    trainer, _, _ = build_trainer(make_config(spec), make_prepared(spec), record_batches=record)
+def _train(spec, *, on_batch=None, callbacks=()):
+    trainer, _, _ = build_trainer(make_config(spec), make_prepared(spec), on_batch=on_batch)
     for callback in callbacks:
         trainer.add_callback(callback)
     trainer.train()
@@ -112,19 +112,23 @@ def test_each_optimizer_step_sees_the_jax_global_batch_and_masks(tmp_path, token
         checkpoint=dict(every_steps=100),
         eval=dict(every_steps=100),
     )
-    trainer = _train(spec, record=True)
+    by_step: dict[int, dict] = {}
+    micro_batches: list[int] = []
+
+    class CountMicroBatches(TrainerCallback):
+        def on_substep_end(self, args, state, control, **kwargs):
+            micro_batches.append(state.global_step)
+
+    _train(spec, on_batch=lambda step, rows: by_step.setdefault(step, rows), callbacks=[CountMicroBatches()])
     reference = _reference_batches(spec, 11)
     assert {epoch for epoch, *_ in reference} == {0, 1, 2}
-    by_step: dict[int, list] = {}
-    for r in trainer.recorded:
-        by_step.setdefault(r["step"], []).append(r)
     assert sorted(by_step) == list(range(1, 12))
+    assert len(micro_batches) == 11  # one on_substep_end per step: 2 micro-batches a step
     for step, (_, example_ids, input_ids, labels) in enumerate(reference, start=1):
-        micro = by_step[step]
-        assert len(micro) == 2
-        np.testing.assert_array_equal(np.concatenate([m["example_ids"] for m in micro]), example_ids)
-        np.testing.assert_array_equal(np.concatenate([m["input_ids"] for m in micro]), input_ids)
-        np.testing.assert_array_equal(np.concatenate([m["labels"] for m in micro]), labels)
+        rows = by_step[step]
+        np.testing.assert_array_equal(rows["example_ids"], example_ids)
+        np.testing.assert_array_equal(rows["input_ids"], input_ids)
+        np.testing.assert_array_equal(rows["labels"], labels)
         assert (labels != -100).any()
     # Epochs reshuffle: the same example gets another mask in another epoch.
     assert not np.array_equal(reference[0][1], reference[5][1])

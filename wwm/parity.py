@@ -10,9 +10,8 @@ What `run_parity` does (docs/parity.md):
    directory with safetensors (unless `model.pretrained` is set), and points `model.pretrained` of both runs
    at it.
 3. Runs `wwm_jax.train.run(config)` and `wwm_torch.train.run(config)` (in this process, one after the
-   other), each recording the batches its trainer feeds the model: the JAX side wraps the jitted train
-   step (`wwm_jax.train.compile_steps`), the torch side wraps `WWMTrainer.compute_loss`. Nothing is
-   re-derived from `BatchIterator`.
+   other), each recording the batches its trainer feeds the model through the trainers' `on_batch`
+   hook (`batch_recorder`). Nothing is re-derived from `BatchIterator`.
 4. Compares per-step masked batches (input_ids, labels, attention_mask), losses, learning rates, gradient
    norms, masked-token counts, and the exported final parameters, and writes a report.
 
@@ -31,7 +30,6 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,16 +64,6 @@ def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
     if len(parts) == 1:
         return dataclasses.replace(obj, **{parts[0]: value})
     return dataclasses.replace(obj, **{parts[0]: _replace_path(getattr(obj, parts[0]), parts[1:], value)})
-
-
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
-    original = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,78 +133,15 @@ def read_metrics(output_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, 
     return [r for r in rows if "loss" in r], [r for r in rows if "eval_loss" in r]
 
 
-def from_micro_batches(x: np.ndarray) -> np.ndarray:
-    """Inverse of wwm_jax.train_step.to_micro_batches: (A, b/A, ...) -> (b, ...) in row order."""
-    return np.swapaxes(np.asarray(x), 0, 1).reshape(-1, *x.shape[2:])
+def batch_recorder(sink: list[dict[str, np.ndarray]], limit: int | None = None):
+    """An `on_batch(step, rows)` hook for either trainer that keeps, per step, this process's rows as fed
+    to the model ({input_ids, labels, attention_mask}: (b, L)), the first `limit` steps."""
 
+    def on_batch(step: int, rows: dict[str, Any]) -> None:
+        if limit is None or len(sink) < limit:
+            sink.append({k: np.asarray(rows[k]) for k in BATCH_KEYS})
 
-@contextlib.contextmanager
-def record_jax_batches(sink: list[dict[str, np.ndarray]], limit: int | None = None) -> Iterator[None]:
-    """Record what the JAX trainer's jitted train step receives: per step, this process's rows (b, L)."""
-    import wwm_jax.train as jax_train
-
-    original = jax_train.compile_steps
-
-    def compile_recording(*args: Any, **kwargs: Any):
-        step, evaluate = original(*args, **kwargs)
-
-        def recording_step(state, batch):
-            if limit is None or len(sink) < limit:
-                sink.append({k: from_micro_batches(_local_rows(batch[k])) for k in BATCH_KEYS})
-            return step(state, batch)
-
-        return recording_step, evaluate
-
-    with _patched(jax_train, "compile_steps", compile_recording):
-        yield
-
-
-def _local_rows(array: Any) -> np.ndarray:
-    """The part of a global (A, M, L) batch array that this process holds, in row order."""
-    if getattr(array, "is_fully_addressable", True):
-        return np.asarray(array)
-    shards = sorted(array.addressable_shards, key=lambda s: s.index[1].start or 0)
-    seen, parts = set(), []
-    for s in shards:  # a shard replicated over tensor/other axes appears several times
-        start = s.index[1].start or 0
-        if start not in seen:
-            seen.add(start)
-            parts.append(np.asarray(s.data))
-    return np.concatenate(parts, axis=1)
-
-
-@contextlib.contextmanager
-def record_torch_batches(sink: list[dict[str, Any]], limit: int | None = None) -> Iterator[list]:
-    """Record what WWMTrainer.compute_loss receives in training: (step, micro-batch arrays) per call."""
-    import wwm_torch.train as torch_train
-
-    original = torch_train.build_trainer
-    trainers: list = []
-
-    def build_recording(*args: Any, **kwargs: Any):
-        trainer, targs, prepared = original(*args, **kwargs)
-        compute_loss = trainer.compute_loss
-
-        def recording_compute_loss(model, inputs, *a: Any, **k: Any):
-            if model.training and (limit is None or trainer.state.global_step < limit):
-                row = {key: inputs[key].detach().cpu().numpy() for key in BATCH_KEYS}
-                sink.append({"step": trainer.state.global_step + 1, **row})
-            return compute_loss(model, inputs, *a, **k)
-
-        trainer.compute_loss = recording_compute_loss
-        trainers.append(trainer)
-        return trainer, targs, prepared
-
-    with _patched(torch_train, "build_trainer", build_recording):
-        yield trainers
-
-
-def torch_steps(calls: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
-    """Micro-batches recorded by `record_torch_batches` -> per step, the rows in order (one process)."""
-    by_step: dict[int, list] = {}
-    for call in calls:
-        by_step.setdefault(call["step"], []).append(call)
-    return [{k: np.concatenate([c[k] for c in by_step[s]]) for k in BATCH_KEYS} for s in sorted(by_step)]
+    return on_batch
 
 
 def _fresh_dir(path: str) -> None:
@@ -232,22 +157,20 @@ def _run_path(
     if fresh:
         _fresh_dir(out)
     result = PathResult(framework, out)
-    calls: list[dict[str, Any]] = []
+    batches: list[dict[str, np.ndarray]] = []
+    on_batch = batch_recorder(batches, record_steps)
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(log):
             if framework == "jax":
                 from wwm_jax.train import run
 
-                with record_jax_batches(calls, record_steps):
-                    result.status = run(config)
-                result.batches = calls
+                result.status = run(config, on_batch=on_batch)
             else:
                 from wwm_torch.train import run
 
-                with record_torch_batches(calls, record_steps):
-                    result.status = run(config, prepared=prepared)
-                result.batches = torch_steps(calls)
+                result.status = run(config, prepared=prepared, on_batch=on_batch)
+        result.batches = batches
     except Exception as err:  # reported, not raised: the other path still runs and the verdict fails
         result.error = f"{type(err).__name__}: {err}"
         print(traceback.format_exc(), file=log)
@@ -672,14 +595,13 @@ __all__ = [
     "LOSS_RTOL",
     "PARAM_ATOL",
     "PathResult",
+    "batch_recorder",
     "compare_batches",
     "compare_metrics_files",
     "compare_params",
     "compare_runs",
     "load_batches",
     "read_metrics",
-    "record_jax_batches",
-    "record_torch_batches",
     "run_jax",
     "run_parity",
     "run_torch",

@@ -538,7 +538,10 @@ class _MaskedLM(nnx.Module):
     def base_model(self) -> EncoderModel:
         raise NotImplementedError
 
-    def _head(self, hidden: jax.Array) -> jax.Array:
+    def head(self, hidden: jax.Array) -> jax.Array:
+        """The MLM head: (..., H) hidden states -> (..., V) float32 logits. Public because the trainers
+        run it on the masked positions only (`encode`, gather the masked rows, `head`): the logits of the
+        other positions are never needed for the loss."""
         raise NotImplementedError
 
     def encode(
@@ -560,7 +563,7 @@ class _MaskedLM(nnx.Module):
         hidden = self.encode(
             input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
         )
-        return self._head(hidden)
+        return self.head(hidden)
 
 
 class BertForMaskedLM(_MaskedLM):
@@ -576,7 +579,7 @@ class BertForMaskedLM(_MaskedLM):
     def base_model(self) -> EncoderModel:
         return self.bert
 
-    def _head(self, hidden):
+    def head(self, hidden):
         head = self.cls.predictions
         return _tied_decoder(head.transform(hidden), self.bert.embeddings, head.bias)
 
@@ -594,7 +597,7 @@ class RobertaForMaskedLM(_MaskedLM):
     def base_model(self) -> EncoderModel:
         return self.roberta
 
-    def _head(self, hidden):
+    def head(self, hidden):
         return _tied_decoder(self.lm_head.transform(hidden), self.roberta.embeddings, self.lm_head.bias)
 
 

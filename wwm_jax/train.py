@@ -10,6 +10,7 @@ docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -37,14 +38,14 @@ from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
 from wwm_jax.modeling import EncoderConfig, build_model, logical_axes, num_params
 from wwm_jax.optim import make_optimizer
-from wwm_jax.train_step import TrainState, compile_steps, masked_bound, to_micro_batches
+from wwm_jax.train_step import TrainState, compile_steps, from_micro_batches, masked_bound, to_micro_batches
 
 
-def run(config, *, overwrite: bool = False, allow_changes: bool = False) -> int:
+def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
     """Check and claim the run directory, prepare the data, train, export. Returns the exit status.
 
     `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings
-    (wwm.rundir; `wwm train --overwrite / --allow-config-change`)."""
+    (wwm.rundir; `wwm train --overwrite / --allow-config-change`); `on_batch`: see `train`."""
     shd.initialize_distributed(config.parallel.distributed)  # before anything touches a device
     from wwm.data import prepare_dataset
     from wwm.preflight import start_run
@@ -75,6 +76,7 @@ def run(config, *, overwrite: bool = False, allow_changes: bool = False) -> int:
         hf_config=hf_config,
         tokenizer=data.tokenizer,
         run_dir=run_dir,
+        on_batch=on_batch,
     )
     if jax.process_index() == 0:
         print(format_summary(summary), flush=True)
@@ -200,8 +202,9 @@ def _prefetch(items: Iterator, size: int = 2) -> Iterator:
         stop.set()
 
 
-def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, dict]]:
-    """(this host's masked rows in (A, b/A, L) micro-batch layout, the data position after the batch)."""
+def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, np.ndarray, dict]]:
+    """(this host's masked rows in (A, b/A, L) micro-batch layout, their example ids (b,), the data
+    position after the batch)."""
     for batch in batches:
         position = batches.position.to_dict()  # set by the iterator before it yields this batch
         m = masker(
@@ -213,7 +216,7 @@ def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, dic
             "labels": m.labels.astype(np.int32),
             "attention_mask": batch["attention_mask"].astype(np.int32),
         }
-        yield {k: to_micro_batches(v, accum) for k, v in rows.items()}, position
+        yield {k: to_micro_batches(v, accum) for k, v in rows.items()}, batch["example_ids"], position
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -238,7 +241,7 @@ def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[s
     batches = validation_batches(val_dataset, size, host_index=host[0], host_count=host[1])
     totals = {"ce_sum": 0.0, "correct": 0, "count": 0}
     limit = config.eval.max_batches
-    for i, (rows, _) in enumerate(masked_host_batches(batches, masker, 1)):
+    for i, (rows, _, _) in enumerate(masked_host_batches(batches, masker, 1)):
         out = jax.device_get(eval_fn(params, shd.global_batch({k: v[0] for k, v in rows.items()}, mesh, 0)))
         for key in totals:
             totals[key] += out[key].item()
@@ -265,6 +268,76 @@ def _check_batch(config, mesh) -> None:
         raise WWMError(f"eval.batch_size ({eval_size}) must be divisible by the {rows} data-parallel devices")
 
 
+@dataclasses.dataclass
+class StepSetup:
+    """Everything a training step needs, built once from the config by `build_step`: the trainer's loop
+    and `wwm bench train` use the same one."""
+
+    mesh: Any
+    graphdef: Any
+    state: TrainState  # fresh (step 0), placed on the mesh
+    shardings: TrainState
+    step_fn: Any  # (state, global batch) -> (state, metrics)
+    eval_fn: Any  # (params, global batch) -> sums
+    model_config: EncoderConfig
+    n_params: int
+    flops_per_step: float  # model FLOPs of one optimizer step (wwm.flops)
+
+
+def build_step(config, hf_config: dict | None, masker, seq_len: int, *, full_head: bool = False) -> StepSetup:
+    """Mesh, model, AdamW state and the compiled steps for `config`. `full_head`: the MLM head at every
+    position instead of the masked ones only (benchmarks compare the two)."""
+    mesh = shd.make_mesh(config.parallel)
+    _check_batch(config, mesh)
+    model = make_model(config, hf_config)
+    tx, schedule = make_optimizer(config.optim, config.train.max_steps)
+    graphdef, state, shardings = init_state(model, tx, mesh, config)
+    mc = model.config
+    deterministic = mc.hidden_dropout_prob == 0 and mc.attention_probs_dropout_prob == 0
+    # The MLM head runs only at the masked positions (at most this many per row; more: the full head).
+    max_masked = None if full_head else masked_bound(masker.config, seq_len)
+    step_fn, eval_fn = compile_steps(graphdef, tx, schedule, shardings, mesh, config.parallel.mode,
+                                     deterministic=deterministic, max_masked=max_masked)  # fmt: skip
+    n_params = num_params(model)
+    tokens = config.train.global_batch_size * seq_len
+    flops = flops_per_step(n_params, mc.num_hidden_layers, seq_len, mc.hidden_size, tokens)
+    return StepSetup(mesh, graphdef, state, shardings, step_fn, eval_fn, mc, n_params, flops)
+
+
+def _restore(ckpt: Checkpointer, state: TrainState, resume: bool, lead: bool):
+    """(state, the data position of the next batch, the restored step or None)."""
+    from wwm.data import DataPosition
+
+    restored = ckpt.restore_latest(state, lead=lead) if resume else None
+    if restored is None:
+        return state, DataPosition(), None
+    step, state, meta = restored
+    return state, DataPosition.from_dict(meta["data_position"]), step
+
+
+def _check_finite(metrics: dict[str, float], step: int, ckpt: Checkpointer) -> None:
+    """Stop on a NaN/inf loss or gradient norm (a finite loss with a NaN gradient norm has already made
+    the parameters NaN), before anything of this step is written or saved."""
+    bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(metrics[k])), None)
+    if bad is None:
+        return
+    good = ckpt.latest_step()
+    where = f"{ckpt.directory}/{good}" if good is not None else "none (no checkpoint was saved)"
+    raise WWMError(
+        f"the {bad.replace('_', ' ')} is {metrics[bad]} at step {step}: stopping. The last good checkpoint is "
+        f"{where}; lower optim.learning_rate or check the data"
+    )
+
+
+def _export_at_end(config, setup: StepSetup, state: TrainState, tokenizer, lead: bool) -> str | None:
+    if not config.checkpoint.export_hf_at_end:
+        return None
+    params = host_params(state)  # every process takes part in the gather
+    if not lead:
+        return None
+    return export_hf(setup.graphdef, params, os.path.join(config.output_dir, "hf"), tokenizer)
+
+
 def train(
     config,
     *,
@@ -274,36 +347,28 @@ def train(
     hf_config: dict | None,
     tokenizer=None,
     run_dir=None,
+    on_batch=None,
 ) -> dict[str, Any]:
     """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns a summary.
 
-    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here."""
+    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here.
+    `on_batch(step, rows)`: called before each optimizer step with this process's rows of the step's
+    global batch, as fed to the model: {"input_ids", "labels", "attention_mask"} (b, L) int32 and
+    "example_ids" (b,), rows in order (`wwm parity` records batches with it).
+    """
+    from wwm.data import BatchIterator
+
     t_start = time.perf_counter()
     tc, out_dir = config.train, config.output_dir
     lead = jax.process_index() == 0
-    mesh = shd.make_mesh(config.parallel)
-    _check_batch(config, mesh)
-    model = make_model(config, hf_config)
-    tx, schedule = make_optimizer(config.optim, tc.max_steps)
-    graphdef, state, shardings = init_state(model, tx, mesh, config)
-    deterministic = model.config.hidden_dropout_prob == 0 and model.config.attention_probs_dropout_prob == 0
-    # The MLM head runs only at the masked positions (at most this many per row; more: the full head).
-    max_masked = masked_bound(masker.config, train_dataset.max_seq_len)
-    step_fn, eval_fn = compile_steps(graphdef, tx, schedule, shardings, mesh, config.parallel.mode,
-                                     deterministic=deterministic, max_masked=max_masked)  # fmt: skip
-
-    from wwm.data import BatchIterator, DataPosition
-
     if run_dir is None:
         from wwm.rundir import claim
 
         run_dir = claim(config, "jax", lead=lead)
+    setup = build_step(config, hf_config, masker, train_dataset.max_seq_len)
+    mesh = setup.mesh
     ckpt = Checkpointer(out_dir, config.checkpoint)
-    position = DataPosition()
-    restored = ckpt.restore_latest(state, lead=lead) if run_dir.resume else None
-    if restored is not None:
-        latest, state, meta = restored
-        position = DataPosition.from_dict(meta["data_position"])
+    state, position, latest = _restore(ckpt, setup.state, run_dir.resume, lead)
     start = int(jax.device_get(state.step))
     if lead:
         os.makedirs(out_dir, exist_ok=True)
@@ -311,20 +376,14 @@ def train(
     writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead)
     for text in run_dir.messages:
         writer.message(f"wwm: {text}")
-    if restored is not None:
+    if latest is not None:
         writer.message(f"resumed from {ckpt.directory}/{latest} (data position {position.to_dict()})")
 
     host = shd.host_rows(mesh, tc.global_batch_size)
     batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed,
                             host_index=host[0], host_count=host[1], start=position)  # fmt: skip
     stream = _prefetch(masked_host_batches(batches, masker, tc.grad_accum_steps))
-
-    n_params = num_params(model)
-    seq_len = train_dataset.max_seq_len
-    tokens = tc.global_batch_size * seq_len
-    flops = flops_per_step(
-        n_params, model.config.num_hidden_layers, seq_len, model.config.hidden_size, tokens
-    )
+    tokens = tc.global_batch_size * train_dataset.max_seq_len
     peak = peak_flops_per_device(config.logging.peak_flops_per_device)
     n_devices = mesh.devices.size
 
@@ -333,45 +392,40 @@ def train(
                                 "rng": "dropout key = fold_in(fold_in(PRNGKey(seed), step), micro_batch)"})  # fmt: skip
 
     summary: dict[str, Any] = {"status": "done", "start_step": start, "steps": start, "loss": None, "eval": None,
-                               "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": n_params}  # fmt: skip
+                               "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": setup.n_params}  # fmt: skip
     timed_tokens, timed_s = 0, 0.0
     step, pos = start, position.to_dict()
     with StopRequest("wwm train") as stop:
         try:
             while step < tc.max_steps:
-                rows, pos = next(stream)
+                rows, example_ids, pos = next(stream)
+                if on_batch is not None:
+                    on_batch(step + 1, {**{k: from_micro_batches(v) for k, v in rows.items()},
+                                        "example_ids": example_ids})  # fmt: skip
                 t0 = time.perf_counter()
-                state, metrics = step_fn(state, shd.global_batch(rows, mesh, 1))
+                state, metrics = setup.step_fn(state, shd.global_batch(rows, mesh, 1))
                 metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
                 dt = time.perf_counter() - t0
                 step += 1
-                bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(metrics[k])), None)
-                if bad is not None:
-                    # A finite loss with a NaN gradient norm has already made the parameters NaN.
-                    good = ckpt.latest_step()
+                try:
+                    _check_finite(metrics, step, ckpt)
+                except WWMError:
                     summary.update(status="failed", steps=step)
-                    raise WWMError(
-                        f"the {bad.replace('_', ' ')} is {metrics[bad]} at step {step}: stopping. The last good "
-                        "checkpoint is "
-                        + (
-                            f"{ckpt.directory}/{good}"
-                            if good is not None
-                            else "none (no checkpoint was saved)"
-                        )
-                        + "; lower optim.learning_rate or check the data"
-                    )
+                    raise
                 if step > start + 1:  # the first step compiles
                     timed_tokens, timed_s = timed_tokens + tokens, timed_s + dt
+                mfu = setup.flops_per_step / dt / (peak * n_devices) if peak else None
                 record = {"step": step, "loss": metrics["loss"], "learning_rate": metrics["learning_rate"],
                           "grad_norm": metrics["grad_norm"], "masked_tokens": int(metrics["masked_tokens"]),
-                          "tokens_per_s": tokens / dt, "step_time_s": dt,
-                          "mfu": flops / dt / (peak * n_devices) if peak else None}  # fmt: skip
+                          "tokens_per_s": tokens / dt, "step_time_s": dt, "mfu": mfu}  # fmt: skip
                 writer.train(record, log=step % tc.log_every_steps == 0 or step == tc.max_steps)
                 summary.update(steps=step, loss=metrics["loss"])
                 if step % config.checkpoint.every_steps == 0:
                     save(step, pos)
                 if val_dataset is not None and (step % config.eval.every_steps == 0 or step == tc.max_steps):
-                    summary["eval"] = evaluate(eval_fn, state.params, val_dataset, masker, mesh, config, host)
+                    summary["eval"] = evaluate(
+                        setup.eval_fn, state.params, val_dataset, masker, mesh, config, host
+                    )
                     writer.eval({"step": step, **summary["eval"]})
                 if step < tc.max_steps and _stop_requested(stop):
                     save(step, pos)
@@ -381,12 +435,7 @@ def train(
                     break
             if summary["status"] == "done":
                 save(step, pos)
-                if config.checkpoint.export_hf_at_end:
-                    params = host_params(state)
-                    if lead:
-                        summary["hf_dir"] = export_hf(
-                            graphdef, params, os.path.join(out_dir, "hf"), tokenizer
-                        )
+                summary["hf_dir"] = _export_at_end(config, setup, state, tokenizer, lead)
         finally:
             writer.close()
             ckpt.close()
@@ -394,7 +443,7 @@ def train(
     summary["wall_s"] = time.perf_counter() - t_start
     summary["devices"] = n_devices
     summary["state"] = state
-    summary["graphdef"] = graphdef
+    summary["graphdef"] = setup.graphdef
     return summary
 
 

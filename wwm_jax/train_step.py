@@ -52,6 +52,12 @@ def to_micro_batches(rows: np.ndarray, accum: int) -> np.ndarray:
     return np.swapaxes(rows.reshape(b // accum, accum, *rows.shape[1:]), 0, 1)
 
 
+def from_micro_batches(x: np.ndarray) -> np.ndarray:
+    """Inverse of `to_micro_batches`: (A, b/A, ...) -> (b, ...) in row order."""
+    x = np.asarray(x)
+    return np.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
+
+
 def masked_bound(masking, seq_len: int) -> int:
     """Static bound on the masked tokens of one row of length `seq_len` under `masking` (MaskingConfig).
 
@@ -99,10 +105,10 @@ def token_losses(graphdef, params, input_ids, attention_mask, labels, *, determi
         score = jnp.where(masked, L - jnp.arange(L, dtype=jnp.int32), 0)
         top, pos = jax.lax.top_k(score, max_masked)  # (M, K)
         h = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # (M, K, H)
-        return _ce_sums(model._head(h), jnp.take_along_axis(labels, pos, axis=1), top > 0)
+        return _ce_sums(model.head(h), jnp.take_along_axis(labels, pos, axis=1), top > 0)
 
     def full(hidden):
-        return _ce_sums(model._head(hidden), labels, masked)
+        return _ce_sums(model.head(hidden), labels, masked)
 
     overflow = jnp.any(jnp.sum(masked, axis=-1) > max_masked)
     return jax.lax.cond(overflow, full, gathered, hidden)

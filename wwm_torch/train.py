@@ -19,8 +19,9 @@ def has_validation(data: Any) -> bool:
     return bool(data.validation_fraction > 0 or data.validation_files)
 
 
-def build_trainer(config: Any, prepared: Any = None, *, record_batches: bool = False):
-    """(trainer, args, prepared): everything `run` trains with, for tests and custom scripts."""
+def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
+    """(trainer, args, prepared): everything `run` trains with, for tests, benchmarks and custom scripts.
+    `on_batch`, `masked_head`: see `WWMTrainer`."""
     from transformers import set_seed
     from transformers.trainer_utils import IntervalStrategy
 
@@ -60,7 +61,8 @@ def build_trainer(config: Any, prepared: Any = None, *, record_batches: bool = F
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        record_batches=record_batches,
+        on_batch=on_batch,
+        masked_head=masked_head,
     )
     trainer.add_callback(
         MetricsCallback(
@@ -83,6 +85,7 @@ def run(
     callbacks: tuple = (),
     overwrite: bool = False,
     allow_changes: bool = False,
+    on_batch: Any = None,
 ) -> int:
     """Check and claim the run directory, train (or resume from the newest intact checkpoint), export
     `<output_dir>/hf`, return the exit status (0; after SIGTERM 0, after Ctrl-C 130, with a checkpoint).
@@ -90,6 +93,7 @@ def run(
     `prepared`: the data (`wwm.data.PreparedData` or any object with train, validation, tokenizer);
     None runs `prepare_dataset(config)`. `callbacks`: extra TrainerCallbacks. `overwrite` /
     `allow_changes`: replace the run in output_dir / resume it under changed settings (wwm.rundir).
+    `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
     """
     import shutil
 
@@ -107,7 +111,7 @@ def run(
     c = config
     lead = int(os.environ.get("RANK", "0")) == 0
     run_dir = start_run(c, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
-    trainer, args, prepared = build_trainer(config, prepared)
+    trainer, args, prepared = build_trainer(config, prepared, on_batch=on_batch)
     for callback in callbacks:
         trainer.add_callback(callback)
     if lead:

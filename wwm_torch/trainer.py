@@ -19,6 +19,7 @@ the Trainer not to divide by the accumulation steps again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -34,6 +36,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from wwm.errors import WWMError
 from wwm.flops import flops_per_step, peak_flops
+from wwm.masking import IGNORE_INDEX
 from wwm.metrics_schema import dumps_record, truncate_after
 from wwm_torch.collator import EXAMPLE_IDS_OUT
 
@@ -44,8 +47,10 @@ __all__ = [
     "WWMTrainer",
     "build_model",
     "checkpoint_problem",
+    "head_at_rows",
     "install_printing",
     "masked_lm_sums",
+    "mlm_head",
     "newest_intact_checkpoint",
     "state_is_finite",
     "training_arguments",
@@ -152,16 +157,41 @@ def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = 
 
 
 # ---------------------------------------------------------------------------------------------- loss
+def mlm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The module of a masked-LM model that maps hidden states (..., H) to logits (..., V)."""
+    for name in ("cls", "lm_head"):  # BertForMaskedLM, RobertaForMaskedLM
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    raise WWMError(f"{type(model).__name__} has no MLM head the trainer knows (cls or lm_head)")
+
+
+@contextlib.contextmanager
+def head_at_rows(model: torch.nn.Module, rows: torch.Tensor):
+    """Within the block, `model(...)` runs its MLM head on `hidden[rows]` (M, H) instead of every
+    position (B, L, H), so the logits are (M, V): the loss needs no other position's logits.
+
+    Why a scoped forward pre-hook and not `head(encoder(...)[rows])` at the call site: the forward must
+    go through `model` as the Trainer wrapped it (DDP, FSDP, torch.compile): DDP prepares its gradient
+    all-reduce in its own forward, and calling the unwrapped encoder would skip that. The hook exists
+    only inside this block (registered on entry, removed on exit)."""
+    handle = mlm_head(model).register_forward_pre_hook(lambda module, args: (args[0][rows], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def masked_lm_sums(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of token cross-entropies, number of masked positions, number predicted right), float32.
 
     `logits`: (B, L, V) for every position, or (M, V) for the masked positions only (the head ran
-    only there). Only the masked positions (labels != -100) enter the softmax, so a batch with no
+    only there). Only the masked positions (labels != IGNORE_INDEX) enter the softmax, so a batch with no
     masked token gives (0, 0, 0) and no NaN.
     """
-    masked = labels != -100
+    masked = labels != IGNORE_INDEX
     picked = (logits if logits.dim() == 2 else logits[masked]).float()  # (M, V)
     targets = labels[masked]
     ce = F.cross_entropy(picked, targets, reduction="sum")
@@ -182,41 +212,20 @@ class StepStats:
 class WWMTrainer(Trainer):
     """`transformers.Trainer` with the JAX path's order, loss and evaluation (module docstring).
 
-    `record_batches`: keep (example_ids, input_ids, labels) of every training micro-batch in
-    `self.recorded` (tests compare them with BatchIterator + WholeWordMasker).
+    `on_batch(step, rows)`: called once per optimizer step, before its forward passes, with this
+    process's rows of the step's global batch as the model receives them ({"input_ids", "labels",
+    "attention_mask"} (b, L) and "example_ids" (b,) numpy arrays, the micro-batches concatenated in
+    order) — the JAX trainer's hook of the same name (`wwm parity` records batches with it).
+    `masked_head=False`: the MLM head at every position (benchmarks compare the two).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the step's global masked count
 
-    def __init__(self, *args: Any, record_batches: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_batch: Any = None, masked_head: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.record_batches = record_batches
-        self.recorded: list[dict[str, Any]] = []
+        self.on_batch = on_batch
+        self.masked_head = masked_head
         self.step_stats = StepStats()
-        # The MLM head (transform + vocabulary projection) runs only at the masked positions: while
-        # _forward_masked_head (training loss and evaluation) sets _head_rows, a pre-hook hands the
-        # head hidden[masked] (N, H) instead of the (B, L, H) sequence, so the logits are (N, V).
-        # The loss terms are the same.
-        self._head_rows: torch.Tensor | None = None
-        head = getattr(self.model, "cls", None) or getattr(self.model, "lm_head", None)
-        if head is not None:
-            head.register_forward_pre_hook(self._gather_masked_rows)
-
-    def _save_checkpoint(self, model, trial):
-        """Never write a checkpoint of NaN/inf parameters or optimizer moments: it would later be
-        resumed from as "the last good checkpoint"."""
-        if not state_is_finite(self.model, self.optimizer):
-            last = complete_checkpoints(self.args.output_dir)
-            raise NonFiniteLossError(
-                f"the parameters or optimizer state hold NaN/inf at step {self.state.global_step}: not saving "
-                f"them. The last good checkpoint: {last[-1] if last else 'none'}. Lower optim.learning_rate"
-            )
-        super()._save_checkpoint(model, trial)
-
-    def _gather_masked_rows(self, module, args):
-        if self._head_rows is None:
-            return None
-        return (args[0][self._head_rows], *args[1:])
 
     # ---------------------------------------------------------------- order
     def _get_train_sampler(self, train_dataset=None):
@@ -227,9 +236,15 @@ class WWMTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         started = time.perf_counter()
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.on_batch is not None and batch_samples:
+            keys = ("input_ids", "labels", "attention_mask", EXAMPLE_IDS_OUT)
+            rows = {k: np.concatenate([b[k].cpu().numpy() for b in batch_samples]) for k in keys
+                    if k in batch_samples[0]}  # fmt: skip
+            rows["example_ids"] = rows.pop(EXAMPLE_IDS_OUT, None)
+            self.on_batch(self.state.global_step + 1, rows)
         count = torch.zeros((), dtype=torch.float64, device=device)
         for batch in batch_samples:
-            count += batch["labels"].ne(-100).sum().to(device)
+            count += batch["labels"].ne(IGNORE_INDEX).sum().to(device)
         if self.args.world_size > 1:
             count = self.accelerator.reduce(count, reduction="sum")
         self.step_stats = StepStats(ce=0.0, tokens=0.0, masked=count, started=started)
@@ -237,17 +252,8 @@ class WWMTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        example_ids = inputs.pop(EXAMPLE_IDS_OUT, None)
+        inputs.pop(EXAMPLE_IDS_OUT, None)
         labels = inputs.pop("labels")
-        if self.record_batches and model.training:
-            self.recorded.append(
-                {
-                    "step": self.state.global_step + 1,
-                    "example_ids": None if example_ids is None else example_ids.cpu().numpy(),
-                    "input_ids": inputs["input_ids"].cpu().numpy(),
-                    "labels": labels.cpu().numpy(),
-                }
-            )
         outputs = self._forward_masked_head(model, inputs, labels)
         ce, masked, _ = masked_lm_sums(outputs.logits, labels)
         if num_items_in_batch is None:  # outside the training loop: this batch alone
@@ -263,15 +269,12 @@ class WWMTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _forward_masked_head(self, model, inputs: dict[str, Any], labels: torch.Tensor):
-        """The model's outputs with the MLM head run only at the masked positions: logits (M, V).
-
-        (A model whose head the hook does not reach returns every position's logits, (B, L, V);
-        masked_lm_sums takes either.)"""
-        self._head_rows = labels != -100
-        try:
+        """The model's outputs with the MLM head run only at the masked positions: logits (M, V)
+        (`masked_head=False`: (B, L, V); masked_lm_sums takes either)."""
+        if not self.masked_head:
             return model(**inputs)
-        finally:
-            self._head_rows = None
+        with head_at_rows(self.model, labels != IGNORE_INDEX):
+            return model(**inputs)
 
     def step_metrics(self) -> dict[str, float]:
         """The finished step's loss, masked-token count and token count over all ranks."""

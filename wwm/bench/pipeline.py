@@ -68,7 +68,7 @@ def _jax_step(data, masker, batch: int):
     batches = masked_host_batches(BatchIterator(data.blocks, batch, seed=0), masker, 1)
 
     def step():
-        rows, _ = next(batches)
+        rows, _, _ = next(batches)
         jax.block_until_ready(jax.device_put(rows, device))
 
     return step

@@ -128,30 +128,19 @@ def _summary(step_times: list[float], tokens: int, flops: float, peak: float | N
 def run_jax(
     config, data, warmup: int, steps: int, peak: float | None, profile_dir: str | None = None, full_head=False
 ):
-    """`full_head`: the MLM head at every position (the JAX trainer before the masked-positions head)."""
+    """`full_head`: the MLM head at every position (the JAX trainer before the masked-positions head).
+    The step is the trainer's own (`wwm_jax.train.build_step`)."""
     import jax
 
     from wwm.data import BatchIterator
     from wwm_jax import sharding as shd
     from wwm_jax import train as jt
-    from wwm_jax.modeling import num_params
-    from wwm_jax.optim import make_optimizer
-    from wwm_jax.train_step import compile_steps, masked_bound
 
     tc = config.train
     hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
-    mesh = shd.make_mesh(config.parallel)
-    model = jt.make_model(config, hf_config)
-    n_params = num_params(model)
-    tx, schedule = make_optimizer(config.optim, tc.max_steps)
-    graphdef, state, shardings = jt.init_state(model, tx, mesh, config)
-    deterministic = model.config.hidden_dropout_prob == 0 and model.config.attention_probs_dropout_prob == 0
     masker = _masker(data.tokenizer, config)
-    max_masked = (
-        None if full_head else masked_bound(masker.config, config.data.max_seq_len)
-    )  # as train() does
-    step_fn, _ = compile_steps(graphdef, tx, schedule, shardings, mesh, "single", deterministic=deterministic,
-                               max_masked=max_masked)  # fmt: skip
+    setup = jt.build_step(config, hf_config, masker, config.data.max_seq_len, full_head=full_head)
+    state, mesh, step_fn, n_params = setup.state, setup.mesh, setup.step_fn, setup.n_params
     batches = BatchIterator(data.blocks, tc.global_batch_size, config.seed)
     stream = jt._prefetch(jt.masked_host_batches(batches, masker, tc.grad_accum_steps))
     times, losses = [], []
@@ -159,7 +148,7 @@ def run_jax(
     for i in range(warmup + steps):
         if profile_dir and i == warmup:
             jax.profiler.start_trace(profile_dir, create_perfetto_trace=True)
-        rows, _ = next(stream)
+        rows, _, _ = next(stream)
         state, metrics = step_fn(state, shd.global_batch(rows, mesh, 1))
         metrics = jax.device_get(metrics)
         now = time.perf_counter()
@@ -172,9 +161,7 @@ def run_jax(
     stream.close()
     profile = _jax_top_ops(profile_dir) if profile_dir else None
     tokens = tc.global_batch_size * config.data.max_seq_len
-    c = model.config
-    flops = flops_per_step(n_params, c.num_hidden_layers, config.data.max_seq_len, c.hidden_size, tokens)
-    out = {"params": n_params, "losses": losses, **_summary(times, tokens, flops, peak)}
+    out = {"params": n_params, "losses": losses, **_summary(times, tokens, setup.flops_per_step, peak)}
     return {**out, "top_ops": profile} if profile else out
 
 
@@ -219,27 +206,19 @@ def run_torch(
     from wwm_torch.train import build_trainer
 
     prepared = SimpleNamespace(train=data.blocks, validation=None, tokenizer=data.tokenizer)
-    trainer, _, _ = build_trainer(config, prepared)
+    from wwm_torch.trainer import MetricsCallback
+
+    trainer, _, _ = build_trainer(config, prepared, masked_head=not full_head)
     _no_saving(trainer)
-    if full_head:
-        head = getattr(trainer.model, "cls", None) or getattr(trainer.model, "lm_head", None)
-        head._forward_pre_hooks.clear()  # WWMTrainer's gather of the masked rows
     timer = _step_timer(warmup)
     trainer.add_callback(timer)
-    losses: list[float] = []
-    original = trainer.compute_loss
-
-    def compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = original(model, inputs, return_outputs, num_items_in_batch)
-        losses.append(float((loss[0] if return_outputs else loss).detach()))
-        return loss
-
-    trainer.compute_loss = compute_loss
+    metrics = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsCallback))
     with _torch_profile(profile_dir, warmup) as prof:
         if prof is not None:
             trainer.add_callback(_ProfilerStep(prof))
         trainer.train()
     profile = _torch_top_ops(prof, profile_dir)
+    losses = [r["loss"] for r in metrics.records]
     model = trainer.model
     n_params = sum(p.numel() for p in model.parameters())
     tokens = config.train.global_batch_size * config.data.max_seq_len
