@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train-tokenizer": "train_tokenizer",
     "train": "train",
     "parity": "parity",
+    "cache": "cache",
 }
 
 
