@@ -60,7 +60,13 @@ def main(args: argparse.Namespace) -> int:
     if args.tokenizer:
         tokenizer = _load_tokenizer(args.tokenizer)
     else:
-        tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000)
+        import warnings
+
+        from wwm.errors import WWMWarning
+
+        with warnings.catch_warnings():  # 4000 is our pick, not the user's: a smaller vocabulary is fine
+            warnings.simplefilter("ignore", WWMWarning)
+            tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000)
     config = MaskingConfig(
         mask_prob=args.mask_prob,
         budget=args.budget,
