@@ -812,7 +812,7 @@ def test_wwm_data_imports_numpy_only():
 
 
 # --------------------------------------------------------------------------------------------------
-# Checks before the slow work; long documents; not-text files
+# Checks before the slow work; long documents; not-text files; Hub names offline
 # --------------------------------------------------------------------------------------------------
 
 
@@ -982,3 +982,47 @@ def test_a_binary_file_is_refused_before_any_work(tmp_path, corpus, wordpiece_di
         == 20
     )
     assert stats.replaced == 80
+
+
+def test_a_hub_name_offline_fails_fast_in_one_line(monkeypatch):
+    import time
+
+    from wwm.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(
+        WWMError, match=r"not in the local Hugging Face cache and HF_HUB_OFFLINE is set; .*hf download"
+    ):
+        load_tokenizer("wwm-tests/no-such-tokenizer")
+    assert time.perf_counter() - start < 10  # the Hub download retried for ~50 s
+
+
+def test_a_hub_name_without_network_asks_the_hub_once(monkeypatch):
+    import transformers
+
+    from wwm.data import tokenizer as tok_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    probes, loads = [], []
+
+    def unreachable(name):
+        probes.append(name)
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    original = transformers.AutoTokenizer.from_pretrained
+
+    def recording(name, **kwargs):
+        loads.append(kwargs.get("local_files_only"))
+        if not kwargs.get("local_files_only"):
+            raise AssertionError("a download was tried although the Hub did not answer")
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(tok_module, "_probe_hub", unreachable)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", recording)
+    with pytest.raises(
+        WWMError, match=r"the Hub cannot be reached \(ConnectionError: .*\); download it once"
+    ):
+        tok_module.load_tokenizer("wwm-tests/no-such-tokenizer")
+    assert probes == ["wwm-tests/no-such-tokenizer"] and loads == [True]

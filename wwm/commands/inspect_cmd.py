@@ -120,12 +120,9 @@ def _readable_rows(texts: list[str], masked: np.ndarray, n: int) -> list[int]:
 
 
 def _load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from wwm.data.tokenizer import load_tokenizer  # a Hub name offline fails fast, in one line
 
-    path = Path(name)
-    if path.is_file() and path.suffix == ".json":
-        return PreTrainedTokenizerFast(tokenizer_file=str(path))
-    return AutoTokenizer.from_pretrained(name)
+    return load_tokenizer(name)
 
 
 def _pad(rows: list, value: int) -> np.ndarray:

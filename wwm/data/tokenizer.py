@@ -95,15 +95,74 @@ def load_tokenizer(path: str) -> Any:
             f"tokenizer.path {path!r} does not exist; give a tokenizer folder, a tokenizer.json file or a "
             "Hub name, or use tokenizer.train to train one"
         )
+    return _hub_tokenizer(path)
+
+
+_HUB_TIMEOUT_S = 10.0  # the one request that tells whether the Hub answers
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        (f or "").upper() in {"1", "ON", "YES", "TRUE"} for f in flags
+    )
+
+
+def _probe_hub(name: str) -> None:
+    """One request with a short timeout and no retries (a download retries for ~50 s when offline)."""
+    from huggingface_hub import HfApi
+
+    HfApi().model_info(name, timeout=_HUB_TIMEOUT_S)
+
+
+def _one_line(err: Exception, limit: int = 200) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
+
+
+def _hub_tokenizer(name: str) -> Any:
+    """A Hub tokenizer: from the local Hugging Face cache when it is there (no network at all), else
+    downloaded once the Hub has answered one short request; offline (HF_HUB_OFFLINE) or unreachable,
+    one line that names the fix."""
+    from transformers import AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        cached = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        if getattr(cached, "is_fast", False):
+            return _require_fast(cached, repr(name))
+    except Exception:  # not (completely) in the local cache
+        pass
+    fix = (
+        f"download it once with network (`hf download {name}`, then it loads from the cache), or give "
+        "a local tokenizer folder instead"
+    )
+    if _hub_offline():
+        raise WWMError(
+            f"the tokenizer {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {fix}"
+        )
+    try:
+        _probe_hub(name)
+    except Exception as err:
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        if isinstance(err, RepositoryNotFoundError):
+            raise WWMError(
+                f"the Hugging Face Hub has no model {name!r} (or it is private or gated: log in with "
+                "`hf auth login`); check tokenizer.path"
+            ) from err
+        raise WWMError(
+            f"the tokenizer {name!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            f"({_one_line(err, 120)}); {fix}"
+        ) from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:
         raise WWMError(
-            f"could not load the tokenizer {path!r} from the Hugging Face Hub: {type(err).__name__}: "
-            f"{' '.join(str(err).split())[:200]}; check the name and your network, or point tokenizer.path "
-            "at a local folder"
+            f"could not load the tokenizer {name!r} from the Hugging Face Hub: {_one_line(err)}; check the "
+            "name and your network, or point tokenizer.path at a local folder"
         ) from err
-    return _require_fast(tokenizer, repr(path))
+    return _require_fast(tokenizer, repr(name))
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
