@@ -143,3 +143,18 @@ def test_train_tokenizer_warning_is_a_wwm_warning(training_texts):
     with warnings.catch_warnings():
         warnings.simplefilter("error", WWMWarning)  # enough text: no warning
         assert len(train_tokenizer(training_texts, "wordpiece", 1000)) == 1000
+
+
+def test_parity_compare_says_masks_were_not_compared(tmp_path, capsys):
+    for name, losses in (("a", [7.0, 6.5]), ("b", [7.0, 6.5])):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "metrics.jsonl", "w") as f:
+            for step, loss in enumerate(losses, start=1):
+                f.write(json.dumps({"step": step, "loss": loss, "learning_rate": 1e-3, "grad_norm": 1.0,
+                                    "masked_tokens": 10}) + "\n")  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["parity", "--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "masked batches: not compared" in text and "None" not in text
+    markdown = (out / "report.md").read_text()
+    assert "not compared" in markdown and "None" not in markdown
