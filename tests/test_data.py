@@ -936,6 +936,29 @@ def test_long_documents_tokenized_in_pieces_give_the_same_blocks(
         np.testing.assert_array_equal(getattr(cut, name), getattr(whole, name))
 
 
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_tokenizer_training_on_long_documents_in_pieces_learns_the_same_tokenizer(
+    kind, training_texts, monkeypatch
+):
+    from wwm.data import tokenizer as tok_module
+    from wwm.tokenizer_train import train_tokenizer
+
+    texts = [" ".join(training_texts[i : i + 40]) for i in range(0, 400, 40)]  # ten long documents
+    whole = train_tokenizer(texts, kind, 800).backend_tokenizer.to_str()
+    pieces: list[int] = []
+    original = tok_module.text_pieces
+
+    def recording(text, limit):
+        out = original(text, limit)
+        pieces.extend(map(len, out))
+        return out
+
+    monkeypatch.setattr(tok_module, "MAX_PIECE_CHARS", 300)
+    monkeypatch.setattr(tok_module, "text_pieces", recording)
+    assert train_tokenizer(texts, kind, 800).backend_tokenizer.to_str() == whole
+    assert len(pieces) > 10 * len(texts) and max(pieces) <= 300  # the trainer got pieces
+
+
 def test_a_2mb_line_is_tokenized_in_bounded_pieces(tmp_path, wordpiece_dir, paragraphs, monkeypatch):
     import wwm.words
     from wwm.data.tokenizer import _CALL_CHARS, MAX_PIECE_CHARS

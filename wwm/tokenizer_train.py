@@ -90,6 +90,8 @@ def train_tokenizer(
     texts = [t for t in texts if t and not t.isspace()]
     if not texts:
         raise WWMError("no text to train the tokenizer on; pass a non-empty list of strings")
+    n_documents = len(texts)
+    texts = _pieces(texts)
     if lowercase is None:
         lowercase = kind == "wordpiece"
 
@@ -166,16 +168,28 @@ def train_tokenizer(
         names |= {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
-    _warn_if_short(tokenizer, kind, vocab_size, min_frequency, texts)
+    _warn_if_short(tokenizer, kind, vocab_size, min_frequency, n_documents, sum(map(len, texts)))
     return tokenizer
 
 
-def _warn_if_short(tokenizer: Any, kind: str, vocab_size: int, min_frequency: int, texts: list[str]) -> None:
+def _pieces(texts: list[str]) -> list[str]:
+    """Long documents in pieces, cut where every pre-tokenizer here splits anyway (as for tokenizing,
+    ``wwm.data.tokenizer.text_pieces``): the same words to count, without one huge string in the trainer."""
+    from wwm.data.tokenizer import MAX_PIECE_CHARS, text_pieces
+
+    if all(len(t) <= MAX_PIECE_CHARS for t in texts):
+        return texts
+    return [piece for t in texts for piece in text_pieces(t, MAX_PIECE_CHARS)]
+
+
+def _warn_if_short(
+    tokenizer: Any, kind: str, vocab_size: int, min_frequency: int, documents: int, characters: int
+) -> None:
     """The trainers stop early when the text has no more pieces to merge (or to keep): say so."""
     got = len(tokenizer)
     if got >= vocab_size:
         return
-    corpus = f"the corpus ({len(texts):,} documents, {sum(map(len, texts)):,} characters)"
+    corpus = f"the corpus ({documents:,} documents, {characters:,} characters)"
     if kind == "unigram":
         cause = f"{corpus} is too small for more pieces; add text or ask for a smaller vocab_size"
     else:
