@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -75,12 +74,12 @@ def test_the_next_build_removes_abandoned_build_folders_but_never_a_live_one(tmp
     day = cache.STALE_AFTER_S + 60
     legacy = fake_build(root, "legacy", None, age_s=day)  # from a wwm that recorded no owner
     legacy_recent = fake_build(root, "legacyrecent", None)  # maybe an older wwm writing right now
-    live = fake_build(root, "live", {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": cache._boot_id(),
-                                     "start_ticks": cache._start_ticks(os.getpid())})  # fmt: skip
+    mine = {"pid": os.getpid(), **cache._machine(), "start_ticks": cache._start_ticks(os.getpid())}
+    live = fake_build(root, "live", mine)
     far = {"pid": 1, "host": "another-host-of-the-job"}
     far_live = fake_build(root, "farlive", far)
     far_dead = fake_build(root, "fardead", far, age_s=day)
-    reused = fake_build(root, "reused", {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": -5})
+    reused = fake_build(root, "reused", {**mine, "start_ticks": -5})  # the pid now runs another process
 
     prepared = prepare_dataset(config)
     assert not prepared.cache_hit
@@ -96,10 +95,14 @@ def test_build_folder_states(tmp_path):
     assert not cache.build_folder(mine).stale and "is writing it" in cache.build_folder(mine).reason
     dead = ended_build(root)
     assert cache.build_folder(dead).stale and "has ended" in cache.build_folder(dead).reason
-    rebooted = fake_build(
-        root, "boot", {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": "other"}
-    )
-    assert cache.build_folder(rebooted).stale and "restarted" in cache.build_folder(rebooted).reason
+    # Another boot or container (or machine with the same host name): the pid means nothing, the idle time
+    # decides.
+    owner = {"pid": os.getpid(), **cache._machine(), "boot_id": "other"}
+    assert not cache.build_folder(fake_build(root, "boot", owner)).stale
+    old = cache.build_folder(fake_build(root, "oldboot", owner, age_s=cache.STALE_AFTER_S + 60))
+    assert old.stale and "nothing written for 24 h" in old.reason
+    container = {"pid": 1, **cache._machine(), "pid_ns": "pid:[1]"}  # pid 1 runs here, but means another
+    assert not cache.build_folder(fake_build(root, "container", container)).stale
 
 
 def _entries(capsys, cache_dir) -> dict:

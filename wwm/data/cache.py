@@ -4,13 +4,12 @@ Layout of ``<cache_dir>/data/`` (docs/data.md, "Cache"):
 
 * ``<key>/``: an entry, 24 hex digits, holding ``meta.json`` (the cache inputs, the statistics and
   ``built_from``: what it was built from and when) and ``train/``, ``validation/``;
-* ``.build-<key>-<random>/``: a build in progress, holding ``owner.json`` (pid, host, boot id, process
-  start time) and the intermediate files; ``wwm prepare`` renames its ``blocks/`` to ``<key>`` when done.
+* ``.build-<key>-<random>/``: a build in progress, holding ``owner.json`` (pid, host, boot id, pid
+  namespace, process start time) and the intermediate files; ``wwm prepare`` renames its ``blocks/`` to ``<key>`` when done.
 
-A build folder is **stale** when its owner is known to be gone (same host and boot: the process ended or
-its pid now belongs to another process; same host, other boot: the machine restarted) or, when that
-cannot be checked (another host, or no owner record), when nothing in it was written for
-``STALE_AFTER_S``. Every build removes the stale build folders first; a live one is never touched.
+A build folder is **stale** when its owner is known to be gone (same host, boot and pid namespace: the
+process ended or its pid now belongs to another process) or, when that cannot be checked (another host,
+boot or container, or no owner record), when nothing in it was written for ``STALE_AFTER_S``. Every build removes the stale build folders first; a live one is never touched.
 
 An entry is **superseded** when no run of this wwm can hit it again: another data format; an input it
 recorded (corpus, validation or tokenizer file) was modified or removed since; or a newer entry exists
@@ -88,6 +87,18 @@ def _boot_id() -> str | None:
     return None
 
 
+def _pid_namespace() -> str | None:
+    """Containers of one machine may share its host name and boot id, not their pids."""
+    with contextlib.suppress(OSError):
+        return os.readlink("/proc/self/ns/pid")
+    return None
+
+
+def _machine() -> dict[str, Any]:
+    """Where a pid means the same process: host name, boot id, pid namespace."""
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid_ns": _pid_namespace()}
+
+
 def _start_ticks(pid: int) -> int | None:
     """The start time of a process in clock ticks since boot (Linux), which tells a reused pid apart."""
     try:
@@ -112,8 +123,12 @@ def new_build_folder(root: Path, key: str) -> Path:
     """A fresh ``.build-<key>-*`` folder in ``root`` with this process recorded as its owner."""
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key}-", dir=root))
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
-             "start_ticks": _start_ticks(os.getpid()), "started": time.time()}  # fmt: skip
+    owner = {
+        "pid": os.getpid(),
+        **_machine(),
+        "start_ticks": _start_ticks(os.getpid()),
+        "started": time.time(),
+    }
     (work / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
     return work
 
@@ -160,15 +175,21 @@ def build_folder(path: Path, now: float | None = None) -> BuildFolder:
     size, modified = _tree(path)
     idle = now - modified
     owner = _read_owner(path)
-    if owner is not None and owner.get("host") == socket.gethostname():
-        pid, boot = owner["pid"], _boot_id()
-        if owner.get("boot_id") and boot and owner["boot_id"] != boot:
-            return BuildFolder(path, size, modified, True, f"process {pid} ran before this machine restarted")
+    # The pid can be checked only on the same machine, boot and pid namespace (two machines or containers
+    # may share a host name); otherwise the idle rule below decides.
+    here = _machine()
+    if owner is not None and all(owner.get(k) == v for k, v in here.items()):
+        pid = owner["pid"]
         ticks, recorded = _start_ticks(pid), owner.get("start_ticks")
         if not _alive(pid) or (ticks is not None and recorded is not None and ticks != recorded):
             return BuildFolder(path, size, modified, True, f"its process {pid} has ended")
         return BuildFolder(path, size, modified, False, f"process {pid} is writing it")
-    who = f"process {owner['pid']} on {owner.get('host')}" if owner else "no owner recorded"
+    if owner is None:
+        who = "no owner recorded"
+    elif owner.get("host") != here["host"]:
+        who = f"process {owner['pid']} on {owner.get('host')}"
+    else:
+        who = f"process {owner['pid']} of another boot or container"
     if idle > STALE_AFTER_S:
         return BuildFolder(path, size, modified, True, f"{who}; nothing written for {idle / 3600:.0f} h")
     return BuildFolder(path, size, modified, False, f"{who}; written {_ago(idle)} ago")
