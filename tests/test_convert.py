@@ -264,6 +264,26 @@ def test_cli_reports_conversion_errors_in_one_line(tmp_path, capsys):
     assert err.startswith("wwm convert: error:") and "\n" not in err
 
 
+def test_cli_refuses_to_overwrite_a_non_empty_out_without_force(tiny, tmp_path, capsys):
+    config, _, state = tiny
+    src = _write_hf(tmp_path / "src", state, config)
+    out = tmp_path / "flax"
+    out.mkdir()
+    (out / "config.json").write_text("mine")
+    cmd = ["convert", "hf-to-flax", "--src", src, "--out", str(out)]
+    assert cli.main(cmd) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wwm convert: error: --out") and "--force" in err and err.count("\n") == 1
+    assert (out / "config.json").read_text() == "mine" and sorted(os.listdir(out)) == ["config.json"]
+    assert cli.main([*cmd, "--force"]) == 0
+    assert (out / "config.json").read_text() != "mine" and (out / "params.safetensors").is_file()
+    capsys.readouterr()
+    assert cli.main(["convert", "flax-to-hf", "--src", str(out), "--out", str(out), "--force"]) == 2
+    assert "is the --src folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # an existing empty folder is fine
+    assert cli.main(["convert", "flax-to-hf", "--src", str(out), "--out", str(tmp_path / "empty")]) == 0
+
+
 def test_cli_module_imports_nothing_heavy():
     code = (
         "import sys, wwm.commands.convert; "

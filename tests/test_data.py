@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from pathlib import Path
@@ -808,3 +809,243 @@ def test_wwm_data_imports_numpy_only():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})  # fmt: skip
     assert result.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks before the slow work; long documents; not-text files; Hub names offline
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def built_splits(monkeypatch):
+    """The splits that `prepare` tokenizes, in order (recorded, then built as usual)."""
+    from wwm.data import pipeline
+
+    calls: list[str] = []
+    original = pipeline._build_split
+
+    def recording(config, split, *args, **kwargs):
+        calls.append(split)
+        return original(config, split, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_build_split", recording)
+    return calls
+
+
+def test_an_empty_validation_split_fails_before_tokenizing_the_training_split(
+    tmp_path, corpus, wordpiece_dir, built_splits
+):
+    # No document is held out by the fraction: nothing is tokenized at all.
+    with pytest.raises(
+        WWMError, match=r"validation split is empty \(data.validation_fraction 1e-06 held out none"
+    ):
+        prepare_dataset(make_config(tmp_path, wordpiece_dir, [corpus], validation_fraction=1e-6))
+    assert built_splits == []
+    # Validation files without a document: the same.
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(WWMError, match=r"validation split is empty .*hold no document"):
+        prepare_dataset(make_config(tmp_path, wordpiece_dir, [corpus], validation_files=(str(blank),)))
+    assert built_splits == []
+    # Validation documents that give no token: found on the (small) validation split, before the train split.
+    control = tmp_path / "control.txt"
+    control.write_text("\x01\x02\n", encoding="utf-8")
+    with pytest.raises(WWMError, match=r"validation split is empty .*have no token"):
+        prepare_dataset(make_config(tmp_path, wordpiece_dir, [corpus], validation_files=(str(control),)))
+    assert built_splits == ["validation"]
+
+
+def test_an_empty_validation_split_fails_before_training_a_tokenizer(tmp_path, corpus, monkeypatch):
+    import wwm.tokenizer_train
+
+    def never(*args, **kwargs):
+        raise AssertionError("the tokenizer was trained before the splits were checked")
+
+    monkeypatch.setattr(wwm.tokenizer_train, "train_tokenizer", never)
+    config = RunConfig(
+        data=DataConfig(source="files", train_files=(str(corpus),), validation_fraction=1e-6,
+                        cache_dir=str(tmp_path / "cache")),
+        tokenizer=TokenizerConfig(train=TokenizerTrainConfig(vocab_size=500)),
+        output_dir=str(tmp_path / "out"),
+    )  # fmt: skip
+    with pytest.raises(WWMError, match="validation split is empty"):
+        prepare_dataset(config)
+
+
+def test_streaming_checks_the_validation_split_first(tmp_path, corpus, wordpiece_dir, monkeypatch):
+    from wwm.data import pipeline
+
+    passes: list[str] = []
+    original = pipeline.StreamingBlocks.iter_chunks
+
+    def recording(self):
+        passes.append(self.split)
+        return original(self)
+
+    monkeypatch.setattr(pipeline.StreamingBlocks, "iter_chunks", recording)
+    config = make_config(tmp_path, wordpiece_dir, [corpus], validation_fraction=1e-6, streaming=True)
+    with pytest.raises(WWMError, match="validation split is empty"):
+        pipeline.measure_stream(prepare_dataset(config))
+    assert passes == ["validation"]
+
+
+def test_text_pieces_cut_where_a_run_of_whitespace_starts_with_a_space():
+    from wwm.data.tokenizer import text_pieces
+
+    text = "alpha beta  gamma\tdelta \n epsilon " * 40 + "x" * 300 + " tail"
+    pieces = text_pieces(text, 64)
+    assert "".join(pieces) == text and len(pieces) > 1
+    assert all(len(p) <= 64 for p in pieces)
+    spaces = " \t\n\r"
+    for before, after in itertools.pairwise(pieces):
+        if after[0] != "x" and before[-1] != "x":  # a cut within the 300 x's has no space to use
+            assert after[0] == " " and before[-1] not in spaces, (before, after)
+    assert text_pieces("short", 64) == ["short"]
+    assert text_pieces("y" * 130, 64) == ["y" * 64, "y" * 64, "yy"]
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_name", "policy"),
+    [("wordpiece_tokenizer", "tokenizer"), ("wordpiece_tokenizer", "vocab"), ("bpe_tokenizer", "tokenizer"),
+     ("bpe_tokenizer", "whitespace"), ("unigram_tokenizer", "tokenizer")],
+)  # fmt: skip
+def test_long_documents_tokenized_in_pieces_give_the_same_blocks(
+    request, monkeypatch, paragraphs, tokenizer_name, policy
+):
+    import pyarrow as pa
+
+    from wwm.data import tokenizer as tok_module
+    from wwm.data.tokenizer import flat_columns, tokenize_table
+
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    docs = [" ".join(paragraphs[:12]), "a  b\t\tc \n d" * 30, paragraphs[20], " ".join(paragraphs[30:40])]
+    table = pa.table({"text": docs})
+    specials = SpecialIds.from_tokenizer(tokenizer)
+
+    def blocks(max_piece: int, call_chars: int) -> Blocks:
+        monkeypatch.setattr(tok_module, "MAX_PIECE_CHARS", max_piece)
+        monkeypatch.setattr(tok_module, "_CALL_CHARS", call_chars)
+        packer = Packer(32, "full_sentences", specials)
+        out = packer.add(*flat_columns(tokenize_table(table, tokenizer, policy)))
+        return Blocks.concat([out, packer.finish()], 32), packer.stats
+
+    whole, whole_stats = blocks(1 << 30, 1 << 30)
+    cut, cut_stats = blocks(50, 120)
+    assert cut_stats == whole_stats and whole_stats.documents == len(docs)
+    for name in ("input_ids", "word_ids", "lengths"):
+        np.testing.assert_array_equal(getattr(cut, name), getattr(whole, name))
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_tokenizer_training_on_long_documents_in_pieces_learns_the_same_tokenizer(
+    kind, training_texts, monkeypatch
+):
+    from wwm.data import tokenizer as tok_module
+    from wwm.tokenizer_train import train_tokenizer
+
+    texts = [" ".join(training_texts[i : i + 40]) for i in range(0, 400, 40)]  # ten long documents
+    whole = train_tokenizer(texts, kind, 800).backend_tokenizer.to_str()
+    pieces: list[int] = []
+    original = tok_module.text_pieces
+
+    def recording(text, limit):
+        out = original(text, limit)
+        pieces.extend(map(len, out))
+        return out
+
+    monkeypatch.setattr(tok_module, "MAX_PIECE_CHARS", 300)
+    monkeypatch.setattr(tok_module, "text_pieces", recording)
+    assert train_tokenizer(texts, kind, 800).backend_tokenizer.to_str() == whole
+    assert len(pieces) > 10 * len(texts) and max(pieces) <= 300  # the trainer got pieces
+
+
+def test_a_2mb_line_is_tokenized_in_bounded_pieces(tmp_path, wordpiece_dir, paragraphs, monkeypatch):
+    import wwm.words
+    from wwm.data.tokenizer import _CALL_CHARS, MAX_PIECE_CHARS
+
+    calls: list[list[int]] = []
+    original = wwm.words.tokenize_with_word_ids
+
+    def recording(tokenizer, texts, **kwargs):
+        calls.append([len(t) for t in texts])
+        return original(tokenizer, texts, **kwargs)
+
+    monkeypatch.setattr(wwm.words, "tokenize_with_word_ids", recording)
+    text = " ".join(paragraphs)
+    line = (text + " ") * (2_000_000 // len(text) + 1)
+    path = tmp_path / "one-line.txt"
+    path.write_text(line[:2_000_000], encoding="utf-8")  # no newline at all
+    stats = prepare_dataset(make_config(tmp_path, wordpiece_dir, [path], max_seq_len=128)).stats.packing[
+        "train"
+    ]
+    assert stats["documents"] == 1 and stats["long_documents"] == 1
+    assert stats["blocks"] == -(-stats["tokens"] // 126) and stats["tokens"] > 300_000
+    assert sum(map(sum, calls)) == 2_000_000
+    assert max(max(c) for c in calls) <= MAX_PIECE_CHARS and max(map(sum, calls)) <= _CALL_CHARS
+
+
+def test_a_binary_file_is_refused_before_any_work(tmp_path, corpus, wordpiece_dir, built_splits):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(np.random.default_rng(0).bytes(200_000))
+    with pytest.raises(
+        WWMError, match=r"weights.bin' is not UTF-8 text: \d+% of its first [\d,]+ characters"
+    ):
+        prepare_dataset(make_config(tmp_path, wordpiece_dir, [corpus, binary]))
+    assert built_splits == []
+    utf16 = tmp_path / "notepad.txt"
+    utf16.write_text("some text saved by an old editor\n" * 20, encoding="utf-16")
+    with pytest.raises(WWMError, match=r"is not UTF-8 text \(it looks like UTF-16\)"):
+        list(iter_documents(DataConfig(source="files", train_files=(str(utf16),))))
+    # Text in another 8-bit encoding is mostly ASCII: it passes, its odd bytes replaced and counted.
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("le café est très bon à Noël\n".encode("latin-1") * 20)
+    stats = SourceStats()
+    assert (
+        len(list(iter_documents(DataConfig(source="files", train_files=(str(latin1),)), "train", stats)))
+        == 20
+    )
+    assert stats.replaced == 80
+
+
+def test_a_hub_name_offline_fails_fast_in_one_line(monkeypatch):
+    import time
+
+    from wwm.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(
+        WWMError, match=r"not in the local Hugging Face cache and HF_HUB_OFFLINE is set; .*hf download"
+    ):
+        load_tokenizer("wwm-tests/no-such-tokenizer")
+    assert time.perf_counter() - start < 10  # the Hub download retried for ~50 s
+
+
+def test_a_hub_name_without_network_asks_the_hub_once(monkeypatch):
+    import transformers
+
+    from wwm.data import tokenizer as tok_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    probes, loads = [], []
+
+    def unreachable(name):
+        probes.append(name)
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    original = transformers.AutoTokenizer.from_pretrained
+
+    def recording(name, **kwargs):
+        loads.append(kwargs.get("local_files_only"))
+        if not kwargs.get("local_files_only"):
+            raise AssertionError("a download was tried although the Hub did not answer")
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(tok_module, "_probe_hub", unreachable)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", recording)
+    with pytest.raises(
+        WWMError, match=r"the Hub cannot be reached \(ConnectionError: .*\); download it once"
+    ):
+        tok_module.load_tokenizer("wwm-tests/no-such-tokenizer")
+    assert probes == ["wwm-tests/no-such-tokenizer"] and loads == [True]

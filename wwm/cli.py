@@ -9,8 +9,10 @@ inside `main`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 
 # name on the command line -> module under wwm.commands
 COMMANDS: dict[str, str] = {
@@ -21,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train-tokenizer": "train_tokenizer",
     "train": "train",
     "parity": "parity",
+    "cache": "cache",
 }
 
 
@@ -49,11 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line. ``KEY=VALUE`` overrides may come anywhere after the command, also after
+    its flags (argparse alone takes the positionals only up to the first flag)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    overrides = [x for x in extra if "=" in x and not x.startswith("-")]
+    if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """wwm's own warnings (``WWMWarning``) as one line on stderr: ``wwm CMD: warning: ...``."""
+    from wwm.errors import WWMWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, WWMWarning):
+            print(f"wwm {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
-        return int(args._main(args) or 0)
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with _one_line_warnings(args.command):
+            return int(args._main(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -381,6 +381,19 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+_NO_PARAMS = "not compared (a run has no hf/model.safetensors)"
+
+
+def _params_text(p: dict[str, Any]) -> str:
+    return f"{_fmt(p['max_abs'])} ({p['worst']})" if p["compared"] else _NO_PARAMS
+
+
+def _masks_text(report: dict[str, Any]) -> str:
+    if report["masks_identical"] is None:  # --compare: plain runs do not record their batches
+        return "not compared (finished runs keep no batches; `wwm parity --config` records and compares them)"
+    return f"{report['masks_identical']} ({report['mask_steps_compared']} steps)"
+
+
 def format_markdown(report: dict[str, Any]) -> str:
     p, tol = report["params"], report["tolerances"]
     lines = [
@@ -391,12 +404,12 @@ def format_markdown(report: dict[str, Any]) -> str:
         "| check | value | tolerance |",
         "|---|---|---|",
         f"| steps | {report['steps']} of {report['requested_steps']} | |",
-        f"| masked batches identical (input_ids, labels, attention_mask) | {report['masks_identical']} "
-        f"({report['mask_steps_compared']} steps) | bit-exact |",
+        f"| masked batches identical (input_ids, labels, attention_mask) | {_masks_text(report)} | bit-exact |",
         f"| max abs loss diff | {_fmt(report['max_abs_loss_diff'])} | |",
         f"| max rel loss diff | {_fmt(report['max_rel_loss_diff'])} | {tol['loss_rtol']:g} |",
         f"| max rel grad-norm diff | {_fmt(report['max_rel_grad_norm_diff'])} | (reported) |",
-        f"| final parameters, max abs diff ({p['compared']} tensors) | {_fmt(p['max_abs'])} ({p['worst']}) | "
+        f"| final parameters, max abs diff ({p['compared']} tensors) | "
+        f"{_params_text(p)} | "
         f"{_fmt(tol['param_atol'], 'g')} |",
         f"| final parameters, max rel diff | {_fmt(p['max_rel'])} | (reported) |",
         f"| final eval loss jax / torch | {_fmt(report['final_eval_loss']['jax'], '.6f')} / "
@@ -518,14 +531,19 @@ def format_text(report: dict[str, Any], paths: dict[str, str]) -> str:
     p = report["params"]
     lines = [
         f"wwm parity: {'PASSED' if report['passed'] else 'FAILED'} ({report['steps']} steps)",
-        f"  masked batches identical: {report['masks_identical']} ({report['mask_steps_compared']} steps)",
+        f"  masked batches{':' if report['masks_identical'] is None else ' identical:'} {_masks_text(report)}",
         f"  loss: max abs diff {_fmt(report['max_abs_loss_diff'])}, max rel diff "
         f"{_fmt(report['max_rel_loss_diff'])} (tolerance {report['tolerances']['loss_rtol']:g})",
         f"  grad norm: max rel diff {_fmt(report['max_rel_grad_norm_diff'])}",
         f"  final parameters: max abs diff {_fmt(p['max_abs'])} over {p['compared']} tensors ({p['worst']}), "
-        f"max rel {_fmt(p['max_rel'])}",
-        f"  time: jax {report['seconds']['jax']:.1f} s, torch {report['seconds']['torch']:.1f} s",
+        f"max rel {_fmt(p['max_rel'])}"
+        if p["compared"]
+        else f"  final parameters: {_NO_PARAMS}",
     ]
+    if any(report["seconds"].values()):  # not known for --compare
+        lines.append(
+            f"  time: jax {report['seconds']['jax']:.1f} s, torch {report['seconds']['torch']:.1f} s"
+        )
     lines += [f"  problem: {x}" for x in report["problems"]]
     lines.append(f"  report: {paths['md']} (+ losses.csv, report.json, losses.png)")
     return "\n".join(lines)

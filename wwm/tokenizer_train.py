@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from wwm.errors import WWMError
+from wwm.errors import WWMError, WWMWarning
 
 __all__ = ["KINDS", "builtin_sample_text", "train_tokenizer"]
 
@@ -62,7 +63,8 @@ def train_tokenizer(
     """Train a tokenizer of ``kind`` ("wordpiece", "bpe" or "unigram") on ``texts``.
 
     ``lowercase`` defaults to True for "wordpiece" (bert-base-uncased style) and False for the others.
-    ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast.
+    ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast; a
+    vocabulary smaller than ``vocab_size`` (too little text) gives a ``WWMWarning`` with both sizes.
     """
     from tokenizers import (
         AddedToken,
@@ -88,6 +90,8 @@ def train_tokenizer(
     texts = [t for t in texts if t and not t.isspace()]
     if not texts:
         raise WWMError("no text to train the tokenizer on; pass a non-empty list of strings")
+    n_documents = len(texts)
+    texts = _pieces(texts)
     if lowercase is None:
         lowercase = kind == "wordpiece"
 
@@ -163,7 +167,41 @@ def train_tokenizer(
         names = {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>"}
         names |= {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
 
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
+    _warn_if_short(tokenizer, kind, vocab_size, min_frequency, n_documents, sum(map(len, texts)))
+    return tokenizer
+
+
+def _pieces(texts: list[str]) -> list[str]:
+    """Long documents in pieces, cut where every pre-tokenizer here splits anyway (as for tokenizing,
+    ``wwm.data.tokenizer.text_pieces``): the same words to count, without one huge string in the trainer."""
+    from wwm.data.tokenizer import MAX_PIECE_CHARS, text_pieces
+
+    if all(len(t) <= MAX_PIECE_CHARS for t in texts):
+        return texts
+    return [piece for t in texts for piece in text_pieces(t, MAX_PIECE_CHARS)]
+
+
+def _warn_if_short(
+    tokenizer: Any, kind: str, vocab_size: int, min_frequency: int, documents: int, characters: int
+) -> None:
+    """The trainers stop early when the text has no more pieces to merge (or to keep): say so."""
+    got = len(tokenizer)
+    if got >= vocab_size:
+        return
+    corpus = f"the corpus ({documents:,} documents, {characters:,} characters)"
+    if kind == "unigram":
+        cause = f"{corpus} is too small for more pieces; add text or ask for a smaller vocab_size"
+    else:
+        cause = (
+            f"{corpus} has no more pairs of pieces that occur min_frequency={min_frequency} times; add "
+            "text, lower min_frequency or ask for a smaller vocab_size"
+        )
+    warnings.warn(
+        f"the {kind} tokenizer has {got:,} tokens, not the {vocab_size:,} asked for: {cause}",
+        WWMWarning,
+        stacklevel=3,
+    )
 
 
 def _wordpiece_vocab(

@@ -33,9 +33,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     to_hf.add_argument(
         "--tokenizer", default=None, help="directory whose tokenizer files are copied to --out"
     )
+    for p in (to_flax, to_hf):
+        p.add_argument("--force", action="store_true",
+                       help="write into a non-empty --out (replacing the files of the same name)")  # fmt: skip
+
+
+def check_out(src: str, out: str, force: bool) -> None:
+    """Refuse, before any loading, to write into a non-empty --out without --force (or over --src)."""
+    import os
+
+    from wwm.errors import WWMError
+
+    if os.path.exists(out) and os.path.realpath(out) == os.path.realpath(src):
+        raise WWMError(f"--out {out!r} is the --src folder; write the conversion to another folder")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise WWMError(f"--out {out!r} is a file; give a folder")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise WWMError(
+            f"--out {out!r} exists and is not empty; choose a new folder, or pass --force to write into it "
+            "(files of the same name are replaced)"
+        )
 
 
 def main(args: argparse.Namespace) -> int:
+    check_out(args.src, args.out, args.force)
+
     from wwm_jax import convert
     from wwm_jax.modeling import num_params
 

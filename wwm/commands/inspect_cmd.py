@@ -60,7 +60,13 @@ def main(args: argparse.Namespace) -> int:
     if args.tokenizer:
         tokenizer = _load_tokenizer(args.tokenizer)
     else:
-        tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000)
+        import warnings
+
+        from wwm.errors import WWMWarning
+
+        with warnings.catch_warnings():  # 4000 is our pick, not the user's: a smaller vocabulary is fine
+            warnings.simplefilter("ignore", WWMWarning)
+            tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000)
     config = MaskingConfig(
         mask_prob=args.mask_prob,
         budget=args.budget,
@@ -114,12 +120,9 @@ def _readable_rows(texts: list[str], masked: np.ndarray, n: int) -> list[int]:
 
 
 def _load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from wwm.data.tokenizer import load_tokenizer  # a Hub name offline fails fast, in one line
 
-    path = Path(name)
-    if path.is_file() and path.suffix == ".json":
-        return PreTrainedTokenizerFast(tokenizer_file=str(path))
-    return AutoTokenizer.from_pretrained(name)
+    return load_tokenizer(name)
 
 
 def _pad(rows: list, value: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from wwm import rng
+from wwm.data import cache
 from wwm.data.packing import Blocks, Packer, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
@@ -50,7 +51,9 @@ __all__ = [
     "validation_mask",
 ]
 
-DATA_FORMAT = 1  # bump when the blocks change for the same inputs (packing rules, storage)
+# Bump when the blocks change for the same inputs (packing rules, storage). 2: documents longer than
+# wwm.data.tokenizer.MAX_PIECE_CHARS are tokenized in pieces.
+DATA_FORMAT = 2
 SPLIT_EPOCH = 0x53504C54  # "SPLT": the epoch slot of the validation hash (docs/data.md)
 _ROUTE_CHUNK = 4096
 _PACK_CHUNK = 1024  # documents per packing call
@@ -83,8 +86,11 @@ def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def split_documents(data: Any, split: str, stats: SourceStats) -> Iterator[str]:
-    """The documents of ``split`` ("train" or "validation") in source order."""
+def split_documents(
+    data: Any, split: str, stats: SourceStats, counts: dict[str, int] | None = None
+) -> Iterator[str]:
+    """The documents of ``split`` ("train" or "validation") in source order. ``counts`` (optional) gets
+    the number of documents routed to each split by the held-out fraction."""
     if split == "validation" and data.validation_files:
         yield from iter_documents(data, "validation", stats)
         return
@@ -96,6 +102,10 @@ def split_documents(data: Any, split: str, stats: SourceStats) -> Iterator[str]:
             np.arange(first, first + len(chunk)), data.validation_fraction, data.split_seed
         )
         first += len(chunk)
+        if counts is not None:
+            held = int(held_out.sum())
+            counts["train"] = counts.get("train", 0) + len(chunk) - held
+            counts["validation"] = counts.get("validation", 0) + held
         want = split == "validation"
         for doc, flag in zip(chunk, held_out.tolist(), strict=True):
             if flag == want:
@@ -389,9 +399,7 @@ def _tqdm(enabled: bool, **kwargs: Any) -> Any:
 
 def default_cache_dir(config: Any) -> Path:
     """``data.cache_dir``, else ``$WWM_CACHE_DIR``, else ``~/.cache/wwm`` (blocks go to its data/ folder)."""
-    if config.data.cache_dir:
-        return Path(config.data.cache_dir)
-    return Path(os.environ.get("WWM_CACHE_DIR") or Path.home() / ".cache" / "wwm")
+    return cache.cache_root(config.data.cache_dir)
 
 
 def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
@@ -443,6 +451,17 @@ def _training_fingerprint(config: Any) -> dict[str, Any]:
     }
 
 
+def _checked_training_documents(config: Any) -> list[str]:
+    """The training documents (to train a tokenizer on), once the splits are known to be usable."""
+    data = config.data
+    stats, counts = SourceStats(), {"train": 0}
+    documents = list(split_documents(data, "train", stats, counts))
+    if data.validation_files:
+        counts["validation"] = sum(1 for _ in iter_documents(data, "validation"))
+    _check_documents(config, {"train": _source_dict(stats)}, counts)
+    return documents
+
+
 def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
     """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
 
@@ -460,9 +479,7 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     from wwm.data.tokenizer import prepare_tokenizer
 
     tokenizer, tokenizer_path = prepare_tokenizer(
-        config,
-        lambda: split_documents(data, "train", SourceStats()),
-        _training_fingerprint(config),
+        config, lambda: _checked_training_documents(config), _training_fingerprint(config)
     )
     specials = SpecialIds.from_tokenizer(tokenizer)
     if specials.vocab_size > np.iinfo(np.int32).max:
@@ -481,7 +498,7 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     final = root / cache_key(inputs)
     hit = (final / "meta.json").is_file() and not rebuild
     if not hit:
-        _build(config, tokenizer, specials, inputs, root, final, progress)
+        _build(config, tokenizer, specials, inputs, root, final, progress, tokenizer_path)
     meta = json.loads((final / "meta.json").read_text(encoding="utf-8"))
     stats = PrepareStats.from_dict(meta["stats"])
     stats.seconds = time.perf_counter() - start
@@ -504,24 +521,28 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
 
 def _build(
     config: Any, tokenizer: Any, specials: SpecialIds, inputs: dict[str, Any], root: Path, final: Path,
-    progress: bool,
+    progress: bool, tokenizer_path: str,
 ) -> None:  # fmt: skip
     built = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
+    cache.remove_stale_builds(root)  # what interrupted builds left behind (never a live build's folder)
+    work = cache.new_build_folder(root, final.name)
     try:
         out = work / "blocks"
         stats = PrepareStats()
         documents, source_stats = _write_documents(config.data, work)
         stats.source = {split: _source_dict(s) for split, s in source_stats.items()}
+        _check_documents(config, stats.source, {split: docs.count for split, docs in documents.items()})
+        packing = {}
         with _progress_bars(progress):
-            for split, docs in documents.items():
-                stats.packing[split] = _build_split(
-                    config, split, docs, tokenizer, specials, work, out, progress
-                )
-        _check_usable(config, stats)
+            # The validation split first: it is small, and an empty one fails before the long train split.
+            for split in sorted(documents, key=lambda s: s != "validation"):
+                packing[split] = _build_split(config, split, documents[split], tokenizer, specials, work, out,
+                                              progress)  # fmt: skip
+                _check_blocks(config, split, packing[split])
+        stats.packing = {split: packing[split] for split in documents}
         stats.build_seconds = time.perf_counter() - built
-        meta = {"inputs": inputs, "stats": stats.to_dict(), "specials": asdict(specials)}
+        meta = {"inputs": inputs, "stats": stats.to_dict(), "specials": asdict(specials),
+                "built_from": _built_from(config, tokenizer_path)}  # fmt: skip
         (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)  # rebuild, or a broken folder without meta.json
@@ -534,12 +555,40 @@ def _build(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _check_usable(config: Any, stats: PrepareStats) -> None:
-    """Raise WWMError when the blocks cannot train anything; otherwise the counts tell the story."""
+def _built_from(config: Any, tokenizer_path: str) -> dict[str, Any]:
+    """What ``wwm cache list`` shows and compares (wwm.data.cache): the configured corpus and tokenizer
+    paths, and the tokenizer's files as they were (the corpus files are in the cache inputs)."""
     data = config.data
-    source = stats.source["train"]
-    train = stats.packing["train"]
-    if source["documents_read"] == 0:
+    local = Path(tokenizer_path).expanduser()
+    if local.is_dir():
+        tokenizer_files = sorted(str(p.resolve()) for p in local.iterdir() if p.is_file())
+    else:
+        tokenizer_files = [str(local.resolve())] if local.is_file() else []  # a Hub name: nothing to stat
+    return {
+        "created": time.time(),
+        "host": socket.gethostname(),
+        "source": data.source,
+        "train_files": [os.path.abspath(p) for p in data.train_files] if data.source == "files" else None,
+        "file_format": data.file_format,
+        "validation_files": [os.path.abspath(p) for p in data.validation_files] or None,
+        "tokenizer": str(local.resolve()) if local.exists() else tokenizer_path,
+        "tokenizer_files": cache.file_stats(tokenizer_files),
+    }
+
+
+def _validation_empty(detail: str) -> WWMError:
+    return WWMError(
+        f"the validation split is empty ({detail}); raise data.validation_fraction, give "
+        "data.validation_files with text, or set validation_fraction: 0 for no validation"
+    )
+
+
+def _check_documents(config: Any, source: dict[str, dict[str, int]], counts: dict[str, int]) -> None:
+    """Before any tokenizing: the source gave documents, and each split counted in ``counts`` has some
+    (WWMError otherwise). ``source["train"]``: what the training source read, when known."""
+    data = config.data
+    read = source.get("train")
+    if read is not None and read["documents_read"] == 0:
         where = {
             "builtin": "the built-in corpus",
             "files": f"data.train_files {list(data.train_files)}",
@@ -547,32 +596,43 @@ def _check_usable(config: Any, stats: PrepareStats) -> None:
         }[data.source]
         raise WWMError(
             f"{where} gave no document: the files are empty or hold only blank lines "
-            f"({source['empty_skipped']} empty lines skipped, {source['empty_files']} empty files); "
+            f"({read['empty_skipped']} empty lines skipped, {read['empty_files']} empty files); "
             "point the config at files with text"
         )
-    if train["documents"] == 0 and data.validation_fraction > 0 and train["empty_documents"] == 0:
+    if counts.get("train") == 0 and data.validation_fraction > 0 and read is not None:
         raise WWMError(
-            f"all {source['documents_read']} documents went to validation; lower "
+            f"all {read['documents_read']} documents went to validation; lower "
             "data.validation_fraction or add documents"
         )
-    if train["blocks"] == 0:
-        raise WWMError(
-            f"the training documents gave no block ({train['documents']} documents with tokens, "
-            f"{train['empty_documents']} without any); check that the tokenizer fits the text"
+    if _has_validation(data) and counts.get("validation") == 0:
+        if data.validation_files:
+            raise _validation_empty(f"data.validation_files {list(data.validation_files)} hold no document")
+        raise _validation_empty(
+            f"data.validation_fraction {data.validation_fraction:g} held out none of the "
+            f"{read['documents_read'] if read else 0:,} documents"
         )
-    if _has_validation(data) and stats.packing.get("validation", {}).get("blocks", 0) == 0:
-        raise WWMError(
-            "the validation split is empty; raise data.validation_fraction, give data.validation_files "
-            "with text, or set validation_fraction: 0 for no validation"
-        )
+
+
+def _check_blocks(config: Any, split: str, packing: dict[str, int]) -> None:
+    """After tokenizing and packing a split: it gave blocks (WWMError otherwise)."""
+    if packing["blocks"]:
+        return
+    if split == "validation":
+        raise _validation_empty(f"its {packing['empty_documents']:,} documents have no token")
+    raise WWMError(
+        f"the training documents gave no block ({packing['documents']} documents with tokens, "
+        f"{packing['empty_documents']} without any); check that the tokenizer fits the text"
+    )
 
 
 def measure_stream(prepared: PreparedData, progress: bool = False) -> PrepareStats:
-    """One pass over the streaming splits to count what they hold (fills ``prepared.stats``)."""
+    """One pass over the streaming splits to count what they hold (fills ``prepared.stats``); the
+    validation split first, so that an empty one fails before the long training pass."""
     start = time.perf_counter()
     stats = prepared.stats
-    splits = {"train": prepared.train, "validation": prepared.validation}
-    for split, stream in splits.items():
+    config = prepared.config
+    counts: dict[str, int] = {}
+    for split, stream in (("validation", prepared.validation), ("train", prepared.train)):
         if stream is None:
             continue
         bar = _tqdm(progress, desc=f"streaming {split}", unit="block")
@@ -580,11 +640,16 @@ def measure_stream(prepared: PreparedData, progress: bool = False) -> PrepareSta
             for blocks, _ in stream.iter_chunks():
                 bar.update(len(blocks))
         bar.close()
-        stats.packing[split] = stream.stats["packing"]
-        if split == "train" or prepared.config.data.validation_files:
-            stats.source[split] = stream.stats["source"]
-    if "train" in stats.packing:
-        _check_usable(prepared.config, stats)
+        packing, source = stream.stats["packing"], stream.stats["source"]
+        stats.packing[split] = packing
+        counts[split] = packing["documents"] + packing["empty_documents"]
+        # A held-out fraction reads the whole training source; validation files are a source of their own.
+        read = source if split == "train" or not config.data.validation_files else None
+        if split == "train" or config.data.validation_files:
+            stats.source[split] = source
+        _check_documents(config, {"train": read} if read else {}, counts)
+        _check_blocks(config, split, packing)
+    stats.packing = {s: stats.packing[s] for s in ("train", "validation") if s in stats.packing}
     stats.build_seconds = time.perf_counter() - start
     stats.seconds += stats.build_seconds
     return stats

@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 _TEXT_CHUNK = 1 << 20
+# A text file whose first chunk is more than this share of U+FFFD (from invalid UTF-8) and NUL characters is
+# not text (a binary file, or text in another encoding): it is refused rather than trained on.
+_NOT_TEXT_SHARE = 0.3
 _GLOB_CHARS = set("*?[")
 _JSON_EXT = (".jsonl", ".json", ".ndjson")
 _COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -142,6 +145,18 @@ def _open_binary(path: str):
     return open(path, "rb")
 
 
+def _check_text(path: str, chunk: bytes, text: str, replaced: int) -> None:
+    """Refuse a file whose first chunk is mostly invalid UTF-8 or NUL bytes (docs/data.md, Documents)."""
+    bad = replaced + text.count("\0")
+    if text and bad > _NOT_TEXT_SHARE * len(text):
+        utf16 = chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        raise WWMError(
+            f"{path!r} is not UTF-8 text{' (it looks like UTF-16)' if utf16 else ''}: {bad / len(text):.0%} "
+            f"of its first {len(text):,} characters are invalid UTF-8 or NUL bytes; convert it to UTF-8 "
+            "(e.g. iconv -f ENCODING -t UTF-8) or remove it from the corpus"
+        )
+
+
 def _iter_decoded_lines(path: str, stats: SourceStats) -> Iterator[str]:
     """The lines of a file (without their "\\n" / "\\r\\n"), decoded as UTF-8 with counted replacements."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors=_HANDLER)
@@ -155,6 +170,7 @@ def _iter_decoded_lines(path: str, stats: SourceStats) -> Iterator[str]:
             text = decoder.decode(chunk, final=final)
             stats.replaced += _ReplacementCounter.count - before
             if first and text:
+                _check_text(path, chunk, text, _ReplacementCounter.count - before)
                 text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
                 first = False
             lines = (tail + text).split("\n")

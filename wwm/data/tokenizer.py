@@ -18,9 +18,11 @@ from wwm.errors import WWMError
 from wwm.rundir import normalize_permissions
 
 __all__ = [
+    "MAX_PIECE_CHARS",
     "TRAINED_META",
     "load_tokenizer",
     "prepare_tokenizer",
+    "text_pieces",
     "tokenize_table",
     "tokenizer_fingerprint",
 ]
@@ -94,15 +96,74 @@ def load_tokenizer(path: str) -> Any:
             f"tokenizer.path {path!r} does not exist; give a tokenizer folder, a tokenizer.json file or a "
             "Hub name, or use tokenizer.train to train one"
         )
+    return _hub_tokenizer(path)
+
+
+_HUB_TIMEOUT_S = 10.0  # the one request that tells whether the Hub answers
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        (f or "").upper() in {"1", "ON", "YES", "TRUE"} for f in flags
+    )
+
+
+def _probe_hub(name: str) -> None:
+    """One request with a short timeout and no retries (a download retries for ~50 s when offline)."""
+    from huggingface_hub import HfApi
+
+    HfApi().model_info(name, timeout=_HUB_TIMEOUT_S)
+
+
+def _one_line(err: Exception, limit: int = 200) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
+
+
+def _hub_tokenizer(name: str) -> Any:
+    """A Hub tokenizer: from the local Hugging Face cache when it is there (no network at all), else
+    downloaded once the Hub has answered one short request; offline (HF_HUB_OFFLINE) or unreachable,
+    one line that names the fix."""
+    from transformers import AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        cached = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        if getattr(cached, "is_fast", False):
+            return _require_fast(cached, repr(name))
+    except Exception:  # not (completely) in the local cache
+        pass
+    fix = (
+        f"download it once with network (`hf download {name}`, then it loads from the cache), or give "
+        "a local tokenizer folder instead"
+    )
+    if _hub_offline():
+        raise WWMError(
+            f"the tokenizer {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {fix}"
+        )
+    try:
+        _probe_hub(name)
+    except Exception as err:
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        if isinstance(err, RepositoryNotFoundError):
+            raise WWMError(
+                f"the Hugging Face Hub has no model {name!r} (or it is private or gated: log in with "
+                "`hf auth login`); check tokenizer.path"
+            ) from err
+        raise WWMError(
+            f"the tokenizer {name!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            f"({_one_line(err, 120)}); {fix}"
+        ) from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:
         raise WWMError(
-            f"could not load the tokenizer {path!r} from the Hugging Face Hub: {type(err).__name__}: "
-            f"{' '.join(str(err).split())[:200]}; check the name and your network, or point tokenizer.path "
-            "at a local folder"
+            f"could not load the tokenizer {name!r} from the Hugging Face Hub: {_one_line(err)}; check the "
+            "name and your network, or point tokenizer.path at a local folder"
         ) from err
-    return _require_fast(tokenizer, repr(path))
+    return _require_fast(tokenizer, repr(name))
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -170,29 +231,110 @@ def prepare_tokenizer(
     return load_tokenizer(str(out)), str(out)
 
 
+# A document longer than this is tokenized in pieces (joined again into one document): a tokenizer call
+# holds ~200 bytes per character (encodings, offsets, word ids); a 10 MB line in one call took 2.3 GB.
+MAX_PIECE_CHARS = 1 << 16
+_CALL_CHARS = 1 << 18  # characters per tokenizer call (at least one piece)
+_SPACES = " \t\n\r"
+
+
+def text_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` characters, each cut placed at the start of a run of
+    whitespace that begins with a space (where every supported pre-tokenizer starts a new word: BERT's
+    and byte-level BPE's split at any whitespace, Metaspace only at a space), so the tokens stay those of
+    the whole text; a stretch of ``limit`` characters without such a place is cut at ``limit``."""
+    if len(text) <= limit:
+        return [text]
+    pieces = []
+    start = 0
+    while len(text) - start > limit:
+        cut = _cut(text, start, start + limit)
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _cut(text: str, start: int, end: int) -> int:
+    """The last start of a whitespace run in (start, end] whose first character is a space, else end."""
+    i = end + 1
+    while (i := text.rfind(" ", start + 1, i)) > start:
+        while i > start and text[i - 1] in _SPACES:  # back to the start of the run
+            i -= 1
+        if i > start and text[i] == " ":
+            return i
+    return end
+
+
+def _call_groups(sizes: list[int], budget: int) -> list[tuple[int, int]]:
+    """[begin, end) ranges of consecutive pieces with at most ``budget`` characters in all (or one)."""
+    groups, begin, total = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > begin and total + n > budget:
+            groups.append((begin, i))
+            begin, total = i, 0
+        total += n
+    if begin < len(sizes):
+        groups.append((begin, len(sizes)))
+    return groups
+
+
 def tokenize_table(table: Any, tokenizer: Any, policy: str, column: str = "text") -> Any:
     """``datasets.map`` function (Arrow format): texts -> list<int32> columns input_ids and word_ids.
 
     Tokens without the tokenizer's added special tokens; word ids local to each document (``wwm.words``).
+    Long documents are tokenized in pieces (``text_pieces``) and at most ``_CALL_CHARS`` characters go to
+    one tokenizer call, so memory stays bounded; the pieces of a document are joined again, their word
+    ids shifted past those of the piece before.
     """
     import pyarrow as pa
 
     from wwm.words import tokenize_with_word_ids
 
     texts = table.column(column).to_pylist()
-    out = tokenize_with_word_ids(tokenizer, texts, policy=policy, add_special_tokens=False)
-    lengths = np.fromiter(map(len, out["input_ids"]), dtype=np.int64, count=len(texts))
+    pieces: list[str] = []
+    owner: list[int] = []  # the document of each piece
+    for d, text in enumerate(texts):
+        cut = text_pieces(text, MAX_PIECE_CHARS)
+        pieces += cut
+        owner += [d] * len(cut)
+    ids_parts, wids_parts, piece_lengths = [], [], []
+    for begin, end in _call_groups([len(p) for p in pieces], _CALL_CHARS):
+        out = tokenize_with_word_ids(tokenizer, pieces[begin:end], policy=policy, add_special_tokens=False)
+        lengths = np.fromiter(map(len, out["input_ids"]), dtype=np.int64, count=end - begin)
+        total = int(lengths.sum())
+        ids_parts.append(np.fromiter(chain.from_iterable(out["input_ids"]), dtype=np.int32, count=total))
+        wids_parts += [np.asarray(w, dtype=np.int32) for w in out["word_ids"]]
+        piece_lengths.append(lengths)
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int32)
+    wids = _join_word_ids(wids_parts, owner) if len(pieces) > len(texts) else _concat(wids_parts)
+    piece_len = np.concatenate(piece_lengths) if piece_lengths else np.zeros(0, dtype=np.int64)
+    lengths = np.bincount(np.asarray(owner, dtype=np.int64), weights=piece_len, minlength=len(texts))
+    lengths = lengths.astype(np.int64)  # bincount with weights counts in float64
     offsets = np.zeros(len(texts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    total = int(offsets[-1])
-    ids = np.fromiter(chain.from_iterable(out["input_ids"]), dtype=np.int32, count=total)
-    wids = np.concatenate(out["word_ids"]).astype(np.int32) if total else np.zeros(0, dtype=np.int32)
     return pa.table(
         {
             "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids)),
             "word_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(wids)),
         }
     )
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, dtype=np.int32)
+
+
+def _join_word_ids(parts: list[np.ndarray], owner: list[int]) -> np.ndarray:
+    """The word ids of all pieces laid out flat, those of a document's later pieces shifted past the
+    largest id of its earlier pieces (so each piece starts a new word; -1 stays -1)."""
+    shifted, shift = [], 0
+    for k, w in enumerate(parts):
+        if k and owner[k] != owner[k - 1]:
+            shift = 0
+        shifted.append(np.where(w >= 0, w + shift, w).astype(np.int32) if shift else w)
+        shift += int(w.max(initial=-1)) + 1
+    return _concat(shifted)
 
 
 def flat_columns(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

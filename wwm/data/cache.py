@@ -1,0 +1,409 @@
+"""The block cache on disk: its entries, its build folders, and what `wwm cache list|prune` shows and removes.
+
+Layout of ``<cache_dir>/data/`` (docs/data.md, "Cache"):
+
+* ``<key>/``: an entry, 24 hex digits, holding ``meta.json`` (the cache inputs, the statistics and
+  ``built_from``: what it was built from and when) and ``train/``, ``validation/``;
+* ``.build-<key>-<random>/``: a build in progress, holding ``owner.json`` (pid, host, boot id, pid
+  namespace, process start time) and the intermediate files; ``wwm prepare`` renames its ``blocks/`` to ``<key>`` when done.
+
+A build folder is **stale** when its owner is known to be gone (same host, boot and pid namespace: the
+process ended or its pid now belongs to another process) or, when that cannot be checked (another host,
+boot or container, or no owner record), when nothing in it was written for ``STALE_AFTER_S``. Every build removes the stale build folders first; a live one is never touched.
+
+An entry is **superseded** when no run of this wwm can hit it again: another data format; an input it
+recorded (corpus, validation or tokenizer file) was modified or removed since; or a newer entry exists
+with the same identity (the same corpus paths, tokenizer path and block settings). ``prune`` removes
+superseded entries and stale build folders, and nothing else: only folders whose names and contents
+are those of wwm's cache are ever deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wwm.errors import WWMError
+
+__all__ = [
+    "BUILD_PREFIX",
+    "OWNER_FILE",
+    "STALE_AFTER_S",
+    "BuildFolder",
+    "CacheEntry",
+    "cache_root",
+    "data_root",
+    "holds_cache",
+    "human_size",
+    "iso_time",
+    "new_build_folder",
+    "prune",
+    "remove_stale_builds",
+    "scan",
+]
+
+BUILD_PREFIX = ".build-"
+OWNER_FILE = "owner.json"
+STALE_AFTER_S = 24 * 3600  # without a checkable owner, a build folder idle this long is abandoned
+_ENTRY_NAME = re.compile(r"^[0-9a-f]{24}$")
+_BUILD_NAME = re.compile(r"^\.build-[0-9a-f]{24}-[A-Za-z0-9_]+$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the cache is
+# --------------------------------------------------------------------------------------------------
+
+
+def cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    """``cache_dir`` (``data.cache_dir``), else ``$WWM_CACHE_DIR``, else ``~/.cache/wwm``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("WWM_CACHE_DIR") or Path.home() / ".cache" / "wwm")
+
+
+def data_root(cache_dir: str | os.PathLike | None) -> Path:
+    """The folder of the block entries: ``<cache_root>/data``."""
+    return cache_root(cache_dir) / "data"
+
+
+# --------------------------------------------------------------------------------------------------
+# Build folders and their owners
+# --------------------------------------------------------------------------------------------------
+
+
+def _boot_id() -> str | None:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return None
+
+
+def _pid_namespace() -> str | None:
+    """Containers of one machine may share its host name and boot id, not their pids."""
+    with contextlib.suppress(OSError):
+        return os.readlink("/proc/self/ns/pid")
+    return None
+
+
+def _machine() -> dict[str, Any]:
+    """Where a pid means the same process: host name, boot id, pid namespace."""
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid_ns": _pid_namespace()}
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The start time of a process in clock ticks since boot (Linux), which tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": field 3 (state) onwards
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def new_build_folder(root: Path, key: str) -> Path:
+    """A fresh ``.build-<key>-*`` folder in ``root`` with this process recorded as its owner."""
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key}-", dir=root))
+    owner = {
+        "pid": os.getpid(),
+        **_machine(),
+        "start_ticks": _start_ticks(os.getpid()),
+        "started": time.time(),
+    }
+    (work / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    return work
+
+
+def _tree(path: Path) -> tuple[int, float]:
+    """(bytes, newest modification time) of the files under ``path`` (the folder itself included)."""
+    size, newest = 0, 0.0
+    with contextlib.suppress(OSError):
+        newest = path.stat().st_mtime
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed meanwhile
+                st = os.stat(os.path.join(folder, name))
+                size += st.st_size
+                newest = max(newest, st.st_mtime)
+    return size, newest
+
+
+@dataclass
+class BuildFolder:
+    """A ``.build-*`` folder: a build in progress (``stale`` False) or an abandoned one."""
+
+    path: Path
+    size: int
+    modified: float  # newest write inside
+    stale: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "size": self.size, "modified": iso_time(self.modified),
+                "status": "stale" if self.stale else "building", "reason": self.reason}  # fmt: skip
+
+
+def _read_owner(path: Path) -> dict[str, Any] | None:
+    try:
+        owner = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+
+
+def build_folder(path: Path, now: float | None = None) -> BuildFolder:
+    now = time.time() if now is None else now
+    size, modified = _tree(path)
+    idle = now - modified
+    owner = _read_owner(path)
+    # The pid can be checked only on the same machine, boot and pid namespace (two machines or containers
+    # may share a host name); otherwise the idle rule below decides.
+    here = _machine()
+    if owner is not None and all(owner.get(k) == v for k, v in here.items()):
+        pid = owner["pid"]
+        ticks, recorded = _start_ticks(pid), owner.get("start_ticks")
+        if not _alive(pid) or (ticks is not None and recorded is not None and ticks != recorded):
+            return BuildFolder(path, size, modified, True, f"its process {pid} has ended")
+        return BuildFolder(path, size, modified, False, f"process {pid} is writing it")
+    if owner is None:
+        who = "no owner recorded"
+    elif owner.get("host") != here["host"]:
+        who = f"process {owner['pid']} on {owner.get('host')}"
+    else:
+        who = f"process {owner['pid']} of another boot or container"
+    if idle > STALE_AFTER_S:
+        return BuildFolder(path, size, modified, True, f"{who}; nothing written for {idle / 3600:.0f} h")
+    return BuildFolder(path, size, modified, False, f"{who}; written {_ago(idle)} ago")
+
+
+def holds_cache(folder: Path) -> bool:
+    """Whether ``folder`` holds cache entries or build folders itself (it is a ``<cache_dir>/data``)."""
+    return folder.is_dir() and any(
+        _ENTRY_NAME.match(p.name) or _BUILD_NAME.match(p.name) for p in folder.iterdir()
+    )
+
+
+def _build_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir() if _BUILD_NAME.match(p.name) and p.is_dir() and not p.is_symlink()
+    )
+
+
+def remove_stale_builds(root: Path) -> list[BuildFolder]:
+    """Delete the stale build folders of ``root`` (never a live one); returns those removed."""
+    removed = []
+    for path in _build_folders(root):
+        folder = build_folder(path)
+        if folder.stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------------
+# Entries
+# --------------------------------------------------------------------------------------------------
+
+
+def file_stats(paths: list[str]) -> list[list[Any]]:
+    """[path, size, mtime_ns] of each file (what ``built_from`` records to notice later edits)."""
+    out = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            out.append([p, st.st_size, st.st_mtime_ns])
+    return out
+
+
+@dataclass
+class CacheEntry:
+    key: str
+    path: Path
+    size: int
+    created: float
+    description: str  # what it was built from, one line
+    identity: str  # corpus + tokenizer + block settings, without the versions of the inputs
+    superseded: str | None = None  # why no run can hit it again; None: current
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "path": str(self.path), "size": self.size, "created": iso_time(self.created),
+                "built_from": self.description, "status": "superseded" if self.superseded else "current",
+                "reason": self.superseded or "", "identity": self.identity}  # fmt: skip
+
+
+def _read_entry(path: Path) -> CacheEntry | None:
+    """The entry at ``path``, or None when the folder is not a complete wwm cache entry."""
+    if not (_ENTRY_NAME.match(path.name) and path.is_dir()) or path.is_symlink():
+        return None
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        created = float((meta.get("built_from") or {}).get("created") or (path / "meta.json").stat().st_mtime)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("inputs"), dict) or "stats" not in meta:
+        return None
+    size, _ = _tree(path)
+    return CacheEntry(path.name, path, size, created, _describe(meta), _identity(meta), meta=meta)
+
+
+def _identity(meta: dict[str, Any]) -> str:
+    """sha256 of what the entry was built from minus the versions: corpus paths (the configured patterns
+    when recorded), tokenizer path (else its hash), validation settings, word policy, L, packing."""
+    inputs, made = meta["inputs"], meta.get("built_from") or {}
+    source = dict(inputs.get("source") or {})
+    if "files" in source:
+        source["files"] = made.get("train_files") or [f[0] for f in source["files"]]
+        source["file_format"] = made.get("file_format")
+    if isinstance(source.get("builtin"), dict):
+        source["builtin"] = source["builtin"].get("lang")
+    if "hub" in source:
+        source["hub"] = list(source["hub"])[:3]  # the revision is the version of the data
+    validation = inputs.get("validation")
+    if isinstance(validation, dict) and isinstance(validation.get("files"), dict):
+        validation = made.get("validation_files") or [f[0] for f in validation["files"].get("files", [])]
+    identity = {
+        "source": source,
+        "validation": validation,
+        "tokenizer": made.get("tokenizer") or inputs.get("tokenizer"),
+        **{k: inputs.get(k) for k in ("word_policy", "max_seq_len", "packing")},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    inputs, made = meta["inputs"], meta.get("built_from") or {}
+    source = inputs.get("source") or {}
+    if "files" in source:
+        files = made.get("train_files") or [f[0] for f in source["files"]]
+        corpus = f"files {', '.join(files[:2])}" + (f" (+{len(files) - 2} more)" if len(files) > 2 else "")
+    elif "builtin" in source:
+        corpus = f"built-in ({(source.get('builtin') or {}).get('lang')})"
+    elif "hub" in source:
+        corpus = f"Hub {'/'.join(str(x) for x in source['hub'] if x)}"
+    else:
+        corpus = "unknown source"
+    tokenizer = made.get("tokenizer") or f"sha256 {str(inputs.get('tokenizer'))[:12]}"
+    return (f"{corpus}; tokenizer {tokenizer}; max_seq_len {inputs.get('max_seq_len')}, "
+            f"{inputs.get('packing')}, word policy {inputs.get('word_policy')}; wwm {inputs.get('wwm')}")  # fmt: skip
+
+
+def _changed_input(meta: dict[str, Any], builtin: dict[str, Any]) -> str | None:
+    """The first recorded input that was modified or removed since the build, or None."""
+    inputs, made = meta["inputs"], meta.get("built_from") or {}
+    recorded = [f[:3] for f in (inputs.get("source") or {}).get("files", [])]
+    validation = inputs.get("validation")
+    if isinstance(validation, dict) and isinstance(validation.get("files"), dict):
+        recorded += [f[:3] for f in validation["files"].get("files", [])]
+    recorded += made.get("tokenizer_files", [])
+    for path, size, mtime_ns in recorded:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return f"input {path} is gone"
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            return f"input {path} was modified"
+    fingerprint = (inputs.get("source") or {}).get("builtin")
+    if isinstance(fingerprint, dict):
+        lang = fingerprint.get("lang")
+        if lang not in builtin:
+            from wwm.data.builtin import builtin_fingerprint
+
+            try:
+                builtin[lang] = builtin_fingerprint(lang)
+            except Exception:  # a language this wwm does not ship
+                builtin[lang] = None
+        if builtin[lang] != fingerprint:
+            return f"the built-in corpus ({lang}) changed (Python or wwm version)"
+    return None
+
+
+def _mark_superseded(entries: list[CacheEntry]) -> None:
+    from wwm.data.pipeline import DATA_FORMAT
+
+    builtin: dict[str, Any] = {}
+    newest: dict[str, CacheEntry] = {}
+    for entry in sorted(entries, key=lambda e: (e.created, e.key)):
+        newest[entry.identity] = entry
+    for entry in entries:
+        fmt = entry.meta["inputs"].get("format")
+        if fmt != DATA_FORMAT:
+            entry.superseded = f"data format {fmt} (this wwm writes format {DATA_FORMAT})"
+        elif newest[entry.identity] is not entry:
+            other = newest[entry.identity]
+            entry.superseded = f"superseded by {other.key} (built {iso_time(other.created)})"
+        else:
+            entry.superseded = _changed_input(entry.meta, builtin)
+
+
+def scan(root: Path) -> tuple[list[CacheEntry], list[BuildFolder]]:
+    """The entries (oldest first, each marked current or superseded) and build folders under ``root``."""
+    if not root.is_dir():
+        return [], []
+    entries = [e for p in sorted(root.iterdir()) if (e := _read_entry(p)) is not None]
+    _mark_superseded(entries)
+    entries.sort(key=lambda e: (e.created, e.key))
+    return entries, [build_folder(p) for p in _build_folders(root)]
+
+
+def prune(root: Path, dry_run: bool = False) -> list[tuple[Path, int, str]]:
+    """Remove the superseded entries and the stale build folders of ``root``: [(path, bytes, why)]."""
+    entries, builds = scan(root)
+    doomed = [(e.path, e.size, e.superseded) for e in entries if e.superseded]
+    doomed += [(b.path, b.size, f"stale build folder: {b.reason}") for b in builds if b.stale]
+    if not dry_run:
+        for path, _, _ in doomed:
+            try:
+                shutil.rmtree(path)
+            except OSError as err:
+                raise WWMError(f"could not remove {path}: {err}; check its permissions") from err
+    return doomed
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------------
+
+
+def iso_time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def human_size(n: float) -> str:
+    """Bytes in decimal units: 512 B, 40.1 MB, 1.2 GB."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
