@@ -605,7 +605,8 @@ def test_word_ids_for_encoding_forms(bpe_tokenizer):
 
 def test_unknown_policy(bpe_tokenizer):
     with pytest.raises(
-        WWMError, match=r"unknown word-boundary policy 'spaces'.*'tokenizer', 'whitespace', 'vocab', 'cjk'"
+        WWMError,
+        match=r"unknown word-boundary policy 'spaces'.*'tokenizer', 'whitespace', 'vocab', 'segmenter'.*'cjk'",
     ):
         tokenize_with_word_ids(bpe_tokenizer, ["x"], policy="spaces")
 
@@ -635,7 +636,8 @@ def test_texts_must_be_a_list(bpe_tokenizer):
 def test_import_is_light():
     code = (
         "import sys, wwm.words, wwm.tokenizer_train\n"
-        "print(sorted(m for m in ('torch', 'jax', 'transformers', 'tokenizers', 'jieba') if m in sys.modules))"
+        "heavy = ('torch', 'jax', 'transformers', 'tokenizers', 'jieba', 'fugashi', 'pythainlp')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -718,5 +720,5 @@ def test_builtin_sample_text():
     joined = "".join(zh)
     assert cjk_char_mask(joined).mean() > 0.7
     assert any(c.isascii() and c.isalpha() for c in joined) and any(c.isdigit() for c in joined)
-    with pytest.raises(WWMError, match="'en' or 'zh'"):
+    with pytest.raises(WWMError, match="'en', 'zh', 'ja', 'th'"):
         builtin_sample_text("fr")
