@@ -167,17 +167,22 @@ def prepare_tokenizer(
     return load_tokenizer(str(out)), str(out)
 
 
-def tokenize_table(table: Any, tokenizer: Any, policy: str, column: str = "text") -> Any:
+def tokenize_table(
+    table: Any, tokenizer: Any, policy: str, column: str = "text", segmenter: str = "auto"
+) -> Any:
     """``datasets.map`` function (Arrow format): texts -> list<int32> columns input_ids and word_ids.
 
     Tokens without the tokenizer's added special tokens; word ids local to each document (``wwm.words``).
+    ``segmenter`` is a name (``tokenizer.segmenter``), so that each ``num_proc`` worker builds its own.
     """
     import pyarrow as pa
 
     from wwm.words import tokenize_with_word_ids
 
     texts = table.column(column).to_pylist()
-    out = tokenize_with_word_ids(tokenizer, texts, policy=policy, add_special_tokens=False)
+    out = tokenize_with_word_ids(
+        tokenizer, texts, policy=policy, add_special_tokens=False, segmenter=segmenter
+    )
     lengths = np.fromiter(map(len, out["input_ids"]), dtype=np.int64, count=len(texts))
     offsets = np.zeros(len(texts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
