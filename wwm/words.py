@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import weakref
 from collections.abc import Callable, Sequence
@@ -237,8 +238,6 @@ def fugashi_segmenter() -> Segmenter:
         ) from err
     tagger = _TAGGERS.get(unidic_lite.DICDIR)
     if tagger is None:  # loading the dictionary takes a while: once per process
-        import os
-
         dicdir = unidic_lite.DICDIR
         tagger = fugashi.Tagger(f'-d "{dicdir}" -r "{os.path.join(dicdir, "mecabrc")}"')
         _TAGGERS[dicdir] = tagger
@@ -290,9 +289,9 @@ def _check_segmenter(segmenter: Any) -> None:
 
 
 def require_segmenter(name: str) -> None:
-    """Raise the one-line WWMError of a missing package now, before slow work: for a named segmenter,
-    its packages; for ``auto``, those of jieba (the others are needed only by text that holds kana or
-    Thai, and are imported when it comes)."""
+    """Raise the one-line WWMError of a missing package now, before slow work, for a named segmenter.
+    ``auto`` checks nothing: each of its packages is imported when a text needs it (Chinese text needs
+    only jieba, English text none)."""
     _check_segmenter(name)
     if name in _FACTORIES:
         named_segmenter(name)
