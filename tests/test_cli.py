@@ -25,7 +25,7 @@ def test_inspect_on_the_builtin_sample_prints_statistics_and_whole_words(capsys)
 def test_inspect_chinese_sample_uses_jieba_words(capsys):
     assert main(["inspect", "--lang", "zh", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats["policy"] == "cjk"
+    assert stats["policy"] == "segmenter"  # the new name of policy 'cjk'; jieba for Han without kana
     # jieba groups characters: fewer words than eligible tokens (each character is a token).
     assert stats["words"] < 0.8 * stats["eligible_tokens"]
     assert stats["masked_words_fully_masked"] == 1.0

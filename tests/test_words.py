@@ -131,6 +131,10 @@ def test_tokenizer_policy_matches_encoding_word_ids(any_tokenizer, text):
 TEXT_ALPHABET = st.sampled_from(
     [*"abcdefXYZ0189 ,.-'!?()", "中", "文", "学", "习", "😀", "é", "\n", "\t", "  ", "ß", "🇫🇷"]
 )
+# With kana and Thai (a lone tone mark too), which policy 'segmenter' sends to fugashi and pythainlp.
+SEGMENTED_ALPHABET = st.sampled_from(
+    [*"abcdefXYZ0189 ,.-'!?()", "中", "文", "学", "😀", "\n", "  ", "な", "カ", "ー", "。", "ก", "่", "า"]
+)
 
 
 @pytest.mark.parametrize("text", ["hello, stop-believing.", "It's  ok!\tnew\nline  ", " lead and trail "])
@@ -509,7 +513,7 @@ def test_cjk_without_jieba(monkeypatch, bert_uncased_tokenizer):
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-@given(texts=st.lists(st.lists(TEXT_ALPHABET, max_size=25).map("".join), min_size=1, max_size=4))
+@given(texts=st.lists(st.lists(SEGMENTED_ALPHABET, max_size=25).map("".join), min_size=1, max_size=4))
 @HYPO
 def test_well_formed_for_every_policy(any_tokenizer, policy, texts):
     out = tokenize_with_word_ids(any_tokenizer, texts, policy=policy, padding=True)
@@ -605,7 +609,8 @@ def test_word_ids_for_encoding_forms(bpe_tokenizer):
 
 def test_unknown_policy(bpe_tokenizer):
     with pytest.raises(
-        WWMError, match=r"unknown word-boundary policy 'spaces'.*'tokenizer', 'whitespace', 'vocab', 'cjk'"
+        WWMError,
+        match=r"unknown word-boundary policy 'spaces'.*'tokenizer', 'whitespace', 'vocab', 'segmenter'.*'cjk'",
     ):
         tokenize_with_word_ids(bpe_tokenizer, ["x"], policy="spaces")
 
@@ -635,7 +640,8 @@ def test_texts_must_be_a_list(bpe_tokenizer):
 def test_import_is_light():
     code = (
         "import sys, wwm.words, wwm.tokenizer_train\n"
-        "print(sorted(m for m in ('torch', 'jax', 'transformers', 'tokenizers', 'jieba') if m in sys.modules))"
+        "heavy = ('torch', 'jax', 'transformers', 'tokenizers', 'jieba', 'fugashi', 'pythainlp')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -718,5 +724,5 @@ def test_builtin_sample_text():
     joined = "".join(zh)
     assert cjk_char_mask(joined).mean() > 0.7
     assert any(c.isascii() and c.isalpha() for c in joined) and any(c.isdigit() for c in joined)
-    with pytest.raises(WWMError, match="'en' or 'zh'"):
+    with pytest.raises(WWMError, match="'en', 'zh', 'ja', 'th'"):
         builtin_sample_text("fr")

@@ -87,7 +87,7 @@ class DataConfig:
     """Where the text comes from and how it becomes blocks of ``max_seq_len`` tokens (docs/data.md)."""
 
     source: Literal["builtin", "files", "hub"] = "builtin"
-    builtin_lang: Literal["en", "zh"] = "en"
+    builtin_lang: Literal["en", "zh", "ja", "th"] = "en"
     # source: files. Files, folders (every file inside, recursively, sorted) or glob patterns.
     train_files: tuple[str, ...] = path_field(())
     file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
@@ -159,12 +159,19 @@ class TokenizerConfig:
 
     path: str | None = path_field(None, hub=True)
     train: TokenizerTrainConfig | None = None
-    word_policy: Literal["tokenizer", "whitespace", "vocab", "cjk"] = "tokenizer"
+    word_policy: Literal["tokenizer", "whitespace", "vocab", "segmenter", "cjk"] = "tokenizer"
+    # policy segmenter (old name cjk): auto picks jieba / fugashi / pythainlp per text run (docs/words.md)
+    segmenter: Literal["auto", "jieba", "fugashi", "pythainlp", "none"] = "auto"
 
     def __post_init__(self) -> None:
         if self.path is not None and self.train is not None:
             raise WWMError(
                 "set either tokenizer.path (an existing tokenizer) or tokenizer.train (train one), not both"
+            )
+        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk"):
+            raise WWMError(
+                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter', but "
+                f"word_policy is {self.word_policy!r}; set word_policy: segmenter, or remove segmenter"
             )
 
 

@@ -23,8 +23,8 @@ The result is a ``transformers.PreTrainedTokenizerFast`` with its special tokens
 etc.), which ``save_pretrained(dir)`` / ``AutoTokenizer.from_pretrained(dir)`` round-trips.
 
 ``builtin_sample_text`` gives a training text that exists on any machine without a download: English
-prose from CPython's own documentation (``pydoc_data.topics``), or the Chinese sample shipped in
-``wwm/data/sample_zh.txt``.
+prose from CPython's own documentation (``pydoc_data.topics``), or the Chinese, Japanese or Thai sample
+shipped in ``wwm/data/sample_<lang>.txt``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 from wwm.errors import WWMError, WWMWarning
 
-__all__ = ["KINDS", "builtin_sample_text", "train_tokenizer"]
+__all__ = ["KINDS", "SAMPLE_LANGS", "builtin_sample_text", "train_tokenizer"]
 
 KINDS = ("wordpiece", "bpe", "unigram")
 
@@ -292,14 +292,19 @@ def _canonical_unigram(tok: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 _DATA = Path(__file__).resolve().parent / "data"
+#: Built-in samples written for wwm, one paragraph a line: Chinese, Japanese, Thai (with some English
+#: words and numbers in each).
+SAMPLE_FILES = {"zh": "sample_zh.txt", "ja": "sample_ja.txt", "th": "sample_th.txt"}
+SAMPLE_LANGS = ("en", *SAMPLE_FILES)
 
 
 def builtin_sample_text(lang: str = "en") -> list[str]:
     """A sample text available on any machine without a download, as a list of paragraphs.
 
     "en": the prose paragraphs of CPython's own documentation topics (``pydoc_data.topics``, about 260 KB;
-    code blocks and heading underlines dropped, lines of a paragraph joined). "zh": the modern Chinese
-    prose (with some English words and numbers) in ``wwm/data/sample_zh.txt``, one paragraph a line.
+    code blocks and heading underlines dropped, lines of a paragraph joined). "zh", "ja", "th": modern
+    Chinese, Japanese or Thai prose written for wwm (with some English words and numbers) in
+    ``wwm/data/sample_<lang>.txt``, one paragraph a line.
     """
     if lang == "en":
         try:
@@ -317,9 +322,11 @@ def builtin_sample_text(lang: str = "en") -> list[str]:
                     continue
                 paragraphs.append(" ".join(block.split()))
         return paragraphs
-    if lang == "zh":
-        path = _DATA / "sample_zh.txt"
+    if lang in SAMPLE_FILES:
+        path = _DATA / SAMPLE_FILES[lang]
         if not path.is_file():
-            raise WWMError(f"the Chinese sample text {path} is missing; reinstall wwm (pip install wwm)")
+            raise WWMError(f"the {lang!r} sample text {path} is missing; reinstall wwm (pip install wwm)")
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise WWMError(f"no built-in sample text for language {lang!r}; use 'en' or 'zh'")
+    raise WWMError(
+        f"no built-in sample text for language {lang!r}; use one of {', '.join(map(repr, SAMPLE_LANGS))}"
+    )

@@ -21,23 +21,27 @@ Policies (``POLICIES``):
     or offsets: WordPiece tokens not starting with "##", byte-level BPE tokens starting with "Ġ" (or
     another whitespace byte), Metaspace tokens starting with "▁". ``word_ids_from_begin_table`` turns
     (B, L) ids into word ids with O(B*L) numpy.
-``cjk``
-    The ``tokenizer`` policy, except that between two adjacent tokens of which either is CJK (Chinese
-    ideographs and Japanese kana) a new word starts iff the two tokens lie in different words of a
-    segmenter (jieba by default): the characters of one segmented word form one word, as in Chinese
-    BERT-wwm.
+``segmenter`` (old name ``cjk``, still accepted)
+    The ``tokenizer`` policy, except that between two adjacent tokens of which either is in a script
+    written without spaces (Chinese ideographs, Japanese kana, Thai) a new word starts iff the two tokens
+    lie in different words of a segmenter: jieba for Chinese, fugashi (MeCab + UniDic) for Japanese,
+    pythainlp for Thai, chosen per text run (``SEGMENTERS``, ``segmenter="auto"``). A token belongs to the
+    segmenter word that holds its first character; a token is never split.
 
-The package core imports numpy only: tokenizers, transformers and jieba are imported inside functions.
-See docs/words.md for the design.
+The package core imports numpy only: tokenizers, transformers and the segmenters (jieba, fugashi,
+pythainlp) are imported inside functions. See docs/words.md for the design.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import weakref
 from collections.abc import Callable, Sequence
-from itertools import chain
+from dataclasses import dataclass
+from itertools import chain, pairwise
 from typing import Any
 
 import numpy as np
@@ -46,24 +50,39 @@ from wwm.errors import WWMError
 
 __all__ = [
     "POLICIES",
+    "POLICY_ALIASES",
+    "SEGMENTERS",
     "Segmenter",
     "begin_of_word_table",
     "cjk_char_mask",
+    "fugashi_segmenter",
     "jieba_segmenter",
+    "named_segmenter",
+    "pythainlp_segmenter",
+    "require_segmenter",
+    "segmenter_fingerprint",
     "tokenize_with_word_ids",
     "word_ids_for_encoding",
     "word_ids_from_begin_table",
 ]
 
-POLICIES = ("tokenizer", "whitespace", "vocab", "cjk")
+POLICIES = ("tokenizer", "whitespace", "vocab", "segmenter")
+#: Old policy names that still work: ``cjk`` is ``segmenter`` (it also segments Thai now).
+POLICY_ALIASES = {"cjk": "segmenter"}
+
+#: Segmenters of policy ``segmenter`` by name. ``auto`` picks one per text run (see ``_auto_plan``);
+#: ``none`` segments nothing (the words of policy ``tokenizer``).
+SEGMENTERS = ("auto", "jieba", "fugashi", "pythainlp", "none")
 
 #: A segmenter maps a text to the (start, end) character spans of its words, sorted and not overlapping.
 #: Characters that no span covers are words of one character each.
 Segmenter = Callable[[str], list[tuple[int, int]]]
 
+_EXTRA = 'pip install "wwm[cjk]"'
+
 # Chinese ideographs, as BERT's `_is_chinese_char`, then Japanese kana (Hiragana, Katakana, Katakana
 # phonetic extensions, half-width Katakana). Hangul is left out: Korean separates words with spaces.
-_CJK_RANGES = (
+_HAN_RANGES = (
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DBF),
     (0x20000, 0x2A6DF),
@@ -72,11 +91,23 @@ _CJK_RANGES = (
     (0x2B820, 0x2CEAF),
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
+)
+_KANA_RANGES = ((0x3040, 0x309F), (0x30A0, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F))
+_CJK_RANGES = _HAN_RANGES + _KANA_RANGES
+# Kana that mark a text as Japanese: the kana blocks without the two punctuation marks Chinese text
+# also uses, the Katakana middle dot "・" (in transliterated names) and the double hyphen "゠".
+_KANA_LETTER_RANGES = (
     (0x3040, 0x309F),
-    (0x30A0, 0x30FF),
+    (0x30A1, 0x30FA),
+    (0x30FC, 0x30FF),
     (0x31F0, 0x31FF),
     (0xFF66, 0xFF9F),
 )
+_THAI_RANGES = ((0x0E00, 0x0E7F),)
+
+# Where `auto` cuts a non-Thai stretch that holds kana into sentences (each goes to fugashi if it holds
+# kana, else to jieba): after a run of sentence-ending marks or line breaks.
+_SENTENCE_END = re.compile(r"[。．｡！？!?\n]+")
 
 # Every code point for which str.isspace() is true lies below U+3001.
 _WHITESPACE_CODEPOINTS = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
@@ -104,11 +135,15 @@ def cjk_char_mask(text: str) -> np.ndarray:
     return _cjk_mask(_codepoints(text))
 
 
-def _cjk_mask(codepoints: np.ndarray) -> np.ndarray:
+def _in_ranges(codepoints: np.ndarray, ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
     mask = np.zeros(codepoints.shape, dtype=bool)
-    for lo, hi in _CJK_RANGES:
+    for lo, hi in ranges:
         mask |= (codepoints >= lo) & (codepoints <= hi)
     return mask
+
+
+def _cjk_mask(codepoints: np.ndarray) -> np.ndarray:
+    return _in_ranges(codepoints, _CJK_RANGES)
 
 
 def _segment_ids(n: int, spans: np.ndarray) -> np.ndarray:
@@ -148,14 +183,34 @@ def _check_spans(spans: Any, n: int, what: str) -> np.ndarray:
     return arr
 
 
+# --------------------------------------------------------------------------------------------------
+# Segmenters
+# --------------------------------------------------------------------------------------------------
+
+
+def _aligned_spans(text: str, words: Any) -> list[tuple[int, int]]:
+    """(start, end) spans of word strings found in order in ``text`` (words a segmenter dropped or
+    changed are skipped: their characters become words of one character)."""
+    spans, pos = [], 0
+    for word in words:
+        if not word or word.isspace():
+            continue
+        start = pos if text.startswith(word, pos) else text.find(word, pos)
+        if start < 0:
+            continue
+        pos = start + len(word)
+        spans.append((start, pos))
+    return spans
+
+
 def jieba_segmenter() -> Segmenter:
-    """The default segmenter of policy 'cjk': jieba's default (HMM) mode, with its startup log silenced."""
+    """Chinese words: jieba's default (HMM) mode, with its startup log silenced."""
     try:
         import jieba
     except ImportError as err:
         raise WWMError(
-            "policy 'cjk' segments Chinese words with jieba, which is not installed; "
-            'install it with `pip install "wwm[cjk]"` (or `pip install jieba`), or pass segmenter=...'
+            "policy 'segmenter' segments Chinese words with jieba, which is not installed; "
+            f"install it with `{_EXTRA}` (or `pip install jieba`), or pass segmenter=..."
         ) from err
     jieba.setLogLevel(logging.WARNING)
 
@@ -163,6 +218,105 @@ def jieba_segmenter() -> Segmenter:
         return [(start, end) for _word, start, end in jieba.tokenize(text)]
 
     return segment
+
+
+_TAGGERS: dict[str, Any] = {}
+
+
+def fugashi_segmenter() -> Segmenter:
+    """Japanese words: MeCab (fugashi) with the UniDic 2.1.2 dictionary of unidic-lite, as cl-tohoku's
+    Japanese BERT models. unidic-lite is named explicitly, so an installed full ``unidic`` changes
+    nothing."""
+    try:
+        import fugashi
+        import unidic_lite
+    except ImportError as err:
+        raise WWMError(
+            "policy 'segmenter' segments Japanese words with fugashi and unidic-lite, which are not "
+            f"installed; install them with `{_EXTRA}` (or `pip install fugashi unidic-lite`), or set the "
+            "segmenter to 'jieba' or 'none'"
+        ) from err
+    tagger = _TAGGERS.get(unidic_lite.DICDIR)
+    if tagger is None:  # loading the dictionary takes a while: once per process
+        dicdir = unidic_lite.DICDIR
+        tagger = fugashi.Tagger(f'-d "{dicdir}" -r "{os.path.join(dicdir, "mecabrc")}"')
+        _TAGGERS[dicdir] = tagger
+
+    def segment(text: str) -> list[tuple[int, int]]:
+        clean = text.replace("\x00", " ")  # MeCab reads C strings: a NUL would end the text
+        return _aligned_spans(clean, [word.surface for word in tagger(clean)])
+
+    return segment
+
+
+def pythainlp_segmenter() -> Segmenter:
+    """Thai words: pythainlp's default ``newmm`` engine (dictionary maximal matching over Thai
+    character clusters; its dictionary ships in the wheel, nothing is downloaded)."""
+    try:
+        from pythainlp.tokenize import word_tokenize
+    except ImportError as err:
+        raise WWMError(
+            "policy 'segmenter' segments Thai words with pythainlp, which is not installed; install it "
+            f"with `{_EXTRA}` (or `pip install pythainlp`), or set the segmenter to 'none'"
+        ) from err
+
+    def segment(text: str) -> list[tuple[int, int]]:
+        return _aligned_spans(text, word_tokenize(text, engine="newmm", keep_whitespace=True))
+
+    return segment
+
+
+_FACTORIES: dict[str, Callable[[], Segmenter]] = {
+    "jieba": jieba_segmenter,
+    "fugashi": fugashi_segmenter,
+    "pythainlp": pythainlp_segmenter,
+}
+
+
+def named_segmenter(name: str) -> Segmenter:
+    """The segmenter called ``name`` ("jieba", "fugashi" or "pythainlp")."""
+    if name not in _FACTORIES:
+        raise WWMError(f"unknown segmenter {name!r}; use one of {', '.join(repr(s) for s in _FACTORIES)}")
+    return _FACTORIES[name]()
+
+
+def _check_segmenter(segmenter: Any) -> None:
+    if not callable(segmenter) and segmenter not in SEGMENTERS:
+        raise WWMError(
+            f"unknown segmenter {segmenter!r}; use one of {', '.join(repr(s) for s in SEGMENTERS)} "
+            "or a function text -> [(start, end), ...]"
+        )
+
+
+def require_segmenter(name: str) -> None:
+    """Raise the one-line WWMError of a missing package now, before slow work, for a named segmenter.
+    ``auto`` checks nothing: each of its packages is imported when a text needs it (Chinese text needs
+    only jieba, English text none)."""
+    _check_segmenter(name)
+    if name in _FACTORIES:
+        named_segmenter(name)
+
+
+def segmenter_fingerprint(name: str) -> dict[str, Any]:
+    """What the words of a named segmenter depend on: its name and the versions of the packages it
+    may use (without importing them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    _check_segmenter(name)
+    packages = {
+        "auto": ("jieba", "fugashi", "unidic-lite", "pythainlp"),
+        "jieba": ("jieba",),
+        "fugashi": ("fugashi", "unidic-lite"),
+        "pythainlp": ("pythainlp",),
+        "none": (),
+    }[name]
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return {"segmenter": name, "versions": versions}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,11 +515,14 @@ def _special_ids(tokenizer: Any) -> np.ndarray:
     return np.array(sorted(i for i in ids if i is not None), dtype=np.int64)
 
 
-def _check_policy(policy: str) -> None:
-    if policy not in POLICIES:
+def _check_policy(policy: str) -> str:
+    """The policy's canonical name (``cjk`` -> ``segmenter``)."""
+    if policy not in POLICIES and policy not in POLICY_ALIASES:
         raise WWMError(
-            f"unknown word-boundary policy {policy!r}; use one of {', '.join(repr(p) for p in POLICIES)}"
+            f"unknown word-boundary policy {policy!r}; use one of {', '.join(repr(p) for p in POLICIES)} "
+            "(or 'cjk', the old name of 'segmenter')"
         )
+    return POLICY_ALIASES.get(policy, policy)
 
 
 def _shifted(values: np.ndarray, fill: Any) -> np.ndarray:
@@ -376,21 +533,31 @@ def _shifted(values: np.ndarray, fill: Any) -> np.ndarray:
     return out
 
 
-def _word_ids_flat(
-    encodings: Sequence[Any],
-    texts: Sequence[str] | None,
-    text_pairs: Sequence[str | None] | None,
-    policy: str,
-    tokenizer: Any,
-    segmenter: Segmenter | None,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Word ids (int32) of each encoding, and its special-token mask (bool): tokens added by the
-    tokenizer, pads, and special tokens written in the text (the unknown token excepted)."""
+@dataclass
+class _Flat:
+    """The tokens of a batch of encodings laid out as one sequence of T tokens (all arrays (T,))."""
+
+    encodings: Sequence[Any]
+    lengths: np.ndarray  # (R,) tokens per row
+    row_start: np.ndarray  # (R,) index of each row's first token
+    row: np.ndarray  # row of each token
+    ids: np.ndarray
+    seq: np.ndarray  # sequence id (0, 1; NaN for tokens added by the post-processor), float64
+    special: np.ndarray  # added by the tokenizer, pads, literal special tokens (not the unknown token)
+    eligible: np.ndarray  # tokens that belong to words
+    prev_elig: np.ndarray  # the previous token of the same row is eligible
+    forced: np.ndarray  # first word token after a special token, a row start, or a sequence change
+
+    @property
+    def total(self) -> int:
+        return len(self.ids)
+
+
+def _flat_layout(encodings: Sequence[Any], tokenizer: Any) -> _Flat:
     lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
     total = int(lengths.sum())
     row_start = np.cumsum(lengths) - lengths
     row = np.repeat(np.arange(len(encodings)), lengths)
-
     ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
     seq = np.array(list(chain.from_iterable(e.sequence_ids for e in encodings)), dtype=np.float64)
     special = np.fromiter(
@@ -399,90 +566,240 @@ def _word_ids_flat(
     attention = np.fromiter(chain.from_iterable(e.attention_mask for e in encodings), dtype=bool, count=total)
     special |= np.isin(ids, _special_ids(tokenizer))
     eligible = attention & ~special & ~np.isnan(seq)
-
     first = np.zeros(total, dtype=bool)
     first[row_start[lengths > 0]] = True
     prev_elig = _shifted(eligible, False) & ~first
-    prev_seq = _shifted(seq, np.nan)
-    forced = eligible & (~prev_elig | (seq != prev_seq))  # first word token after a special or a row
+    forced = eligible & (~prev_elig | (seq != _shifted(seq, np.nan)))
+    return _Flat(encodings, lengths, row_start, row, ids, seq, special, eligible, prev_elig, forced)
 
-    if policy in ("tokenizer", "cjk"):
-        wid = np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float64)
-        starts = forced | (eligible & (wid != _shifted(wid, np.nan)))
+
+@dataclass
+class _TextLayout:
+    """The texts of a batch laid out as one string ``full``: row i's first text, SEP, its second text,
+    SEP, next row ... and each token's [s, e) character span in it."""
+
+    full: str
+    texts: list[tuple[str, int]]  # every text with its start in `full` (first texts, then pairs)
+    s: np.ndarray  # (T,)
+    e: np.ndarray  # (T,)
+    codepoints: np.ndarray  # (len(full),)
+    space: np.ndarray  # (len(full) + 1,): whitespace; the sentinel position len(full) is not
+
+
+def _text_layout(flat: _Flat, texts: Sequence[str], text_pairs: Sequence[str | None] | None) -> _TextLayout:
+    offsets = np.array(list(chain.from_iterable(e.offsets for e in flat.encodings)), dtype=np.int64)
+    offsets = offsets.reshape(flat.total, 2)
+    pairs = text_pairs if text_pairs is not None else [None] * len(texts)
+    pieces: list[str] = []
+    n = len(texts)
+    base_a, base_b = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    len_a, len_b = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    placed: list[tuple[str, int]] = []
+    pos = 0
+    for i, (text_a, text_b) in enumerate(zip(texts, pairs, strict=True)):
+        text_b = text_b or ""
+        base_a[i], len_a[i] = pos, len(text_a)
+        base_b[i], len_b[i] = pos + len(text_a) + 1, len(text_b)
+        placed += [(text_a, int(base_a[i])), (text_b, int(base_b[i]))]
+        pieces += [text_a, _SEP, text_b, _SEP]
+        pos += len(text_a) + len(text_b) + 2
+    full = "".join(pieces)
+    in_b = flat.seq == 1
+    local_len = np.where(in_b, len_b[flat.row], len_a[flat.row])
+    if np.any(flat.eligible & ((offsets[:, 1] > local_len) | (offsets[:, 0] > offsets[:, 1]))):
+        raise WWMError(
+            "token offsets fall outside the text; pass exactly the text (and text_pair) that was tokenized"
+        )
+    base = np.where(in_b, base_b[flat.row], base_a[flat.row])
+    codepoints = _codepoints(full)
+    space = np.append(_whitespace_mask(codepoints), False)
+    return _TextLayout(full, placed, offsets[:, 0] + base, offsets[:, 1] + base, codepoints, space)
+
+
+def _starts_tokenizer(flat: _Flat) -> np.ndarray:
+    """Word starts of policy 'tokenizer': where ``Encoding.word_ids`` changes."""
+    wid = np.array(list(chain.from_iterable(e.word_ids for e in flat.encodings)), dtype=np.float64)
+    return flat.forced | (flat.eligible & (wid != _shifted(wid, np.nan)))
+
+
+def _starts_vocab(flat: _Flat, tokenizer: Any) -> np.ndarray:
+    """Word starts of policy 'vocab': at tokens whose vocabulary entry begins a word."""
+    table = begin_of_word_table(tokenizer)
+    if flat.total and flat.ids.max() >= len(table):
+        raise WWMError(
+            f"token id {flat.ids.max()} is outside the vocabulary of {len(table)} tokens; "
+            "tokenize with the same tokenizer"
+        )
+    return flat.forced | (flat.eligible & table[flat.ids])
+
+
+def _starts_whitespace(flat: _Flat, layout: _TextLayout) -> np.ndarray:
+    """Word starts of policy 'whitespace': whitespace in the gap since the previous token, or as the
+    token's own first character."""
+    space = layout.space
+    spaces_before = np.concatenate([[0], np.cumsum(space[:-1])])
+    s, e = layout.s, layout.e
+    lo = np.minimum(_shifted(e, 0), s)  # the gap since the previous token ...
+    hi = np.where(e > s, s + 1, s)  # ... and this token's first character
+    return flat.forced | (flat.eligible & (spaces_before[hi] > spaces_before[lo]))
+
+
+def _starts_segmenter(flat: _Flat, layout: _TextLayout, segmenter: Segmenter | str) -> np.ndarray:
+    """Word starts of policy 'segmenter': those of 'tokenizer', except between two tokens of which either
+    anchors in a segmented script, where a new word starts iff the anchors lie in different segmenter
+    words."""
+    starts = _starts_tokenizer(flat)
+    if segmenter == "none":
+        return starts
+    # Each token's anchor: its first non-space character; a token of only spaces (Metaspace "▁",
+    # byte-level "Ġ") anchors to the character after it, the word it joins.
+    n = len(layout.full)
+    space = layout.space
+    index = np.where(space, n, np.arange(n + 1))
+    next_nonspace = np.minimum.accumulate(index[::-1])[::-1]
+    anchor = np.minimum(next_nonspace[layout.s], layout.e)
+    scripts = _Scripts(layout.codepoints)
+    segmented = np.append(scripts.decided(segmenter), False)
+    built: dict[str, Segmenter] = {}
+
+    def named(name: str) -> Segmenter:  # each segmenter built once per batch, when first needed
+        if name not in built:
+            built[name] = named_segmenter(name)
+        return built[name]
+
+    spans = []
+    for text, at in layout.texts:
+        if text and segmented[at : at + len(text)].any():  # segment only texts that need it
+            for lo, hi, segment in _plan(text, at, scripts, segmenter, named):
+                piece = text if (lo, hi) == (0, len(text)) else text[lo:hi]
+                spans.append(_check_spans(segment(piece), hi - lo, "spans") + (at + lo))
+    spans_arr = np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
+    seg = _segment_ids(n, spans_arr)[anchor]
+    seg_tok = segmented[anchor]
+    decided = flat.eligible & flat.prev_elig & (flat.seq == _shifted(flat.seq, np.nan))
+    decided &= seg_tok | _shifted(seg_tok, False)
+    return np.where(decided, seg != _shifted(seg, -1), starts)
+
+
+class _Scripts:
+    """Script masks over the laid-out string, computed on first use."""
+
+    def __init__(self, codepoints: np.ndarray) -> None:
+        self.codepoints = codepoints
+        self._masks: dict[str, np.ndarray] = {}
+
+    def mask(self, name: str) -> np.ndarray:
+        if name not in self._masks:
+            ranges = {"cjk": _CJK_RANGES, "kana": _KANA_LETTER_RANGES, "thai": _THAI_RANGES}
+            self._masks[name] = _in_ranges(self.codepoints, ranges[name])
+        return self._masks[name]
+
+    def decided(self, segmenter: Segmenter | str) -> np.ndarray:
+        """Characters whose tokens the segmenter's words group: Han and kana for jieba and fugashi (as
+        policy 'cjk' always did), Thai for pythainlp, all three for 'auto' and a function."""
+        if segmenter in ("jieba", "fugashi"):
+            return self.mask("cjk")
+        if segmenter == "pythainlp":
+            return self.mask("thai")
+        return self.mask("cjk") | self.mask("thai")
+
+
+def _plan(
+    text: str, at: int, scripts: _Scripts, segmenter: Segmenter | str, named: Callable[[str], Segmenter]
+) -> list[tuple[int, int, Segmenter]]:
+    """The pieces [lo, hi) of ``text`` (at ``at`` in the layout) and the segmenter of each."""
+    n = len(text)
+    if callable(segmenter):
+        return [(0, n, segmenter)]
+    if segmenter in ("jieba", "fugashi"):
+        return [(0, n, named(segmenter))]
+    thai = scripts.mask("thai")[at : at + n]
+    runs = _runs(thai)
+    if segmenter == "pythainlp":
+        return [(lo, hi, named("pythainlp")) for lo, hi, is_thai in runs if is_thai]
+    return _auto_plan(text, at, scripts, runs, named)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Maximal runs [lo, hi) of equal values of a bool array, with their value."""
+    if not len(mask):
+        return []
+    cuts = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(mask)]
+    return [(lo, hi, bool(mask[lo])) for lo, hi in pairwise(bounds)]
+
+
+def _auto_plan(
+    text: str,
+    at: int,
+    scripts: _Scripts,
+    runs: list[tuple[int, int, bool]],
+    named: Callable[[str], Segmenter],
+) -> list[tuple[int, int, Segmenter]]:
+    """``auto``: a Thai run goes to pythainlp. Between Thai runs, a stretch without kana goes to jieba
+    whole (a text without kana or Thai is segmented exactly as before); a stretch with kana is cut into
+    sentences, and each run of sentences with kana goes to fugashi, each run without to jieba."""
+    kana = scripts.mask("kana")[at : at + len(text)]
+    cjk = scripts.mask("cjk")[at : at + len(text)]
+    plan: list[tuple[int, int, Segmenter]] = []
+    for lo, hi, is_thai in runs:
+        if is_thai:
+            plan.append((lo, hi, named("pythainlp")))
+        elif not kana[lo:hi].any():
+            if cjk[lo:hi].any():
+                plan.append((lo, hi, named("jieba")))
+        else:
+            for a, b, japanese in _sentence_runs(text, kana, lo, hi):
+                if japanese:
+                    plan.append((a, b, named("fugashi")))
+                elif cjk[a:b].any():
+                    plan.append((a, b, named("jieba")))
+    return plan
+
+
+def _sentence_runs(text: str, kana: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, bool]]:
+    """The stretch [lo, hi) cut after each run of sentence ends, consecutive sentences of the same kind
+    (holding kana or not) joined: [(a, b, holds kana), ...]."""
+    cuts = [m.end() for m in _SENTENCE_END.finditer(text, lo, hi)]
+    bounds = sorted({lo, hi, *cuts})
+    out: list[tuple[int, int, bool]] = []
+    for a, b in pairwise(bounds):
+        japanese = bool(kana[a:b].any())
+        if out and out[-1][2] == japanese:
+            out[-1] = (out[-1][0], b, japanese)
+        else:
+            out.append((a, b, japanese))
+    return out
+
+
+def _word_ids_flat(
+    encodings: Sequence[Any],
+    texts: Sequence[str] | None,
+    text_pairs: Sequence[str | None] | None,
+    policy: str,
+    tokenizer: Any,
+    segmenter: Segmenter | str,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Word ids (int32) of each encoding, and its special-token mask (bool): tokens added by the
+    tokenizer, pads, and special tokens written in the text (the unknown token excepted)."""
+    flat = _flat_layout(encodings, tokenizer)
+    if policy == "tokenizer":
+        starts = _starts_tokenizer(flat)
     elif policy == "vocab":
-        table = begin_of_word_table(tokenizer)
-        if total and ids.max() >= len(table):
-            raise WWMError(
-                f"token id {ids.max()} is outside the vocabulary of {len(table)} tokens; "
-                "tokenize with the same tokenizer"
-            )
-        starts = forced | (eligible & table[ids])
+        starts = _starts_vocab(flat, tokenizer)
     else:
-        starts = None
-
-    if policy in ("whitespace", "cjk"):
         if texts is None:
             raise WWMError(f"policy {policy!r} needs the text that was tokenized; pass text=...")
-        offsets = np.array(list(chain.from_iterable(e.offsets for e in encodings)), dtype=np.int64)
-        offsets = offsets.reshape(total, 2)
-        # Lay the texts out as one string: row i's first text, SEP, its second text, SEP, next row ...
-        pairs = text_pairs if text_pairs is not None else [None] * len(texts)
-        pieces: list[str] = []
-        base_a = np.zeros(len(texts), dtype=np.int64)
-        base_b = np.zeros(len(texts), dtype=np.int64)
-        len_a = np.zeros(len(texts), dtype=np.int64)
-        len_b = np.zeros(len(texts), dtype=np.int64)
-        pos = 0
-        for i, (text_a, text_b) in enumerate(zip(texts, pairs, strict=True)):
-            text_b = text_b or ""
-            base_a[i], len_a[i] = pos, len(text_a)
-            base_b[i], len_b[i] = pos + len(text_a) + 1, len(text_b)
-            pieces += [text_a, _SEP, text_b, _SEP]
-            pos += len(text_a) + len(text_b) + 2
-        full = "".join(pieces)
-        in_b = seq == 1
-        local_len = np.where(in_b, len_b[row], len_a[row])
-        if np.any(eligible & ((offsets[:, 1] > local_len) | (offsets[:, 0] > offsets[:, 1]))):
-            raise WWMError(
-                "token offsets fall outside the text; pass exactly the text (and text_pair) that was "
-                "tokenized"
-            )
-        base = np.where(in_b, base_b[row], base_a[row])
-        s, e = offsets[:, 0] + base, offsets[:, 1] + base
-        codepoints = _codepoints(full)
-        space = np.append(_whitespace_mask(codepoints), False)  # position len(full): sentinel
-
+        layout = _text_layout(flat, texts, text_pairs)
         if policy == "whitespace":
-            spaces_before = np.concatenate([[0], np.cumsum(space[:-1])])
-            prev_end = _shifted(e, 0)
-            lo = np.minimum(prev_end, s)  # the gap since the previous token ...
-            hi = np.where(e > s, s + 1, s)  # ... and this token's first character
-            starts = forced | (eligible & (spaces_before[hi] > spaces_before[lo]))
+            starts = _starts_whitespace(flat, layout)
         else:
-            # Each token's anchor: its first non-space character; a token of only spaces (Metaspace
-            # "▁", byte-level "Ġ") anchors to the character after it, the word it joins.
-            n = len(full)
-            index = np.where(space, n, np.arange(n + 1))
-            next_nonspace = np.minimum.accumulate(index[::-1])[::-1]
-            anchor = np.minimum(next_nonspace[s], e)
-            cjk_chars = np.append(_cjk_mask(codepoints), False)
-            cjk = cjk_chars[anchor]
-            segment = segmenter if segmenter is not None else jieba_segmenter()
-            spans = []
-            for text_a, text_b, ba, bb in zip(texts, pairs, base_a, base_b, strict=True):
-                for text, at in ((text_a, ba), (text_b, bb)):
-                    if text and cjk_chars[at : at + len(text)].any():  # segment texts with CJK only
-                        spans.append(_check_spans(segment(text), len(text), "spans") + at)
-            spans_arr = np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
-            seg = _segment_ids(n, spans_arr)[anchor]
-            decided = eligible & prev_elig & (seq == prev_seq) & (cjk | _shifted(cjk, False))
-            starts = np.where(decided, seg != _shifted(seg, -1), starts)
-
+            starts = _starts_segmenter(flat, layout, segmenter)
     counts = np.cumsum(starts, dtype=np.int64)
-    before = np.concatenate([[0], counts])[row_start]  # words in the rows before
-    word_ids = np.where(eligible, counts - np.repeat(before, lengths) - 1, -1).astype(np.int32)
-    bounds = np.cumsum(lengths)[:-1]
-    return np.split(word_ids, bounds), np.split(special, bounds)
+    before = np.concatenate([[0], counts])[flat.row_start]  # words in the rows before
+    word_ids = np.where(flat.eligible, counts - np.repeat(before, flat.lengths) - 1, -1).astype(np.int32)
+    bounds = np.cumsum(flat.lengths)[:-1]
+    return np.split(word_ids, bounds), np.split(flat.special, bounds)
 
 
 def _require_fast(tokenizer: Any) -> None:
@@ -494,12 +811,12 @@ def _require_fast(tokenizer: Any) -> None:
         )
 
 
-def _check_pre_tokenizer(tokenizer: Any, policy: str) -> None:
+def _check_pre_tokenizer(tokenizer: Any, policy: str, name: str) -> None:
     """Policies built on ``Encoding.word_ids`` need a pre-tokenizer: without one (Llama-style tokenizers
     that put "▁" in with the normalizer) the whole text is one word."""
-    if policy in ("tokenizer", "cjk") and tokenizer.backend_tokenizer.pre_tokenizer is None:
+    if policy in ("tokenizer", "segmenter") and tokenizer.backend_tokenizer.pre_tokenizer is None:
         raise WWMError(
-            f"policy {policy!r} takes words from the tokenizer's pre-tokenizer, and this tokenizer has "
+            f"policy {name!r} takes words from the tokenizer's pre-tokenizer, and this tokenizer has "
             "none (its word_ids() make the whole text one word); use policy 'whitespace' or 'vocab'"
         )
 
@@ -511,15 +828,18 @@ def word_ids_for_encoding(
     *,
     text_pair: str | None = None,
     tokenizer: Any = None,
-    segmenter: Segmenter | None = None,
+    segmenter: Segmenter | str | None = None,
 ) -> np.ndarray:
     """Word ids (int32, (L,)) of one encoding: a ``tokenizers.Encoding``, ``batch_encoding[i]``, or a
     BatchEncoding of one row.
 
-    ``text`` (and ``text_pair``) are the strings that were tokenized (needed by 'whitespace' and 'cjk');
-    ``tokenizer`` is needed by 'vocab', and lets literal special tokens in the text (e.g. "[MASK]") get -1.
+    ``text`` (and ``text_pair``) are the strings that were tokenized (needed by 'whitespace' and
+    'segmenter'); ``tokenizer`` is needed by 'vocab', and lets literal special tokens in the text (e.g.
+    "[MASK]") get -1. ``segmenter`` as in ``tokenize_with_word_ids``.
     """
-    _check_policy(policy)
+    name, policy = policy, _check_policy(policy)
+    segmenter = "auto" if segmenter is None else segmenter
+    _check_segmenter(segmenter)
     if hasattr(encoding, "encodings"):
         encodings = encoding.encodings
         if encodings is None:
@@ -537,7 +857,7 @@ def word_ids_for_encoding(
         raise WWMError("policy 'vocab' needs the tokenizer for its vocabulary; pass tokenizer=...")
     if tokenizer is not None:
         _require_fast(tokenizer)
-        _check_pre_tokenizer(tokenizer, policy)
+        _check_pre_tokenizer(tokenizer, policy, name)
     texts = None if text is None else [text]
     word_ids, _ = _word_ids_flat([encoding], texts, [text_pair], policy, tokenizer, segmenter)
     return word_ids[0]
@@ -551,7 +871,7 @@ def tokenize_with_word_ids(
     max_length: int | None = None,
     truncation: bool = False,
     add_special_tokens: bool = True,
-    segmenter: Segmenter | None = None,
+    segmenter: Segmenter | str | None = None,
     text_pairs: Sequence[str] | None = None,
     padding: bool | str = False,
 ) -> dict[str, list]:
@@ -561,11 +881,15 @@ def tokenize_with_word_ids(
     special and pad tokens, words 0..W-1), "special_tokens_mask" (lists of 0/1: the tokens added by the
     tokenizer, pads, and special tokens written literally in the text, except the unknown token) and
     "attention_mask". ``text_pairs`` makes sentence pairs: the words of the second text get ids after
-    those of the first. ``segmenter`` is used by policy 'cjk' (default: jieba).
+    those of the first. ``segmenter`` is used by policy 'segmenter' (alias 'cjk'): a name of
+    ``SEGMENTERS`` (default "auto": jieba, fugashi or pythainlp per text run) or a function
+    text -> [(start, end), ...] used for every text that holds Han, kana or Thai.
     """
-    _check_policy(policy)
+    name, policy = policy, _check_policy(policy)
+    segmenter = "auto" if segmenter is None else segmenter
+    _check_segmenter(segmenter)
     _require_fast(tokenizer)
-    _check_pre_tokenizer(tokenizer, policy)
+    _check_pre_tokenizer(tokenizer, policy, name)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise WWMError("texts must be a list of strings; wrap a single text in a list")
     texts = list(texts)

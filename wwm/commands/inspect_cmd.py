@@ -20,13 +20,23 @@ _PLAIN = {1: "M", 2: "R", 3: "K"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", help="UTF-8 text, one document per line (default: a built-in sample)")
-    p.add_argument("--lang", choices=("en", "zh"), default="en", help="built-in sample language")
+    p.add_argument(
+        "--lang",
+        choices=("en", "zh", "ja", "th"),
+        default="en",
+        help="built-in sample language (zh, ja, th: words from a segmenter: jieba, fugashi, pythainlp)",
+    )
     p.add_argument(
         "--tokenizer",
         help="tokenizer directory, tokenizer.json or Hub name (default: a WordPiece tokenizer trained "
         "on the text itself in about a second)",
     )
-    p.add_argument("--policy", default=None, help="word policy: tokenizer, whitespace, vocab, cjk")
+    p.add_argument(
+        "--policy",
+        default=None,
+        help="word policy: tokenizer, whitespace, vocab, segmenter (alias cjk); default: segmenter for the "
+        "zh/ja/th samples, tokenizer otherwise",
+    )
     p.add_argument("--max-length", type=int, default=128, help="truncate each document to this")
     p.add_argument("--examples", type=int, default=3, help="how many examples to show")
     p.add_argument("--mask-prob", type=float, default=0.15)
@@ -56,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
             raise WWMError(f"{path} holds no text (only empty lines)")
     else:
         texts = builtin_sample_text(args.lang)
-    policy = args.policy or ("cjk" if args.lang == "zh" and not args.file else "tokenizer")
+    sample = None if args.file else args.lang
+    policy = args.policy or ("segmenter" if sample in ("zh", "ja", "th") else "tokenizer")
     if args.tokenizer:
         tokenizer = _load_tokenizer(args.tokenizer)
     else:
@@ -64,9 +75,11 @@ def main(args: argparse.Namespace) -> int:
 
         from wwm.errors import WWMWarning
 
+        # Lowercasing strips accents (NFD), which would drop Japanese voicing marks and Thai tone marks.
+        lowercase = False if sample in ("ja", "th") else None
         with warnings.catch_warnings():  # 4000 is our pick, not the user's: a smaller vocabulary is fine
             warnings.simplefilter("ignore", WWMWarning)
-            tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000)
+            tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000, lowercase=lowercase)
     config = MaskingConfig(
         mask_prob=args.mask_prob,
         budget=args.budget,

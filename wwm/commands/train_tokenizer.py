@@ -13,12 +13,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         nargs="+",
         metavar="PATH",
-        help="text/jsonl/parquet files, folders or globs, or 'builtin' (Python's docs; --lang zh: Chinese)",
+        help="text/jsonl/parquet files, folders or globs, or 'builtin' (Python's docs; --lang zh, ja, th: "
+        "the Chinese, Japanese or Thai sample)",
     )
     p.add_argument("--kind", choices=("wordpiece", "bpe", "unigram"), default="wordpiece")
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to save the tokenizer to")
-    p.add_argument("--lang", choices=("en", "zh"), default="en", help="language of --corpus builtin")
+    p.add_argument(
+        "--lang",
+        choices=("en", "zh", "ja", "th"),
+        default="en",
+        help="language of the corpus: picks --corpus builtin's sample; ja and th default to --no-lowercase",
+    )
     lower = p.add_mutually_exclusive_group()
     lower.add_argument("--lowercase", dest="lowercase", action="store_true", default=None)
     lower.add_argument("--no-lowercase", dest="lowercase", action="store_false")
@@ -54,8 +60,11 @@ def main(args: argparse.Namespace) -> int:
     texts = list(iter_documents(data, "train", stats))
     if not texts:
         raise WWMError(f"the corpus {' '.join(args.corpus)} holds no text; give files with text")
+    lowercase = args.lowercase
+    if lowercase is None and args.lang in ("ja", "th"):
+        lowercase = False  # lowercasing strips accents: Japanese voicing marks, Thai vowels and tones
     tokenizer = train_tokenizer(
-        texts, args.kind, args.vocab_size, args.lowercase, min_frequency=args.min_frequency
+        texts, args.kind, args.vocab_size, lowercase, min_frequency=args.min_frequency
     )
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))

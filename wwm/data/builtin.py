@@ -14,8 +14,8 @@ only modules present in CPython 3.10 to 3.13; one missing from a build (a distri
 standard library) is skipped, and the modules used are part of the fingerprint, as are the Python version
 and each source file's size and modification time, so a cache never mixes two corpora.
 
-The Chinese built-in (``lang="zh"``) is the small sample of ``wwm/data/sample_zh.txt``, one paragraph a
-document.
+The Chinese, Japanese and Thai built-ins (``lang="zh"``, ``"ja"``, ``"th"``) are the small samples of
+``wwm/data/sample_<lang>.txt`` (written for wwm), one paragraph a document.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _docstrings(path: str) -> list[str]:
 
 
 def builtin_documents(lang: str = "en") -> list[str]:
-    """The documents of the built-in corpus of ``lang`` ("en" or "zh"), in their fixed order."""
+    """The documents of the built-in corpus of ``lang`` ("en", "zh", "ja" or "th"), in their fixed order."""
     if lang == "en":
         _topics_file()
         docs = _topic_paragraphs()
@@ -128,11 +128,14 @@ def builtin_documents(lang: str = "en") -> list[str]:
             if path is not None:
                 docs.extend(_docstrings(path))
         return docs
-    if lang == "zh":
-        from wwm.tokenizer_train import builtin_sample_text
+    from wwm.tokenizer_train import SAMPLE_FILES, SAMPLE_LANGS, builtin_sample_text
 
-        return builtin_sample_text("zh")
-    raise WWMError(f"no built-in corpus for language {lang!r}; set data.builtin_lang to 'en' or 'zh'")
+    if lang in SAMPLE_FILES:
+        return builtin_sample_text(lang)
+    raise WWMError(
+        f"no built-in corpus for language {lang!r}; set data.builtin_lang to one of "
+        f"{', '.join(map(repr, SAMPLE_LANGS))}"
+    )
 
 
 def builtin_fingerprint(lang: str = "en") -> dict[str, Any]:

@@ -295,7 +295,11 @@ def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
         "batched": True,
         "batch_size": config.data.map_batch_size,
         "remove_columns": ["text"],
-        "fn_kwargs": {"tokenizer": tokenizer, "policy": config.tokenizer.word_policy},
+        "fn_kwargs": {
+            "tokenizer": tokenizer,
+            "policy": config.tokenizer.word_policy,
+            "segmenter": config.tokenizer.segmenter,
+        },
     }
 
 
@@ -413,7 +417,7 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
         validation = {"fraction": data.validation_fraction, "split_seed": data.split_seed}
     else:
         validation = None
-    return {
+    inputs = {
         "format": DATA_FORMAT,
         "wwm": _wwm_version(),
         "source": source_fingerprint(data, "train"),
@@ -423,6 +427,11 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
         "max_seq_len": data.max_seq_len,
         "packing": data.packing,
     }
+    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
+        from wwm.words import segmenter_fingerprint
+
+        inputs["segmenter"] = segmenter_fingerprint(config.tokenizer.segmenter)
+    return inputs
 
 
 def _wwm_version() -> str:
@@ -475,6 +484,10 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     source_fingerprint(data, "train")
     if data.validation_files:
         source_fingerprint(data, "validation")
+    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # a missing segmenter package fails here
+        from wwm.words import require_segmenter
+
+        require_segmenter(config.tokenizer.segmenter)
 
     from wwm.data.tokenizer import prepare_tokenizer
 

@@ -279,10 +279,13 @@ def _call_groups(sizes: list[int], budget: int) -> list[tuple[int, int]]:
     return groups
 
 
-def tokenize_table(table: Any, tokenizer: Any, policy: str, column: str = "text") -> Any:
+def tokenize_table(
+    table: Any, tokenizer: Any, policy: str, column: str = "text", segmenter: str = "auto"
+) -> Any:
     """``datasets.map`` function (Arrow format): texts -> list<int32> columns input_ids and word_ids.
 
     Tokens without the tokenizer's added special tokens; word ids local to each document (``wwm.words``).
+    ``segmenter`` is a name (``tokenizer.segmenter``), so that each ``num_proc`` worker builds its own.
     Long documents are tokenized in pieces (``text_pieces``) and at most ``_CALL_CHARS`` characters go to
     one tokenizer call, so memory stays bounded; the pieces of a document are joined again, their word
     ids shifted past those of the piece before.
@@ -300,7 +303,9 @@ def tokenize_table(table: Any, tokenizer: Any, policy: str, column: str = "text"
         owner += [d] * len(cut)
     ids_parts, wids_parts, piece_lengths = [], [], []
     for begin, end in _call_groups([len(p) for p in pieces], _CALL_CHARS):
-        out = tokenize_with_word_ids(tokenizer, pieces[begin:end], policy=policy, add_special_tokens=False)
+        out = tokenize_with_word_ids(
+            tokenizer, pieces[begin:end], policy=policy, add_special_tokens=False, segmenter=segmenter
+        )
         lengths = np.fromiter(map(len, out["input_ids"]), dtype=np.int64, count=end - begin)
         total = int(lengths.sum())
         ids_parts.append(np.fromiter(chain.from_iterable(out["input_ids"]), dtype=np.int32, count=total))
