@@ -37,10 +37,10 @@ for run in $RUNS; do
   L=${run%%:*}; B=${run##*:}
   for impl in $GROUPS_; do
     echo "== L=$L B=$B $impl"
-    $PY -m wwm.cli bench train --model "$MODEL" --seq-len "$L" --batch "$B" --dtype "$DTYPE" \
+    $PY -m wwm_cli bench train --model "$MODEL" --seq-len "$L" --batch "$B" --dtype "$DTYPE" \
       --steps "$STEPS" --warmup "$WARMUP" --impls "$impl" ${PEAK:+--peak-flops "$PEAK"} --json \
       > "$OUT/train-L$L-${impl//,/-}.json"
   done
 done
 
-$PY -m wwm.bench.train summarize --device "$GPU" --out "$OUT" "$OUT"/train-L*.json
+$PY -m wwm_cli.bench.train summarize --device "$GPU" --out "$OUT" "$OUT"/train-L*.json

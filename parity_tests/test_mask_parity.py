@@ -2,7 +2,7 @@
 the PyTorch trainer feeds its model at step k (input_ids after masking, labels, attention_mask).
 
 Both sides are recorded where they enter the model, not re-derived: both trainers' `on_batch` hook
-(`wwm.parity.batch_recorder`) gets each step's rows as fed to the model (the JAX step's host rows, the
+(`wwm_cli.parity.batch_recorder`) gets each step's rows as fed to the model (the JAX step's host rows, the
 torch step's micro-batches on every rank). Data: configs/parity-tiny.yaml cut to 60
 documents (37 blocks, 4 steps per epoch at batch 8), so that 11 steps cover epochs 0, 1 and 2.
 
@@ -151,7 +151,7 @@ def _worker(tmp, framework, name, devices, values, *, nproc=1, distributed=None)
     )
     if framework == "torch" and nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "wwm.parity", "torch", str(path)]  # fmt: skip
+               "-m", "wwm_cli.parity", "torch", str(path)]  # fmt: skip
         return [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     procs = []
     for i in range(nproc):
@@ -163,7 +163,7 @@ def _worker(tmp, framework, name, devices, values, *, nproc=1, distributed=None)
             p.write_text(json.dumps(dict(spec, runs=[{"values": v}])))
         else:
             p = path
-        cmd = [sys.executable, "-m", "wwm.parity", framework, str(p)]
+        cmd = [sys.executable, "-m", "wwm_cli.parity", framework, str(p)]
         procs.append(
             subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )

@@ -17,10 +17,10 @@ import torch
 import transformers
 from flax import nnx
 
+from wwm.masking import IGNORE_INDEX
 from wwm_jax import convert
 from wwm_jax.modeling import EncoderConfig, build_model
 
-IGNORE = -100
 KINDS = ("bert", "roberta")
 
 
@@ -63,7 +63,7 @@ def _batch(pad: int, vocab: int, seed: int = 0):
     mask = (ids != pad).astype(np.int64)
     ids[0, 5] = pad  # a pad id at an attended position: torch's padding_idx keeps its row's lookup gradient 0
     types = np.zeros_like(ids)
-    labels = np.where((rng.random(ids.shape) < 0.35) & (mask == 1), ids, IGNORE)
+    labels = np.where((rng.random(ids.shape) < 0.35) & (mask == 1), ids, IGNORE_INDEX)
     labels[0, 0] = ids[0, 0]  # at least one label
     return ids, mask, types, labels
 
@@ -91,7 +91,7 @@ def _torch_forward(torch_model, ids, mask, types, labels=None):
 
 def mlm_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy over positions whose label is not -100 (transformers' MLM loss)."""
-    valid = labels != IGNORE
+    valid = labels != IGNORE_INDEX
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (B, L, V)
     nll = -jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.sum(valid)

@@ -8,7 +8,7 @@ processes x 2 devices. This file adds the remaining mesh shapes (8,1,1) pure dat
 data x FSDP, (1,8,1) pure FSDP, (1,1,8) pure tensor parallel, (2,2,2) without accumulation and pmap with
 accumulation, on the real parity data (configs/parity-tiny.yaml, 20 steps, from the same initial
 weights as the cross-framework tests), in one subprocess with
-XLA_FLAGS=--xla_force_host_platform_device_count=8 set before jax is imported (`python -m wwm.parity jax`).
+XLA_FLAGS=--xla_force_host_platform_device_count=8 set before jax is imported (`python -m wwm_cli.parity jax`).
 
 With tensor=8 the 2 attention heads and the 1,779-token vocabulary are not divisible by 8 and stay
 replicated (the trainer logs it); the MLP (128) and FSDP's embed axis (64) are split.
@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
         spec["runs"].append({"values": {"output_dir": str(tmp / name), **values}})
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "wwm.parity", "jax", str(tmp / "spec.json")], env=env,
+    proc = subprocess.run([sys.executable, "-m", "wwm_cli.parity", "jax", str(tmp / "spec.json")], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {name: str(tmp / name) for name in RUNS}

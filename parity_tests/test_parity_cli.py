@@ -20,7 +20,7 @@ def test_wwm_parity_json_report_and_plot(tmp_path):
     out = tmp_path / "report"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "wwm.cli", "parity", "--config", CONFIG, "--steps", "6", "--json",
+        [sys.executable, "-m", "wwm_cli", "parity", "--config", CONFIG, "--steps", "6", "--json",
          "--out", str(out), f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
@@ -45,7 +45,7 @@ def _metrics(folder, losses):
 
 
 def test_compare_two_finished_runs_exits_1_past_the_tolerance(tmp_path, capsys):
-    from wwm.cli import main
+    from wwm_cli import main
 
     _metrics(tmp_path / "a", [7.0, 6.5, 6.0])
     _metrics(tmp_path / "b", [7.0, 6.5, 6.0 * (1 + 1e-6)])
@@ -65,7 +65,7 @@ def test_compare_two_finished_runs_exits_1_past_the_tolerance(tmp_path, capsys):
 
 
 def test_without_config_or_compare_is_a_usage_error(capsys):
-    from wwm.cli import main
+    from wwm_cli import main
 
     assert main(["parity"]) == 2
     assert "--config FILE is required" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 configs/parity-tiny.yaml (2-layer hidden-64 BERT, WordPiece trained on 400 built-in documents, 247
 blocks of 64 tokens, batch 8, AdamW lr 1e-3 with 5 warmup steps then linear decay, weight decay 0.01,
 clipping at 1.0, which is active: gradient norms are ~1.6-2.1), float32 on CPU, dropout off, 50 steps
-(two epochs), both from the same safetensors initial weights (`wwm.parity.setup`).
+(two epochs), both from the same safetensors initial weights (`wwm_cli.parity.setup`).
 
 Measured (2 CPU cores, jax 0.10.2 / torch 2.13 / transformers 5.24): per-step loss max abs diff 1.3e-6,
 max rel diff 2.1e-7; grad norm max rel diff 6.7e-6; final parameters max abs diff 2.4e-7 (a LayerNorm

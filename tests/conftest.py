@@ -20,7 +20,8 @@ import os
 
 import pytest
 
-from wwm.tokenizer_train import builtin_sample_text, train_tokenizer
+from wwm.data.builtin import builtin_sample_text
+from wwm.tokenizer_train import train_tokenizer
 
 VOCAB_SIZE = 2000
 

@@ -70,7 +70,7 @@ def make_config(run: dict):
     """A RunConfig (or, before RunConfig has the trainer sections, a dataclass with the same fields)."""
     import dataclasses
 
-    from wwm import train_config as tc
+    from wwm import config as tc
     from wwm.config import RunConfig
 
     sections = {

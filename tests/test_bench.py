@@ -17,13 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    from wwm.bench.train import make_data
+    from wwm_cli.bench.train import make_data
 
     return make_data(32, 16)
 
 
 def test_bench_train_runs_all_three_implementations(tiny_data):
-    from wwm.bench import train
+    from wwm_cli.bench import train
 
     report = train.json_ready(
         train.run(model="tiny", seq_len=32, batch=4, steps=2, warmup=1, peak_flops=1e12, data=tiny_data)
@@ -47,7 +47,7 @@ def test_bench_train_runs_all_three_implementations(tiny_data):
 
 
 def test_pipeline_headroom_report(tiny_data):
-    from wwm.bench import pipeline
+    from wwm_cli.bench import pipeline
 
     report = pipeline.run(seq_len=32, batch=4, steps=2, data=tiny_data)
     ref = report["reference"]
@@ -62,7 +62,7 @@ def test_pipeline_headroom_report(tiny_data):
 
 
 def test_reference_rate_for_bert_base_512():
-    from wwm.bench.pipeline import reference_rate
+    from wwm_cli.bench.pipeline import reference_rate
 
     ref = reference_rate(512)
     assert 700e6 < ref["flops_per_token"] < 730e6
@@ -70,7 +70,7 @@ def test_reference_rate_for_bert_base_512():
 
 
 def test_scaling_reports_exponents():
-    from wwm.bench import scaling
+    from wwm_cli.bench import scaling
 
     report = scaling.run(mask_lengths=(64, 128, 256), train_lengths=(32, 64), mask_batch=2, repeats=1)
     impls = {(r["impl"], r["seq_len"]) for r in report["masking"]}
@@ -86,7 +86,7 @@ def test_scaling_reports_exponents():
 
 
 def test_exponent_fit():
-    from wwm.bench.scaling import _exponent
+    from wwm_cli.bench.scaling import _exponent
 
     assert _exponent([(128, 1.0), (256, 2.0), (512, 4.0)]) == pytest.approx(1.0)
     assert _exponent([(128, 1.0), (256, 4.0)]) == pytest.approx(2.0)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wwm.cli import main
 from wwm.config import DataConfig, RunConfig, TokenizerConfig
 from wwm.data import cache, prepare_dataset
+from wwm_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "0123456789abcdef01234567"

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from wwm.cli import main, parse_args
+from wwm_cli import main, parse_args
 
 
 def test_inspect_on_the_builtin_sample_prints_statistics_and_whole_words(capsys):
@@ -48,14 +48,14 @@ def test_inspect_reports_bad_input_as_one_line(tmp_path):
         (["--mask-prob", "1.5"], "mask_prob"),
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "wwm.cli", "inspect", *args], capture_output=True, text=True
+            [sys.executable, "-m", "wwm_cli", "inspect", *args], capture_output=True, text=True
         )
         assert result.returncode == 2
         assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_lists_commands():
-    result = subprocess.run([sys.executable, "-m", "wwm.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "wwm_cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for command in ("inspect", "bench", "prepare", "cache"):
         assert command in result.stdout
@@ -63,7 +63,7 @@ def test_help_lists_commands():
 
 @pytest.mark.slow
 def test_bench_masking_runs_on_tiny_shapes_and_reports_every_implementation():
-    from wwm.bench import masking
+    from wwm_cli.bench import masking
 
     report = masking.run(repeats=1, shapes=((4, 64),))
     impls = {r["impl"] for r in report["results"]}

@@ -276,7 +276,7 @@ def test_every_field_of_the_sections_has_a_default():
 
 
 def test_cli_prints_config_errors_as_one_line(tmp_path, capsys):
-    from wwm.cli import main
+    from wwm_cli import main
 
     rc = main(["prepare", "--config", str(write(tmp_path, "data:\n  packing: wrong\n")), "--no-progress"])
     err = capsys.readouterr().err

@@ -286,7 +286,7 @@ def test_cli_refuses_to_overwrite_a_non_empty_out_without_force(tiny, tmp_path, 
 
 def test_cli_module_imports_nothing_heavy():
     code = (
-        "import sys, wwm.commands.convert; "
+        "import sys, wwm_cli.commands.convert; "
         "heavy = {'jax', 'flax', 'torch', 'transformers'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -582,7 +582,7 @@ def test_streaming_batches_are_deterministic_and_cover_the_epoch(tmp_path, corpu
 
 
 def test_validation_files_and_summary(tmp_path, corpus, wordpiece_dir, paragraphs, capsys):
-    from wwm.cli import main
+    from wwm_cli import main
 
     val = tmp_path / "val.txt"
     val.write_text("\n".join(paragraphs[:5]) + "\n", encoding="utf-8")
@@ -770,7 +770,7 @@ def test_tokenizer_without_mlm_special_tokens(tmp_path, corpus):
 def test_train_tokenizer_command(tmp_path, corpus, capsys):
     from transformers import AutoTokenizer
 
-    from wwm.cli import main
+    from wwm_cli import main
 
     out = tmp_path / "tok"
     assert (
@@ -802,7 +802,7 @@ def test_wwm_data_imports_numpy_only():
     import sys
 
     code = (
-        "import sys, wwm.data, wwm.config, wwm.commands.prepare, wwm.commands.train_tokenizer\n"
+        "import sys, wwm.data, wwm.config, wwm_cli.commands.prepare, wwm_cli.commands.train_tokenizer\n"
         "heavy = [m for m in ('datasets', 'transformers', 'tokenizers', 'pyarrow', 'torch', 'jax') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

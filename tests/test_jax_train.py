@@ -68,7 +68,7 @@ def test_learning_rate_matches_transformers_schedules(schedule):
     import torch
     import transformers
 
-    from wwm.train_config import OptimConfig
+    from wwm.config import OptimConfig
     from wwm_jax.optim import make_schedule
 
     warmup, total, peak = 7, 50, 3e-4
@@ -117,7 +117,7 @@ def test_adamw_with_clipping_matches_torch():
     import torch
     import transformers
 
-    from wwm.train_config import OptimConfig
+    from wwm.config import OptimConfig
     from wwm_jax.optim import make_optimizer
 
     rng = np.random.default_rng(0)
@@ -161,7 +161,7 @@ def test_adamw_with_clipping_matches_torch():
 
 
 def _tiny_state(accum: int = 1):
-    from wwm.train_config import OptimConfig, ParallelConfig
+    from wwm.config import OptimConfig, ParallelConfig
     from wwm_jax import sharding as shd
     from wwm_jax.modeling import EncoderConfig, build_model
     from wwm_jax.optim import make_optimizer
@@ -308,7 +308,11 @@ def test_devices_and_accumulation_match_one_device(eight_device_runs, name):
     if name == "mesh412_dropout":
         ref = eight_device_runs["single_dropout"]
     np.testing.assert_allclose(_losses(other), _losses(ref), rtol=2e-6)
-    assert _max_param_diff(_params(other), _params(ref)) < 1e-6
+    # 1e-5 (wwm parity's PARAM_ATOL): AdamW divides by sqrt(v) + eps, so a parameter whose gradient is
+    # of the order of eps (a rare token's embedding row) turns float-rounding differences of the sharded
+    # reductions into update differences; measured: 2.9e-6 on one element of one rare token's row after
+    # 3 steps on mesh (2,2,2), every other parameter within 1.2e-7.
+    assert _max_param_diff(_params(other), _params(ref)) < 1e-5
 
 
 def _free_port() -> int:
@@ -557,7 +561,7 @@ def test_a_nan_gradient_norm_with_a_finite_loss_stops_and_saves_nothing(tmp_path
 def test_the_checkpointer_never_saves_non_finite_state(tmp_path):
     import jax.numpy as jnp
 
-    from wwm.train_config import CheckpointConfig
+    from wwm.config import CheckpointConfig
     from wwm_jax.checkpoint import Checkpointer, NonFiniteStateError
     from wwm_jax.train_step import TrainState
 

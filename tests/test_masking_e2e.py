@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wwm.data.builtin import builtin_sample_text
 from wwm.masking import MaskingConfig, WholeWordMasker
-from wwm.tokenizer_train import builtin_sample_text
 from wwm.words import tokenize_with_word_ids
 
 FAMILIES = ("wordpiece_tokenizer", "bpe_tokenizer", "unigram_tokenizer", "bert_uncased_tokenizer")

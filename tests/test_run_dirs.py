@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from wwm import rundir
-from wwm.cli import main
 from wwm.config import load_config
 from wwm.errors import WWMError
 from wwm.metrics_schema import dumps_record
 from wwm.preflight import start_run
+from wwm_cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -264,3 +264,13 @@ def test_normalize_permissions_gives_exports_ordinary_modes(tmp_path):
         os.umask(umask)
     assert os.stat(folder).st_mode & 0o777 == 0o755
     assert os.stat(folder / "model.safetensors").st_mode & 0o777 == 0o644
+
+
+def test_a_record_being_written_by_another_process_is_not_taken_for_foreign_files(tmp_path):
+    """Multi-process runs: process 0 writes run.json through a temporary file while another process reads
+    the folder; that process must see a run starting, not somebody's files (a race seen in the
+    2-process JAX test)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json.tmp-12345").write_text("{")
+    assert rundir.decide(_config(out), "jax").status == "new"

@@ -328,7 +328,7 @@ def test_readme_plain_trainer_with_our_collator(tmp_path, wordpiece_tokenizer):
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    from wwm.train_config import ModelConfig
+    from wwm.config import ModelConfig
 
     tok = wordpiece_tokenizer
     texts = [

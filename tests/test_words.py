@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wwm.data.builtin import builtin_sample_text
 from wwm.errors import WWMError
-from wwm.tokenizer_train import KINDS, builtin_sample_text, train_tokenizer
+from wwm.tokenizer_train import KINDS, train_tokenizer
 from wwm.words import (
     POLICIES,
     begin_of_word_table,

@@ -16,9 +16,10 @@ import sys
 import numpy as np
 import pytest
 
+from wwm.data.builtin import builtin_sample_text
 from wwm.errors import WWMError
 from wwm.masking import MaskingConfig, WholeWordMasker
-from wwm.tokenizer_train import builtin_sample_text, train_tokenizer
+from wwm.tokenizer_train import train_tokenizer
 from wwm.words import SEGMENTERS, cjk_char_mask, require_segmenter, tokenize_with_word_ids
 
 fugashi = pytest.importorskip("fugashi")
@@ -441,7 +442,7 @@ def test_builtin_samples():
 
 @pytest.mark.parametrize("lang", ["ja", "th"])
 def test_inspect_builtin_sample(lang, capsys):
-    from wwm.cli import main
+    from wwm_cli import main
 
     assert main(["inspect", "--lang", lang, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -459,7 +460,7 @@ def test_inspect_builtin_sample(lang, capsys):
 def test_train_tokenizer_ja_keeps_voicing_marks(tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    from wwm.cli import main
+    from wwm_cli import main
 
     out = tmp_path / "tok"
     assert main(["train-tokenizer", "--corpus", "builtin", "--lang", "ja", "--vocab-size", "1500",

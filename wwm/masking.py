@@ -12,18 +12,16 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
 
 from wwm import rng
+from wwm.config.sections import MaskingConfig
 from wwm.errors import WWMError
 
 IGNORE_INDEX = -100
-BUDGETS = ("exact", "bernoulli")
-REPLACEMENT_UNITS = ("word", "token")
 
 # Hot paths call ufunc methods (np.add.accumulate, a.searchsorted, a.nonzero()) rather than the
 # np.cumsum / np.searchsorted / np.flatnonzero wrappers: ~1 us of Python each, per call.
@@ -33,88 +31,6 @@ NOT_MASKED, REPLACED_BY_MASK, REPLACED_BY_RANDOM, KEPT = 0, 1, 2, 3
 
 _INT32_MAX = (1 << 31) - 1
 _MAX_UNITS_PER_ROW = 1 << 31  # unit index and priority are packed into one uint64 sort key
-
-
-def _default_ngram_probs(max_ngram: int) -> tuple[float, ...]:
-    # Megatron-LM's default: P(n) proportional to 1/n.
-    weights = [1.0 / n for n in range(1, max_ngram + 1)]
-    total = sum(weights)
-    return tuple(w / total for w in weights)
-
-
-@dataclass(frozen=True)
-class MaskingConfig:
-    """What to mask and how. Every field is validated on construction.
-
-    mask_prob: share of eligible tokens to mask (exact budget) or per-word probability (bernoulli).
-    budget: "exact" (n = min(max_predictions, max(1, E * mask_prob rounded half up)) for E eligible
-        tokens, exactly: see `exact_budget`; Google BERT's fill rule) or "bernoulli" (each word
-        independently, capped by max_predictions if set).
-    max_predictions: cap on masked tokens per row (None = no cap).
-    max_ngram: 1 = single words; >1 = spans of 1..max_ngram consecutive words (Megatron/MacBERT).
-    ngram_probs: probability of each span length 1..max_ngram (default proportional to 1/n).
-    mask_token_ratio / random_token_ratio: share of masked words (or tokens) replaced by the mask
-        token / by a random non-special token; the rest keep their original token.
-    replacement_unit: "word" (one decision per word, default) or "token".
-    seed: the run's seed; the mask of an example depends on (seed, epoch, example id, its tokens).
-    """
-
-    mask_prob: float = 0.15
-    budget: str = "exact"
-    max_predictions: int | None = None
-    max_ngram: int = 1
-    ngram_probs: tuple[float, ...] | None = field(default=None)
-    mask_token_ratio: float = 0.8
-    random_token_ratio: float = 0.1
-    replacement_unit: str = "word"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        def check_probability(name: str, value: float) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise WWMError(f"masking.{name} must be a probability in [0, 1]; got {value!r}")
-
-        check_probability("mask_prob", self.mask_prob)
-        check_probability("mask_token_ratio", self.mask_token_ratio)
-        check_probability("random_token_ratio", self.random_token_ratio)
-        if self.mask_token_ratio + self.random_token_ratio > 1.0 + 1e-9:
-            raise WWMError(
-                "masking.mask_token_ratio + masking.random_token_ratio must be <= 1 (the rest keep "
-                f"their token); got {self.mask_token_ratio} + {self.random_token_ratio} = "
-                f"{self.mask_token_ratio + self.random_token_ratio}"
-            )
-        if self.budget not in BUDGETS:
-            raise WWMError(f"masking.budget must be one of {BUDGETS}; got {self.budget!r}")
-        if self.replacement_unit not in REPLACEMENT_UNITS:
-            raise WWMError(
-                f"masking.replacement_unit must be one of {REPLACEMENT_UNITS}; got {self.replacement_unit!r}"
-            )
-        if self.max_predictions is not None and (
-            isinstance(self.max_predictions, bool)
-            or not isinstance(self.max_predictions, int)
-            or self.max_predictions < 1
-        ):
-            raise WWMError(
-                f"masking.max_predictions must be an integer >= 1, or null for no cap; got {self.max_predictions!r}"
-            )
-        if isinstance(self.max_ngram, bool) or not isinstance(self.max_ngram, int) or self.max_ngram < 1:
-            raise WWMError(f"masking.max_ngram must be an integer >= 1; got {self.max_ngram!r}")
-        if self.ngram_probs is not None:
-            probs = tuple(float(p) for p in self.ngram_probs)
-            if len(probs) != self.max_ngram:
-                raise WWMError(
-                    f"masking.ngram_probs needs one probability per span length 1..{self.max_ngram}; "
-                    f"got {len(probs)} values"
-                )
-            if any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
-                raise WWMError(f"masking.ngram_probs must be non-negative and sum to 1; got {list(probs)}")
-            object.__setattr__(self, "ngram_probs", probs)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
-            raise WWMError(f"masking.seed must be an integer in [0, 2^64); got {self.seed!r}")
-
-    @property
-    def span_probs(self) -> tuple[float, ...]:
-        return self.ngram_probs or _default_ngram_probs(self.max_ngram)
 
 
 def decimal_fraction(p: float) -> Fraction:

@@ -108,14 +108,8 @@ def start_run(
     goes on before it has written (they read the same folder)."""
     check_paths(config)
     check_pretrained(config)
-    decision = rundir.decide(config, framework, overwrite=overwrite, allow_changes=allow_changes)
-    if barrier is not None:
-        barrier("wwm: run directory read")
-    if lead:
-        rundir.apply(decision, config)
-    if barrier is not None:
-        barrier("wwm: run directory recorded")
-    return decision
+    return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, lead=lead,
+                        barrier=barrier)  # fmt: skip
 
 
 __all__ = ["check_paths", "check_pretrained", "pretrained_config", "start_run", "usable_positions"]

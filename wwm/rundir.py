@@ -104,6 +104,13 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
+def _is_ours(name: str) -> bool:
+    """A file or folder a run writes (or its temporary: another process may be writing it right now)."""
+    return name in RUN_ARTIFACTS or name.startswith(
+        (".tokenizer-", f"{RUN_FILE}.tmp-", f"{CONFIG_FILE}.tmp-")
+    )
+
+
 def trained(path: str) -> bool:
     """Whether the folder holds training results: a checkpoint or a metrics record."""
     ckpts = os.path.join(path, CHECKPOINT_DIR)
@@ -204,7 +211,7 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
     record, old = read_record(path)
     did_train = trained(path)
     if record is None and old is None and not did_train:
-        if not any(os.path.exists(os.path.join(path, n)) for n in RUN_ARTIFACTS):
+        if not any(_is_ours(n) for n in os.listdir(path)):
             # Somebody's other files: a run writing among them could overwrite them.
             raise WWMError(
                 f"output_dir {path} is not empty and holds no wwm run (a run writing among these files could "
@@ -256,12 +263,23 @@ def apply(result: RunDir, config: Any) -> None:
 
 
 def claim(
-    config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False, lead: bool = True
+    config: Any,
+    framework: str,
+    *,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+    lead: bool = True,
+    barrier: Any = None,
 ) -> RunDir:
-    """`decide`, then (on the lead process) `apply`: the one call a single-process trainer makes."""
+    """`decide` (every process), then `apply` (the lead process). `barrier(name)`: with several processes,
+    all of them decide before the lead writes, and none goes on before it has written."""
     result = decide(config, framework, overwrite=overwrite, allow_changes=allow_changes)
+    if barrier is not None:
+        barrier("wwm: run directory read")
     if lead:
         apply(result, config)
+    if barrier is not None:
+        barrier("wwm: run directory recorded")
     return result
 
 
@@ -301,7 +319,7 @@ def remove_run(path: str) -> None:
     """Delete what a run wrote into `path` (RUN_ARTIFACTS and leftover temporary folders), nothing else."""
     for name in os.listdir(path):
         full = os.path.join(path, name)
-        if name in RUN_ARTIFACTS or name.startswith(".tokenizer-") or name.startswith(f"{RUN_FILE}.tmp-"):
+        if _is_ours(name):
             if os.path.isdir(full) and not os.path.islink(full):
                 shutil.rmtree(full)
             else:

@@ -30,16 +30,14 @@ shipped in ``wwm/data/sample_<lang>.txt``.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Iterable
 from itertools import chain
-from pathlib import Path
 from typing import Any
 
 from wwm.errors import WWMError, WWMWarning
 
-__all__ = ["KINDS", "SAMPLE_LANGS", "builtin_sample_text", "train_tokenizer"]
+__all__ = ["KINDS", "train_tokenizer"]
 
 KINDS = ("wordpiece", "bpe", "unigram")
 
@@ -285,48 +283,3 @@ def _canonical_unigram(tok: Any) -> Any:
     spec["model"]["vocab"] = [[t, score] for t, score in head] + [[t, score] for t, score in rest]
     spec["model"]["unk_id"] = _ROBERTA_SPECIALS.index("<unk>")
     return Tokenizer.from_str(json.dumps(spec))
-
-
-# --------------------------------------------------------------------------------------------------
-# Built-in sample text
-# --------------------------------------------------------------------------------------------------
-
-_DATA = Path(__file__).resolve().parent / "data"
-#: Built-in samples written for wwm, one paragraph a line: Chinese, Japanese, Thai (with some English
-#: words and numbers in each).
-SAMPLE_FILES = {"zh": "sample_zh.txt", "ja": "sample_ja.txt", "th": "sample_th.txt"}
-SAMPLE_LANGS = ("en", *SAMPLE_FILES)
-
-
-def builtin_sample_text(lang: str = "en") -> list[str]:
-    """A sample text available on any machine without a download, as a list of paragraphs.
-
-    "en": the prose paragraphs of CPython's own documentation topics (``pydoc_data.topics``, about 260 KB;
-    code blocks and heading underlines dropped, lines of a paragraph joined). "zh", "ja", "th": modern
-    Chinese, Japanese or Thai prose written for wwm (with some English words and numbers) in
-    ``wwm/data/sample_<lang>.txt``, one paragraph a line.
-    """
-    if lang == "en":
-        try:
-            from pydoc_data.topics import topics
-        except ImportError as err:
-            raise WWMError(
-                "the English sample text comes from Python's pydoc_data module, which this Python lacks; "
-                "install the full standard library (e.g. the python3-doc / libpython3-stdlib package) or "
-                "train on your own text"
-            ) from err
-        paragraphs = []
-        for key in sorted(topics):
-            for block in re.split(r"\n[ \t]*\n", topics[key]):
-                if not block.strip() or block.startswith((" ", "\t")) or set(block.strip()) <= set("*=-~^"):
-                    continue
-                paragraphs.append(" ".join(block.split()))
-        return paragraphs
-    if lang in SAMPLE_FILES:
-        path = _DATA / SAMPLE_FILES[lang]
-        if not path.is_file():
-            raise WWMError(f"the {lang!r} sample text {path} is missing; reinstall wwm (pip install wwm)")
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise WWMError(
-        f"no built-in sample text for language {lang!r}; use one of {', '.join(map(repr, SAMPLE_LANGS))}"
-    )

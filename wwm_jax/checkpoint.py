@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from wwm.config import CheckpointConfig
 from wwm.errors import WWMError
 from wwm.rundir import corrupt_destination
-from wwm.train_config import CheckpointConfig
 
 
 @jax.jit

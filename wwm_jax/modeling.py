@@ -40,32 +40,6 @@ MODEL_TYPES = ("bert", "roberta")
 #   norm: layer-norm scale and bias   kv: reserved for a per-head (D) axis; unused while kernels stay 2-D
 LOGICAL_AXIS_NAMES = ("vocab", "embed", "mlp", "heads", "kv", "position", "type", "norm")
 
-# HF config fields we model, with BertConfig's defaults. RoBERTa's defaults differ in `_ROBERTA_DEFAULTS`.
-_BERT_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 30522,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "layer_norm_eps": 1e-12,
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "initializer_range": 0.02,
-    "pad_token_id": 0,
-    "bos_token_id": None,
-    "eos_token_id": None,
-}
-_ROBERTA_DEFAULTS = {
-    **_BERT_DEFAULTS,
-    "vocab_size": 50265,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-}
-
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # transformers' "gelu" is the exact erf form
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # the tanh approximation (GPT-2, "gelu_new")
@@ -82,7 +56,8 @@ _ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM"}
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-    """The fields of a Hugging Face BertConfig / RobertaConfig that these models use.
+    """The fields of a Hugging Face BertConfig / RobertaConfig that these models use, with BertConfig's
+    defaults (the one place they are written).
 
     Frozen (hashable) because NNX keeps it as static module metadata. `checkpoint_dtype` is the dtype of the
     tensors in the checkpoint this config came from; export writes tensors back in it, so a bfloat16
@@ -170,6 +145,22 @@ class EncoderConfig:
             dtype=self.checkpoint_dtype,
         )
         return out
+
+
+# HF config fields we model, with BertConfig's defaults (EncoderConfig's, written once there); RoBERTa's
+# defaults differ in vocabulary and special ids.
+_BERT_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(EncoderConfig)
+    if f.name not in ("model_type", "checkpoint_dtype")
+}
+_ROBERTA_DEFAULTS = {
+    **_BERT_DEFAULTS,
+    "vocab_size": 50265,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
 
 
 def _reject_unsupported(hf: Mapping[str, Any]) -> None:
@@ -538,7 +529,7 @@ class _MaskedLM(nnx.Module):
     def base_model(self) -> EncoderModel:
         raise NotImplementedError
 
-    def head(self, hidden: jax.Array) -> jax.Array:
+    def mlm_logits(self, hidden: jax.Array) -> jax.Array:
         """The MLM head: (..., H) hidden states -> (..., V) float32 logits. Public because the trainers
         run it on the masked positions only (`encode`, gather the masked rows, `head`): the logits of the
         other positions are never needed for the loss."""
@@ -563,7 +554,7 @@ class _MaskedLM(nnx.Module):
         hidden = self.encode(
             input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
         )
-        return self.head(hidden)
+        return self.mlm_logits(hidden)
 
 
 class BertForMaskedLM(_MaskedLM):
@@ -579,7 +570,7 @@ class BertForMaskedLM(_MaskedLM):
     def base_model(self) -> EncoderModel:
         return self.bert
 
-    def head(self, hidden):
+    def mlm_logits(self, hidden):
         head = self.cls.predictions
         return _tied_decoder(head.transform(hidden), self.bert.embeddings, head.bias)
 
@@ -597,7 +588,7 @@ class RobertaForMaskedLM(_MaskedLM):
     def base_model(self) -> EncoderModel:
         return self.roberta
 
-    def head(self, hidden):
+    def mlm_logits(self, hidden):
         return _tied_decoder(self.lm_head.transform(hidden), self.roberta.embeddings, self.lm_head.bias)
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wwm.train_config import OptimConfig
+from wwm.config import OptimConfig
 
 
 def lr_factor(step: jax.Array | int, *, schedule: str, warmup_steps: int, max_steps: int) -> jax.Array:

@@ -21,8 +21,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from wwm.config import DistributedConfig, ParallelConfig
 from wwm.errors import WWMError
-from wwm.train_config import DistributedConfig, ParallelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def make_mesh(parallel: ParallelConfig) -> Mesh:
             )
         shape = tuple(sizes)
     # Auto axes: jit and shard_map place collectives; make_mesh orders devices so that each process's
-    # devices are contiguous along the mesh (checked for the batch in `host_rows`).
+    # devices are contiguous along the mesh (checked for the batch in `host_share`).
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
@@ -157,7 +157,7 @@ def batch_sharding(mesh: Mesh, ndim: int, row_axis: int) -> NamedSharding:
     return NamedSharding(mesh, P(*spec))
 
 
-def host_rows(mesh: Mesh, global_rows: int) -> tuple[int, int]:
+def host_share(mesh: Mesh, global_rows: int) -> tuple[int, int]:
     """(host_index, host_count) for the BatchIterator: which contiguous block of the global batch this
     process's devices hold. Every process must hold one distinct contiguous block, in process order."""
     sharding = batch_sharding(mesh, 1, 0)
@@ -174,7 +174,7 @@ def host_rows(mesh: Mesh, global_rows: int) -> tuple[int, int]:
     return jax.process_index(), count
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh, row_axis: int) -> dict[str, jax.Array]:
+def global_arrays(local: dict[str, np.ndarray], mesh: Mesh, row_axis: int) -> dict[str, jax.Array]:
     """This host's rows -> global arrays (rows along `row_axis` concatenated over processes)."""
     out = {}
     for key, value in local.items():

@@ -242,7 +242,7 @@ def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[s
     totals = {"ce_sum": 0.0, "correct": 0, "count": 0}
     limit = config.eval.max_batches
     for i, (rows, _, _) in enumerate(masked_host_batches(batches, masker, 1)):
-        out = jax.device_get(eval_fn(params, shd.global_batch({k: v[0] for k, v in rows.items()}, mesh, 0)))
+        out = jax.device_get(eval_fn(params, shd.global_arrays({k: v[0] for k, v in rows.items()}, mesh, 0)))
         for key in totals:
             totals[key] += out[key].item()
         if limit is not None and i + 1 >= limit:
@@ -338,6 +338,74 @@ def _export_at_end(config, setup: StepSetup, state: TrainState, tokenizer, lead:
     return export_hf(setup.graphdef, params, os.path.join(config.output_dir, "hf"), tokenizer)
 
 
+@dataclasses.dataclass
+class _Loop:
+    """One run's loop state inside `train`: the step, the data position, the records, the summary."""
+
+    config: Any
+    setup: StepSetup
+    ckpt: Checkpointer
+    writer: MetricsWriter
+    state: TrainState
+    step: int
+    pos: dict
+    summary: dict
+    tokens: int  # tokens per step, padding included
+    peak: float | None
+    timed_tokens: int = 0
+    timed_s: float = 0.0
+
+    def save(self) -> None:
+        meta = {"step": self.step, "data_position": self.pos, "seed": self.config.seed,
+                "rng": "dropout key = fold_in(fold_in(PRNGKey(seed), step), micro_batch)"}  # fmt: skip
+        self.ckpt.save(self.step, self.state, meta)
+
+    def train_step(self, rows: dict, pos: dict) -> None:
+        """One optimizer step on a global batch; stops (WWMError) on a non-finite loss or gradient norm
+        before anything of the step is written; writes the step's metrics record."""
+        t0 = time.perf_counter()
+        self.state, metrics = self.setup.step_fn(self.state, shd.global_arrays(rows, self.setup.mesh, 1))
+        metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
+        dt = time.perf_counter() - t0
+        self.step, self.pos = self.step + 1, pos
+        try:
+            _check_finite(metrics, self.step, self.ckpt)
+        except WWMError:
+            self.summary.update(status="failed", steps=self.step)
+            raise
+        if self.step > self.summary["start_step"] + 1:  # the first step compiles
+            self.timed_tokens, self.timed_s = self.timed_tokens + self.tokens, self.timed_s + dt
+        n_devices = self.setup.mesh.devices.size
+        mfu = self.setup.flops_per_step / dt / (self.peak * n_devices) if self.peak else None
+        record = {"step": self.step, "loss": metrics["loss"], "learning_rate": metrics["learning_rate"],
+                  "grad_norm": metrics["grad_norm"], "masked_tokens": int(metrics["masked_tokens"]),
+                  "tokens_per_s": self.tokens / dt, "step_time_s": dt, "mfu": mfu}  # fmt: skip
+        tc = self.config.train
+        self.writer.train(record, log=self.step % tc.log_every_steps == 0 or self.step == tc.max_steps)
+        self.summary.update(steps=self.step, loss=metrics["loss"])
+
+    def checkpoint_and_eval(self, evaluate_now) -> None:
+        """The saves and evaluations that fall on this step."""
+        c = self.config
+        if self.step % c.checkpoint.every_steps == 0:
+            self.save()
+        if evaluate_now is not None and (
+            self.step % c.eval.every_steps == 0 or self.step == c.train.max_steps
+        ):
+            self.summary["eval"] = evaluate_now(self.state.params)
+            self.writer.eval({"step": self.step, **self.summary["eval"]})
+
+    def stop_if_asked(self, stop: StopRequest) -> bool:
+        """On SIGTERM/SIGINT (any host): save this step and end the loop."""
+        if self.step >= self.config.train.max_steps or not _stop_requested(stop):
+            return False
+        self.save()
+        self.writer.message(f"{stop.name or 'a signal on another host'}: saved step {self.step} to "
+                            f"{self.ckpt.directory}; exiting (run the same command to resume)")  # fmt: skip
+        self.summary.update(status="stopped", exit_status=stop.exit_status)
+        return True
+
+
 def train(
     config,
     *,
@@ -364,9 +432,11 @@ def train(
     if run_dir is None:
         from wwm.rundir import claim
 
-        run_dir = claim(config, "jax", lead=lead)
+        several = jax.process_count() > 1
+        run_dir = claim(
+            config, "jax", lead=lead, barrier=multihost_utils.sync_global_devices if several else None
+        )
     setup = build_step(config, hf_config, masker, train_dataset.max_seq_len)
-    mesh = setup.mesh
     ckpt = Checkpointer(out_dir, config.checkpoint)
     state, position, latest = _restore(ckpt, setup.state, run_dir.resume, lead)
     start = int(jax.device_get(state.step))
@@ -379,71 +449,39 @@ def train(
     if latest is not None:
         writer.message(f"resumed from {ckpt.directory}/{latest} (data position {position.to_dict()})")
 
-    host = shd.host_rows(mesh, tc.global_batch_size)
+    host = shd.host_share(setup.mesh, tc.global_batch_size)
     batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed,
                             host_index=host[0], host_count=host[1], start=position)  # fmt: skip
     stream = _prefetch(masked_host_batches(batches, masker, tc.grad_accum_steps))
-    tokens = tc.global_batch_size * train_dataset.max_seq_len
-    peak = peak_flops_per_device(config.logging.peak_flops_per_device)
-    n_devices = mesh.devices.size
 
-    def save(step: int, pos: dict) -> None:
-        ckpt.save(step, state, {"step": step, "data_position": pos, "seed": config.seed,
-                                "rng": "dropout key = fold_in(fold_in(PRNGKey(seed), step), micro_batch)"})  # fmt: skip
+    def evaluate_now(params) -> dict[str, float]:
+        return evaluate(setup.eval_fn, params, val_dataset, masker, setup.mesh, config, host)
 
     summary: dict[str, Any] = {"status": "done", "start_step": start, "steps": start, "loss": None, "eval": None,
                                "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": setup.n_params}  # fmt: skip
-    timed_tokens, timed_s = 0, 0.0
-    step, pos = start, position.to_dict()
+    loop = _Loop(config, setup, ckpt, writer, state, start, position.to_dict(), summary,
+                 tokens=tc.global_batch_size * train_dataset.max_seq_len,
+                 peak=peak_flops_per_device(config.logging.peak_flops_per_device))  # fmt: skip
     with StopRequest("wwm train") as stop:
         try:
-            while step < tc.max_steps:
+            while loop.step < tc.max_steps:
                 rows, example_ids, pos = next(stream)
                 if on_batch is not None:
-                    on_batch(step + 1, {**{k: from_micro_batches(v) for k, v in rows.items()},
-                                        "example_ids": example_ids})  # fmt: skip
-                t0 = time.perf_counter()
-                state, metrics = setup.step_fn(state, shd.global_batch(rows, mesh, 1))
-                metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
-                dt = time.perf_counter() - t0
-                step += 1
-                try:
-                    _check_finite(metrics, step, ckpt)
-                except WWMError:
-                    summary.update(status="failed", steps=step)
-                    raise
-                if step > start + 1:  # the first step compiles
-                    timed_tokens, timed_s = timed_tokens + tokens, timed_s + dt
-                mfu = setup.flops_per_step / dt / (peak * n_devices) if peak else None
-                record = {"step": step, "loss": metrics["loss"], "learning_rate": metrics["learning_rate"],
-                          "grad_norm": metrics["grad_norm"], "masked_tokens": int(metrics["masked_tokens"]),
-                          "tokens_per_s": tokens / dt, "step_time_s": dt, "mfu": mfu}  # fmt: skip
-                writer.train(record, log=step % tc.log_every_steps == 0 or step == tc.max_steps)
-                summary.update(steps=step, loss=metrics["loss"])
-                if step % config.checkpoint.every_steps == 0:
-                    save(step, pos)
-                if val_dataset is not None and (step % config.eval.every_steps == 0 or step == tc.max_steps):
-                    summary["eval"] = evaluate(
-                        setup.eval_fn, state.params, val_dataset, masker, mesh, config, host
-                    )
-                    writer.eval({"step": step, **summary["eval"]})
-                if step < tc.max_steps and _stop_requested(stop):
-                    save(step, pos)
-                    writer.message(f"{stop.name or 'a signal on another host'}: saved step {step} to "
-                                   f"{ckpt.directory}; exiting (run the same command to resume)")  # fmt: skip
-                    summary.update(status="stopped", exit_status=stop.exit_status)
+                    on_batch(loop.step + 1, {**{k: from_micro_batches(v) for k, v in rows.items()},
+                                             "example_ids": example_ids})  # fmt: skip
+                loop.train_step(rows, pos)
+                loop.checkpoint_and_eval(evaluate_now if val_dataset is not None else None)
+                if loop.stop_if_asked(stop):
                     break
             if summary["status"] == "done":
-                save(step, pos)
-                summary["hf_dir"] = _export_at_end(config, setup, state, tokenizer, lead)
+                loop.save()
+                summary["hf_dir"] = _export_at_end(config, setup, loop.state, tokenizer, lead)
         finally:
             writer.close()
             ckpt.close()
-    summary["tokens_per_s"] = timed_tokens / timed_s if timed_s else None
-    summary["wall_s"] = time.perf_counter() - t_start
-    summary["devices"] = n_devices
-    summary["state"] = state
-    summary["graphdef"] = setup.graphdef
+    summary["tokens_per_s"] = loop.timed_tokens / loop.timed_s if loop.timed_s else None
+    summary.update(wall_s=time.perf_counter() - t_start, devices=setup.mesh.devices.size, state=loop.state,
+                   graphdef=setup.graphdef)  # fmt: skip
     return summary
 
 

@@ -32,10 +32,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from wwm.masking import exact_budget
+from wwm.masking import IGNORE_INDEX, exact_budget
 from wwm_jax import sharding as shd
-
-IGNORE = -100
 
 
 @flax.struct.dataclass
@@ -93,7 +91,7 @@ def token_losses(graphdef, params, input_ids, attention_mask, labels, *, determi
     branch runs). The sums are the same either way (the same terms; float summation order aside).
     """
     model = nnx.merge(graphdef, params)
-    masked = labels != IGNORE  # (M, L)
+    masked = labels != IGNORE_INDEX  # (M, L)
     if max_masked is None or max_masked >= labels.shape[-1]:
         logits = model(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, V) f32
         return _ce_sums(logits, labels, masked)
@@ -105,10 +103,10 @@ def token_losses(graphdef, params, input_ids, attention_mask, labels, *, determi
         score = jnp.where(masked, L - jnp.arange(L, dtype=jnp.int32), 0)
         top, pos = jax.lax.top_k(score, max_masked)  # (M, K)
         h = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # (M, K, H)
-        return _ce_sums(model.head(h), jnp.take_along_axis(labels, pos, axis=1), top > 0)
+        return _ce_sums(model.mlm_logits(h), jnp.take_along_axis(labels, pos, axis=1), top > 0)
 
     def full(hidden):
-        return _ce_sums(model.head(hidden), labels, masked)
+        return _ce_sums(model.mlm_logits(hidden), labels, masked)
 
     overflow = jnp.any(jnp.sum(masked, axis=-1) > max_masked)
     return jax.lax.cond(overflow, full, gathered, hidden)
@@ -162,7 +160,9 @@ def _apply(state: TrainState, loss, grads, count, tx, schedule):
 
 def train_step(state: TrainState, batch, *, graphdef, tx, schedule, deterministic: bool, max_masked=None):
     """jit/sharded mode (also `single`): XLA inserts the cross-device sums the sharding implies."""
-    count = jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32)  # global: all micro-batches and devices
+    count = jnp.sum(batch["labels"] != IGNORE_INDEX).astype(
+        jnp.int32
+    )  # global: all micro-batches and devices
     rng = jax.random.fold_in(state.rng, state.step)
     loss, grads = _grads(
         graphdef, state.params, batch, count, rng, deterministic=deterministic, max_masked=max_masked
@@ -177,7 +177,7 @@ def train_step_psum(
 
     Each device gets its own dropout key (folded with its index) so its rows draw distinct masks.
     """
-    count = jax.lax.psum(jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32), shd.BATCH_AXES)
+    count = jax.lax.psum(jnp.sum(batch["labels"] != IGNORE_INDEX).astype(jnp.int32), shd.BATCH_AXES)
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(shd.BATCH_AXES))
     loss, grads = _grads(
         graphdef, state.params, batch, count, rng, deterministic=deterministic, max_masked=max_masked
@@ -192,7 +192,7 @@ def eval_step(params, batch, *, graphdef, max_masked=None):
         graphdef, params, batch["input_ids"], batch["attention_mask"], batch["labels"],
         deterministic=True, rng=None, max_masked=max_masked,
     )  # fmt: skip
-    count = jnp.sum(batch["labels"] != IGNORE).astype(jnp.int32)
+    count = jnp.sum(batch["labels"] != IGNORE_INDEX).astype(jnp.int32)
     return {"ce_sum": ce_sum, "correct": correct.astype(jnp.int32), "count": count}
 
 

@@ -15,17 +15,13 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def has_validation(data: Any) -> bool:
-    return bool(data.validation_fraction > 0 or data.validation_files)
-
-
 def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
     """(trainer, args, prepared): everything `run` trains with, for tests, benchmarks and custom scripts.
     `on_batch`, `masked_head`: see `WWMTrainer`."""
     from transformers import set_seed
     from transformers.trainer_utils import IntervalStrategy
 
-    from wwm.data import prepare_dataset
+    from wwm.data import has_validation, prepare_dataset
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
     from wwm_torch.trainer import (
@@ -95,47 +91,24 @@ def run(
     `allow_changes`: replace the run in output_dir / resume it under changed settings (wwm.rundir).
     `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
     """
-    import shutil
-
-    from wwm.preflight import start_run, usable_positions
-    from wwm.rundir import normalize_permissions
+    from wwm.preflight import start_run
     from wwm.signals import StopRequest
-    from wwm_torch.trainer import (
-        MetricsCallback,
-        StopCallback,
-        _checkpoints,
-        complete_checkpoints,
-        newest_intact_checkpoint,
-    )
+    from wwm_torch.trainer import MetricsCallback, StopCallback, newest_intact_checkpoint
 
-    c = config
     lead = int(os.environ.get("RANK", "0")) == 0
-    run_dir = start_run(c, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
+    run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
     trainer, args, prepared = build_trainer(config, prepared, on_batch=on_batch)
     for callback in callbacks:
         trainer.add_callback(callback)
     if lead:
         for text in run_dir.messages:
             print(f"wwm: {text}", flush=True)
-        # A checkpoint without trainer_state.json was cut short by a kill: never resume from it.
-        complete = complete_checkpoints(args.output_dir)
-        for partial in sorted(set(_checkpoints(args.output_dir)) - set(complete)):
-            logger.warning("removing the incomplete checkpoint %s", partial)
-            shutil.rmtree(partial, ignore_errors=True)
+        _remove_incomplete_checkpoints(args.output_dir)
     resume_from = (
         newest_intact_checkpoint(args.output_dir, trainer.model, lead=lead) if run_dir.resume else None
     )
     if lead:
-        n_params = sum(p.numel() for p in trainer.model.parameters())
-        blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
-        print(
-            f"wwm torch: {type(trainer.model).__name__} with {n_params / 1e6:.2f}M parameters, {blocks} training "
-            f"blocks, global batch {c.train.global_batch_size} = {args.world_size} process(es) x "
-            f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation, "
-            f"{c.train.max_steps} steps, "
-            + (f"resuming from {resume_from}" if resume_from else "from scratch"),
-            flush=True,
-        )
+        print(_announcement(config, trainer, args, prepared, resume_from), flush=True)
     metrics = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsCallback))
     start = time.perf_counter()
     with StopRequest("wwm train") as stop:
@@ -151,22 +124,56 @@ def run(
                   "(run the same command to resume)", flush=True)  # fmt: skip
         _close_process_group()
         return stop.exit_status
-    export = None
-    if c.checkpoint.export_hf_at_end:
-        export = os.path.join(c.output_dir, "hf")
-        tokenizer = trainer.processing_class
-        previous = tokenizer.model_max_length
-        tokenizer.model_max_length = usable_positions(trainer.model.config.to_dict())
-        try:
-            trainer.save_model(export)  # main process only; with the tokenizer (processing_class)
-        finally:
-            tokenizer.model_max_length = previous
-        if lead:
-            normalize_permissions(export)
+    export = (
+        export_hf(trainer, os.path.join(config.output_dir, "hf"), lead)
+        if config.checkpoint.export_hf_at_end
+        else None
+    )
     if lead:
         print(_summary(metrics, time.perf_counter() - start, args.output_dir, export), flush=True)
     _close_process_group()
     return 0
+
+
+def _remove_incomplete_checkpoints(folder: str) -> None:
+    """A checkpoint without trainer_state.json was cut short by a kill: never resume from it."""
+    import shutil
+
+    from wwm_torch.trainer import _checkpoints, complete_checkpoints
+
+    for partial in sorted(set(_checkpoints(folder)) - set(complete_checkpoints(folder))):
+        logger.warning("removing the incomplete checkpoint %s", partial)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _announcement(config: Any, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
+    return (
+        f"wwm torch: {type(trainer.model).__name__} with {n_params / 1e6:.2f}M parameters, {blocks} training "
+        f"blocks, global batch {config.train.global_batch_size} = {args.world_size} process(es) x "
+        f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation, "
+        f"{config.train.max_steps} steps, "
+        + (f"resuming from {resume_from}" if resume_from else "from scratch")
+    )
+
+
+def export_hf(trainer: Any, out_dir: str, lead: bool) -> str:
+    """The Hugging Face export (model + tokenizer; the main process writes), with the tokenizer's
+    model_max_length set to the model's usable positions and ordinary file modes."""
+    from wwm.preflight import usable_positions
+    from wwm.rundir import normalize_permissions
+
+    tokenizer = trainer.processing_class
+    previous = tokenizer.model_max_length
+    tokenizer.model_max_length = usable_positions(trainer.model.config.to_dict())
+    try:
+        trainer.save_model(out_dir)
+    finally:
+        tokenizer.model_max_length = previous
+    if lead:
+        normalize_permissions(out_dir)
+    return out_dir
 
 
 def _close_process_group() -> None:
@@ -202,4 +209,4 @@ def _summary(metrics: Any, seconds: float, checkpoint_dir: str, export: str | No
     return "\n".join(lines)
 
 
-__all__ = ["build_trainer", "has_validation", "run"]
+__all__ = ["build_trainer", "export_hf", "run"]

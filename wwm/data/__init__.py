@@ -6,18 +6,19 @@
     prepared = prepare_dataset(load_config("configs/tiny.yaml"))
     batches = BatchIterator(prepared.train, 256, seed=0, host_index=0, host_count=1)
 
-Importing this package imports numpy only; `datasets`, `pyarrow`, `transformers` load when used.
+Importing this package imports numpy (and pyyaml, through wwm.config) only; `datasets`, `pyarrow`, `transformers` load when used.
 docs/data.md describes the design (storage, example ids, order and sharding, packing, cache, streaming).
 """
 
 from wwm.data.loader import BatchIterator, DataPosition, masked_batches, validation_batches
-from wwm.data.order import check_batch_layout, device_rows, epoch_order, host_rows, steps_per_epoch
+from wwm.data.order import check_batch_layout, device_rows, epoch_order, host_rows
 from wwm.data.packing import Blocks, Packer, PackStats, SpecialIds
 from wwm.data.pipeline import (
     PreparedData,
     PrepareStats,
     StreamingBlocks,
     format_summary,
+    has_validation,
     prepare_dataset,
     validation_mask,
 )
@@ -38,10 +39,10 @@ __all__ = [
     "device_rows",
     "epoch_order",
     "format_summary",
+    "has_validation",
     "host_rows",
     "masked_batches",
     "prepare_dataset",
-    "steps_per_epoch",
     "validation_batches",
     "validation_mask",
 ]

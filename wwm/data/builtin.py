@@ -26,6 +26,7 @@ import importlib.util
 import os
 import platform
 import re
+from pathlib import Path
 from typing import Any
 
 from wwm.errors import WWMError
@@ -118,24 +119,40 @@ def _docstrings(path: str) -> list[str]:
     return out
 
 
-def builtin_documents(lang: str = "en") -> list[str]:
-    """The documents of the built-in corpus of ``lang`` ("en", "zh", "ja" or "th"), in their fixed order."""
+_DATA = Path(__file__).resolve().parent
+#: Built-in samples written for wwm, one paragraph a line: Chinese, Japanese, Thai (with some English
+#: words and numbers in each).
+SAMPLE_FILES = {"zh": "sample_zh.txt", "ja": "sample_ja.txt", "th": "sample_th.txt"}
+SAMPLE_LANGS = ("en", *SAMPLE_FILES)
+
+
+def builtin_sample_text(lang: str = "en") -> list[str]:
+    """A small text available on any machine without a download, as a list of paragraphs (tests,
+    `wwm inspect`, benchmarks): "en" is part 1 of the English corpus (the documentation topics, ~260 KB);
+    "zh", "ja", "th" are the whole corpus of that language."""
     if lang == "en":
         _topics_file()
-        docs = _topic_paragraphs()
+        return _topic_paragraphs()
+    if lang in SAMPLE_FILES:
+        path = _DATA / SAMPLE_FILES[lang]
+        if not path.is_file():
+            raise WWMError(f"the {lang!r} sample text {path} is missing; reinstall wwm (pip install wwm)")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise WWMError(
+        f"no built-in text for language {lang!r}; use one of {', '.join(map(repr, SAMPLE_LANGS))} "
+        "(data.builtin_lang, --lang)"
+    )
+
+
+def builtin_documents(lang: str = "en") -> list[str]:
+    """The documents of the built-in corpus of ``lang`` ("en", "zh", "ja" or "th"), in their fixed order."""
+    docs = builtin_sample_text(lang)
+    if lang == "en":
         for name in STDLIB_MODULES:
             path = _module_file(name)
             if path is not None:
                 docs.extend(_docstrings(path))
-        return docs
-    from wwm.tokenizer_train import SAMPLE_FILES, SAMPLE_LANGS, builtin_sample_text
-
-    if lang in SAMPLE_FILES:
-        return builtin_sample_text(lang)
-    raise WWMError(
-        f"no built-in corpus for language {lang!r}; set data.builtin_lang to one of "
-        f"{', '.join(map(repr, SAMPLE_LANGS))}"
-    )
+    return docs
 
 
 def builtin_fingerprint(lang: str = "en") -> dict[str, Any]:

@@ -150,7 +150,9 @@ class BatchIterator:
             raise IndexError(
                 f"step {position.step} outside the epoch's {self.steps_per_epoch} global batches"
             )
-        ids = _order.global_batch(self._epoch_order(position.epoch), position.step, self.global_batch_size)
+        ids = _order.global_batch_ids(
+            self._epoch_order(position.epoch), position.step, self.global_batch_size
+        )
         return self._host_batch(ids, position.epoch, position.step)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -164,7 +166,7 @@ class BatchIterator:
         B = self.global_batch_size
         order = self._epoch_order(epoch)
         for step in range(first_step, self.steps_per_epoch):
-            ids = _order.global_batch(order, step, B)
+            ids = _order.global_batch_ids(order, step, B)
             yield self._host_batch(ids, epoch, step)
 
     def _host_batch(self, global_ids: np.ndarray, epoch: int, step: int) -> dict[str, Any]:

@@ -31,14 +31,12 @@ __all__ = [
     "check_batch_layout",
     "device_rows",
     "epoch_order",
-    "global_batch",
+    "global_batch_ids",
     "host_rows",
-    "shuffle_slot",
-    "steps_per_epoch",
 ]
 
-ORDER_STREAM = 16  # the masker uses streams 1..5
-BUFFER_STREAM = 17  # streaming shuffle buffer
+ORDER_STREAM = rng.STREAM_ORDER
+BUFFER_STREAM = rng.STREAM_BUFFER
 
 
 def _check_seed_epoch(seed: int, epoch: int) -> None:
@@ -60,12 +58,7 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
-def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
-    """Full global batches per epoch (the incomplete last one is dropped)."""
-    return num_examples // global_batch_size
-
-
-def global_batch(order: np.ndarray, step: int, global_batch_size: int) -> np.ndarray:
+def global_batch_ids(order: np.ndarray, step: int, global_batch_size: int) -> np.ndarray:
     """Example ids of global batch ``step`` (in the epoch whose order is ``order``)."""
     return order[step * global_batch_size : (step + 1) * global_batch_size]
 
@@ -103,9 +96,3 @@ def device_rows(
     per_device = global_batch_size // (host_count * devices_per_host)
     first = (host_index * devices_per_host + device) * per_device
     return slice(first, first + per_device)
-
-
-def shuffle_slot(t: int, capacity: int, seed: int, epoch: int) -> int:
-    """Streaming shuffle buffer: the slot that incoming block number ``t`` replaces (and emits)."""
-    key = order_keys(np.array([t], dtype=np.int64), seed, epoch, BUFFER_STREAM)
-    return int(key[0]) % capacity

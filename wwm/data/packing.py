@@ -25,16 +25,18 @@ that falls on a separator.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from wwm.config.sections import DataConfig
 from wwm.errors import WWMError
 
 __all__ = ["PACKINGS", "Blocks", "PackStats", "Packer", "SpecialIds"]
 
-PACKINGS = ("full_sentences", "doc_per_block")
+PACKINGS = typing.get_args(typing.get_type_hints(DataConfig)["packing"])  # the Literal's choices
 
 # Per-token word flag in the stream: a separator, a token outside words, a word's continuation, a start.
 _SEPARATOR, _NO_WORD, _CONTINUE, _START = -2, -1, 0, 1

@@ -112,7 +112,8 @@ def split_documents(
                 yield doc
 
 
-def _has_validation(data: Any) -> bool:
+def has_validation(data: Any) -> bool:
+    """Whether the `data` config section holds documents out for validation (files or a fraction)."""
     return bool(data.validation_files) or data.validation_fraction > 0
 
 
@@ -341,13 +342,6 @@ class StreamingBlocks:
         for blocks, _ in self.iter_chunks():
             yield blocks
 
-    def materialize(self) -> BlockDataset:
-        """All blocks in memory (for a small stream, e.g. a validation set)."""
-        parts = [blocks for blocks, _ in self.iter_chunks()]
-        return BlockDataset.from_blocks(
-            Blocks.concat(parts, self.max_seq_len), pad_token_id=self.pad_token_id
-        )
-
 
 def _generate_documents(data: Any, split: str, stats: SourceStats) -> Iterator[dict[str, str]]:
     for doc in split_documents(data, split, stats):
@@ -501,7 +495,7 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     if data.streaming:
         train = StreamingBlocks(config, "train", tokenizer, specials)
         validation = (
-            StreamingBlocks(config, "validation", tokenizer, specials) if _has_validation(data) else None
+            StreamingBlocks(config, "validation", tokenizer, specials) if has_validation(data) else None
         )
         stats = PrepareStats(seconds=time.perf_counter() - start)
         return PreparedData(train, validation, tokenizer, tokenizer_path, specials, stats, config)
@@ -517,7 +511,7 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     stats.seconds = time.perf_counter() - start
     train = BlockDataset.open(final / "train", pad_token_id=specials.pad)
     validation = (
-        BlockDataset.open(final / "validation", pad_token_id=specials.pad) if _has_validation(data) else None
+        BlockDataset.open(final / "validation", pad_token_id=specials.pad) if has_validation(data) else None
     )
     return PreparedData(
         train,
@@ -617,7 +611,7 @@ def _check_documents(config: Any, source: dict[str, dict[str, int]], counts: dic
             f"all {read['documents_read']} documents went to validation; lower "
             "data.validation_fraction or add documents"
         )
-    if _has_validation(data) and counts.get("validation") == 0:
+    if has_validation(data) and counts.get("validation") == 0:
         if data.validation_files:
             raise _validation_empty(f"data.validation_files {list(data.validation_files)} hold no document")
         raise _validation_empty(

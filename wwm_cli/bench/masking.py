@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from wwm.bench.common import benchmark_texts, benchmark_tokenizer, median_seconds
+from wwm_cli.bench.common import benchmark_texts, benchmark_tokenizer, median_seconds
 
 SHAPES = ((64, 512), (8, 8192))
 

@@ -64,9 +64,9 @@ def bert_base_params(vocab_size: int = 30522, seq_len: int = 512) -> int:
 # ---------------------------------------------------------------------------------------------- data
 def make_data(seq_len: int, rows: int, texts=None, tokenizer=None) -> SimpleNamespace:
     """`rows` packed rows of real text, [CLS] ... [SEP], with word ids, offsets and special masks."""
-    from wwm.bench.common import benchmark_texts, benchmark_tokenizer
-    from wwm.bench.masking import _rows, _token_stream
     from wwm.data.storage import BlockDataset
+    from wwm_cli.bench.common import benchmark_texts, benchmark_tokenizer
+    from wwm_cli.bench.masking import _rows, _token_stream
 
     if texts is None:
         texts, corpus = benchmark_texts()
@@ -149,7 +149,7 @@ def run_jax(
         if profile_dir and i == warmup:
             jax.profiler.start_trace(profile_dir, create_perfetto_trace=True)
         rows, _, _ = next(stream)
-        state, metrics = step_fn(state, shd.global_batch(rows, mesh, 1))
+        state, metrics = step_fn(state, shd.global_arrays(rows, mesh, 1))
         metrics = jax.device_get(metrics)
         now = time.perf_counter()
         if i >= warmup:
@@ -570,7 +570,7 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m wwm.bench.train")
+    parser = argparse.ArgumentParser(prog="python -m wwm_cli.bench.train")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summarize", help="merge bench train JSON files into summary.json / summary.md")
     s.add_argument("paths", nargs="+")

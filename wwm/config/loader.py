@@ -13,8 +13,8 @@ A run is described by one ``RunConfig``. Each section is a dataclass whose field
 * Fields marked with ``path_field`` hold file-system paths: a relative path in the file resolves relative
   to the config file's folder, one given as an override relative to the current directory; ``~`` expands.
 
-Adding a section (model, optim, train, ...) is one field of ``RunConfig`` whose type is a dataclass with
-defaults; validation goes into that dataclass's ``__post_init__`` (raise ``WWMError``).
+The sections themselves are in ``wwm.config.sections``; adding one is a dataclass there and a field of
+``RunConfig``.
 """
 
 from __future__ import annotations
@@ -26,186 +26,23 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from wwm.config.sections import _PATH_KEY, RunConfig
 from wwm.errors import WWMError
-from wwm.masking import MaskingConfig
-from wwm.train_config import (
-    CheckpointConfig,
-    EvalConfig,
-    LoggingConfig,
-    ModelConfig,
-    OptimConfig,
-    ParallelConfig,
-    TrainConfig,
-)
 
 __all__ = [
-    "DataConfig",
-    "RunConfig",
-    "TokenizerConfig",
-    "TokenizerTrainConfig",
     "apply_overrides",
     "config_to_dict",
     "from_dict",
     "load_config",
     "parse_overrides",
-    "path_field",
     "resolved_dict",
     "save_config",
 ]
-
-_PATH_KEY = "wwm_path"
-
-
-def path_field(default: Any = None, *, hub: bool = False, **kwargs: Any) -> Any:
-    """A dataclass field that holds a path (or a list of paths).
-
-    ``hub=True``: the value may also be a Hugging Face Hub name ("bert-base-uncased"); it is resolved as a
-    path only if that path exists or the value starts with ".", "/" or "~".
-    """
-    metadata = {_PATH_KEY: "hub" if hub else "file"}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
-    return field(default=default, metadata=metadata, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------------
-# Sections defined by the data pipeline
-# --------------------------------------------------------------------------------------------------
-
-SOURCES = ("builtin", "files", "hub")
-PACKINGS = ("full_sentences", "doc_per_block")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the text comes from and how it becomes blocks of ``max_seq_len`` tokens (docs/data.md)."""
-
-    source: Literal["builtin", "files", "hub"] = "builtin"
-    builtin_lang: Literal["en", "zh", "ja", "th"] = "en"
-    # source: files. Files, folders (every file inside, recursively, sorted) or glob patterns.
-    train_files: tuple[str, ...] = path_field(())
-    file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
-    text_column: str = "text"
-    document_separator: Literal["line", "blank_line"] = "line"
-    # source: hub (needs network on the first run; the download is cached by `datasets`).
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    hub_split: str = "train"
-    hub_revision: str | None = None
-    max_documents: int | None = None  # use only the first N non-empty documents (quick runs)
-    streaming: bool = False
-    shuffle_buffer: int = 10_000  # streaming only: blocks held by the shuffle buffer
-    max_seq_len: int = 128
-    packing: Literal["full_sentences", "doc_per_block"] = "full_sentences"
-    validation_fraction: float = 0.0
-    validation_files: tuple[str, ...] = path_field(())
-    split_seed: int = 0  # seeds the document hash that picks validation documents
-    num_proc: int = 1
-    map_batch_size: int = 1000
-    cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm
-
-    def __post_init__(self) -> None:
-        if self.max_seq_len < 8 or self.max_seq_len > 1 << 20:
-            raise WWMError(f"data.max_seq_len must be between 8 and 1048576 tokens; got {self.max_seq_len}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise WWMError(
-                f"data.validation_fraction must be in [0, 1) (e.g. 0.02); got {self.validation_fraction}"
-            )
-        if self.validation_fraction > 0 and self.validation_files:
-            raise WWMError(
-                "set either data.validation_fraction or data.validation_files, not both; "
-                "use validation_fraction: 0 with validation_files"
-            )
-        if self.source == "files" and not self.train_files:
-            raise WWMError(
-                "data.source is 'files' but data.train_files is empty; list your text/jsonl/parquet files, "
-                "folders or glob patterns under data.train_files"
-            )
-        if self.source == "hub" and not self.hub_dataset:
-            raise WWMError(
-                "data.source is 'hub' but data.hub_dataset is not set; give a dataset name such as "
-                "'wikitext' (with data.hub_config: wikitext-103-raw-v1)"
-            )
-        for name in ("num_proc", "map_batch_size"):
-            if getattr(self, name) < 1:
-                raise WWMError(f"data.{name} must be >= 1; got {getattr(self, name)}")
-        if self.shuffle_buffer < 0:
-            raise WWMError(f"data.shuffle_buffer must be >= 0 (0: stream order); got {self.shuffle_buffer}")
-        if self.max_documents is not None and self.max_documents < 1:
-            raise WWMError(f"data.max_documents must be >= 1 or null; got {self.max_documents}")
-        if not 0 <= self.split_seed < 2**64:
-            raise WWMError(f"data.split_seed must be in [0, 2^64); got {self.split_seed}")
-
-
-@dataclass(frozen=True)
-class TokenizerTrainConfig:
-    """Train a tokenizer on the training documents (saved to <output_dir>/tokenizer)."""
-
-    kind: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
-    vocab_size: int = 4000
-    lowercase: bool | None = None  # null: True for wordpiece, False otherwise
-    min_frequency: int = 2
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """A fast tokenizer: ``path`` (a folder, a tokenizer.json file or a Hub name) or ``train``."""
-
-    path: str | None = path_field(None, hub=True)
-    train: TokenizerTrainConfig | None = None
-    word_policy: Literal["tokenizer", "whitespace", "vocab", "segmenter", "cjk"] = "tokenizer"
-    # policy segmenter (old name cjk): auto picks jieba / fugashi / pythainlp per text run (docs/words.md)
-    segmenter: Literal["auto", "jieba", "fugashi", "pythainlp", "none"] = "auto"
-
-    def __post_init__(self) -> None:
-        if self.path is not None and self.train is not None:
-            raise WWMError(
-                "set either tokenizer.path (an existing tokenizer) or tokenizer.train (train one), not both"
-            )
-        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk"):
-            raise WWMError(
-                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter', but "
-                f"word_policy is {self.word_policy!r}; set word_policy: segmenter, or remove segmenter"
-            )
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run needs. Add a section as one more field (a dataclass with defaults)."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
-    # The trainers' sections (wwm/train_config.py), shared by the JAX and the PyTorch trainer.
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    seed: int = 0
-    # "{framework}" is replaced by train.framework when the config is built (`--framework torch` too),
-    # so that the shipped configs give each trainer its own run directory.
-    output_dir: str = path_field("runs/wwm-{framework}")
-
-    def __post_init__(self) -> None:
-        if "{framework}" in self.output_dir:
-            object.__setattr__(
-                self, "output_dir", self.output_dir.replace("{framework}", self.train.framework)
-            )
-        if "{" in self.output_dir or "}" in self.output_dir:
-            raise WWMError(
-                f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
-                "write the folder name out"
-            )
-
 
 # --------------------------------------------------------------------------------------------------
 # Generic dataclass <- dict
@@ -260,86 +97,99 @@ def _type_error(path: str, tp: Any, value: Any) -> WWMError:
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
+    """`value` (from YAML) as type hint `tp`, or WWMError naming `path`."""
     if tp is Any:
         return value
     if _is_union(tp):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise _type_error(path, tp, value)
-        candidates = [a for a in args if a is not type(None)]
-        if len(candidates) == 1:
-            if candidates[0] in (bool, int, float, str):
-                try:
-                    return _convert(candidates[0], value, path)
-                except WWMError:
-                    raise _type_error(path, tp, value) from None
-            return _convert(candidates[0], value, path)
-        for arg in candidates:
-            try:
-                return _convert(arg, value, path)
-            except WWMError:
-                continue
-        raise _type_error(path, tp, value)
+        return _convert_union(tp, value, path)
     origin = typing.get_origin(tp)
     if origin is Literal:
-        choices = typing.get_args(tp)
-        for choice in choices:
-            if value == choice and type(value) is type(choice):
-                return value
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        suggestion = f"; did you mean {close[0]!r}?" if close else ""
-        raise WWMError(
-            f"config key '{path}' must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
-            + suggestion
-        )
+        return _convert_literal(tp, value, path)
     if origin in (tuple, list) or tp in (tuple, list):
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-            raise _type_error(path, tp, value)
-        args = typing.get_args(tp)
-        items = list(value)
-        if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
-            if len(items) != len(args):
-                raise WWMError(f"config key '{path}' expects {len(args)} items; got {len(items)}")
-            converted = [
-                _convert(a, v, _join(path, i)) for i, (a, v) in enumerate(zip(args, items, strict=True))
-            ]
-        else:
-            inner = args[0] if args else Any
-            converted = [_convert(inner, v, _join(path, i)) for i, v in enumerate(items)]
-        return tuple(converted) if (origin or tp) is tuple else converted
+        return _convert_sequence(tp, value, path)
     if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise _type_error(path, tp, value)
-        args = typing.get_args(tp) or (Any, Any)
-        return {
-            _convert(args[0], k, _join(path, str(k))): _convert(args[1], v, _join(path, str(k)))
-            for k, v in value.items()
-        }
+        return _convert_mapping(tp, value, path)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
-    if tp is bool:
-        if isinstance(value, bool):
+    return _convert_scalar(tp, value, path)
+
+
+def _convert_union(tp: Any, value: Any, path: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise _type_error(path, tp, value)
+    candidates = [a for a in args if a is not type(None)]
+    if len(candidates) == 1:
+        if candidates[0] in (bool, int, float, str):
+            try:
+                return _convert(candidates[0], value, path)
+            except WWMError:
+                raise _type_error(path, tp, value) from None
+        return _convert(candidates[0], value, path)
+    for arg in candidates:
+        try:
+            return _convert(arg, value, path)
+        except WWMError:
+            continue
+    raise _type_error(path, tp, value)
+
+
+def _convert_literal(tp: Any, value: Any, path: str) -> Any:
+    choices = typing.get_args(tp)
+    for choice in choices:
+        if value == choice and type(value) is type(choice):
             return value
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    raise WWMError(
+        f"config key '{path}' must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
+        + suggestion
+    )
+
+
+def _convert_sequence(tp: Any, value: Any, path: str) -> Any:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise _type_error(path, tp, value)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    items = list(value)
+    if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):  # a fixed-length tuple
+        if len(items) != len(args):
+            raise WWMError(f"config key '{path}' expects {len(args)} items; got {len(items)}")
+        converted = [_convert(a, v, _join(path, i)) for i, (a, v) in enumerate(zip(args, items, strict=True))]
+    else:
+        inner = args[0] if args else Any
+        converted = [_convert(inner, v, _join(path, i)) for i, v in enumerate(items)]
+    return tuple(converted) if (origin or tp) is tuple else converted
+
+
+def _convert_mapping(tp: Any, value: Any, path: str) -> Any:
+    if not isinstance(value, Mapping):
         raise _type_error(path, tp, value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(path, tp, value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(path, tp, value)
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _type_error(path, tp, value)
-    raise TypeError(f"config field '{path}' has a type hint the loader does not handle: {tp!r}")
+    args = typing.get_args(tp) or (Any, Any)
+    return {
+        _convert(args[0], k, _join(path, str(k))): _convert(args[1], v, _join(path, str(k)))
+        for k, v in value.items()
+    }
+
+
+def _convert_scalar(tp: Any, value: Any, path: str) -> Any:
+    """bool, int, float (an int is promoted; a bool is never a number), str, or any other class."""
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, float),
+        str: lambda v: isinstance(v, str),
+    }.get(tp)
+    if ok is None and not isinstance(tp, type):
+        raise TypeError(f"config field '{path}' has a type hint the loader does not handle: {tp!r}")
+    if ok(value) if ok is not None else isinstance(value, tp):
+        return value
+    raise _type_error(path, tp, value)
 
 
 def _unknown_key(path: str, key: Any, known: Iterable[str]) -> WWMError:

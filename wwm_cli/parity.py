@@ -15,7 +15,7 @@ What `run_parity` does (docs/parity.md):
 4. Compares per-step masked batches (input_ids, labels, attention_mask), losses, learning rates, gradient
    norms, masked-token counts, and the exported final parameters, and writes a report.
 
-Framework imports happen inside the functions: `import wwm.parity` is cheap.
+Framework imports happen inside the functions: `import wwm_cli.parity` is cheap.
 """
 
 from __future__ import annotations
@@ -567,7 +567,7 @@ def load_batches(path: str) -> list[dict[str, np.ndarray]]:
 
 
 def worker_main(argv: list[str]) -> int:
-    """`python -m wwm.parity jax SPEC.json` / `torchrun ... -m wwm.parity torch SPEC.json`.
+    """`python -m wwm_cli.parity jax SPEC.json` / `torchrun ... -m wwm_cli.parity torch SPEC.json`.
 
     SPEC: {"config": a saved run config (wwm.config.save_config), "devices": N (jax: simulated CPU
     devices), "runs": [{"values": {dotted key: value}, "record": true}]}. Each run trains with the saved

@@ -6,7 +6,7 @@
   its previous size took under `hf_max_seconds` and its next B * L * L * 8 bytes stay under
   `hf_max_bytes`. Memory: peak of numpy allocations (tracemalloc; numpy reports its buffers to it).
 * a training step of the tiny BERT at batch `train_batch`: our JAX step and our torch trainer's step
-  (`wwm.bench.train`, the same code as `wwm bench train`), median of `train_steps` after one warm-up.
+  (`wwm_cli.bench.train`, the same code as `wwm bench train`), median of `train_steps` after one warm-up.
   Memory: the process's peak RSS so far (sizes run in increasing order, so it is this size's peak
   unless an earlier, smaller size needed more), and jax's peak bytes on devices that report it.
 
@@ -42,7 +42,7 @@ def _peak_rss_bytes() -> int:
 def _timed_with_memory(fn, repeats: int) -> tuple[float, int]:
     """(median seconds per call over `repeats` samples of >= 20 ms each after warm-up calls, as in
     `wwm bench masking`; peak traced bytes of the first call)."""
-    from wwm.bench.common import median_seconds
+    from wwm_cli.bench.common import median_seconds
 
     # The first call is traced: it also allocates what later calls reuse (the masker's workspace).
     tracemalloc.start()
@@ -63,9 +63,9 @@ def masking_scaling(
 ) -> list[dict[str, Any]]:
     from transformers import DataCollatorForLanguageModeling
 
-    from wwm.bench.common import benchmark_texts, benchmark_tokenizer
-    from wwm.bench.masking import _rows, _token_stream
     from wwm.masking import MaskingConfig, WholeWordMasker
+    from wwm_cli.bench.common import benchmark_texts, benchmark_tokenizer
+    from wwm_cli.bench.masking import _rows, _token_stream
 
     texts, _ = benchmark_texts()
     tokenizer, _ = benchmark_tokenizer(texts)
@@ -104,7 +104,7 @@ def masking_scaling(
 def train_scaling(
     lengths=TRAIN_LENGTHS, batch: int = 1, steps: int = 2, impls=("jax", "torch"), model: str = "tiny"
 ) -> list[dict[str, Any]]:
-    from wwm.bench import train as bench_train
+    from wwm_cli.bench import train as bench_train
 
     out = []
     for L in lengths:

@@ -10,7 +10,7 @@ HELP = "Benchmarks against the peer implementations (masking, data, train, pipel
 
 
 def _default_corpus() -> str:
-    from wwm.bench.common import SHARED_CORPORA
+    from wwm_cli.bench.common import SHARED_CORPORA
 
     path = SHARED_CORPORA / "wikitext2_valid.txt"
     return str(path) if path.is_file() else "builtin"
@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.what == "masking":
-        from wwm.bench import masking
+        from wwm_cli.bench import masking
 
         report = masking.run(repeats=args.repeats)
         if args.json:
@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _bench_data(args: argparse.Namespace) -> int:
-    from wwm.data.bench import bench_data
+    from wwm_cli.bench.data import bench_data
 
     corpus = args.corpus or _default_corpus()
     tokenizer = args.tokenizer
@@ -132,14 +132,14 @@ def _bench_more(args: argparse.Namespace) -> int:
     # The Trainer prints its own summaries: keep stdout for the report (JSON stays parseable).
     with contextlib.redirect_stdout(sys.stderr):
         report = _run_more(args)
-    bench = importlib.import_module(f"wwm.bench.{args.what}")
+    bench = importlib.import_module(f"wwm_cli.bench.{args.what}")
     print(json.dumps(report, indent=2) if args.json else bench.format_table(report))
     return 0
 
 
 def _run_more(args: argparse.Namespace) -> dict:
     if args.what == "train":
-        from wwm.bench import train as bench
+        from wwm_cli.bench import train as bench
 
         report = bench.json_ready(
             bench.run(
@@ -149,11 +149,11 @@ def _run_more(args: argparse.Namespace) -> dict:
             )
         )  # fmt: skip
     elif args.what == "pipeline":
-        from wwm.bench import pipeline as bench
+        from wwm_cli.bench import pipeline as bench
 
         report = bench.run(seq_len=args.seq_len, batch=args.batch, steps=args.steps)
     else:
-        from wwm.bench import scaling as bench
+        from wwm_cli.bench import scaling as bench
 
         report = bench.run(
             mask_lengths=_ints(args.lengths), train_lengths=_ints(args.train_lengths), repeats=args.repeats

@@ -20,7 +20,7 @@ def benchmark_texts(prefer: str = "wikitext2_valid.txt") -> tuple[list[str], str
     if path.is_file():
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         return [line for line in lines if line and not line.startswith("=")], str(path)
-    from wwm.tokenizer_train import builtin_sample_text
+    from wwm.data.builtin import builtin_sample_text
 
     return builtin_sample_text("en"), "builtin (pydoc_data.topics)"
 

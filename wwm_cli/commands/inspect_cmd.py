@@ -51,9 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from wwm.data.builtin import builtin_sample_text
     from wwm.errors import WWMError
     from wwm.masking import MaskingConfig, WholeWordMasker
-    from wwm.tokenizer_train import builtin_sample_text, train_tokenizer
+    from wwm.tokenizer_train import train_tokenizer
     from wwm.words import tokenize_with_word_ids
 
     if args.file:

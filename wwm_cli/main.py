@@ -1,6 +1,6 @@
 """The `wwm` console script.
 
-Each subcommand lives in its own module under `wwm.commands` and exposes `HELP` (one line),
+Each subcommand lives in its own module under `wwm_cli.commands` and exposes `HELP` (one line),
 `add_arguments(parser)` and `main(args) -> int`. Command modules import nothing heavy at module
 level (no jax, torch or transformers) so that `wwm --help` is instant; they import what they need
 inside `main`.
@@ -14,7 +14,7 @@ import importlib
 import sys
 import warnings
 
-# name on the command line -> module under wwm.commands
+# name on the command line -> module under wwm_cli.commands
 COMMANDS: dict[str, str] = {
     "inspect": "inspect_cmd",
     "bench": "bench",
@@ -31,10 +31,10 @@ def _available_commands() -> dict[str, object]:
     modules = {}
     for name, module_name in COMMANDS.items():
         try:
-            modules[name] = importlib.import_module(f"wwm.commands.{module_name}")
+            modules[name] = importlib.import_module(f"wwm_cli.commands.{module_name}")
         except ModuleNotFoundError as err:
             # A command whose module is not written yet is simply not offered.
-            if err.name != f"wwm.commands.{module_name}":
+            if err.name != f"wwm_cli.commands.{module_name}":
                 raise
     return modules
 

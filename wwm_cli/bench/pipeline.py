@@ -31,8 +31,8 @@ TARGET_HEADROOM = 10.0
 
 def reference_rate(seq_len: int = 512, vocab_size: int = 30522) -> dict[str, float]:
     """Tokens/s one H100 consumes training BERT-base at 50% MFU (module docstring)."""
-    from wwm.bench.train import bert_base_params
     from wwm.flops import flops_per_token
+    from wwm_cli.bench.train import bert_base_params
 
     n = bert_base_params(vocab_size, seq_len)
     per_token = flops_per_token(n, 12, seq_len, 768)
@@ -120,8 +120,8 @@ def run(
     impls: tuple[str, ...] = ("masker", "jax", "torch"),
     data=None,
 ) -> dict[str, Any]:
-    from wwm.bench.train import make_data
     from wwm.masking import MaskingConfig, WholeWordMasker
+    from wwm_cli.bench.train import make_data
 
     if data is None:
         data = make_data(seq_len, batch * (steps + 2) * 2)

@@ -1,4 +1,4 @@
-"""`wwm parity --config FILE [--steps N] [--json] [--out DIR] [KEY=VALUE ...]` (logic: wwm/parity.py)."""
+"""`wwm parity --config FILE [--steps N] [--json] [--out DIR] [KEY=VALUE ...]` (logic: wwm_cli/parity.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,453 @@
+"""Every section of a run config, in one place: typed frozen dataclasses with their defaults.
+
+`RunConfig` holds one field per section; `wwm.config.loader.from_dict` reads them from YAML, checking
+names and types (Literal for every closed choice). Value checks live in each `__post_init__` (raise
+`WWMError` naming the key and the fix). Adding a section is one dataclass here and one field of
+`RunConfig`. Where a section is used: data/tokenizer -> wwm.data, masking -> wwm.masking (the spec:
+docs/masking.md), model/optim/train/checkpoint/eval/logging/parallel -> both trainers.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from wwm.errors import WWMError
+
+_PATH_KEY = "wwm_path"
+
+
+def path_field(default: Any = None, *, hub: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field that holds a path (or a list of paths).
+
+    ``hub=True``: the value may also be a Hugging Face Hub name ("bert-base-uncased"); it is resolved as a
+    path only if that path exists or the value starts with ".", "/" or "~".
+    """
+    metadata = {_PATH_KEY: "hub" if hub else "file"}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+# Data and tokenizer (wwm.data, wwm.words)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it becomes blocks of ``max_seq_len`` tokens (docs/data.md)."""
+
+    source: Literal["builtin", "files", "hub"] = "builtin"
+    builtin_lang: Literal["en", "zh", "ja", "th"] = "en"
+    # source: files. Files, folders (every file inside, recursively, sorted) or glob patterns.
+    train_files: tuple[str, ...] = path_field(())
+    file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    document_separator: Literal["line", "blank_line"] = "line"
+    # source: hub (needs network on the first run; the download is cached by `datasets`).
+    hub_dataset: str | None = None
+    hub_config: str | None = None
+    hub_split: str = "train"
+    hub_revision: str | None = None
+    max_documents: int | None = None  # use only the first N non-empty documents (quick runs)
+    streaming: bool = False
+    shuffle_buffer: int = 10_000  # streaming only: blocks held by the shuffle buffer
+    max_seq_len: int = 128
+    packing: Literal["full_sentences", "doc_per_block"] = "full_sentences"
+    validation_fraction: float = 0.0
+    validation_files: tuple[str, ...] = path_field(())
+    split_seed: int = 0  # seeds the document hash that picks validation documents
+    num_proc: int = 1
+    map_batch_size: int = 1000
+    cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm
+
+    def __post_init__(self) -> None:
+        if self.max_seq_len < 8 or self.max_seq_len > 1 << 20:
+            raise WWMError(f"data.max_seq_len must be between 8 and 1048576 tokens; got {self.max_seq_len}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise WWMError(
+                f"data.validation_fraction must be in [0, 1) (e.g. 0.02); got {self.validation_fraction}"
+            )
+        if self.validation_fraction > 0 and self.validation_files:
+            raise WWMError(
+                "set either data.validation_fraction or data.validation_files, not both; "
+                "use validation_fraction: 0 with validation_files"
+            )
+        if self.source == "files" and not self.train_files:
+            raise WWMError(
+                "data.source is 'files' but data.train_files is empty; list your text/jsonl/parquet files, "
+                "folders or glob patterns under data.train_files"
+            )
+        if self.source == "hub" and not self.hub_dataset:
+            raise WWMError(
+                "data.source is 'hub' but data.hub_dataset is not set; give a dataset name such as "
+                "'wikitext' (with data.hub_config: wikitext-103-raw-v1)"
+            )
+        for name in ("num_proc", "map_batch_size"):
+            if getattr(self, name) < 1:
+                raise WWMError(f"data.{name} must be >= 1; got {getattr(self, name)}")
+        if self.shuffle_buffer < 0:
+            raise WWMError(f"data.shuffle_buffer must be >= 0 (0: stream order); got {self.shuffle_buffer}")
+        if self.max_documents is not None and self.max_documents < 1:
+            raise WWMError(f"data.max_documents must be >= 1 or null; got {self.max_documents}")
+        if not 0 <= self.split_seed < 2**64:
+            raise WWMError(f"data.split_seed must be in [0, 2^64); got {self.split_seed}")
+
+
+@dataclass(frozen=True)
+class TokenizerTrainConfig:
+    """Train a tokenizer on the training documents (saved to <output_dir>/tokenizer)."""
+
+    kind: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    vocab_size: int = 4000
+    lowercase: bool | None = None  # null: True for wordpiece, False otherwise
+    min_frequency: int = 2
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """A fast tokenizer: ``path`` (a folder, a tokenizer.json file or a Hub name) or ``train``."""
+
+    path: str | None = path_field(None, hub=True)
+    train: TokenizerTrainConfig | None = None
+    word_policy: Literal["tokenizer", "whitespace", "vocab", "segmenter", "cjk"] = "tokenizer"
+    # policy segmenter (old name cjk): auto picks jieba / fugashi / pythainlp per text run (docs/words.md)
+    segmenter: Literal["auto", "jieba", "fugashi", "pythainlp", "none"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.path is not None and self.train is not None:
+            raise WWMError(
+                "set either tokenizer.path (an existing tokenizer) or tokenizer.train (train one), not both"
+            )
+        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk"):
+            raise WWMError(
+                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter', but "
+                f"word_policy is {self.word_policy!r}; set word_policy: segmenter, or remove segmenter"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Masking (wwm.masking; the rules: docs/masking.md)
+# --------------------------------------------------------------------------------------------------
+
+
+def _default_ngram_probs(max_ngram: int) -> tuple[float, ...]:
+    # Megatron-LM's default: P(n) proportional to 1/n.
+    weights = [1.0 / n for n in range(1, max_ngram + 1)]
+    total = sum(weights)
+    return tuple(w / total for w in weights)
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """What to mask and how. Every field is validated on construction.
+
+    mask_prob: share of eligible tokens to mask (exact budget) or per-word probability (bernoulli).
+    budget: "exact" (n = min(max_predictions, max(1, E * mask_prob rounded half up)) for E eligible
+        tokens, exactly: see `exact_budget`; Google BERT's fill rule) or "bernoulli" (each word
+        independently, capped by max_predictions if set).
+    max_predictions: cap on masked tokens per row (None = no cap).
+    max_ngram: 1 = single words; >1 = spans of 1..max_ngram consecutive words (Megatron/MacBERT).
+    ngram_probs: probability of each span length 1..max_ngram (default proportional to 1/n).
+    mask_token_ratio / random_token_ratio: share of masked words (or tokens) replaced by the mask
+        token / by a random non-special token; the rest keep their original token.
+    replacement_unit: "word" (one decision per word, default) or "token".
+    seed: the run's seed; the mask of an example depends on (seed, epoch, example id, its tokens).
+    """
+
+    mask_prob: float = 0.15
+    budget: Literal["exact", "bernoulli"] = "exact"
+    max_predictions: int | None = None
+    max_ngram: int = 1
+    ngram_probs: tuple[float, ...] | None = field(default=None)
+    mask_token_ratio: float = 0.8
+    random_token_ratio: float = 0.1
+    replacement_unit: Literal["word", "token"] = "word"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def check_probability(name: str, value: float) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise WWMError(f"masking.{name} must be a probability in [0, 1]; got {value!r}")
+
+        check_probability("mask_prob", self.mask_prob)
+        check_probability("mask_token_ratio", self.mask_token_ratio)
+        check_probability("random_token_ratio", self.random_token_ratio)
+        if self.mask_token_ratio + self.random_token_ratio > 1.0 + 1e-9:
+            raise WWMError(
+                "masking.mask_token_ratio + masking.random_token_ratio must be <= 1 (the rest keep "
+                f"their token); got {self.mask_token_ratio} + {self.random_token_ratio} = "
+                f"{self.mask_token_ratio + self.random_token_ratio}"
+            )
+        for name in ("budget", "replacement_unit"):  # checked here too for direct construction
+            choices = typing.get_args(typing.get_type_hints(MaskingConfig)[name])
+            if getattr(self, name) not in choices:
+                raise WWMError(f"masking.{name} must be one of {choices}; got {getattr(self, name)!r}")
+        if self.max_predictions is not None and (
+            isinstance(self.max_predictions, bool)
+            or not isinstance(self.max_predictions, int)
+            or self.max_predictions < 1
+        ):
+            raise WWMError(
+                f"masking.max_predictions must be an integer >= 1, or null for no cap; got {self.max_predictions!r}"
+            )
+        if isinstance(self.max_ngram, bool) or not isinstance(self.max_ngram, int) or self.max_ngram < 1:
+            raise WWMError(f"masking.max_ngram must be an integer >= 1; got {self.max_ngram!r}")
+        if self.ngram_probs is not None:
+            probs = tuple(float(p) for p in self.ngram_probs)
+            if len(probs) != self.max_ngram:
+                raise WWMError(
+                    f"masking.ngram_probs needs one probability per span length 1..{self.max_ngram}; "
+                    f"got {len(probs)} values"
+                )
+            if any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
+                raise WWMError(f"masking.ngram_probs must be non-negative and sum to 1; got {list(probs)}")
+            object.__setattr__(self, "ngram_probs", probs)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise WWMError(f"masking.seed must be an integer in [0, 2^64); got {self.seed!r}")
+
+    @property
+    def span_probs(self) -> tuple[float, ...]:
+        return self.ngram_probs or _default_ngram_probs(self.max_ngram)
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainers (wwm_jax, wwm_torch)
+# --------------------------------------------------------------------------------------------------
+
+
+def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise WWMError(f"{name} must be > 0; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder. Sizes apply to a fresh model; `pretrained` starts from a Hugging Face directory.
+
+    vocab_size, pad/bos/eos ids come from the tokenizer; RoBERTa's position table gets the two
+    extra slots its position ids need (padding_idx + 1 offset).
+    """
+
+    type: Literal["bert", "roberta"] = "bert"
+    # A Hugging Face directory (safetensors + config.json) to start from; the sizes below are then
+    # ignored. A path (relative to the config file) or a Hub name.
+    pretrained: str | None = path_field(None, hub=True)
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: Literal["gelu", "gelu_new", "relu"] = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int | None = None  # null: 2 for bert, 1 for roberta
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            _positive(f"model.{name}", getattr(self, name))
+        if self.hidden_size % self.num_attention_heads:
+            raise WWMError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise WWMError(f"model.{name} must be in [0, 1); got {getattr(self, name)}")
+
+    def hf_config_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
+        """The Hugging Face config.json fields of a fresh model (BertConfig / RobertaConfig).
+
+        The one place where our config becomes the model's: both trainers build from it, so their
+        models have the same shapes.
+        """
+        roberta = self.type == "roberta"
+        positions = max(self.max_position_embeddings, max_seq_len + (2 if roberta else 0))
+        d = {
+            "model_type": self.type,
+            "architectures": ["RobertaForMaskedLM" if roberta else "BertForMaskedLM"],
+            "vocab_size": len(tokenizer),
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": self.hidden_act,
+            "max_position_embeddings": positions,
+            "type_vocab_size": self.type_vocab_size or (1 if roberta else 2),
+            "layer_norm_eps": self.layer_norm_eps,
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "initializer_range": self.initializer_range,
+            "pad_token_id": tokenizer.pad_token_id,
+            "position_embedding_type": "absolute",
+            "tie_word_embeddings": True,
+        }
+        if roberta:
+            d["bos_token_id"] = (
+                tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+            )
+            d["eos_token_id"] = (
+                tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+            )
+        return d
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW (no weight decay on LayerNorm weights and biases), warmup then decay, clipping."""
+
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warmup, to 0 at train.max_steps
+    max_grad_norm: float | None = 1.0  # null: no clipping
+
+    def __post_init__(self) -> None:
+        _positive("optim.learning_rate", self.learning_rate)
+        _positive("optim.max_grad_norm", self.max_grad_norm, allow_none=True)
+        if self.warmup_steps < 0:
+            raise WWMError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise WWMError(f"optim.beta1/beta2 must be in [0, 1); got {self.beta1}, {self.beta2}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop. `global_batch_size` is sequences per optimizer step over all devices, hosts and
+    accumulation micro-batches; both frameworks see the same global batches (docs/data.md)."""
+
+    framework: Literal["jax", "torch"] = "jax"
+    global_batch_size: int = 32
+    grad_accum_steps: int = 1
+    max_steps: int = 1000
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; parameters stay float32
+    log_every_steps: int = 10
+    torch_compile: bool = False  # torch only
+    dataloader_num_workers: int = 0  # torch only
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"  # torch only (eager: exact CPU parity tests)
+
+    def __post_init__(self) -> None:
+        for name in ("global_batch_size", "grad_accum_steps", "max_steps", "log_every_steps"):
+            _positive(f"train.{name}", getattr(self, name))
+        if self.global_batch_size % self.grad_accum_steps:
+            raise WWMError(
+                f"train.global_batch_size ({self.global_batch_size}) must be divisible by "
+                f"train.grad_accum_steps ({self.grad_accum_steps})"
+            )
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 500
+    keep: int = 3  # keep the newest N checkpoints
+    resume: bool = True  # continue from the newest checkpoint in output_dir if there is one
+    export_hf_at_end: bool = True  # write a Hugging Face directory (model + tokenizer) at the end
+
+    def __post_init__(self) -> None:
+        _positive("checkpoint.every_steps", self.every_steps)
+        _positive("checkpoint.keep", self.keep)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every_steps: int = 200
+    max_batches: int | None = None  # null: the whole validation split
+    batch_size: int | None = None  # null: train.global_batch_size
+
+    def __post_init__(self) -> None:
+        _positive("eval.every_steps", self.every_steps)
+        _positive("eval.max_batches", self.max_batches, allow_none=True)
+        _positive("eval.batch_size", self.batch_size, allow_none=True)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    jsonl: bool = True  # <output_dir>/metrics.jsonl
+    tensorboard: bool = True  # <output_dir>/tensorboard
+    progress_bar: bool = True
+    peak_flops_per_device: float | None = None  # for MFU; null: from the table of known chips
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh axes (JAX `sharded` mode). -1 on one axis: all remaining devices."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+def _default_rules() -> tuple[tuple[str, str | None], ...]:
+    # logical axis name of the models (docs/models.md) -> mesh axis (or null: replicated)
+    return (
+        ("batch", "data"),
+        ("vocab", "tensor"),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv", None),
+        ("position", None),
+        ("type", None),
+        ("norm", None),
+    )
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-host JAX (`jax.distributed.initialize`). `auto`: initialize when the environment says
+    there are several processes (TPU pods, SLURM, or the fields below)."""
+
+    initialize: Literal["auto", "always", "never"] = "auto"
+    coordinator_address: str | None = None  # "host:port"
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """JAX parallelism: `sharded` (jit over a (data, fsdp, tensor) mesh, shardings from the rules),
+    `pmap` (data parallel with explicit psum), or `single` (one device)."""
+
+    mode: Literal["sharded", "pmap", "single"] = "sharded"
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    rules: tuple[tuple[str, str | None], ...] = field(default_factory=_default_rules)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs. Add a section as one more field (a dataclass with defaults)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    # The trainers' sections, shared by the JAX and the PyTorch trainer.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    seed: int = 0
+    # "{framework}" is replaced by train.framework when the config is built (`--framework torch` too),
+    # so that the shipped configs give each trainer its own run directory.
+    output_dir: str = path_field("runs/wwm-{framework}")
+
+    def __post_init__(self) -> None:
+        if "{framework}" in self.output_dir:
+            object.__setattr__(
+                self, "output_dir", self.output_dir.replace("{framework}", self.train.framework)
+            )
+        if "{" in self.output_dir or "}" in self.output_dir:
+            raise WWMError(
+                f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
+                "write the folder name out"
+            )
