@@ -449,6 +449,14 @@ def test_model_type_dispatch_names_every_supported_type():
     assert isinstance(convert.config_from_hf_dict({"model_type": "modernbert"}), ModernBertConfig)
     assert convert.config_from_hf_dict({"model_type": "modernbert"}) == ModernBertConfig()
     assert isinstance(convert.config_from_hf_dict({"model_type": "roberta"}), EncoderConfig)
+    legacy = {
+        "model_type": "modernbert",
+        "num_hidden_layers": 4,
+        "global_attn_every_n_layers": 2,
+        "sliding_window": 32,
+    }
+    read = convert.config_from_hf_dict(legacy)
+    assert read.local_attention == 64 and read.layer_types == ("full_attention", "sliding_attention") * 2
     with pytest.raises(
         WWMError, match=r"'gpt2' is not supported; use one of \('bert', 'roberta', 'modernbert'\)"
     ):
