@@ -85,7 +85,7 @@ class ModernBertConfig:
     norm_eps: float = 1e-5
     norm_bias: bool = False
     pad_token_id: int = 50283
-    eos_token_id: int | None = 50282
+    eos_token_id: int | tuple[int, ...] | None = 50282
     bos_token_id: int | None = 50281
     cls_token_id: int | None = 50281
     sep_token_id: int | None = 50282
@@ -170,8 +170,12 @@ class ModernBertConfig:
         if hf.get("pad_token_id", 0) is None:
             raise WWMError("config.json pad_token_id is null; ModernBERT's embedding needs a padding row")
         for name in ("eos_token_id", "bos_token_id", "cls_token_id", "sep_token_id"):
-            if name in hf:
-                fields[name] = hf[name]  # null is a real value here
+            if (
+                name in hf
+            ):  # null is a real value here; a list (transformers allows several eos) stays hashable
+                fields[name] = tuple(hf[name]) if isinstance(hf[name], list) else hf[name]
+        if "initializer_cutoff_factor" in hf and hf["initializer_cutoff_factor"] is None:
+            fields["initializer_cutoff_factor"] = 3.0  # transformers' _init_weights reads None as 3
         if "local_attention" not in hf and hf.get("sliding_window") is not None:
             fields["local_attention"] = 2 * int(hf["sliding_window"])
         num_layers = fields.get("num_hidden_layers", defaults["num_hidden_layers"])
@@ -245,8 +249,8 @@ def _reject_unsupported(hf: Mapping[str, Any]) -> None:
 
 
 def _init(config: ModernBertConfig, std: float) -> Callable:
-    """transformers' ModernBERT init: normal(std) truncated at +-cutoff * std (cutoff None means 3)."""
-    cutoff = config.initializer_cutoff_factor if config.initializer_cutoff_factor is not None else 3.0
+    """transformers' ModernBERT init: normal(std) truncated at +-initializer_cutoff_factor * std."""
+    cutoff = config.initializer_cutoff_factor
     return nnx.initializers.truncated_normal(std, lower=-cutoff, upper=cutoff)
 
 
