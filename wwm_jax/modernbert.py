@@ -169,10 +169,9 @@ class ModernBertConfig:
         fields = {name: hf[name] for name in plain if name in hf and hf[name] is not None}
         if hf.get("pad_token_id", 0) is None:
             raise WWMError("config.json pad_token_id is null; ModernBERT's embedding needs a padding row")
+        # null is a real value for these ids; a list (transformers allows several eos ids) becomes a tuple.
         for name in ("eos_token_id", "bos_token_id", "cls_token_id", "sep_token_id"):
-            if (
-                name in hf
-            ):  # null is a real value here; a list (transformers allows several eos) stays hashable
+            if name in hf:
                 fields[name] = tuple(hf[name]) if isinstance(hf[name], list) else hf[name]
         if "initializer_cutoff_factor" in hf and hf["initializer_cutoff_factor"] is None:
             fields["initializer_cutoff_factor"] = 3.0  # transformers' _init_weights reads None as 3
