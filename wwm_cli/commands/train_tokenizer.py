@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Train a WordPiece / byte-level BPE / Unigram tokenizer with the special tokens MLM needs."
+from wwm.tokenizer_train import KINDS
+
+HELP = (
+    "Train a WordPiece / byte-level BPE / Unigram / ModernBERT-style tokenizer with the special tokens "
+    "MLM needs."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,7 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="text/jsonl/parquet files, folders or globs, or 'builtin' (Python's docs; --lang zh, ja, th: "
         "the Chinese, Japanese or Thai sample)",
     )
-    p.add_argument("--kind", choices=("wordpiece", "bpe", "unigram"), default="wordpiece")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="wordpiece",
+        help="wordpiece (BERT), bpe (RoBERTa), unigram (SentencePiece), modernbert (ModernBERT's byte-level "
+        "BPE with [CLS] [SEP] [MASK] [PAD] [UNK])",
+    )
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to save the tokenizer to")
     p.add_argument(
