@@ -72,16 +72,6 @@ def train_tokenizer(
     ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast; a
     vocabulary smaller than ``vocab_size`` (too little text) gives a ``WWMWarning`` with both sizes.
     """
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
     from transformers import PreTrainedTokenizerFast
 
     if kind not in KINDS:
@@ -101,82 +91,107 @@ def train_tokenizer(
     texts = _pieces(texts)
     if lowercase is None:
         lowercase = kind == "wordpiece"
-
-    if kind == "wordpiece":
-        normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-        )
-        vocab = _wordpiece_vocab(texts, normalizer, vocab_size, min_frequency)
-        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
-        tok.normalizer = normalizer
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece(prefix="##")
-        tok.add_special_tokens(_BERT_SPECIALS)
-        cls, sep = "[CLS]", "[SEP]"
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}",
-            pair=f"{cls} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
-        )
-        names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
-        names |= {"cls_token": cls, "sep_token": sep}
-    elif kind == "modernbert":
-        tok = _byte_level_bpe(texts, vocab_size, min_frequency, _MODERNBERT_SPECIALS, lowercase, nfc=True)
-        cls, sep = "[CLS]", "[SEP]"
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls}:0 $A:0 {sep}:0",
-            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
-        )
-        # As ModernBERT's tokenizer: "[MASK]" absorbs the space before it ("is [MASK]." -> is, [MASK], .).
-        tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False, special=True)])
-        names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
-        names |= {"cls_token": cls, "sep_token": sep, "model_input_names": ["input_ids", "attention_mask"]}
-    else:
-        if kind == "bpe":
-            tok = _byte_level_bpe(texts, vocab_size, min_frequency, _ROBERTA_SPECIALS, lowercase, nfc=False)
-            tok.post_processor = processors.RobertaProcessing(
-                ("</s>", tok.token_to_id("</s>")),
-                ("<s>", tok.token_to_id("<s>")),
-                trim_offsets=True,
-                add_prefix_space=False,
-            )
-        else:
-            tok = Tokenizer(models.Unigram())
-            steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
-            tok.normalizer = normalizers.Sequence(steps)
-            tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-            tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-            trainer = trainers.UnigramTrainer(
-                vocab_size=vocab_size,
-                special_tokens=_ROBERTA_SPECIALS,
-                unk_token="<unk>",
-                show_progress=False,
-            )
-            try:
-                tok.train_from_iterator(texts, trainer)
-            except Exception as err:
-                if "not large enough to contain all chars" not in str(err):
-                    raise
-                n_chars = len(set("".join(texts)))
-                raise WWMError(
-                    f"vocab_size {vocab_size} is too small for a unigram tokenizer of this text, which has "
-                    f"{n_chars} distinct characters; raise vocab_size above that"
-                ) from err
-            tok = _canonical_unigram(tok)
-            tok.post_processor = processors.TemplateProcessing(
-                single="<s> $A </s>",
-                pair="<s> $A </s> </s> $B </s>",
-                special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
-            )
-        # As RoBERTa and XLM-R: "<mask>" absorbs the space before it ("hello <mask>" -> hello, <mask>).
-        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False, special=True)])
-        names = {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>"}
-        names |= {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
-
+    build = {"wordpiece": _wordpiece, "modernbert": _modernbert, "bpe": _roberta_bpe, "unigram": _unigram}[
+        kind
+    ]
+    tok, names = build(texts, vocab_size, min_frequency, lowercase)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
     _warn_if_short(tokenizer, kind, vocab_size, min_frequency, n_documents, sum(map(len, texts)))
     return tokenizer
+
+
+# One builder per kind: (texts, vocab_size, min_frequency, lowercase) -> (tokenizers.Tokenizer, the special
+# token names PreTrainedTokenizerFast gets).
+
+
+def _template(tok: Any, single: str, pair: str) -> Any:
+    """A [CLS]/[SEP] TemplateProcessing post-processor."""
+    from tokenizers import processors
+
+    ids = [(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")]
+    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=ids)
+
+
+def _wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool) -> tuple[Any, dict]:
+    """BERT: WordPiece with "##" continuations, BertNormalizer and pre-tokenizer, [CLS] A [SEP] B [SEP]."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    vocab = _wordpiece_vocab(texts, normalizer, vocab_size, min_frequency)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens(_BERT_SPECIALS)
+    tok.post_processor = _template(tok, "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1")
+    names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]", "cls_token": "[CLS]"}
+    return tok, names | {"sep_token": "[SEP]"}
+
+
+def _modernbert(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool) -> tuple[Any, dict]:
+    """ModernBERT: byte-level BPE with NFC, [UNK] [CLS] [SEP] [PAD] [MASK], no token type ids."""
+    from tokenizers import AddedToken
+
+    tok = _byte_level_bpe(texts, vocab_size, min_frequency, _MODERNBERT_SPECIALS, lowercase, nfc=True)
+    tok.post_processor = _template(tok, "[CLS]:0 $A:0 [SEP]:0", "[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1")
+    # As ModernBERT's tokenizer: "[MASK]" absorbs the space before it ("is [MASK]." -> is, [MASK], .).
+    tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False, special=True)])
+    names = {"unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]", "cls_token": "[CLS]"}
+    return tok, names | {"sep_token": "[SEP]", "model_input_names": ["input_ids", "attention_mask"]}
+
+
+def _roberta_names(tok: Any) -> dict:
+    from tokenizers import AddedToken
+
+    # As RoBERTa and XLM-R: "<mask>" absorbs the space before it ("hello <mask>" -> hello, <mask>).
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False, special=True)])
+    names = {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>"}
+    return names | {"unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+
+
+def _roberta_bpe(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool) -> tuple[Any, dict]:
+    """RoBERTa: byte-level BPE ("Ġ"), <s> A </s></s> B </s> with trimmed offsets."""
+    from tokenizers import processors
+
+    tok = _byte_level_bpe(texts, vocab_size, min_frequency, _ROBERTA_SPECIALS, lowercase, nfc=False)
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), trim_offsets=True,
+        add_prefix_space=False,
+    )  # fmt: skip
+    return tok, _roberta_names(tok)
+
+
+def _unigram(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool) -> tuple[Any, dict]:
+    """SentencePiece-style: Unigram over Metaspace ("▁") pieces, NFKC, RoBERTa's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.Unigram())
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=_ROBERTA_SPECIALS, unk_token="<unk>", show_progress=False
+    )
+    try:
+        tok.train_from_iterator(texts, trainer)
+    except Exception as err:
+        if "not large enough to contain all chars" not in str(err):
+            raise
+        n_chars = len(set("".join(texts)))
+        raise WWMError(
+            f"vocab_size {vocab_size} is too small for a unigram tokenizer of this text, which has "
+            f"{n_chars} distinct characters; raise vocab_size above that"
+        ) from err
+    tok = _canonical_unigram(tok)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
+    )
+    return tok, _roberta_names(tok)
 
 
 def _pieces(texts: list[str]) -> list[str]:
