@@ -28,8 +28,8 @@ import sys
 import numpy as np
 import pytest
 
-from wwm import parity
 from wwm.config import load_config, save_config
+from wwm_cli import parity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "parity-tiny.yaml")

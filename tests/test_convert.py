@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-from wwm import cli
+import wwm_cli as cli
 from wwm.errors import WWMError
 from wwm_jax import convert, modernbert
 from wwm_jax.modeling import LOGICAL_AXIS_NAMES, EncoderConfig, build_model, logical_axes

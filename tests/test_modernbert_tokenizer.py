@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wwm.data.builtin import builtin_sample_text
 from wwm.data.packing import SpecialIds
-from wwm.tokenizer_train import builtin_sample_text, train_tokenizer
+from wwm.tokenizer_train import train_tokenizer
 from wwm.words import tokenize_with_word_ids
 
 
