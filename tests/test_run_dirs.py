@@ -274,3 +274,39 @@ def test_a_record_being_written_by_another_process_is_not_taken_for_foreign_file
     out.mkdir()
     (out / "run.json.tmp-12345").write_text("{")
     assert rundir.decide(_config(out), "jax").status == "new"
+
+
+def _events(folder):
+    """The Event protos of every TensorBoard event file in `folder` (TFRecord framing, read by hand)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(Path(folder).rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        i = 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            out.append(event)
+            i += 12 + n + 4
+    return out
+
+
+def test_a_resumed_run_tells_tensorboard_to_drop_the_steps_it_computes_again(tmp_path):
+    """Resume from step 5 after a run that logged steps 1..7: TensorBoard must not show steps 6 and 7
+    twice. Both trainers open their writer with purge_step = resumed step + 1 (a SessionLog START)."""
+    pytest.importorskip("tensorboardX")
+    from wwm.config import LoggingConfig
+    from wwm_jax.metrics import MetricsWriter
+
+    cfg = LoggingConfig(jsonl=False, tensorboard=True, progress_bar=False)
+    first = MetricsWriter(str(tmp_path), cfg, total_steps=10, start_step=0, enabled=True)
+    first.close()
+    assert not [e for e in _events(tmp_path) if e.HasField("session_log")]
+    resumed = MetricsWriter(str(tmp_path), cfg, total_steps=10, start_step=5, enabled=True)
+    resumed.close()
+    starts = [e for e in _events(tmp_path) if e.HasField("session_log")]
+    assert [(e.step, e.session_log.status) for e in starts] == [(6, 1)]  # 1 = SessionLog.START
