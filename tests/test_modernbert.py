@@ -89,7 +89,7 @@ def test_packed_row_equals_documents_run_alone(model):
 
 
 def test_head_on_gathered_rows_equals_full_logits(model):
-    """The trainers run the head at masked positions only: mlm_logits (alias _head) of gathered rows."""
+    """The trainers run the head at masked positions only: mlm_logits of gathered rows."""
     ids = jnp.asarray(np.random.default_rng(1).integers(1, 60, size=(2, 12)))
     hidden = model.encode(ids)
     rows = jnp.take_along_axis(hidden, jnp.asarray([[1, 5], [0, 11]])[..., None], axis=1)  # (2, 2, H)
@@ -97,7 +97,6 @@ def test_head_on_gathered_rows_equals_full_logits(model):
     assert np.allclose(
         model.mlm_logits(rows), jnp.take_along_axis(full, jnp.asarray([[1, 5], [0, 11]])[..., None], 1)
     )
-    assert model._head.__func__ is type(model).mlm_logits
 
 
 def test_bf16_compute_keeps_float32_params_and_logits():
