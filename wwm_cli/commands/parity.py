@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import os
 
-    from wwm import parity
     from wwm.config import load_config
     from wwm.errors import WWMError
+    from wwm_cli import parity
 
     if args.steps is not None and args.steps < 1:
         raise WWMError(f"--steps must be >= 1; got {args.steps}")
