@@ -123,7 +123,9 @@ def test_wsd_decay_longer_than_the_run_is_one_line_error():
     from wwm.errors import WWMError
     from wwm_jax.optim import make_schedule
 
-    with pytest.raises(WWMError, match=r"optim\.warmup_steps .* optim\.decay_steps .* exceed train\.max_steps"):
+    with pytest.raises(
+        WWMError, match=r"optim\.warmup_steps .* optim\.decay_steps .* exceed train\.max_steps"
+    ):
         make_schedule(OptimConfig(warmup_steps=10, schedule="wsd", decay_steps=41), 50)
 
 
