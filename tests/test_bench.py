@@ -22,6 +22,18 @@ def tiny_data():
     return make_data(32, 16)
 
 
+@pytest.mark.slow
+def test_bench_train_runs_modernbert_shapes_in_all_three_implementations(tiny_data):
+    from wwm_cli.bench import train
+
+    report = train.run(model="modernbert-tiny", seq_len=32, batch=4, steps=1, warmup=1, data=tiny_data)
+    assert report["model_sizes"]["type"] == "modernbert"
+    params = {r["impl"]: r["params"] for r in report["results"]}
+    assert set(params) == {"jax", "torch", "hf_run_mlm"} and len(set(params.values())) == 1, params
+    assert train.MODELS["modernbert-base"] == {"type": "modernbert", "hidden_size": 768, "num_hidden_layers": 22,
+                                              "num_attention_heads": 12, "intermediate_size": 1152}  # fmt: skip
+
+
 def test_bench_train_runs_all_three_implementations(tiny_data):
     from wwm_cli.bench import train
 

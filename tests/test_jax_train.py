@@ -87,6 +87,48 @@ def test_learning_rate_matches_transformers_schedules(schedule):
         sched.step()
 
 
+@pytest.mark.parametrize("shape", ["1-sqrt", "linear"])
+@pytest.mark.parametrize("warmup,decay", [(7, 13), (0, 1), (5, 45), (3, None)])
+def test_wsd_schedule_matches_transformers_step_by_step(shape, warmup, decay):
+    """optim.schedule wsd: ours equals the Trainer's `warmup_stable_decay` (get_wsd_schedule) at every update,
+    built through the torch trainer's own TrainingArguments and create_scheduler."""
+    import torch
+    from transformers import Trainer
+
+    from wwm.config import OptimConfig, RunConfig, TrainConfig
+    from wwm_jax.optim import make_schedule
+    from wwm_torch.trainer import training_arguments
+
+    total, peak = 50, 3e-4
+    optim = OptimConfig(
+        learning_rate=peak, warmup_steps=warmup, schedule="wsd", decay_steps=decay, decay_shape=shape
+    )
+    ours = make_schedule(optim, total)
+    config = RunConfig(optim=optim, train=TrainConfig(max_steps=total, global_batch_size=8))
+    args = training_arguments(config, has_eval=False, world_size=1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    sched = Trainer.create_scheduler(type("T", (), {"args": args, "lr_scheduler": None})(), total, opt)
+    stable = 0
+    for k in range(total + 3):
+        hf = opt.param_groups[0]["lr"]  # the rate used by optimizer update k
+        assert float(ours(k)) == pytest.approx(hf, rel=1e-6, abs=1e-12), (k, float(ours(k)), hf)
+        stable += hf == peak
+        opt.step()
+        sched.step()
+    assert stable == total - warmup - (decay or total // 10) + 1  # the decay's first update is at the peak
+
+
+def test_wsd_decay_longer_than_the_run_is_one_line_error():
+    from wwm.config import OptimConfig
+    from wwm.errors import WWMError
+    from wwm_jax.optim import make_schedule
+
+    with pytest.raises(
+        WWMError, match=r"optim\.warmup_steps .* optim\.decay_steps .* exceed train\.max_steps"
+    ):
+        make_schedule(OptimConfig(warmup_steps=10, schedule="wsd", decay_steps=41), 50)
+
+
 def test_weight_decay_mask_matches_hf_trainer():
     import jax
     import transformers

@@ -6,7 +6,7 @@ What `run_parity` does (docs/parity.md):
 
 1. Prepares the data once (training the tokenizer if the config asks for it) and pins the tokenizer
    (`tokenizer.path`) so that both trainers read the same cached blocks.
-2. Writes the initial weights once, a fresh `BertForMaskedLM`/`RobertaForMaskedLM` saved as a Hugging Face
+2. Writes the initial weights once, a fresh `BertForMaskedLM`/`RobertaForMaskedLM`/`ModernBertForMaskedLM` saved as a Hugging Face
    directory with safetensors (unless `model.pretrained` is set), and points `model.pretrained` of both runs
    at it.
 3. Runs `wwm_jax.train.run(config)` and `wwm_torch.train.run(config)` (in this process, one after the
@@ -92,10 +92,12 @@ def write_initial_weights(config: Any, tokenizer: Any, out_dir: str) -> str:
 
     set_seed(config.seed)
     model = build_model(config.model, tokenizer, config.data.max_seq_len, "eager")
+    # ModernBERT's norms ("norm", "attn_norm", "final_norm", ...) have weights and (norm_bias: false) no bias.
+    norms = ("norm",) if config.model.type == "modernbert" else ("LayerNorm",)
     with torch.no_grad():  # a fresh model's biases are 0 and its norms 1: perturb them so nothing hides
         generator = torch.Generator().manual_seed(config.seed)
         for name, param in model.named_parameters():
-            if "bias" in name or "LayerNorm" in name:
+            if "bias" in name or any(n in name for n in norms):
                 param.add_(0.02 * torch.randn(param.shape, generator=generator))
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -1,7 +1,7 @@
 """AdamW with Hugging Face Trainer's conventions, so the JAX and the torch trainer take the same steps.
 
 * Learning rate at optimizer update k (k = 0, 1, ...): transformers' `get_{linear,cosine,constant}
-  _schedule_with_warmup` at step k. HF steps its scheduler *after* each optimizer step, so the first
+  _schedule_with_warmup` (or `get_wsd_schedule` for "wsd") at step k. HF steps its scheduler *after* each optimizer step, so the first
   update uses lambda(0), which is 0 with warmup; optax calls the schedule with the number of updates done
   so far, the same k.
 * Weight decay on every parameter except layer norms and biases (HF's `get_decay_parameter_names`:
@@ -24,10 +24,24 @@ import optax
 from wwm.config import OptimConfig
 
 
-def lr_factor(step: jax.Array | int, *, schedule: str, warmup_steps: int, max_steps: int) -> jax.Array:
-    """The multiplier of the peak learning rate at update `step` (HF's lr_lambda), float32."""
+def lr_factor(
+    step: jax.Array | int,
+    *,
+    schedule: str,
+    warmup_steps: int,
+    max_steps: int,
+    decay_steps: int = 1,
+    decay_shape: str = "1-sqrt",
+) -> jax.Array:
+    """The multiplier of the peak learning rate at update `step` (HF's lr_lambda), float32.
+
+    `decay_steps`, `decay_shape`: schedule "wsd" only (transformers' get_wsd_schedule with a linear warmup,
+    min_lr_ratio 0: 1 until the last `decay_steps` updates, then 1 - sqrt(progress) or 1 - progress, 0 from
+    max_steps on)."""
     step = jnp.asarray(step, jnp.float32)
     warm = step / float(max(1, warmup_steps))
+    if schedule == "wsd":
+        return jnp.where(step < warmup_steps, warm, _wsd_after(step, max_steps, decay_steps, decay_shape))
     remaining = (max_steps - step) / float(max(1, max_steps - warmup_steps))  # 1 - progress
     if schedule == "linear":
         after = jnp.maximum(0.0, remaining)
@@ -42,11 +56,26 @@ def lr_factor(step: jax.Array | int, *, schedule: str, warmup_steps: int, max_st
     return jnp.where(step < warmup_steps, warm, after)
 
 
+def _wsd_after(step: jax.Array, max_steps: int, decay_steps: int, shape: str) -> jax.Array:
+    """wsd after the warmup: 1 (stable), then the decay over the last `decay_steps` updates, then 0."""
+    # 1 - progress, written as (end - step) / D: exact near the end, where HF's float64 value nears 0.
+    remaining = jnp.clip((max_steps - step) / float(max(1, decay_steps)), 0.0, 1.0)
+    if shape == "linear":
+        return remaining
+    if shape == "1-sqrt":
+        # 1 - sqrt(p) = (1 - p) / (1 + sqrt(p)): no cancellation in float32 as p nears 1.
+        return remaining / (1.0 + jnp.sqrt(1.0 - remaining))
+    raise ValueError(f"unknown decay shape {shape!r}")
+
+
 def make_schedule(optim: OptimConfig, max_steps: int) -> Callable[[jax.Array], jax.Array]:
+    decay = optim.wsd_decay_steps(max_steps) if optim.schedule == "wsd" else 1
+
     def schedule(count):
         factor = lr_factor(
-            count, schedule=optim.schedule, warmup_steps=optim.warmup_steps, max_steps=max_steps
-        )
+            count, schedule=optim.schedule, warmup_steps=optim.warmup_steps, max_steps=max_steps,
+            decay_steps=decay, decay_shape=optim.decay_shape,
+        )  # fmt: skip
         return optim.learning_rate * factor
 
     return schedule

@@ -96,7 +96,18 @@ def make_model(config, hf_config: dict | None):
         from wwm_jax import convert
 
         return convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
+    if hf_config.get("model_type") == "modernbert":
+        from wwm_jax import convert
+
+        return convert.new_model(convert.config_from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
     return build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+
+
+def _dropout_off(mc) -> bool:
+    """Whether the model config (EncoderConfig or ModernBertConfig) has every dropout at 0."""
+    names = ("hidden_dropout_prob", "attention_probs_dropout_prob",  # BERT, RoBERTa
+             "embedding_dropout", "mlp_dropout", "attention_dropout")  # ModernBERT  # fmt: skip
+    return all(getattr(mc, n, 0) == 0 for n in names)
 
 
 def _global_array(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -279,7 +290,7 @@ class StepSetup:
     shardings: TrainState
     step_fn: Any  # (state, global batch) -> (state, metrics)
     eval_fn: Any  # (params, global batch) -> sums
-    model_config: EncoderConfig
+    model_config: Any  # EncoderConfig or ModernBertConfig
     n_params: int
     flops_per_step: float  # model FLOPs of one optimizer step (wwm.flops)
 
@@ -293,7 +304,7 @@ def build_step(config, hf_config: dict | None, masker, seq_len: int, *, full_hea
     tx, schedule = make_optimizer(config.optim, config.train.max_steps)
     graphdef, state, shardings = init_state(model, tx, mesh, config)
     mc = model.config
-    deterministic = mc.hidden_dropout_prob == 0 and mc.attention_probs_dropout_prob == 0
+    deterministic = _dropout_off(mc)
     # The MLM head runs only at the masked positions (at most this many per row; more: the full head).
     max_masked = None if full_head else masked_bound(masker.config, seq_len)
     step_fn, eval_fn = compile_steps(graphdef, tx, schedule, shardings, mesh, config.parallel.mode,

@@ -1,7 +1,8 @@
 """The Hugging Face Trainer, fed with the JAX path's global batches and trained on the JAX path's loss.
 
-* `build_model`: BertForMaskedLM / RobertaForMaskedLM from `ModelConfig.hf_config_dict` (the one
-  place a fresh model's config is built) or from a pretrained safetensors directory.
+* `build_model`: BertForMaskedLM / RobertaForMaskedLM / ModernBertForMaskedLM from
+  `ModelConfig.hf_config_dict` (the one place a fresh model's config is built) or from a pretrained
+  safetensors directory.
 * `training_arguments`: TrainingArguments derived from our config sections.
 * `WWMTrainer`: a `transformers.Trainer` whose training order is `GlobalBatchDataset`'s (sequential),
   whose loss is the summed token cross-entropy over the masked positions of the whole global batch
@@ -56,7 +57,20 @@ __all__ = [
     "training_arguments",
 ]
 
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+SCHEDULES = {
+    "linear": "linear",
+    "cosine": "cosine",
+    "constant": "constant_with_warmup",
+    "wsd": "warmup_stable_decay",
+}
+
+
+def _scheduler_kwargs(optim: Any, max_steps: int) -> dict[str, Any]:
+    """transformers' get_wsd_schedule arguments for schedule wsd (linear warmup, decay to 0)."""
+    if optim.schedule != "wsd":
+        return {}
+    return {"num_decay_steps": optim.wsd_decay_steps(max_steps), "decay_type": optim.decay_shape,
+            "warmup_type": "linear", "min_lr_ratio": 0.0}  # fmt: skip
 
 
 class NonFiniteLossError(WWMError):
@@ -88,9 +102,9 @@ def build_model(model_config: Any, tokenizer: Any, max_seq_len: int, attn_implem
         return model
     d = dict(model_config.hf_config_dict(tokenizer, max_seq_len))
     model_type = d.pop("model_type")
-    d.pop("architectures", None)
+    architectures = d.pop("architectures")
     config = AutoConfig.for_model(model_type, **d)
-    config.architectures = ["RobertaForMaskedLM" if model_type == "roberta" else "BertForMaskedLM"]
+    config.architectures = architectures
     return AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
 
 
@@ -126,6 +140,7 @@ def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = 
         adam_epsilon=optim.eps,
         optim="adamw_torch",
         lr_scheduler_type=SCHEDULES[optim.schedule],
+        lr_scheduler_kwargs=_scheduler_kwargs(optim, train.max_steps),
         warmup_steps=int(optim.warmup_steps),
         max_grad_norm=optim.max_grad_norm if optim.max_grad_norm is not None else 0.0,
         bf16=train.dtype == "bfloat16",
@@ -158,12 +173,18 @@ def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = 
 
 # ---------------------------------------------------------------------------------------------- loss
 def mlm_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The module of a masked-LM model that maps hidden states (..., H) to logits (..., V)."""
-    for name in ("cls", "lm_head"):  # BertForMaskedLM, RobertaForMaskedLM
+    """The module of a masked-LM model whose input is the hidden states (..., H) on their way to the logits.
+
+    BertForMaskedLM `cls`, RobertaForMaskedLM `lm_head`: hidden -> logits. ModernBertForMaskedLM: `head`
+    (dense, act, norm), whose output goes straight to `decoder` (`logits = decoder(head(hidden))`), so rows
+    taken at its input give the logits of those rows. (transformers' own `sparse_prediction` gathers the
+    same rows but only when `labels` are passed, and then also computes its mean loss: not used.)"""
+    names = ("head",) if type(model).__name__ == "ModernBertForMaskedLM" else ("cls", "lm_head")
+    for name in names:
         head = getattr(model, name, None)
         if head is not None:
             return head
-    raise WWMError(f"{type(model).__name__} has no MLM head the trainer knows (cls or lm_head)")
+    raise WWMError(f"{type(model).__name__} has no MLM head the trainer knows (cls, lm_head, or head)")
 
 
 @contextlib.contextmanager

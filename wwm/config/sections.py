@@ -98,7 +98,7 @@ class DataConfig:
 class TokenizerTrainConfig:
     """Train a tokenizer on the training documents (saved to <output_dir>/tokenizer)."""
 
-    kind: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    kind: Literal["wordpiece", "bpe", "unigram", "modernbert"] = "wordpiece"  # wwm.tokenizer_train
     vocab_size: int = 4000
     lowercase: bool | None = None  # null: True for wordpiece, False otherwise
     min_frequency: int = 2
@@ -224,6 +224,62 @@ def _positive(name: str, value: int | float | None, allow_none: bool = False) ->
 
 
 @dataclass(frozen=True)
+class ModernBertFields:
+    """`model.modernbert`: the ModernBERT-only fields of a fresh `model.type: modernbert` (defaults:
+    the published ModernBERT-base, transformers' ModernBertConfig). The shared fields of `model` give the
+    shape; `model.hidden_act` is the MLP's activation; `hidden_dropout_prob` is the embedding and MLP
+    dropout, `attention_probs_dropout_prob` the attention dropout (ModernBERT-base: all 0)."""
+
+    global_attn_every_n_layers: int = 3  # layer i attends globally iff i % n == 0, else within the window
+    local_attention: int = 128  # window width: a local layer's token i sees |i - j| <= local_attention // 2
+    global_rope_theta: float = 160_000.0
+    local_rope_theta: float = 10_000.0
+    norm_eps: float = 1e-5  # (model.layer_norm_eps is BERT's and is not read for modernbert)
+    norm_bias: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    decoder_bias: bool = True
+    classifier_bias: bool = False  # the MLM head's dense layer
+    classifier_activation: Literal["gelu", "gelu_new", "relu", "silu"] = "gelu"
+    initializer_cutoff_factor: float = 2.0  # truncated-normal init at +-2 std
+
+    def __post_init__(self) -> None:
+        _positive("model.modernbert.global_attn_every_n_layers", self.global_attn_every_n_layers)
+        if self.local_attention < 2 or self.local_attention % 2:
+            raise WWMError(
+                f"model.modernbert.local_attention must be an even number >= 2 (the window is +-half of it); "
+                f"got {self.local_attention}"
+            )
+        for name in ("global_rope_theta", "local_rope_theta", "norm_eps", "initializer_cutoff_factor"):
+            _positive(f"model.modernbert.{name}", getattr(self, name))
+
+    def hf_fields(self, model: ModelConfig) -> dict[str, Any]:
+        """The config.json fields of transformers' ModernBertConfig these settings give."""
+        n = self.global_attn_every_n_layers
+        layer_types = [
+            "sliding_attention" if i % n else "full_attention" for i in range(model.num_hidden_layers)
+        ]
+        thetas = {"full_attention": self.global_rope_theta, "sliding_attention": self.local_rope_theta}
+        return {
+            "hidden_activation": model.hidden_act,
+            "layer_types": layer_types,
+            "rope_parameters": {t: {"rope_type": "default", "rope_theta": v} for t, v in thetas.items()},
+            "local_attention": self.local_attention,
+            "norm_eps": self.norm_eps,
+            "norm_bias": self.norm_bias,
+            "attention_bias": self.attention_bias,
+            "mlp_bias": self.mlp_bias,
+            "decoder_bias": self.decoder_bias,
+            "classifier_bias": self.classifier_bias,
+            "classifier_activation": self.classifier_activation,
+            "initializer_cutoff_factor": self.initializer_cutoff_factor,
+            "embedding_dropout": model.hidden_dropout_prob,
+            "mlp_dropout": model.hidden_dropout_prob,
+            "attention_dropout": model.attention_probs_dropout_prob,
+        }
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The encoder. Sizes apply to a fresh model; `pretrained` starts from a Hugging Face directory.
 
@@ -231,7 +287,7 @@ class ModelConfig:
     extra slots its position ids need (padding_idx + 1 offset).
     """
 
-    type: Literal["bert", "roberta"] = "bert"
+    type: Literal["bert", "roberta", "modernbert"] = "bert"
     # A Hugging Face directory (safetensors + config.json) to start from; the sizes below are then
     # ignored. A path (relative to the config file) or a Hub name.
     pretrained: str | None = path_field(None, hub=True)
@@ -246,6 +302,7 @@ class ModelConfig:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     initializer_range: float = 0.02
+    modernbert: ModernBertFields = field(default_factory=ModernBertFields)  # model.type: modernbert only
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
@@ -265,6 +322,8 @@ class ModelConfig:
         The one place where our config becomes the model's: both trainers build from it, so their
         models have the same shapes.
         """
+        if self.type == "modernbert":
+            return self._modernbert_dict(tokenizer, max_seq_len)
         roberta = self.type == "roberta"
         positions = max(self.max_position_embeddings, max_seq_len + (2 if roberta else 0))
         d = {
@@ -295,10 +354,43 @@ class ModelConfig:
             )
         return d
 
+    def _modernbert_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
+        """transformers' ModernBertConfig fields: no position table (rotary), no token types; the
+        special-token ids from the tokenizer."""
+
+        def first(*ids: Any) -> Any:
+            return next((i for i in ids if i is not None), None)
+
+        cls_id = first(tokenizer.cls_token_id, tokenizer.bos_token_id)
+        sep_id = first(tokenizer.sep_token_id, tokenizer.eos_token_id)
+        return {
+            "model_type": "modernbert",
+            "architectures": ["ModernBertForMaskedLM"],
+            "vocab_size": len(tokenizer),
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": max(self.max_position_embeddings, max_seq_len),
+            "initializer_range": self.initializer_range,
+            "pad_token_id": tokenizer.pad_token_id,
+            "cls_token_id": cls_id,
+            "bos_token_id": cls_id,
+            "sep_token_id": sep_id,
+            "eos_token_id": sep_id,
+            "tie_word_embeddings": True,
+            **self.modernbert.hf_fields(self),
+        }
+
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (no weight decay on LayerNorm weights and biases), warmup then decay, clipping."""
+    """AdamW (no weight decay on LayerNorm weights and biases), warmup then decay, clipping.
+
+    schedule (after the linear warmup): linear / cosine to 0 at train.max_steps, constant, or wsd
+    (warmup-stable-decay, "trapezoidal"): the peak rate until the last `decay_steps` updates, which
+    decay to 0 with `decay_shape` (1-sqrt: ModernBERT's, 1 - sqrt(progress); linear: 1 - progress).
+    """
 
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
@@ -306,16 +398,29 @@ class OptimConfig:
     beta2: float = 0.98
     eps: float = 1e-6
     warmup_steps: int = 100
-    schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warmup, to 0 at train.max_steps
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = "linear"
+    decay_steps: int | None = None  # wsd only: the decay's length; null: 10% of train.max_steps
+    decay_shape: Literal["1-sqrt", "linear"] = "1-sqrt"  # wsd only
     max_grad_norm: float | None = 1.0  # null: no clipping
 
     def __post_init__(self) -> None:
         _positive("optim.learning_rate", self.learning_rate)
         _positive("optim.max_grad_norm", self.max_grad_norm, allow_none=True)
+        _positive("optim.decay_steps", self.decay_steps, allow_none=True)
         if self.warmup_steps < 0:
             raise WWMError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise WWMError(f"optim.beta1/beta2 must be in [0, 1); got {self.beta1}, {self.beta2}")
+
+    def wsd_decay_steps(self, max_steps: int) -> int:
+        """The decay length of schedule wsd over `max_steps` updates (the one rule both trainers use)."""
+        decay = self.decay_steps if self.decay_steps is not None else max(1, max_steps // 10)
+        if self.warmup_steps + decay > max_steps:
+            raise WWMError(
+                f"optim.warmup_steps ({self.warmup_steps}) + optim.decay_steps ({decay}) exceed "
+                f"train.max_steps ({max_steps}); shorten the warmup or the decay"
+            )
+        return decay
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,10 @@ import numpy as np
 
 from wwm.flops import flops_per_step
 
-MODELS: dict[str, dict[str, int]] = {
+# BERT shapes (model.type bert) and ModernBERT shapes (model.type modernbert, the model.modernbert defaults:
+# ModernBERT-base's global attention every 3rd layer, local window 128, rope thetas): base and large are the
+# published ModernBERT-base / -large shapes.
+MODELS: dict[str, dict[str, int | str]] = {
     "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
     "small": {
         "hidden_size": 256,
@@ -47,6 +50,27 @@ MODELS: dict[str, dict[str, int]] = {
         "num_hidden_layers": 12,
         "num_attention_heads": 12,
         "intermediate_size": 3072,
+    },
+    "modernbert-tiny": {
+        "type": "modernbert",
+        "hidden_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "intermediate_size": 192,
+    },
+    "modernbert-base": {
+        "type": "modernbert",
+        "hidden_size": 768,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 12,
+        "intermediate_size": 1152,
+    },
+    "modernbert-large": {
+        "type": "modernbert",
+        "hidden_size": 1024,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "intermediate_size": 2624,
     },
 }
 IMPLS = ("jax", "torch", "hf_run_mlm")

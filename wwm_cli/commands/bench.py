@@ -36,7 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train = sub.add_parser(
         "train", help="training tokens/s and MFU: our JAX step, our torch Trainer, run_mlm.py"
     )
-    train.add_argument("--model", choices=("tiny", "small", "base"), default="tiny")
+    from wwm_cli.bench.train import MODELS
+
+    train.add_argument("--model", default="tiny", choices=tuple(MODELS),
+                       help="BERT shapes, or ModernBERT shapes (modernbert-base/-large: the published ones)")  # fmt: skip
     train.add_argument("--seq-len", type=int, default=128)
     train.add_argument("--batch", type=int, default=8)
     train.add_argument("--steps", type=int, default=5, help="timed steps (median), after --warmup steps")

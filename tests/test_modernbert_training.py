@@ -1,0 +1,141 @@
+"""`model.type: modernbert` in both trainers: one fresh-model config for both frameworks, the torch
+masked-positions head on ModernBertForMaskedLM, and a fresh model trained by each trainer end to end."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from wwm.config import ModelConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(type="modernbert", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+
+
+def _model_config(**modernbert):
+    from wwm.config.sections import ModernBertFields
+
+    return ModelConfig(**TINY, modernbert=ModernBertFields(**modernbert))
+
+
+def test_modernbert_config_is_the_same_model_in_both_frameworks(modernbert_tokenizer):
+    """hf_config_dict -> transformers' ModernBertConfig and our ModernBertConfig read the same architecture,
+    and the fresh models have the same tensors (names and shapes)."""
+    import transformers
+
+    from wwm_jax import convert
+    from wwm_torch.trainer import build_model
+
+    mc = _model_config(global_attn_every_n_layers=2, local_attention=16, local_rope_theta=500.0)
+    d = mc.hf_config_dict(modernbert_tokenizer, 64)
+    ours = convert.config_from_hf_dict(d)
+    torch_model = build_model(mc, modernbert_tokenizer, 64, "eager")
+    theirs = torch_model.config
+    assert type(torch_model) is transformers.ModernBertForMaskedLM
+    assert (
+        list(ours.layer_types)
+        == list(theirs.layer_types)
+        == ["full_attention", "sliding_attention"] * 1 + ["full_attention"]
+    )
+    assert (
+        ours.local_attention == theirs.local_attention == 16
+        and theirs.sliding_window == ours.sliding_window == 8
+    )
+    assert (
+        ours.rope_theta("sliding_attention")
+        == theirs.rope_parameters["sliding_attention"]["rope_theta"]
+        == 500
+    )
+    assert (
+        ours.rope_theta("full_attention") == theirs.rope_parameters["full_attention"]["rope_theta"] == 160_000
+    )
+    assert ours.vocab_size == theirs.vocab_size == len(modernbert_tokenizer)
+    assert ours.pad_token_id == theirs.pad_token_id == modernbert_tokenizer.pad_token_id
+    assert (ours.norm_eps, ours.norm_bias, ours.mlp_bias, ours.attention_bias) == (1e-5, False, False, False)
+    assert (theirs.norm_eps, theirs.norm_bias, theirs.mlp_bias, theirs.attention_bias) == (
+        1e-5,
+        False,
+        False,
+        False,
+    )
+    # Every torch tensor has its Flax parameter of the same shape, and every Flax parameter is filled
+    # (hf_to_flax_params refuses missing, unexpected or misshapen keys).
+    state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    params, info = convert.hf_to_flax_params(state, ours)
+    assert not info.fresh_head and params.keys() == convert.expected_shapes(ours).keys()
+
+
+def test_modernbert_defaults_are_the_published_base():
+    from wwm.config.sections import ModernBertFields
+
+    f = ModernBertFields()
+    assert (f.global_attn_every_n_layers, f.local_attention) == (3, 128)
+    assert (f.global_rope_theta, f.local_rope_theta, f.norm_eps) == (160_000.0, 10_000.0, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"local_attention": 15}, {"local_attention": 0}, {"global_attn_every_n_layers": 0}]
+)
+def test_modernbert_bad_fields_are_one_line_errors(bad):
+    from wwm.errors import WWMError
+
+    with pytest.raises(WWMError, match=r"model\.modernbert"):
+        _model_config(**bad)
+
+
+def test_modernbert_torch_head_at_rows_gives_the_full_heads_rows(modernbert_tokenizer):
+    """head_at_rows on ModernBertForMaskedLM (hook on `head`, then `decoder`): logits (M, V) equal the full
+    (B, L, V) logits at the masked positions."""
+    import torch
+
+    from wwm_torch.trainer import build_model, head_at_rows, mlm_head
+
+    torch.manual_seed(0)
+    model = build_model(_model_config(local_attention=8), modernbert_tokenizer, 32, "eager").eval()
+    assert mlm_head(model) is model.head
+    ids = torch.randint(5, len(modernbert_tokenizer), (3, 32))
+    attention = torch.ones_like(ids)
+    attention[2, 20:] = 0
+    rows = torch.zeros_like(ids, dtype=torch.bool)
+    rows[0, [1, 5, 30]] = rows[1, 0] = rows[2, [3, 19]] = True
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=attention).logits  # (B, L, V)
+        with head_at_rows(model, rows):
+            gathered = model(input_ids=ids, attention_mask=attention).logits  # (M, V)
+    assert gathered.shape == (6, len(modernbert_tokenizer))
+    torch.testing.assert_close(gathered, full[rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_modernbert_fresh_model_trains_and_exports(tmp_path, framework):
+    """A run config with model.type modernbert and tokenizer.train.kind modernbert, no initial weights: each
+    trainer builds the fresh model, trains 3 steps with the masked-positions head and exports a directory
+    that transformers' ModernBertForMaskedLM loads."""
+    import json
+
+    import transformers
+
+    from wwm.config import load_config
+
+    config = load_config(
+        os.path.join(ROOT, "configs", "parity-modernbert-tiny.yaml"),
+        [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
+         "optim.warmup_steps=1", "optim.decay_steps=1", "data.max_documents=100", "tokenizer.train.vocab_size=1000", f"train.framework={framework}",
+         "checkpoint.export_hf_at_end=true"],
+    )  # fmt: skip
+    if framework == "jax":
+        from wwm_jax.train import run
+    else:
+        from wwm_torch.train import run
+    assert run(config) == 0
+    model = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "hf")
+    assert type(model) is transformers.ModernBertForMaskedLM
+    assert model.config.layer_types == ["full_attention", "sliding_attention", "full_attention"]
+    assert model.config.local_attention == 32
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        losses = [json.loads(line)["loss"] for line in f if '"loss"' in line]
+    assert len(losses) == 3 and np.all(np.isfinite(losses))
