@@ -53,7 +53,7 @@ class DataConfig:
     streaming: bool = False
     shuffle_buffer: int = 10_000  # streaming only: blocks held by the shuffle buffer
     max_seq_len: int = 128
-    packing: Literal["full_sentences", "doc_per_block"] = "full_sentences"
+    packing: Literal["full_sentences", "doc_per_block", "packed_documents"] = "full_sentences"
     validation_fraction: float = 0.0
     validation_files: tuple[str, ...] = path_field(())
     split_seed: int = 0  # seeds the document hash that picks validation documents
