@@ -36,9 +36,23 @@ from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
-from wwm_jax.modeling import EncoderConfig, build_model, logical_axes, num_params
+from wwm_jax.modeling import (
+    EncoderConfig,
+    build_model,
+    check_attention,
+    logical_axes,
+    num_params,
+    set_attention,
+)
 from wwm_jax.optim import make_optimizer
-from wwm_jax.train_step import TrainState, compile_steps, from_micro_batches, masked_bound, to_micro_batches
+from wwm_jax.train_step import (
+    PACKED_KEYS,
+    TrainState,
+    compile_steps,
+    from_micro_batches,
+    masked_bound,
+    to_micro_batches,
+)
 
 
 def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
@@ -95,8 +109,15 @@ def make_model(config, hf_config: dict | None):
     if config.model.pretrained:
         from wwm_jax import convert
 
-        return convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
-    return build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+        model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
+    else:
+        model = build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+    # train.attn_implementation -> the JAX backend; refused here, before any step, when it cannot run.
+    backend = check_attention(
+        config.train.attn_implementation,
+        attention_dropout=getattr(model.config, "attention_probs_dropout_prob", 0.0),
+    )
+    return set_attention(model, backend) if backend != "einsum" else model
 
 
 def _global_array(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -216,6 +237,9 @@ def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, np.
             "labels": m.labels.astype(np.int32),
             "attention_mask": batch["attention_mask"].astype(np.int32),
         }
+        for key in PACKED_KEYS:  # packed_documents only
+            if key in batch:
+                rows[key] = batch[key].astype(np.int32)
         yield {k: to_micro_batches(v, accum) for k, v in rows.items()}, batch["example_ids"], position
 
 

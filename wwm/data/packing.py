@@ -146,16 +146,13 @@ def piece_positions(segment_ids: np.ndarray) -> np.ndarray:
     return np.where(seg > 0, index - first, 0).astype(np.int32)
 
 
-def model_position_ids(positions: np.ndarray, segment_ids: np.ndarray, model_type: str, pad_token_id: int):
+def model_position_ids(positions, segment_ids, model_type: str, pad_token_id: int):
     """Per-piece positions (``piece_positions``) -> the position-embedding rows each model looks up, as
     transformers computes them for the piece alone in a padded block: BERT the position itself; RoBERTa
     ``pad_token_id + 1 + position``, and ``pad_token_id`` on padding (its zero row). The one place both
-    trainers get them from."""
-    positions = np.asarray(positions, dtype=np.int32)
+    trainers get them from; plain arithmetic, so numpy, jax.numpy and torch arrays all work."""
     if model_type == "roberta":
-        return np.where(np.asarray(segment_ids) > 0, positions + pad_token_id + 1, pad_token_id).astype(
-            np.int32
-        )
+        return (segment_ids > 0) * (positions + 1) + pad_token_id
     return positions
 
 
