@@ -139,3 +139,11 @@ def test_modernbert_fresh_model_trains_and_exports(tmp_path, framework):
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         losses = [json.loads(line)["loss"] for line in f if '"loss"' in line]
     assert len(losses) == 3 and np.all(np.isfinite(losses))
+
+
+def test_modernbert_with_packed_documents_is_refused_until_torch_can_do_it():
+    from wwm.config import load_config
+    from wwm.errors import WWMError
+
+    with pytest.raises(WWMError, match="packed_documents is not wired for model.type modernbert"):
+        load_config(None, ["model.type=modernbert", "data.packing=packed_documents"])

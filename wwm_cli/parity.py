@@ -42,6 +42,7 @@ LOSS_RTOL = 1e-4  # per-step |loss_jax - loss_torch| / |loss_torch|
 PARAM_ATOL = 1e-5  # final parameters, max |p_jax - p_torch| over every tensor (measured 2.4e-7)
 LR_RTOL = 1e-6  # learning rate of each update (both follow transformers' schedules)
 BATCH_KEYS = ("input_ids", "labels", "attention_mask")
+PACKED_KEYS = ("segment_ids", "position_ids")  # also compared when present (data.packing packed_documents)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ def batch_recorder(sink: list[dict[str, np.ndarray]], limit: int | None = None):
 
     def on_batch(step: int, rows: dict[str, Any]) -> None:
         if limit is None or len(sink) < limit:
-            sink.append({k: np.asarray(rows[k]) for k in BATCH_KEYS})
+            sink.append({k: np.asarray(rows[k]) for k in BATCH_KEYS + PACKED_KEYS if k in rows})
 
     return on_batch
 
@@ -211,7 +212,11 @@ def compare_batches(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray
     for step, (x, y) in enumerate(zip(a, b, strict=False), start=1):
         if first is not None:
             break
-        for key in BATCH_KEYS:
+        keys = BATCH_KEYS + tuple(k for k in PACKED_KEYS if k in x or k in y)
+        for key in keys:
+            if key not in x or key not in y:
+                first = f"step {step} {key}: recorded by one trainer only"
+                break
             if x[key].shape != y[key].shape:
                 first = f"step {step} {key}: shapes {x[key].shape} vs {y[key].shape}"
                 break
@@ -558,14 +563,15 @@ def format_text(report: dict[str, Any], paths: dict[str, str]) -> str:
 
 def save_batches(batches: list[dict[str, np.ndarray]], path: str) -> str:
     """Recorded per-step batches -> one .npz of (steps, rows, L) arrays."""
-    np.savez(path, **{k: np.stack([b[k] for b in batches]) for k in BATCH_KEYS})
+    keys = [k for k in BATCH_KEYS + PACKED_KEYS if batches and k in batches[0]]
+    np.savez(path, **{k: np.stack([b[k] for b in batches]) for k in keys})
     return path
 
 
 def load_batches(path: str) -> list[dict[str, np.ndarray]]:
     with np.load(path) as f:
-        arrays = {k: f[k] for k in BATCH_KEYS}
-    return [{k: arrays[k][i] for k in BATCH_KEYS} for i in range(len(arrays["input_ids"]))]
+        arrays = {k: f[k] for k in BATCH_KEYS + PACKED_KEYS if k in f}
+    return [{k: v[i] for k, v in arrays.items()} for i in range(len(arrays["input_ids"]))]
 
 
 def worker_main(argv: list[str]) -> int:

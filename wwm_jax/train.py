@@ -36,9 +36,23 @@ from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
-from wwm_jax.modeling import EncoderConfig, build_model, logical_axes, num_params
+from wwm_jax.modeling import (
+    EncoderConfig,
+    build_model,
+    check_attention,
+    logical_axes,
+    num_params,
+    set_attention,
+)
 from wwm_jax.optim import make_optimizer
-from wwm_jax.train_step import TrainState, compile_steps, from_micro_batches, masked_bound, to_micro_batches
+from wwm_jax.train_step import (
+    PACKED_KEYS,
+    TrainState,
+    compile_steps,
+    from_micro_batches,
+    masked_bound,
+    to_micro_batches,
+)
 
 
 def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
@@ -95,12 +109,25 @@ def make_model(config, hf_config: dict | None):
     if config.model.pretrained:
         from wwm_jax import convert
 
-        return convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
-    if hf_config.get("model_type") == "modernbert":
+        model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
+    elif hf_config.get("model_type") == "modernbert":
         from wwm_jax import convert
 
-        return convert.new_model(convert.config_from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
-    return build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+        model = convert.new_model(convert.config_from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+    else:
+        model = build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+    # train.attn_implementation -> the JAX backend; refused here, before any step, when it cannot run.
+    mc = model.config
+    dropout = getattr(mc, "attention_probs_dropout_prob", getattr(mc, "attention_dropout", 0.0))
+    backend = check_attention(config.train.attn_implementation, attention_dropout=dropout)
+    if backend == "einsum":
+        return model
+    if getattr(mc, "model_type", None) == "modernbert":
+        raise WWMError(
+            f"train.attn_implementation {config.train.attn_implementation} is not implemented for ModernBERT in "
+            "JAX yet (its attention is the einsum path with the sliding window); use auto or eager"
+        )
+    return set_attention(model, backend)
 
 
 def _dropout_off(mc) -> bool:
@@ -227,6 +254,9 @@ def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, np.
             "labels": m.labels.astype(np.int32),
             "attention_mask": batch["attention_mask"].astype(np.int32),
         }
+        for key in PACKED_KEYS:  # packed_documents only
+            if key in batch:
+                rows[key] = batch[key].astype(np.int32)
         yield {k: to_micro_batches(v, accum) for k, v in rows.items()}, batch["example_ids"], position
 
 

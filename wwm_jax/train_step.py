@@ -9,7 +9,9 @@ summation order. A batch with no masked token contributes 0 (count is clamped to
 Batch layout: a train batch is a dict of (A, M, L) arrays, A = train.grad_accum_steps micro-batches of M
 rows (M = global_batch_size / A), rows split over the mesh's data x fsdp axes:
   input_ids (A, M, L) int32 (already masked), labels (A, M, L) int32 (-100: not masked),
-  attention_mask (A, M, L) int32.
+  attention_mask (A, M, L) int32; with data.packing packed_documents also segment_ids (A, M, L) int32
+  (0 padding, 1..k the pieces of a row) and position_ids (A, M, L) int32 (per-piece positions from 0),
+  which make attention block-diagonal and restart the position embeddings per piece.
 Micro-batch a holds the global rows i with i % A == a (see `to_micro_batches`): that split is the same
 on any number of hosts, because each host's contiguous rows split the same way.
 
@@ -82,7 +84,24 @@ def _ce_sums(logits, labels, valid):
     return ce_sum, correct
 
 
-def token_losses(graphdef, params, input_ids, attention_mask, labels, *, deterministic, rng, max_masked=None):
+PACKED_KEYS = ("segment_ids", "position_ids")  # batch keys of packed documents only
+
+
+def _packed_inputs(model, segment_ids, position_ids) -> dict:
+    """The model's keyword arguments for packed documents (none for the other packings)."""
+    if segment_ids is None:
+        return {}
+    from wwm.data.packing import model_position_ids
+
+    cfg = model.config
+    positions = model_position_ids(position_ids, segment_ids, cfg.model_type, cfg.pad_token_id)
+    return {"segment_ids": segment_ids, "position_ids": positions}
+
+
+def token_losses(
+    graphdef, params, input_ids, attention_mask, labels, *, deterministic, rng, max_masked=None,
+    segment_ids=None, position_ids=None,
+):  # fmt: skip
     """One forward pass -> (sum of masked-token CE, number of correct masked predictions). (M, L) in.
 
     `max_masked` (a static int, see `masked_bound`): run the MLM head (transform + vocabulary
@@ -91,11 +110,14 @@ def token_losses(graphdef, params, input_ids, attention_mask, labels, *, determi
     branch runs). The sums are the same either way (the same terms; float summation order aside).
     """
     model = nnx.merge(graphdef, params)
+    packed = _packed_inputs(model, segment_ids, position_ids)
     masked = labels != IGNORE_INDEX  # (M, L)
     if max_masked is None or max_masked >= labels.shape[-1]:
-        logits = model(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, V) f32
+        logits = model(
+            input_ids, attention_mask, deterministic=deterministic, rngs=rng, **packed
+        )  # (M, L, V)
         return _ce_sums(logits, labels, masked)
-    hidden = model.encode(input_ids, attention_mask, deterministic=deterministic, rngs=rng)  # (M, L, H)
+    hidden = model.encode(input_ids, attention_mask, deterministic=deterministic, rngs=rng, **packed)
     L = labels.shape[-1]
 
     def gathered(hidden):
@@ -125,6 +147,7 @@ def _grads(graphdef, params, batch, count, rng, *, deterministic, max_masked=Non
             ce_sum, _ = token_losses(
                 graphdef, p, mb["input_ids"], mb["attention_mask"], mb["labels"],
                 deterministic=deterministic, rng=key, max_masked=max_masked,
+                segment_ids=mb.get("segment_ids"), position_ids=mb.get("position_ids"),
             )  # fmt: skip
             return ce_sum / denom
 
@@ -133,7 +156,8 @@ def _grads(graphdef, params, batch, count, rng, *, deterministic, max_masked=Non
 
     accum = batch["input_ids"].shape[0]
     zeros = jax.tree.map(jnp.zeros_like, params)
-    micro_batches = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    keys = ("input_ids", "attention_mask", "labels", *(k for k in PACKED_KEYS if k in batch))
+    micro_batches = {k: batch[k] for k in keys}
     if accum == 1:  # no scan: the common case compiles to the plain step
         (loss, grads), _ = micro(
             (jnp.zeros((), jnp.float32), zeros), (jax.tree.map(lambda x: x[0], micro_batches), 0)
@@ -191,6 +215,7 @@ def eval_step(params, batch, *, graphdef, max_masked=None):
     ce_sum, correct = token_losses(
         graphdef, params, batch["input_ids"], batch["attention_mask"], batch["labels"],
         deterministic=True, rng=None, max_masked=max_masked,
+        segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids"),
     )  # fmt: skip
     count = jnp.sum(batch["labels"] != IGNORE_INDEX).astype(jnp.int32)
     return {"ce_sum": ce_sum, "correct": correct.astype(jnp.int32), "count": count}

@@ -27,14 +27,19 @@ __all__ = ["GlobalBatchDataset", "ValidationDataset", "row_feature"]
 
 
 def row_feature(batch: dict[str, Any], row: int, epoch: int) -> dict[str, Any]:
-    """One row of a BatchIterator batch as a collator feature."""
-    return {
+    """One row of a BatchIterator batch as a collator feature (packed documents: with its segment_ids and
+    position_ids, which the collator passes through and the trainer turns into the model's mask)."""
+    feature = {
         "input_ids": batch["input_ids"][row],
         "word_ids": batch["word_ids"][row],
         "attention_mask": batch["attention_mask"][row],
         "example_id": int(batch["example_ids"][row]),
         "epoch": int(epoch),
     }
+    for key in ("segment_ids", "position_ids"):
+        if key in batch:
+            feature[key] = batch[key][row]
+    return feature
 
 
 class GlobalBatchDataset(torch.utils.data.Dataset):

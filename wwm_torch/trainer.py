@@ -78,9 +78,60 @@ class NonFiniteLossError(WWMError):
 
 
 # ---------------------------------------------------------------------------------------------- model
+def torch_attention(name: str) -> str:
+    """transformers' attn_implementation for `train.attn_implementation` `name` (one switch for both
+    trainers, docs/models.md), or WWMError when it cannot run here (never a silent fallback)."""
+    if name in ("auto", "sdpa"):
+        return "sdpa"
+    if name == "eager":
+        return "eager"
+    if name == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+            raise WWMError(
+                "train.attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU "
+                f"(flash_attn installed: {importlib.util.find_spec('flash_attn') is not None}, CUDA: "
+                f"{torch.cuda.is_available()}); use sdpa or eager"
+            )
+        return "flash_attention_2"
+    if name == "blockwise":
+        raise WWMError(
+            "train.attn_implementation blockwise is the JAX trainer's memory-efficient attention; in torch "
+            "use sdpa (its fused CPU/GPU kernels) or eager"
+        )
+    raise WWMError(f"unknown train.attn_implementation {name!r}; use auto, eager, sdpa or flash_attention_2")
+
+
+def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Packed documents: `segment_ids` (B, L) (0 padding, 1..k pieces) and per-piece `position_ids`
+    -> what a transformers BERT/RoBERTa honours: a (B, 1, L, L) additive float mask, block-diagonal (a
+    token sees its own piece; transformers' create_bidirectional_mask passes a 4D mask through as is,
+    eager adds it to the scores, sdpa hands it to scaled_dot_product_attention), and the position rows
+    (`model_position_ids`: RoBERTa's count from pad_token_id + 1). Other inputs pass unchanged."""
+    if "segment_ids" not in inputs:
+        return inputs
+    from wwm.data.packing import model_position_ids
+
+    inputs = dict(inputs)
+    seg = inputs.pop("segment_ids")
+    positions = inputs.pop("position_ids")
+    cfg = model.config
+    if getattr(cfg, "_attn_implementation", None) == "flash_attention_2":
+        raise WWMError("packed documents with flash_attention_2 are not wired yet; use sdpa or eager")
+    keep = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)  # (B, L, L)
+    dtype = model.dtype
+    mask = torch.zeros(keep.shape, dtype=dtype, device=seg.device).masked_fill(~keep, torch.finfo(dtype).min)
+    inputs["attention_mask"] = mask[:, None]  # (B, 1, L, L)
+    inputs["position_ids"] = model_position_ids(positions, seg, cfg.model_type, cfg.pad_token_id)
+    return inputs
+
+
 def build_model(model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa"):
     """A masked-LM model: fresh from `model_config` or loaded from `model_config.pretrained`."""
     from transformers import AutoConfig, AutoModelForMaskedLM
+
+    attn_implementation = torch_attention(attn_implementation)
 
     if model_config.pretrained:
         path = model_config.pretrained
@@ -258,7 +309,7 @@ class WWMTrainer(Trainer):
         started = time.perf_counter()
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.on_batch is not None and batch_samples:
-            keys = ("input_ids", "labels", "attention_mask", EXAMPLE_IDS_OUT)
+            keys = ("input_ids", "labels", "attention_mask", EXAMPLE_IDS_OUT, "segment_ids", "position_ids")
             rows = {k: np.concatenate([b[k].cpu().numpy() for b in batch_samples]) for k in keys
                     if k in batch_samples[0]}  # fmt: skip
             rows["example_ids"] = rows.pop(EXAMPLE_IDS_OUT, None)
@@ -292,6 +343,7 @@ class WWMTrainer(Trainer):
     def _forward_masked_head(self, model, inputs: dict[str, Any], labels: torch.Tensor):
         """The model's outputs with the MLM head run only at the masked positions: logits (M, V)
         (`masked_head=False`: (B, L, V); masked_lm_sums takes either)."""
+        inputs = packed_inputs(self.model, inputs)
         if not self.masked_head:
             return model(**inputs)
         with head_at_rows(self.model, labels != IGNORE_INDEX):

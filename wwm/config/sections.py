@@ -53,7 +53,7 @@ class DataConfig:
     streaming: bool = False
     shuffle_buffer: int = 10_000  # streaming only: blocks held by the shuffle buffer
     max_seq_len: int = 128
-    packing: Literal["full_sentences", "doc_per_block"] = "full_sentences"
+    packing: Literal["full_sentences", "doc_per_block", "packed_documents"] = "full_sentences"
     validation_fraction: float = 0.0
     validation_files: tuple[str, ...] = path_field(())
     split_seed: int = 0  # seeds the document hash that picks validation documents
@@ -436,7 +436,11 @@ class TrainConfig:
     log_every_steps: int = 10
     torch_compile: bool = False  # torch only
     dataloader_num_workers: int = 0  # torch only
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"  # torch only (eager: exact CPU parity tests)
+    # One attention switch for both trainers (docs/models.md "Attention backends"): auto = JAX einsum /
+    # torch sdpa (the defaults), eager = JAX einsum / torch eager (exact CPU parity), sdpa = XLA
+    # dot_product_attention / torch sdpa, flash_attention_2 = JAX cuDNN / torch flash-attn (GPU only),
+    # blockwise = JAX memory-efficient tiles (never (B, N, L, L) scores; not in torch).
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "blockwise"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "grad_accum_steps", "max_steps", "log_every_steps"):
@@ -555,4 +559,11 @@ class RunConfig:
             raise WWMError(
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
+            )
+        if self.data.packing == "packed_documents" and self.model.type == "modernbert":
+            # The Flax ModernBERT takes segment ids, but transformers' ModernBERT builds its own sliding-window
+            # masks from a 2D attention mask: the torch side would attend across documents.
+            raise WWMError(
+                "data.packing packed_documents is not wired for model.type modernbert yet (transformers' "
+                "ModernBERT needs its unpadded varlen form); use data.packing full_sentences or doc_per_block"
             )

@@ -24,6 +24,7 @@ import numpy as np
 
 from wwm.data import order as _order
 from wwm.data.packing import Blocks
+from wwm.data.storage import segment_batch
 from wwm.errors import WWMError
 
 __all__ = ["BatchIterator", "DataPosition", "masked_batches", "validation_batches"]
@@ -55,6 +56,12 @@ class DataPosition:
 
 def _is_streaming(dataset: Any) -> bool:
     return hasattr(dataset, "iter_chunks")
+
+
+def _has_segments(dataset: Any) -> bool:
+    if _is_streaming(dataset):
+        return dataset.config.data.packing == "packed_documents"
+    return getattr(dataset, "segment_ids", None) is not None
 
 
 class BatchIterator:
@@ -96,6 +103,8 @@ class BatchIterator:
             shuffle_buffer = getattr(dataset, "shuffle_buffer", 10_000)
         self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
         self.max_seq_len = int(dataset.max_seq_len)
+        # packed_documents: batches also carry segment_ids and position_ids (docs/data.md).
+        self.segments = _has_segments(dataset)
         self.position = start if start is not None else DataPosition()
         self._order_cache: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch used
         if not self.streaming:
@@ -192,16 +201,21 @@ class BatchIterator:
     def _filler(self, rows: int) -> dict[str, np.ndarray]:
         L = self.max_seq_len
         pad = int(getattr(self.dataset, "pad_token_id", None) or 0)
-        return {
+        filler = {
             "input_ids": np.full((rows, L), pad, dtype=np.int32),
             "word_ids": np.full((rows, L), -1, dtype=np.int32),
             "attention_mask": np.zeros((rows, L), dtype=np.int32),
             "example_ids": np.zeros(rows, dtype=np.int64),
         }
+        if self.segments:  # filler rows are all padding: segment 0, position 0
+            filler["segment_ids"] = np.zeros((rows, L), dtype=np.int32)
+            filler["position_ids"] = np.zeros((rows, L), dtype=np.int32)
+        return filler
 
     # ------------------------------------------------------------------ streaming
-    def _stream_rows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
-        """(input_ids, word_ids, length, example_id) of each block, through the shuffle buffer."""
+    def _stream_rows(self, epoch: int) -> Iterator[tuple]:
+        """(input_ids, word_ids, length, example_id, segment_ids or None) of each block, through the
+        shuffle buffer."""
         capacity = self.shuffle_buffer
         buffer: list[tuple[np.ndarray, np.ndarray, int, int]] = []
         t = 0
@@ -213,6 +227,7 @@ class BatchIterator:
                     blocks.word_ids[i].copy(),
                     int(blocks.lengths[i]),
                     first_id + i,
+                    None if blocks.segment_ids is None else blocks.segment_ids[i].copy(),
                 )
                 if capacity <= 1:
                     yield row
@@ -263,6 +278,10 @@ class BatchIterator:
             lengths = np.array([r[2] for r in rows])
             batch["attention_mask"][:n] = np.arange(self.max_seq_len)[None, :] < lengths[:, None]
             batch["example_ids"][:n] = [r[3] for r in rows]
+            if self.segments:
+                segments = segment_batch(np.stack([r[4] for r in rows]).astype(np.int32))
+                for key, value in segments.items():
+                    batch[key][:n] = value
         batch["valid"] = valid
         batch["epoch"] = epoch
         batch["step"] = step

@@ -14,6 +14,14 @@ at most C = L - 2 content tokens.
 ``doc_per_block``
     Each document on its own: a document of n tokens gives ceil(n / C) blocks, the last one padded.
     Nothing is dropped.
+``packed_documents``
+    Documents are cut into pieces of at most C tokens (a document of n tokens gives ceil(n / C) pieces,
+    all of C tokens but the last), each piece framed by its own ``CLS piece SEP``. The framed pieces, in
+    order, fill blocks next-fit: a piece goes into the current block if it fits in what is left of its L
+    tokens, else the current block is closed (padded) and the piece opens the next one. Per token,
+    ``segment_ids`` numbers the pieces of the block 1..k (CLS and SEP included), 0 for padding, and
+    ``position_ids`` counts 0, 1, ... from each piece's CLS (0 for padding). The trainers let a token
+    attend only to the tokens of its own piece.
 
 Word ids: the tokens of a block get dense word ids 0..W-1 in order; special tokens (CLS, SEP, PAD and
 separators) get -1. A word cut by a block boundary is a word on each side; a separator always ends a word,
@@ -34,7 +42,7 @@ import numpy as np
 from wwm.config.sections import DataConfig
 from wwm.errors import WWMError
 
-__all__ = ["PACKINGS", "Blocks", "PackStats", "Packer", "SpecialIds"]
+__all__ = ["PACKINGS", "Blocks", "PackStats", "Packer", "SpecialIds", "model_position_ids", "piece_positions"]
 
 PACKINGS = typing.get_args(typing.get_type_hints(DataConfig)["packing"])  # the Literal's choices
 
@@ -85,22 +93,26 @@ def _first_id(tokenizer, *names: str) -> int | None:
 
 
 class Blocks(NamedTuple):
-    """Packed blocks: (n, L) int32 token ids, (n, L) int32 word ids, (n,) int32 non-pad lengths."""
+    """Packed blocks: (n, L) int32 token ids, (n, L) int32 word ids, (n,) int32 non-pad lengths, and for
+    ``packed_documents`` only (None otherwise) (n, L) int32 segment ids (0 padding, 1..k the pieces)."""
 
     input_ids: np.ndarray
     word_ids: np.ndarray
     lengths: np.ndarray
+    segment_ids: np.ndarray | None = None
 
     @staticmethod
-    def empty(max_seq_len: int) -> Blocks:
+    def empty(max_seq_len: int, segments: bool = False) -> Blocks:
         z = np.zeros((0, max_seq_len), dtype=np.int32)
-        return Blocks(z, z.copy(), np.zeros(0, dtype=np.int32))
+        return Blocks(z, z.copy(), np.zeros(0, dtype=np.int32), z.copy() if segments else None)
 
     @staticmethod
     def concat(parts: list[Blocks], max_seq_len: int) -> Blocks:
         if not parts:
             return Blocks.empty(max_seq_len)
-        return Blocks(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+        segments = None if parts[0].segment_ids is None else np.concatenate([p.segment_ids for p in parts])
+        arrays = (np.concatenate([getattr(p, name) for p in parts]) for name in Blocks._fields[:3])
+        return Blocks(*arrays, segments)
 
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.lengths.shape[0])
@@ -115,10 +127,33 @@ class PackStats:
     long_documents: int = 0  # documents longer than a block's content (split over several blocks)
     blocks: int = 0
     padding: int = 0  # PAD tokens in blocks
+    pieces: int = 0  # packed_documents: document pieces in blocks (each with its own CLS and SEP)
 
     def merge(self, other: PackStats) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def piece_positions(segment_ids: np.ndarray) -> np.ndarray:
+    """(b, L) segment ids -> (b, L) int32 positions counting 0, 1, ... from each piece's first token (its
+    CLS); 0 for padding (segment 0)."""
+    seg = np.asarray(segment_ids)
+    b, L = seg.shape
+    index = np.broadcast_to(np.arange(L, dtype=np.int32), (b, L))
+    starts = np.ones((b, L), dtype=bool)
+    starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
+    first = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    return np.where(seg > 0, index - first, 0).astype(np.int32)
+
+
+def model_position_ids(positions, segment_ids, model_type: str, pad_token_id: int):
+    """Per-piece positions (``piece_positions``) -> the position-embedding rows each model looks up, as
+    transformers computes them for the piece alone in a padded block: BERT the position itself; RoBERTa
+    ``pad_token_id + 1 + position``, and ``pad_token_id`` on padding (its zero row). The one place both
+    trainers get them from; plain arithmetic, so numpy, jax.numpy and torch arrays all work."""
+    if model_type == "roberta":
+        return (segment_ids > 0) * (positions + 1) + pad_token_id
+    return positions
 
 
 def word_flags(word_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -156,6 +191,7 @@ class Packer:
         self._ids = np.zeros(0, dtype=np.int32)  # full_sentences: the stream not yet cut into blocks
         self._flags = np.zeros(0, dtype=np.int8)
         self._started = False  # a document was seen: the next one is preceded by a separator
+        self._open_lengths = np.zeros(0, dtype=np.int64)  # packed_documents: pieces of the open block
         self._finished = False
 
     # ------------------------------------------------------------------ public
@@ -180,11 +216,17 @@ class Packer:
         lengths = lengths[nonempty]
         if self.packing == "doc_per_block":
             return self._count(self._doc_blocks(ids, flags, lengths))
+        if self.packing == "packed_documents":
+            return self._count(self._packed_blocks(ids, flags, lengths, final=False))
         return self._count(self._stream_blocks(ids, flags, lengths))
 
     def finish(self) -> Blocks:
         """The last, padded block of the stream (full_sentences), if any tokens are left."""
         self._finished = True
+        if self.packing == "packed_documents":
+            return self._count(
+                self._packed_blocks(self._ids[:0], self._flags[:0], np.zeros(0, np.int64), True)
+            )
         ids, flags = self._ids, self._flags
         if ids.size and flags[0] == _SEPARATOR:
             ids, flags = ids[1:], flags[1:]
@@ -199,6 +241,8 @@ class Packer:
     # ------------------------------------------------------------------ internals
     def _count(self, blocks: Blocks) -> Blocks:
         self.stats.blocks += len(blocks)
+        if blocks.segment_ids is not None:
+            self.stats.pieces += int(blocks.segment_ids.max(axis=1, initial=0).sum())
         self.stats.padding += int(len(blocks) * self.max_seq_len - blocks.lengths.sum())
         return blocks
 
@@ -267,6 +311,74 @@ class Packer:
         piece_len = np.minimum(C, doc_start[piece_doc] + lengths[piece_doc] - piece_start)
         index = np.minimum(piece_start[:, None] + np.arange(C)[None, :], ids.shape[0] - 1)
         return self._frame(ids[index], flags[index], piece_len)
+
+    def _pieces(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, length) of the pieces of documents laid out flat: ceil(n / C) pieces of a document of n
+        tokens, all of C tokens but the last."""
+        C = self.content
+        doc_start = np.cumsum(lengths) - lengths
+        pieces = -(-lengths // C)
+        piece_doc = np.repeat(np.arange(lengths.shape[0]), pieces)
+        first_piece = np.cumsum(pieces) - pieces
+        piece_index = np.arange(piece_doc.shape[0]) - first_piece[piece_doc]
+        piece_start = doc_start[piece_doc] + C * piece_index
+        piece_len = np.minimum(C, doc_start[piece_doc] + lengths[piece_doc] - piece_start)
+        return piece_start, piece_len
+
+    def _packed_blocks(self, ids: np.ndarray, flags: np.ndarray, lengths: np.ndarray, final: bool) -> Blocks:
+        """packed_documents: the blocks closed by the pieces of these documents (``final``: and the open
+        one). The pieces of the still open block wait in ``_ids``/``_flags``/``_open_lengths``."""
+        L = self.max_seq_len
+        _, new_len = self._pieces(lengths)
+        piece_len = np.concatenate([self._open_lengths, new_len])  # content tokens per piece
+        ids = np.concatenate([self._ids, ids])
+        flags = np.concatenate([self._flags, flags])
+        # Next-fit: the one sequential rule, a Python loop over pieces (a few per block).
+        block = np.empty(piece_len.shape[0], dtype=np.int64)
+        offset = np.empty(piece_len.shape[0], dtype=np.int64)
+        b, used = 0, 0
+        for i, size in enumerate((piece_len + 2).tolist()):
+            if used + size > L:
+                b, used = b + 1, 0
+            block[i], offset[i] = b, used
+            used += size
+        n_closed = b + 1 if final and piece_len.size else b
+        closed = block < n_closed
+        split = int(piece_len[closed].sum())
+        self._ids, self._flags, self._open_lengths = ids[split:], flags[split:], piece_len[~closed]
+        if not n_closed:
+            return Blocks.empty(L, segments=True)
+        return self._frame_pieces(ids[:split], flags[:split], piece_len[closed], block[closed],
+                                  offset[closed], n_closed)  # fmt: skip
+
+    def _frame_pieces(self, ids, flags, piece_len, block, offset, k) -> Blocks:
+        """Blocks of framed pieces ``CLS piece SEP`` at (block, offset), word ids renumbered per block."""
+        L, sp = self.max_seq_len, self.specials
+        size = piece_len + 2
+        piece_of = np.repeat(np.arange(piece_len.shape[0]), piece_len)  # (T,) the piece of each token
+        first = np.cumsum(piece_len) - piece_len
+        within = np.arange(ids.shape[0]) - first[piece_of]  # position in the piece's content
+        rows, cols = block[piece_of], offset[piece_of] + 1 + within
+        input_ids = np.full((k, L), sp.pad, dtype=np.int32)
+        input_ids[block, offset] = sp.cls
+        input_ids[block, offset + size - 1] = sp.sep
+        input_ids[rows, cols] = ids
+        # Word starts: a word's first token, and a piece's first token (a word cut between pieces).
+        starts = np.zeros((k, L), dtype=bool)
+        eligible = np.zeros((k, L), dtype=bool)
+        eligible[rows, cols] = flags >= 0
+        starts[rows, cols] = (flags == _START) | (within == 0)
+        starts &= eligible
+        word_ids = np.where(eligible, np.cumsum(starts, axis=1, dtype=np.int32) - 1, -1).astype(np.int32)
+        # Segment ids: piece number within its block, over its framed span.
+        number = np.arange(piece_len.shape[0]) - np.searchsorted(block, block, side="left") + 1
+        span = np.repeat(np.arange(piece_len.shape[0]), size)
+        span_col = offset[span] + np.arange(span.shape[0]) - (np.cumsum(size) - size)[span]
+        segment_ids = np.zeros((k, L), dtype=np.int32)
+        segment_ids[block[span], span_col] = number[span]
+        lengths = np.zeros(k, dtype=np.int64)
+        np.maximum.at(lengths, block, offset + size)
+        return Blocks(input_ids, word_ids, lengths.astype(np.int32), segment_ids)
 
     def _frame(self, content_ids: np.ndarray, content_flags: np.ndarray, n: np.ndarray) -> Blocks:
         """Blocks ``CLS content[:n] SEP PAD...`` with word ids renumbered 0..W-1 per block."""

@@ -357,7 +357,9 @@ def _build_split(
 
     data = config.data
     packer = Packer(data.max_seq_len, data.packing, specials)
-    writer = BlockWriter(out / split, data.max_seq_len, specials.vocab_size)
+    writer = BlockWriter(
+        out / split, data.max_seq_len, specials.vocab_size, segments=data.packing == "packed_documents"
+    )
     n_docs = documents.count
     if n_docs:
         dataset = datasets.Dataset.from_file(str(documents.path))
@@ -695,6 +697,8 @@ def format_summary(prepared: PreparedData) -> str:
     row("blocks", [f"{p['blocks']:,}" for p in pk])
     row("words per token", [f"{p['words'] / max(p['tokens'], 1):.3f}" for p in pk])
     row("padding share", [f"{p['padding'] / max(p['blocks'] * data.max_seq_len, 1):.2%}" for p in pk])
+    if data.packing == "packed_documents":
+        row("pieces per block", [f"{p.get('pieces', 0) / max(p['blocks'], 1):.2f}" for p in pk])
     row("long docs split", [f"{p['long_documents']:,}" for p in pk])
     row("docs without tokens", [f"{p['empty_documents']:,}" for p in pk])
     for name, src in stats.source.items():

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import json
 
-HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling)."
+HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing)."
 
 
 def _default_corpus() -> str:
@@ -57,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pipe.add_argument("--batch", type=int, default=32)
     pipe.add_argument("--steps", type=int, default=10, help="timed batches (median)")
     pipe.add_argument("--json", action="store_true", help="print the results as JSON")
+    packing = sub.add_parser("packing", help="useful (non-padding) tokens/s of each packing, both trainers")
+    packing.add_argument("--seq-len", type=int, default=512)
+    packing.add_argument("--batch", type=int, default=8)
+    packing.add_argument("--steps", type=int, default=3, help="timed steps (median) after one warm-up")
+    packing.add_argument("--json", action="store_true", help="print the results as JSON")
     scaling = sub.add_parser("scaling", help="masking and training-step time and memory as L grows")
     scaling.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192", help="masking lengths")
     scaling.add_argument(
@@ -87,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.what == "data":
         return _bench_data(args)
-    if args.what in ("train", "pipeline", "scaling"):
+    if args.what in ("train", "pipeline", "scaling", "packing"):
         return _bench_more(args)
     raise AssertionError(args.what)
 
@@ -151,6 +156,10 @@ def _run_more(args: argparse.Namespace) -> dict:
                 peak_flops=args.peak_flops, profile_dir=args.profile,
             )
         )  # fmt: skip
+    elif args.what == "packing":
+        from wwm_cli.bench import packing as bench
+
+        report = bench.run(seq_len=args.seq_len, batch=args.batch, steps=args.steps)
     elif args.what == "pipeline":
         from wwm_cli.bench import pipeline as bench
 

@@ -1,0 +1,230 @@
+"""Document-local attention for packed documents and the attention backends (issue 13).
+
+The invariance that proves packing correct: a document's per-token logits and loss are the same (fp32,
+<= 1e-5) packed with others as alone in a padded block, for BERT and RoBERTa, in JAX and in torch. And
+every attention backend that runs on CPU equals the reference (einsum) path, with and without packing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from wwm.data import Packer, SpecialIds
+from wwm.data.packing import model_position_ids, piece_positions
+from wwm.errors import WWMError
+from wwm_jax import modeling
+from wwm_jax.modeling import EncoderConfig, build_model, check_attention
+
+TOL = 1e-5
+V, L = 97, 48
+SPECIALS = {"bert": SpecialIds(cls=2, sep=3, pad=0, mask=4, vocab_size=V),
+            "roberta": SpecialIds(cls=0, sep=2, pad=1, mask=4, vocab_size=V)}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _highest_precision():
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def tiny_config(model_type: str) -> EncoderConfig:
+    sp = SPECIALS[model_type]
+    return EncoderConfig(
+        model_type=model_type, vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=L + 4, pad_token_id=sp.pad,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+
+
+def documents(seed=0, lengths=(7, 15, 3, 60, 11, 20)):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(5, V, n).astype(np.int32) for n in lengths]
+
+
+def packed_blocks(docs, sp):
+    """The docs packed (packed_documents) and, per document piece, (block, start column, length)."""
+    packer = Packer(L, "packed_documents", sp)
+    ids = np.concatenate(docs)
+    lengths = np.array([len(d) for d in docs])
+    blocks = packer.add(ids, np.arange(ids.size, dtype=np.int32), lengths)
+    last = packer.finish()
+    from wwm.data import Blocks
+
+    return Blocks.concat([blocks, last], L)
+
+
+def alone_blocks(blocks):
+    """Each piece of the packed blocks alone at the start of its own padded block (doc_per_block)."""
+    rows, spans = [], []
+    pad = int(blocks.input_ids[0, -1]) if blocks.lengths[0] < L else None
+    for b in range(len(blocks)):
+        seg = blocks.segment_ids[b]
+        for s in range(1, int(seg.max()) + 1):
+            cols = np.flatnonzero(seg == s)
+            row = np.full(L, -1, dtype=np.int32)
+            row[: cols.size] = blocks.input_ids[b, cols]
+            rows.append(row)
+            spans.append((b, cols))
+    del pad
+    return rows, spans
+
+
+def _alone_inputs(rows, pad):
+    ids = np.stack([np.where(r >= 0, r, pad) for r in rows])
+    mask = np.stack([(r >= 0).astype(np.int32) for r in rows])
+    return ids, mask
+
+
+def _labels(ids, mask, seed=1):
+    rng = np.random.default_rng(seed)
+    pick = (rng.random(ids.shape) < 0.3) & (mask > 0)
+    return np.where(pick, ids, -100)
+
+
+def _ce(logits, labels):
+    logits = np.asarray(logits, dtype=np.float64)
+    m = labels != -100
+    lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    picked = np.take_along_axis(logits, np.where(m, labels, 0)[..., None], -1)[..., 0]
+    return float(((lse - picked) * m).sum())
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+@pytest.mark.parametrize("attention", ["einsum", "xla", "blockwise"])
+def test_packed_invariance_jax(model_type, attention):
+    sp = SPECIALS[model_type]
+    cfg = tiny_config(model_type)
+    model = build_model(cfg, attention=attention, seed=3)
+    blocks = packed_blocks(documents(), sp)
+    seg = blocks.segment_ids
+    assert seg.max() >= 2  # several pieces share a block
+    positions = model_position_ids(piece_positions(seg), seg, model_type, sp.pad)
+    packed = np.asarray(model(blocks.input_ids, seg > 0, segment_ids=seg, position_ids=positions))
+    reference = build_model(cfg, seed=3)  # the einsum path, today's (unpacked) behaviour
+    rows, spans = alone_blocks(blocks)
+    ids, mask = _alone_inputs(rows, sp.pad)
+    alone = np.asarray(reference(ids, mask))
+    labels_alone = _labels(ids, mask)
+    for i, (b, cols) in enumerate(spans):
+        np.testing.assert_allclose(packed[b, cols], alone[i, : cols.size], atol=TOL, rtol=0)
+        lab = labels_alone[i, : cols.size]
+        assert abs(_ce(packed[b, cols], lab) - _ce(alone[i, : cols.size], lab)) <= TOL * max(
+            1, (lab >= 0).sum()
+        )
+
+
+def _torch_model(model_type, attn):
+    from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    cfg = tiny_config(model_type).to_hf_dict()
+    cls, ccls = (
+        (RobertaForMaskedLM, RobertaConfig) if model_type == "roberta" else (BertForMaskedLM, BertConfig)
+    )
+    hf = ccls(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "dtype")})
+    torch.manual_seed(0)
+    return cls._from_config(hf, attn_implementation=attn).eval()
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_invariance_torch(model_type, attn):
+    from wwm_torch.trainer import packed_inputs
+
+    sp = SPECIALS[model_type]
+    model = _torch_model(model_type, attn)
+    blocks = packed_blocks(documents(), sp)
+    seg = torch.as_tensor(blocks.segment_ids, dtype=torch.long)
+    inputs = {"input_ids": torch.as_tensor(blocks.input_ids, dtype=torch.long),
+              "attention_mask": (seg > 0).long(), "segment_ids": seg,
+              "position_ids": torch.as_tensor(piece_positions(blocks.segment_ids), dtype=torch.long)}  # fmt: skip
+    with torch.no_grad():
+        packed = model(**packed_inputs(model, inputs)).logits.numpy()
+        rows, spans = alone_blocks(blocks)
+        ids, mask = _alone_inputs(rows, sp.pad)
+        alone = model(
+            input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long()
+        ).logits
+    alone = alone.numpy()
+    labels_alone = _labels(ids, mask)
+    for i, (b, cols) in enumerate(spans):
+        np.testing.assert_allclose(packed[b, cols], alone[i, : cols.size], atol=TOL, rtol=0)
+        lab = labels_alone[i, : cols.size]
+        assert abs(_ce(packed[b, cols], lab) - _ce(alone[i, : cols.size], lab)) <= TOL * max(
+            1, (lab >= 0).sum()
+        )
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("backend", ["xla", "blockwise"])
+def test_backend_matches_reference(backend, packed):
+    """Forward and gradient of every CPU backend equal the einsum path (fp32, highest precision: 1e-5)."""
+    cfg = tiny_config("bert")
+    blocks = packed_blocks(documents(1, (40, 9, 30, 5, 70)), SPECIALS["bert"])
+    seg = blocks.segment_ids if packed else None
+    mask = blocks.segment_ids > 0
+    labels = _labels(blocks.input_ids, mask)
+    kwargs = {"segment_ids": seg, "position_ids": piece_positions(seg)} if packed else {}
+
+    def loss_and_grads(attention):
+        model = build_model(cfg, attention=attention, seed=5)
+        graph, params = nnx.split(model, nnx.Param)
+
+        def loss(p):
+            logits = nnx.merge(graph, p)(blocks.input_ids, mask, **kwargs)
+            ce = jax.nn.log_softmax(logits)
+            picked = jnp.take_along_axis(ce, jnp.where(labels >= 0, labels, 0)[..., None], -1)[..., 0]
+            return -jnp.sum(picked * (labels >= 0)), logits
+
+        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return value, np.asarray(logits)[mask], jax.tree.leaves(grads)
+
+    ref = loss_and_grads("einsum")
+    got = loss_and_grads(backend)
+    np.testing.assert_allclose(got[1], ref[1], atol=TOL, rtol=0)
+    assert abs(float(got[0]) - float(ref[0])) <= TOL * abs(float(ref[0]))
+    for g, r in zip(got[2], ref[2], strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-4)
+
+
+def test_blockwise_memory_not_quadratic():
+    """Compiled temp memory of the blockwise gradient grows about linearly in L (einsum: as L^2)."""
+
+    def temp_bytes(backend, length):
+        b, n, d = 1, 4, 16
+        q = jax.ShapeDtypeStruct((b, length, n, d), jnp.float32)
+        seg = jax.ShapeDtypeStruct((b, length), jnp.int32)
+
+        def f(q, k, v, seg):
+            return modeling.attend(q, k, v, seg, True, backend, d**-0.5).sum()
+
+        grad = jax.jit(jax.grad(f, argnums=(0, 1, 2)))
+        return grad.lower(q, q, q, seg).compile().memory_analysis().temp_size_in_bytes
+
+    small, large = temp_bytes("blockwise", 1024), temp_bytes("blockwise", 4096)
+    assert large / small < 6  # x4 in L: linear gives ~4, quadratic ~16
+    e_small, e_large = temp_bytes("einsum", 1024), temp_bytes("einsum", 4096)
+    assert e_large / e_small > 10 and large < e_large / 8
+
+
+def test_packed_backend_refusals():
+    """A backend that cannot run here is refused with one clear line, never a silent fallback."""
+    from wwm_torch.trainer import torch_attention
+
+    if jax.default_backend() != "gpu":
+        with pytest.raises(WWMError, match="cuDNN on an NVIDIA GPU"):
+            check_attention("flash_attention_2")
+    with pytest.raises(WWMError, match="no attention dropout"):
+        check_attention("blockwise", attention_dropout=0.1)
+    assert check_attention("blockwise", attention_dropout=0.1, training=False) == "blockwise"
+    assert check_attention("auto") == check_attention("eager") == "einsum"
+    assert torch_attention("auto") == "sdpa" and torch_attention("eager") == "eager"
+    with pytest.raises(WWMError, match="JAX trainer's memory-efficient"):
+        torch_attention("blockwise")
+    if not torch.cuda.is_available():
+        with pytest.raises(WWMError, match="flash-attn package and a CUDA GPU"):
+            torch_attention("flash_attention_2")
