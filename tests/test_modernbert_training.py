@@ -145,5 +145,5 @@ def test_modernbert_with_packed_documents_is_refused_until_torch_can_do_it():
     from wwm.config import load_config
     from wwm.errors import WWMError
 
-    with pytest.raises(WWMError, match="packed_documents is not wired for model.type modernbert"):
+    with pytest.raises(WWMError, match=r"packed_documents is not wired for model\.type modernbert"):
         load_config(None, ["model.type=modernbert", "data.packing=packed_documents"])
