@@ -207,3 +207,17 @@ def test_torch_masked_head_equals_full_head():
     torch.testing.assert_close(
         g_masked, model.cls.predictions.transform.dense.weight.grad, rtol=1e-4, atol=1e-7
     )
+
+
+@pytest.mark.slow
+def test_bench_attention_reports_every_backend_per_length_in_its_own_process():
+    from wwm_cli.bench import attention
+
+    report = attention.run(lengths=(64,), frameworks=("torch",), steps=1)
+    rows = report["results"]
+    assert [(r["impl"], r["backend"], r["seq_len"]) for r in rows] == [
+        ("torch", "eager", 64),
+        ("torch", "sdpa", 64),
+    ]
+    assert all("error" not in r and r["step_time_s"] > 0 and r["peak_memory_bytes"] >= 0 for r in rows), rows
+    assert "L=64" in attention.format_table(report)

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import json
 
-HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing)."
+HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention)."
 
 
 def _default_corpus() -> str:
@@ -62,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     packing.add_argument("--batch", type=int, default=8)
     packing.add_argument("--steps", type=int, default=3, help="timed steps (median) after one warm-up")
     packing.add_argument("--json", action="store_true", help="print the results as JSON")
+    attention = sub.add_parser(
+        "attention", help="training-step time and peak memory vs L for every attention backend, both trainers"
+    )
+    attention.add_argument("--lengths", default="512,1024,2048,4096,8192", help="comma-separated L")
+    attention.add_argument("--frameworks", default="jax,torch", help="comma-separated: jax, torch")
+    attention.add_argument("--steps", type=int, default=2, help="timed steps (median) after one warm-up")
+    attention.add_argument("--json", action="store_true", help="print the results as JSON")
     scaling = sub.add_parser("scaling", help="masking and training-step time and memory as L grows")
     scaling.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192", help="masking lengths")
     scaling.add_argument(
@@ -92,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.what == "data":
         return _bench_data(args)
-    if args.what in ("train", "pipeline", "scaling", "packing"):
+    if args.what in ("train", "pipeline", "scaling", "packing", "attention"):
         return _bench_more(args)
     raise AssertionError(args.what)
 
@@ -160,6 +167,11 @@ def _run_more(args: argparse.Namespace) -> dict:
         from wwm_cli.bench import packing as bench
 
         report = bench.run(seq_len=args.seq_len, batch=args.batch, steps=args.steps)
+    elif args.what == "attention":
+        from wwm_cli.bench import attention as bench
+
+        frameworks = tuple(x for x in args.frameworks.split(",") if x)
+        report = bench.run(lengths=_ints(args.lengths), frameworks=frameworks, steps=args.steps)
     elif args.what == "pipeline":
         from wwm_cli.bench import pipeline as bench
 
