@@ -351,3 +351,121 @@ def format_report(result: dict[str, Any]) -> str:
 
 def frameworks_of(choice: str) -> tuple[str, ...]:
     return FRAMEWORKS if choice == "both" else (choice,)
+
+
+# ---------------------------------------------------------------------------------------------- fill-mask
+@dataclasses.dataclass
+class MaskedText:
+    text: str
+    input_ids: np.ndarray  # (L,) int32, masked
+    positions: list[int]  # the masked positions
+    originals: list[str | None]  # the token each --mask-words mask replaced (None: a mask in the text)
+
+
+def mask_text(tokenizer: Any, text: str, mask_words: tuple[str, ...], max_len: int) -> MaskedText:
+    """Tokenize `text`; every token of each word equal to one of `mask_words` (case-folded) becomes the
+    mask token, as do the mask tokens written in the text."""
+    enc = tokenizer(text, truncation=True, max_length=max_len, return_offsets_mapping=True)
+    ids = np.asarray(enc["input_ids"], np.int32)
+    originals: dict[int, str | None] = {int(i): None for i in np.flatnonzero(ids == tokenizer.mask_token_id)}
+    wanted = {w.casefold() for w in mask_words}
+    spans: dict[int, list[int]] = {}
+    for pos, word in enumerate(enc.word_ids()):
+        if word is not None and pos not in originals:
+            spans.setdefault(word, []).append(pos)
+    for positions in spans.values():
+        start, end = enc["offset_mapping"][positions[0]][0], enc["offset_mapping"][positions[-1]][1]
+        if text[start:end].strip().casefold() in wanted:
+            for pos in positions:
+                originals[pos] = tokenizer.convert_ids_to_tokens(int(ids[pos]))
+                ids[pos] = tokenizer.mask_token_id
+    if not originals:
+        raise WWMError(
+            f"{text!r} has no {tokenizer.mask_token} and no word of --mask-words; write {tokenizer.mask_token} "
+            "where a token is to be predicted, or name a word of the text with --mask-words"
+        )
+    positions = sorted(originals)
+    return MaskedText(text, ids, positions, [originals[p] for p in positions])
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    """(..., V) logits -> float64 softmax."""
+    z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def mask_probabilities(hf_dir: str, items: list[MaskedText], framework: str) -> list[np.ndarray]:
+    """For each text, (number of masks, V) probabilities at its masked positions (one text at a time:
+    no padding)."""
+    if framework == "jax":
+        from flax import nnx
+
+        graphdef, params = load_jax(hf_dir)
+        model = nnx.merge(graphdef, params)
+
+        def logits(ids):
+            return np.asarray(model(ids, np.ones_like(ids), deterministic=True))  # (1, L, V)
+    else:
+        import torch
+
+        torch_model = load_torch(hf_dir)
+
+        def logits(ids):
+            with torch.no_grad():
+                return torch_model(input_ids=torch.as_tensor(ids, dtype=torch.long)).logits.float().numpy()
+
+    return [_probabilities(logits(item.input_ids[None, :])[0, item.positions]) for item in items]
+
+
+def fill_mask(model_path: str, texts: list[str], frameworks: tuple[str, ...], top_k: int,
+              mask_words: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """{"model", "texts": [{"text", "masks": [{"position", "original", "<framework>": [{"token", "id",
+    "score"}]}]}], "max_abs_score_diff" (both run)}."""
+    from wwm.data.tokenizer import load_tokenizer
+    from wwm.preflight import usable_positions
+
+    if top_k < 1:
+        raise WWMError(f"--top-k must be at least 1; got {top_k}")
+    highest_precision()
+    with contextlib.ExitStack() as stack:
+        source = resolve_model(model_path, stack)
+        tokenizer = load_tokenizer(source.tokenizer_dir)
+        check_vocabulary(tokenizer, source.hf_dir)
+        if tokenizer.mask_token_id is None:
+            raise WWMError(f"the tokenizer of {source.hf_dir} has no mask token")
+        max_len = usable_positions(_hf_config(source.hf_dir))
+        items = [mask_text(tokenizer, text, mask_words, max_len) for text in texts]
+        probs = {name: mask_probabilities(source.hf_dir, items, name) for name in frameworks}
+    out: dict[str, Any] = {"model": source.description, "texts": []}
+    for t, item in enumerate(items):
+        masks = []
+        for m, (pos, original) in enumerate(zip(item.positions, item.originals, strict=True)):
+            entry: dict[str, Any] = {"position": pos, "original": original}
+            for name in frameworks:
+                p = probs[name][t][m]
+                top = np.argsort(-p, kind="stable")[:top_k]
+                entry[name] = [{"token": tokenizer.convert_ids_to_tokens(int(i)), "id": int(i), "score": float(p[i])}
+                               for i in top]  # fmt: skip
+            masks.append(entry)
+        out["texts"].append({"text": item.text, "masks": masks})
+    if len(frameworks) > 1:
+        out["max_abs_score_diff"] = max(
+            float(np.max(np.abs(a - b))) for a, b in zip(probs["jax"], probs["torch"], strict=True)
+        )
+    return out
+
+
+def format_fill_mask(result: dict[str, Any]) -> str:
+    lines = [f"model  {result['model']}"]
+    frameworks = [name for name in FRAMEWORKS if result["texts"] and name in result["texts"][0]["masks"][0]]
+    for text in result["texts"]:
+        lines.append(f"text   {text['text']}")
+        for i, mask in enumerate(text["masks"], 1):
+            was = f" (was {mask['original']!r})" if mask["original"] is not None else ""
+            for name in frameworks:
+                top = "  ".join(f"{c['token']!r} {c['score']:.3f}" for c in mask[name])
+                lines.append(f"  mask {i} at {mask['position']}{was} [{name}]: {top}")
+    if "max_abs_score_diff" in result:
+        lines.append(f"jax vs torch: max |score difference| {result['max_abs_score_diff']:.1e}")
+    return "\n".join(lines)
