@@ -272,15 +272,20 @@ def jax_sums(hf_dir: str, rows: list[dict[str, np.ndarray]], masking: Any, confi
 def torch_sums(hf_dir: str, rows: list[dict[str, np.ndarray]]) -> dict[str, float]:
     import torch
 
-    from wwm_torch.trainer import head_at_rows, masked_lm_sums
+    from wwm_torch.trainer import head_at_rows, masked_lm_sums, mlm_head
 
     model = load_torch(hf_dir)
+    try:
+        mlm_head(model)
+        at_rows = head_at_rows  # the head at the masked rows only, as the trainer evaluates
+    except WWMError:  # a head the trainer does not know (yet): every position, the same sums
+        at_rows = lambda model, rows: contextlib.nullcontext()  # noqa: E731
     sums = torch.zeros(3, dtype=torch.float64)  # ce, correct, count
     with torch.no_grad():
         for batch in rows:
             labels = torch.as_tensor(batch["labels"], dtype=torch.long)
             inputs = {k: torch.as_tensor(batch[k], dtype=torch.long) for k in ("input_ids", "attention_mask")}
-            with head_at_rows(model, labels != IGNORE_INDEX):
+            with at_rows(model, labels != IGNORE_INDEX):
                 logits = model(**inputs).logits
             ce, masked, correct = masked_lm_sums(logits, labels)
             sums += torch.stack([ce.double(), correct.double(), masked.double()])
