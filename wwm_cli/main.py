@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "parity": "parity",
     "cache": "cache",
+    "eval": "eval",
+    "fill-mask": "fill_mask",
 }
 
 

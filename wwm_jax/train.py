@@ -11,13 +11,14 @@ docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
@@ -277,23 +278,24 @@ def _stop_requested(stop: StopRequest) -> bool:
 def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[str, float]:
     """MLM loss, accuracy and perplexity on the validation split with its fixed (epoch 0) masks."""
     from wwm.data import validation_batches
+    from wwm.mlm_eval import mlm_metrics
 
     size = config.eval.batch_size or config.train.global_batch_size
     batches = validation_batches(val_dataset, size, host_index=host[0], host_count=host[1])
+    rows = ({k: v[0] for k, v in r.items()} for r, _, _ in masked_host_batches(batches, masker, 1))
+    # islice stops before the next batch is read and masked
+    return mlm_metrics(**eval_sums(eval_fn, params, itertools.islice(rows, config.eval.max_batches), mesh))
+
+
+def eval_sums(eval_fn, params, rows: Iterable[dict], mesh) -> dict[str, float]:
+    """{"ce_sum", "correct", "count"} summed over batches of this host's masked (M, L) rows
+    (`wwm eval` feeds the same batches to both frameworks through this)."""
     totals = {"ce_sum": 0.0, "correct": 0, "count": 0}
-    limit = config.eval.max_batches
-    for i, (rows, _, _) in enumerate(masked_host_batches(batches, masker, 1)):
-        out = jax.device_get(eval_fn(params, shd.global_arrays({k: v[0] for k, v in rows.items()}, mesh, 0)))
+    for batch in rows:
+        out = jax.device_get(eval_fn(params, shd.global_arrays(batch, mesh, 0)))
         for key in totals:
             totals[key] += out[key].item()
-        if limit is not None and i + 1 >= limit:
-            break  # before the next batch is read and masked
-    loss = totals["ce_sum"] / max(totals["count"], 1)
-    return {
-        "eval_loss": loss,
-        "eval_accuracy": totals["correct"] / max(totals["count"], 1),
-        "eval_perplexity": math.exp(min(loss, 700.0)),
-    }
+    return totals
 
 
 def _check_batch(config, mesh) -> None:
