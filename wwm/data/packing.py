@@ -301,15 +301,8 @@ class Packer:
     def _doc_blocks(self, ids: np.ndarray, flags: np.ndarray, lengths: np.ndarray) -> Blocks:
         if not lengths.size:
             return Blocks.empty(self.max_seq_len)
-        C = self.content
-        doc_start = np.cumsum(lengths) - lengths
-        pieces = -(-lengths // C)
-        piece_doc = np.repeat(np.arange(lengths.shape[0]), pieces)
-        first_piece = np.cumsum(pieces) - pieces
-        piece_index = np.arange(piece_doc.shape[0]) - first_piece[piece_doc]
-        piece_start = doc_start[piece_doc] + C * piece_index
-        piece_len = np.minimum(C, doc_start[piece_doc] + lengths[piece_doc] - piece_start)
-        index = np.minimum(piece_start[:, None] + np.arange(C)[None, :], ids.shape[0] - 1)
+        piece_start, piece_len = self._pieces(lengths)
+        index = np.minimum(piece_start[:, None] + np.arange(self.content)[None, :], ids.shape[0] - 1)
         return self._frame(ids[index], flags[index], piece_len)
 
     def _pieces(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
