@@ -216,9 +216,15 @@ def _layer_norm(config: EncoderConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     use_fast_variance=False computes var = mean((x - mean)^2) like torch, not E[x^2] - E[x]^2, which
     loses digits when |mean| >> std.
     """
+    return float32_layer_norm(config.hidden_size, config.layer_norm_eps, use_bias=True, rngs=rngs)
+
+
+def float32_layer_norm(size: int, eps: float, *, use_bias: bool, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """The one LayerNorm of every model family here: float32, torch's variance, logical axis "norm"."""
     return nnx.LayerNorm(
-        config.hidden_size,
-        epsilon=config.layer_norm_eps,
+        size,
+        epsilon=eps,
+        use_bias=use_bias,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         use_fast_variance=False,

@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from wwm.errors import WWMError
-from wwm_jax.modeling import _ACTIVATIONS, _as_rngs, _axes, _lookup
+from wwm_jax.modeling import _ACTIVATIONS, _as_rngs, _axes, _lookup, float32_layer_norm
 
 MODEL_TYPE = "modernbert"
 ARCHITECTURE = "ModernBertForMaskedLM"
@@ -278,17 +278,7 @@ def _dense(d_in, d_out, axes, *, bias: bool, std: float, config, dtype, rngs) ->
 
 def _layer_norm(config: ModernBertConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """LayerNorm in float32 with torch's variance (see modeling._layer_norm); bias only if norm_bias."""
-    return nnx.LayerNorm(
-        config.hidden_size,
-        epsilon=config.norm_eps,
-        use_bias=config.norm_bias,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        use_fast_variance=False,
-        scale_metadata=_axes("norm"),
-        bias_metadata=_axes("norm"),
-        rngs=rngs,
-    )
+    return float32_layer_norm(config.hidden_size, config.norm_eps, use_bias=config.norm_bias, rngs=rngs)
 
 
 def attention_bias(segment_ids: jax.Array, window: int | None) -> jax.Array:
