@@ -16,24 +16,39 @@ from wwm.data.packing import model_position_ids, piece_positions
 SPECIALS = SpecialIds(cls=101, sep=102, pad=0, mask=103, vocab_size=1000)
 
 
-def naive_packed(docs: list[tuple[list[int], list[int]]], L: int, sp: SpecialIds = SPECIALS):
+def naive_packed(
+    docs: list[tuple[list[int], list[int]]], L: int, sp: SpecialIds = SPECIALS, window: int = 64
+):
     """The rule of docs/data.md, token by token: pieces of at most L - 2 tokens, each framed CLS .. SEP,
-    next-fit into blocks of L; word ids 0..W-1 per block (a piece's first token starts a word); segment
-    ids 1..k per block; positions restart at each CLS."""
+    placed best-fit among `window` open blocks of L (the least room that holds the piece, the oldest among
+    equals; none: a new block, after closing the one with least room if `window` are open); blocks in
+    closing order, the open ones at the end in opening order; word ids 0..W-1 per block (a piece's first
+    token starts a word); segment ids 1..k per block; positions restart at each CLS."""
     C = L - 2
     pieces = []
     for ids, wids in docs:
         for s in range(0, len(ids), C):
             pieces.append((ids[s : s + C], wids[s : s + C]))
-    blocks: list[list] = []
-    current: list = []
+
+    def room(block):
+        return L - sum(len(p[0]) + 2 for p in block["pieces"])
+
+    blocks: list[list] = []  # closed, in closing order
+    open_blocks: list[dict] = []  # in opening order
     for piece in pieces:
-        if sum(len(p[0]) + 2 for p in current) + len(piece[0]) + 2 > L:
-            blocks.append(current)
-            current = []
-        current.append(piece)
-    if current:
-        blocks.append(current)
+        size = len(piece[0]) + 2
+        fits = [b for b in open_blocks if room(b) >= size]
+        if fits:
+            best = min(fits, key=lambda b: (room(b), b["opened"]))
+        else:
+            if len(open_blocks) == window:
+                full = min(open_blocks, key=lambda b: (room(b), b["opened"]))
+                open_blocks.remove(full)
+                blocks.append(full["pieces"])
+            best = {"opened": len(blocks) + len(open_blocks), "pieces": []}
+            open_blocks.append(best)
+        best["pieces"].append(piece)
+    blocks += [b["pieces"] for b in open_blocks]
     out = []
     for block in blocks:
         ids, words, segs, pos = [], [], [], []
@@ -61,8 +76,8 @@ def naive_packed(docs: list[tuple[list[int], list[int]]], L: int, sp: SpecialIds
     return out
 
 
-def pack(docs, L, chunk=None):
-    packer = Packer(L, "packed_documents", SPECIALS)
+def pack(docs, L, chunk=None, window=64):
+    packer = Packer(L, "packed_documents", SPECIALS, window=window)
     chunk = chunk or len(docs) or 1
     parts = []
     for i in range(0, max(len(docs), 1), chunk):
@@ -100,21 +115,52 @@ def check_equal(blocks, expected):
         np.testing.assert_array_equal(piece_positions(blocks.segment_ids[i : i + 1])[0], pos)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 40), min_size=0, max_size=25),
     L=st.integers(3, 24),
     chunk=st.integers(1, 7),
     seed=st.integers(0, 2**16),
+    window=st.sampled_from([1, 2, 3, 64]),  # 1 is next-fit; 2, 3 close blocks early (the window is full)
 )
-def test_packed_documents_equals_naive_oracle(lengths, L, chunk, seed):
+def test_packed_documents_equals_naive_oracle(lengths, L, chunk, seed, window):
     docs = random_docs(lengths, seed)
-    blocks, stats = pack(docs, L, chunk)
-    expected = naive_packed([d for d in docs if d[0]], L)
+    blocks, stats = pack(docs, L, chunk, window)
+    expected = naive_packed([d for d in docs if d[0]], L, window=window)
     check_equal(blocks, expected)
     assert stats.pieces == sum(max(s) if max(s) else 0 for *_, s, _ in expected)
     assert stats.padding == sum(L - e[2] for e in expected)
     assert stats.long_documents == sum(len(d[0]) > L - 2 for d in docs)
+
+
+def test_packed_documents_best_fit_example():
+    """docs/data.md's best-fit example: L = 8, documents `a b`, `c c c c`, `d`. `d` (3 framed tokens) goes
+    back into the first block (room 4), not the second (room 2): 2 blocks where next-fit makes 3."""
+    a, c, d = 11, 13, 14
+    docs = [([a, a], [0, 1]), ([c] * 4, [0, 0, 1, 1]), ([d], [0])]
+    blocks, stats = pack(docs, 8)
+    cls, sep, pad = SPECIALS.cls, SPECIALS.sep, SPECIALS.pad
+    np.testing.assert_array_equal(
+        blocks.input_ids, [[cls, a, a, sep, cls, d, sep, pad], [cls, c, c, c, c, sep, pad, pad]]
+    )
+    np.testing.assert_array_equal(
+        blocks.word_ids, [[-1, 0, 1, -1, -1, 2, -1, -1], [-1, 0, 0, 1, 1, -1, -1, -1]]
+    )
+    np.testing.assert_array_equal(blocks.segment_ids, [[1, 1, 1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1, 0, 0]])
+    assert (stats.blocks, stats.padding) == (2, 3)
+    next_fit, _ = pack(docs, 8, window=1)
+    assert len(next_fit) == 3
+
+
+def test_packed_documents_window_is_full_closes_the_fullest_block():
+    """With 2 blocks open, a piece that fits neither closes the one with least room (oldest among equals),
+    and blocks come out in closing order."""
+    # L = 10: sizes 7 (room 3), 9 (room 1), 6 -> closes the room-1 block (opened second) first.
+    docs = [([1] * 5, [0] * 5), ([2] * 7, [0] * 7), ([3] * 4, [0] * 4), ([4], [0])]
+    blocks, _ = pack(docs, 10, window=2)
+    firsts = [int(b[1]) for b in blocks.input_ids]
+    assert firsts == [2, 1, 3]  # the `2` block closed first; `4` (3 tokens) fit the `1` block's room 3
+    assert list(blocks.input_ids[1][:10]) == [101, 1, 1, 1, 1, 1, 102, 101, 4, 102]
 
 
 def test_packed_documents_example():
@@ -219,3 +265,21 @@ def test_packed_documents_leaves_other_packings_unchanged(packed_env, tmp_path):
         names = sorted(p.name for p in (tmp_path / "cache").glob("data/*/train/*.bin"))
         assert "segment_ids.bin" not in names
         assert isinstance(BlockDataset.open(prepared.train.path), BlockDataset)
+
+
+def test_packed_documents_cache_key_carries_its_rule(packed_env, tmp_path):
+    """Blocks packed by the earlier rule (next-fit) are never reused: packed_documents' cache inputs name
+    the rule, so its key differs from one built without it; the other packings' keys are as before."""
+    from transformers import AutoTokenizer
+
+    from wwm.data.packing import PACKING_RULE
+    from wwm.data.pipeline import cache_inputs, cache_key
+
+    _, tok, corpus = packed_env
+    tokenizer = AutoTokenizer.from_pretrained(str(tok))
+    packed = cache_inputs(_config(tmp_path, tok, corpus, "packed_documents"), tokenizer)
+    assert packed["packing_rule"] == PACKING_RULE["packed_documents"] != "1"
+    older = {k: v for k, v in packed.items() if k != "packing_rule"}
+    assert cache_key(packed) != cache_key(older)
+    for packing in ("full_sentences", "doc_per_block"):
+        assert "packing_rule" not in cache_inputs(_config(tmp_path, tok, corpus, packing), tokenizer)

@@ -106,6 +106,45 @@ def test_allow_config_change_resumes_and_records_the_change(tmp_path):
     assert load_config(out / "config.yaml").optim.learning_rate == 0.001
 
 
+def _set_rule(out, rule):
+    """Make the run look as if an earlier wwm packed its blocks by `rule` (None: a record without one)."""
+    record = json.loads((out / "run.json").read_text())
+    record.pop("packing_rule", None) if rule is None else record.update(packing_rule=rule)
+    (out / "run.json").write_text(json.dumps(record))
+
+
+def test_a_run_packed_by_another_rule_refuses_to_resume_and_records_the_rule(tmp_path):
+    """Same config, but this wwm packs packed_documents by another rule than the one that made the run's
+    blocks (next-fit, before best-fit): resuming would train on other examples under the same example
+    ids. Refused like any trajectory change; a packing whose rule did not change resumes."""
+    from wwm.data.packing import PACKING_RULE
+
+    out = tmp_path / "run"
+    rundir.claim(_config(out, "data.packing=packed_documents"), "jax")
+    assert json.loads((out / "run.json").read_text())["packing_rule"] == PACKING_RULE["packed_documents"]
+    _fake_training(out)
+    _set_rule(out, None)  # a run from before the rule was recorded: rule "1" (next-fit)
+    before = _snapshot(out)
+    with pytest.raises(WWMError) as err:
+        rundir.claim(_config(out, "data.packing=packed_documents"), "jax")
+    message = str(err.value)
+    assert (
+        f'data.packing_rule: "1" -> "{PACKING_RULE["packed_documents"]}"' in message and "\n" not in message
+    )
+    assert "--allow-config-change" in message and _snapshot(out) == before
+    decision = rundir.claim(_config(out, "data.packing=packed_documents"), "jax", allow_changes=True)
+    assert decision.status == "resume"
+    record = json.loads((out / "run.json").read_text())
+    assert record["packing_rule"] == PACKING_RULE["packed_documents"]
+    assert record["history"][-1]["changed"]["data.packing_rule"]["old"] == "1"
+    # full_sentences is at its first rule: an old record without one resumes.
+    other = tmp_path / "other"
+    rundir.claim(_config(other), "jax")
+    _fake_training(other)
+    _set_rule(other, None)
+    assert rundir.claim(_config(other), "jax").status == "resume"
+
+
 def test_a_config_change_before_anything_was_trained_replaces_the_record(tmp_path):
     out = tmp_path / "run"
     rundir.claim(_config(out), "jax")  # e.g. stopped during data preparation

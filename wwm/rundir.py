@@ -185,6 +185,18 @@ def config_differences(old: dict, new: dict, defaults: dict) -> dict[str, tuple[
     return out
 
 
+def _rule_change(record: dict | None, old: dict, config: Any) -> dict[str, tuple[Any, Any]]:
+    """``data.packing_rule`` (old -> new) when this wwm packs the run's packing by another rule than the
+    one that made its blocks (``wwm.data.packing.PACKING_RULE``; a record without one: rule "1"), so a
+    run never resumes onto other blocks under the same config."""
+    from wwm.data.packing import PACKING_RULE
+
+    if (old.get("data") or {}).get("packing", config.data.packing) != config.data.packing:
+        return {}  # data.packing itself changed, and is named
+    before, now = (record or {}).get("packing_rule", "1"), PACKING_RULE[config.data.packing]
+    return {"data.packing_rule": (before, now)} if before != now else {}
+
+
 def _refusal(path: str, problem: str) -> WWMError:
     return WWMError(
         f"output_dir {path} {problem}. Fixes: another output_dir (a new run); --overwrite (delete this run and "
@@ -227,6 +239,7 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
     if old is not None:
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
+        changed.update(_rule_change(record, old, config))
         blocking = {k: v for k, v in changed.items() if not resumable(k)}
         if blocking and did_train and not allow_changes:
             shown = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in blocking.items())
@@ -257,7 +270,7 @@ def apply(result: RunDir, config: Any) -> None:
     if result.status == "overwritten" and os.path.isdir(result.path):
         remove_run(result.path)
     os.makedirs(result.path, exist_ok=True)
-    _write_record(result.path, result.framework, result)
+    _write_record(result.path, result.framework, result, config.data.packing)
     text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
     atomic_write_text(os.path.join(result.path, CONFIG_FILE), text)
 
@@ -287,7 +300,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_record(path: str, framework: str, result: RunDir) -> None:
+def _write_record(path: str, framework: str, result: RunDir, packing: str) -> None:
     from wwm import __version__
 
     record_path = os.path.join(path, RUN_FILE)
@@ -299,6 +312,9 @@ def _write_record(path: str, framework: str, result: RunDir) -> None:
         record = {"format": FORMAT, "framework": framework, "created": _now(), "history": []}
     event: dict[str, Any] = {"time": _now(), "event": "resumed" if result.status == "resume" else "started",
                              "wwm_version": __version__}  # fmt: skip
+    from wwm.data.packing import PACKING_RULE
+
+    record["packing_rule"] = PACKING_RULE[packing]  # the rule that packs this run's blocks
     if result.changed and result.status == "resume":
         event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
     record.setdefault("history", []).append(event)

@@ -34,7 +34,7 @@ import numpy as np
 
 from wwm import rng
 from wwm.data import cache
-from wwm.data.packing import Blocks, Packer, SpecialIds
+from wwm.data.packing import PACKING_RULE, Blocks, Packer, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
 from wwm.errors import WWMError
@@ -423,6 +423,8 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
         "max_seq_len": data.max_seq_len,
         "packing": data.packing,
     }
+    if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
+        inputs["packing_rule"] = PACKING_RULE[data.packing]
     if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
         from wwm.words import segmenter_fingerprint
 
