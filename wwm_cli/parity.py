@@ -85,14 +85,13 @@ def prepare(config: Any, out_dir: str) -> tuple[Any, Any]:
 
 
 def write_initial_weights(config: Any, tokenizer: Any, out_dir: str) -> str:
-    """A fresh masked-LM model from `config.model` (seeded by `config.seed`), saved with safetensors."""
+    """A fresh masked-LM model from `config.model` (the trainers' `wwm.initial_weights` of `config.seed`,
+    through the torch trainer's `build_model`), perturbed as below, saved with safetensors."""
     import torch
-    from transformers import set_seed
 
     from wwm_torch.trainer import build_model
 
-    set_seed(config.seed)
-    model = build_model(config.model, tokenizer, config.data.max_seq_len, "eager")
+    model = build_model(config.model, tokenizer, config.data.max_seq_len, "eager", seed=config.seed)
     # ModernBERT's norms ("norm", "attn_norm", "final_norm", ...) have weights and (norm_bias: false) no bias.
     norms = ("norm",) if config.model.type == "modernbert" else ("LayerNorm",)
     with torch.no_grad():  # a fresh model's biases are 0 and its norms 1: perturb them so nothing hides

@@ -439,13 +439,22 @@ def load_hf_with_info(
 ) -> tuple[AnyModel, LoadInfo]:
     """A HF directory -> (model, LoadInfo). A bare BertModel/RobertaModel/ModernBertModel gets a fresh
     head (from `seed`)."""
-    config = read_config(src)
-    params, info = hf_to_flax_params(read_hf_weights(src), config)
+    config = read_config(src)  # first: a directory without config.json says so
+    model, info = model_from_hf_state(read_hf_weights(src), config, dtype=dtype, seed=seed)
+    if info.fresh_head:
+        logger.info("%s has no masked-LM head; initialised a fresh one (seed %d)", src, seed)
+    return model, info
+
+
+def model_from_hf_state(
+    hf_state: Mapping[str, np.ndarray], config: AnyConfig, *, dtype: Any = jnp.float32, seed: int = 0
+) -> tuple[AnyModel, LoadInfo]:
+    """HF tensors (a checkpoint's, or `wwm.initial_weights.initial_state`) -> (model of `config`,
+    LoadInfo). Without a head in `hf_state` the model keeps a fresh one (Flax init from `seed`)."""
+    params, info = hf_to_flax_params(hf_state, config)
     config = dataclasses.replace(config, checkpoint_dtype=info.checkpoint_dtype)
     model = new_model(config, dtype=dtype, seed=seed)
     set_flat_params(model, params, strict=not info.fresh_head)
-    if info.fresh_head:
-        logger.info("%s has no masked-LM head; initialised a fresh one (seed %d)", src, seed)
     return model, info
 
 

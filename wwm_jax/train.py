@@ -37,14 +37,7 @@ from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
-from wwm_jax.modeling import (
-    EncoderConfig,
-    build_model,
-    check_attention,
-    logical_axes,
-    num_params,
-    set_attention,
-)
+from wwm_jax.modeling import check_attention, logical_axes, num_params, set_attention
 from wwm_jax.optim import make_optimizer
 from wwm_jax.train_step import (
     PACKED_KEYS,
@@ -106,17 +99,18 @@ def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batc
 
 
 def make_model(config, hf_config: dict | None):
+    """The model to train: `model.pretrained`, or a fresh one of `hf_config` whose weights are
+    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical)."""
+    from wwm_jax import convert
+
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     if config.model.pretrained:
-        from wwm_jax import convert
-
         model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
-    elif hf_config.get("model_type") == "modernbert":
-        from wwm_jax import convert
-
-        model = convert.new_model(convert.config_from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
     else:
-        model = build_model(EncoderConfig.from_hf_dict(hf_config), dtype=dtype, seed=config.seed)
+        from wwm.initial_weights import initial_state
+
+        state = initial_state(hf_config, config.seed)
+        model, _ = convert.model_from_hf_state(state, convert.config_from_hf_dict(hf_config), dtype=dtype)
     # train.attn_implementation -> the JAX backend; refused here, before any step, when it cannot run.
     mc = model.config
     dropout = getattr(mc, "attention_probs_dropout_prob", getattr(mc, "attention_dropout", 0.0))

@@ -42,7 +42,7 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
         args.eval_strategy = IntervalStrategy.NO
     tokenizer = prepared.tokenizer
     set_seed(c.seed)
-    model = build_model(c.model, tokenizer, c.data.max_seq_len, c.train.attn_implementation)
+    model = build_model(c.model, tokenizer, c.data.max_seq_len, c.train.attn_implementation, seed=c.seed)
     collator = WholeWordMaskingCollator(tokenizer, c.masking, return_example_ids=True)
     train_dataset = GlobalBatchDataset(prepared.train, c.train.global_batch_size, c.seed, c.train.max_steps)
     eval_dataset = None

@@ -127,8 +127,11 @@ def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, A
     return inputs
 
 
-def build_model(model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa"):
-    """A masked-LM model: fresh from `model_config` or loaded from `model_config.pretrained`."""
+def build_model(
+    model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa", *, seed: int = 0
+):
+    """A masked-LM model: loaded from `model_config.pretrained`, or fresh from `model_config` with the
+    weights `wwm.initial_weights.initial_state(config dict, seed)` (the JAX trainer's, bit for bit)."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     attn_implementation = torch_attention(attn_implementation)
@@ -151,12 +154,19 @@ def build_model(model_config: Any, tokenizer: Any, max_seq_len: int, attn_implem
                 f"{len(tokenizer)} tokens; use the model's own tokenizer (tokenizer.path: {path})"
             )
         return model
-    d = dict(model_config.hf_config_dict(tokenizer, max_seq_len))
+    from wwm.initial_weights import initial_state, with_tied
+
+    hf_config = model_config.hf_config_dict(tokenizer, max_seq_len)
+    d = dict(hf_config)
     model_type = d.pop("model_type")
     architectures = d.pop("architectures")
     config = AutoConfig.for_model(model_type, **d)
     config.architectures = architectures
-    return AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
+    model = AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
+    # Strict: every tensor of the state dict, the tied decoder copies given as their (shared) sources.
+    state = with_tied(initial_state(hf_config, seed), hf_config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- args
