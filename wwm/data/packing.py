@@ -212,6 +212,8 @@ class Packer:
         self.content = max_seq_len - 2
         self.packing = packing
         self.specials = specials
+        if window < 1:
+            raise ValueError(f"window must be at least 1 (1 is next-fit); got {window}")
         self.window = window  # packed_documents' open blocks (PACK_WINDOW; tests vary it, 1 is next-fit)
         self.stats = PackStats()
         self._ids = np.zeros(0, dtype=np.int32)  # full_sentences: the stream not yet cut into blocks
