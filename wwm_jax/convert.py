@@ -453,7 +453,10 @@ def model_from_hf_state(
     LoadInfo). Without a head in `hf_state` the model keeps a fresh one (Flax init from `seed`)."""
     params, info = hf_to_flax_params(hf_state, config)
     config = dataclasses.replace(config, checkpoint_dtype=info.checkpoint_dtype)
-    model = new_model(config, dtype=dtype, seed=seed)
+    if info.fresh_head:
+        model = new_model(config, dtype=dtype, seed=seed)  # the head keeps its Flax init
+    else:  # every parameter comes from hf_state: build the shapes only, no random draw to overwrite
+        model = nnx.eval_shape(lambda: new_model(config, dtype=dtype, seed=seed))
     set_flat_params(model, params, strict=not info.fresh_head)
     return model, info
 
