@@ -46,17 +46,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import tempfile
     import time
-    from pathlib import Path
 
+    from wwm import fs
     from wwm.config import DataConfig
     from wwm.data.sources import SourceStats, iter_documents
     from wwm.errors import WWMError
     from wwm.tokenizer_train import train_tokenizer
 
-    out = Path(args.out)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.force):
-        raise WWMError(f"--out {str(out)!r} exists and is not empty; choose a new folder or pass --force")
+    if fs.isfile(args.out) or (fs.listdir(args.out) and not args.force):
+        raise WWMError(f"--out {args.out!r} exists and is not empty; choose a new folder or pass --force")
+    if fs.is_remote(args.out):
+        fs.check_writable_folder(args.out, "--out")  # credentials and permission, before the training
     start = time.perf_counter()
     if args.corpus == ["builtin"]:
         data = DataConfig(source="builtin", builtin_lang=args.lang)
@@ -77,12 +79,15 @@ def main(args: argparse.Namespace) -> int:
     tokenizer = train_tokenizer(
         texts, args.kind, args.vocab_size, lowercase, min_frequency=args.min_frequency
     )
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(out))
-
     from transformers import AutoTokenizer
 
-    reloaded = AutoTokenizer.from_pretrained(str(out))
+    with tempfile.TemporaryDirectory(prefix="wwm-tokenizer-") as staging:
+        out = staging if fs.is_remote(args.out) else args.out  # a bucket: saved here, then uploaded
+        fs.makedirs(out)
+        tokenizer.save_pretrained(out)
+        reloaded = AutoTokenizer.from_pretrained(out)
+        if fs.is_remote(args.out):
+            fs.upload_tree(out, args.out, last=("tokenizer_config.json",))
     specials = {
         role: getattr(reloaded, f"{role}_token")
         for role in ("cls", "sep", "pad", "mask", "unk", "bos", "eos")
@@ -95,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"  {stats.empty_skipped:,} empty lines skipped, {stats.replaced:,} non-UTF-8 sequences replaced"
         )
-    print(f"  saved to {out} (AutoTokenizer.from_pretrained loads it)")
+    print(f"  saved to {args.out} (AutoTokenizer.from_pretrained loads it)")
     print(f"  special tokens: {', '.join(f'{k}={v}' for k, v in specials.items())}")
     print(f"  {sample!r} -> {reloaded.tokenize(sample)[:24]}")
     return 0
