@@ -300,6 +300,7 @@ def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
             "tokenizer": tokenizer,
             "policy": config.tokenizer.word_policy,
             "segmenter": config.tokenizer.segmenter,
+            "pre_segment": config.tokenizer.pre_segment,
         },
     }
 
@@ -425,10 +426,13 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
     }
     if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
         inputs["packing_rule"] = PACKING_RULE[data.packing]
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
-        from wwm.words import segmenter_fingerprint
+    pre_segment = config.tokenizer.pre_segment
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or pre_segment:  # words and tokens depend on
+        from wwm.words import segmenter_fingerprint  # the segmenters' versions
 
         inputs["segmenter"] = segmenter_fingerprint(config.tokenizer.segmenter)
+    if pre_segment:  # (absent when off: the keys of data prepared before the option stay)
+        inputs["pre_segment"] = True
     return inputs
 
 
@@ -469,6 +473,31 @@ def _checked_training_documents(config: Any) -> list[str]:
     return documents
 
 
+def _warn_pre_segment(config: Any, tokenizer_path: str) -> None:
+    """A tokenizer that `wwm train-tokenizer` learnt from pre-segmented text, used without pre-segmentation
+    (or the other way round): its tokens are not the ones it was trained for; say so."""
+    marker = Path(tokenizer_path) / "wwm_pre_segment.json"
+    trained = marker.is_file()
+    if trained != config.tokenizer.pre_segment and Path(tokenizer_path).is_dir():
+        import warnings
+
+        from wwm.errors import WWMWarning
+
+        if trained:
+            message = (
+                f"the tokenizer at {tokenizer_path} was trained on text cut at segmenter words "
+                "(wwm_pre_segment.json) but tokenizer.pre_segment is false: set it to true"
+            )
+        else:
+            message = (
+                f"tokenizer.pre_segment is true but the tokenizer at {tokenizer_path} was not trained "
+                "pre-segmented; its tokens then miss pieces it learnt across words (fine, but retrain "
+                "with `wwm train-tokenizer --pre-segment` for the best vocabulary)"
+            )
+        if config.tokenizer.train is None:
+            warnings.warn(message, WWMWarning, stacklevel=3)
+
+
 def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
     """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
 
@@ -482,8 +511,8 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     source_fingerprint(data, "train")
     if data.validation_files:
         source_fingerprint(data, "validation")
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # a missing segmenter package fails here
-        from wwm.words import require_segmenter
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or config.tokenizer.pre_segment:
+        from wwm.words import require_segmenter  # a missing segmenter package fails here
 
         require_segmenter(config.tokenizer.segmenter)
 
@@ -492,6 +521,7 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     tokenizer, tokenizer_path = prepare_tokenizer(
         config, lambda: _checked_training_documents(config), _training_fingerprint(config)
     )
+    _warn_pre_segment(config, tokenizer_path)
     specials = SpecialIds.from_tokenizer(tokenizer)
     if specials.vocab_size > np.iinfo(np.int32).max:
         raise WWMError(f"vocabulary of {specials.vocab_size} tokens does not fit int32 ids")
