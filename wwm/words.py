@@ -420,7 +420,7 @@ def underthesea_segmenter() -> Segmenter:
     try:
         from underthesea import word_tokenize
     except ImportError as err:
-        raise _missing("Vietnamese words with underthesea", "vi", "underthesea") from err
+        raise _missing("Vietnamese words with underthesea", "underthesea", "underthesea") from err
 
     def segment(text: str) -> list[tuple[int, int]]:
         return _syllable_spans(text, [w.split() for w in word_tokenize(text)])
@@ -845,8 +845,11 @@ def _text_layout(
     text_pairs: Sequence[str | None] | None,
     placement: _Placement | None = None,
 ) -> _TextLayout:
-    offsets = np.array(list(chain.from_iterable(e.offsets for e in flat.encodings)), dtype=np.int64)
-    offsets = offsets.reshape(flat.total, 2)
+    if flat.encodings and isinstance(flat.encodings[0].offsets, np.ndarray):  # pre-segmented: arrays
+        offsets = np.concatenate([e.offsets for e in flat.encodings]).reshape(flat.total, 2)
+    else:
+        offsets = np.array(list(chain.from_iterable(e.offsets for e in flat.encodings)), dtype=np.int64)
+        offsets = offsets.reshape(flat.total, 2)
     at = placement or _placement(texts, text_pairs)
     in_b = flat.seq == 1
     local_len = np.where(in_b, at.len_b[flat.row], at.len_a[flat.row])
@@ -1067,7 +1070,7 @@ class _Enc:
     """What the word-id code reads of a ``tokenizers.Encoding``, for encodings assembled from pieces."""
 
     ids: list[int]
-    offsets: list[tuple[int, int]]
+    offsets: Any  # list of (start, end), or an (L, 2) array
     word_ids: list[int | None]
     sequence_ids: list[int | None]
     special_tokens_mask: list[int]
@@ -1075,7 +1078,9 @@ class _Enc:
     type_ids: list[int]
 
 
-def _word_cuts(placement: _Placement, segmenter: Segmenter | str) -> tuple[list[list[int]], np.ndarray]:
+def _word_cuts(
+    placement: _Placement, segmenter: Segmenter | str
+) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
     """Where pre-segmentation cuts each laid-out text (positions inside it, sorted), and the segmenter's
     spans over the layout. A cut lies between two characters of different segmenter words of which
     either is in a script the segmenter decides; a cut after whitespace moves to the start of that
@@ -1100,7 +1105,7 @@ def _word_cuts(placement: _Placement, segmenter: Segmenter | str) -> tuple[list[
     for text, at in placement.placed:
         lo, hi = np.searchsorted(positions, [at + 1, at + len(text)])
         cuts.append((positions[lo:hi] - at).tolist())
-    return cuts, spans
+    return cuts, spans, segmented
 
 
 def pre_segment_pieces(texts: Sequence[str], segmenter: Segmenter | str = "auto") -> list[list[str]]:
@@ -1109,7 +1114,7 @@ def pre_segment_pieces(texts: Sequence[str], segmenter: Segmenter | str = "auto"
     _check_segmenter(segmenter)
     texts = list(texts)
     placement = _placement(texts, None)
-    cuts, _ = _word_cuts(placement, segmenter)
+    cuts, _, _ = _word_cuts(placement, segmenter)
     out = []
     for text, text_cuts in zip(texts, cuts[::2], strict=True):
         bounds = [0, *text_cuts, len(text)]
@@ -1120,10 +1125,18 @@ def pre_segment_pieces(texts: Sequence[str], segmenter: Segmenter | str = "auto"
 _PIECE_BACKENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _piece_backends(tokenizer: Any) -> tuple[Any, Any]:
-    """Two copies of the fast tokenizer's backend, without truncation and padding: one for the first
-    piece of a text, and one for the pieces after it that adds nothing before them (no Metaspace "▁", no
-    ByteLevel prefix space, no Prepend normalizer: those belong to the start of a text only)."""
+@dataclass
+class _PieceBackend:
+    """A copy of a fast tokenizer's backend that tokenizes pre-segmented pieces: nothing added before a
+    piece (no Metaspace "▁", no ByteLevel prefix space, no Prepend normalizer); ``prefix``: the text's
+    first piece gets a space in front instead, when the tokenizer puts something before a text."""
+
+    tokenizer: Any
+    pre_tokenizer: Any  # the original pre-tokenizer, to find its words in a stretch of text
+    prefix: bool
+
+
+def _piece_backend(tokenizer: Any) -> _PieceBackend:
     from tokenizers import Tokenizer
 
     size = len(tokenizer)
@@ -1132,97 +1145,112 @@ def _piece_backends(tokenizer: Any) -> tuple[Any, Any]:
     except TypeError:
         cached = None
     if cached is not None and cached[0] == size:
-        return cached[1], cached[2]
+        return cached[1]
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     spec["truncation"] = spec["padding"] = None
-    first = Tokenizer.from_str(json.dumps(spec))
+    prefix = False
     for node in _walk(spec.get("pre_tokenizer")):
         if node.get("type") == "Metaspace":
+            prefix |= node.get("prepend_scheme", "always") != "never" and node.get("add_prefix_space", True)
             node["prepend_scheme"] = "never"
         if node.get("type") in ("Metaspace", "ByteLevel") and "add_prefix_space" in node:
+            prefix |= bool(node["add_prefix_space"]) and node.get("type") == "ByteLevel"
             node["add_prefix_space"] = False
     normalizer = spec.get("normalizer")
     if normalizer and normalizer.get("type") == "Prepend":
-        spec["normalizer"] = None
+        spec["normalizer"], prefix = None, True
     elif normalizer and normalizer.get("type") == "Sequence":
-        normalizer["normalizers"] = [n for n in normalizer["normalizers"] if n.get("type") != "Prepend"]
-    rest = Tokenizer.from_str(json.dumps(spec))
+        kept = [n for n in normalizer["normalizers"] if n.get("type") != "Prepend"]
+        prefix |= len(kept) < len(normalizer["normalizers"])
+        normalizer["normalizers"] = kept
+    backend = _PieceBackend(
+        Tokenizer.from_str(json.dumps(spec)), tokenizer.backend_tokenizer.pre_tokenizer, prefix
+    )
     try:
-        _PIECE_BACKENDS[tokenizer] = (size, first, rest)
+        _PIECE_BACKENDS[tokenizer] = (size, backend)
     except TypeError:
         pass
-    return first, rest
+    return backend
+
+
+def _pieces_of(text: str, cuts: list[int], segmented: np.ndarray, backend: _PieceBackend) -> list[int]:
+    """The starts of a text's pieces: its segmenter cuts, and inside each piece without a segmented
+    character the starts of the pre-tokenizer's words, so that those stay words of their own."""
+    bounds = [0, *cuts, len(text)]
+    starts = []
+    for a, b in pairwise(bounds):
+        if b <= a:
+            continue
+        starts.append(a)
+        if b - a > 1 and not segmented[a:b].any() and backend.pre_tokenizer is not None:
+            words = backend.pre_tokenizer.pre_tokenize_str(text[a:b])
+            starts += [a + s for _w, (s, _e) in words[1:] if s > 0]
+    return starts
 
 
 def _pre_segmented_encodings(
     tokenizer: Any,
     placement: _Placement,
     cuts: list[list[int]],
+    segmented: np.ndarray,
     pairs: bool,
     add_special_tokens: bool,
     truncation: bool,
     max_length: int | None,
     padding: bool | str,
 ) -> list[_Enc]:
-    """Encodings of the texts cut into pieces at ``cuts``, each piece tokenized on its own (one batch call
-    per backend), joined again with the post-processor's special tokens; offsets point into the texts,
-    and each piece's pre-tokenizer words stay words."""
-    from tokenizers import Encoding
-
-    first, rest = _piece_backends(tokenizer)
-    pieces: list[list[tuple[int, int]]] = []  # (start, end) of each text's pieces
-    firsts, others = [], []
-    for (text, _at), text_cuts in zip(placement.placed, cuts, strict=True):
-        bounds = [0, *text_cuts, len(text)]
-        spans = [(a, b) for a, b in pairwise(bounds) if b > a] or [(0, 0)]
-        pieces.append(spans)
-        firsts.append(text[spans[0][0] : spans[0][1]])
-        others += [text[a:b] for a, b in spans[1:]]
-    enc_first = first.encode_batch(firsts, add_special_tokens=False)
-    enc_other = iter(rest.encode_batch(others, add_special_tokens=False)) if others else iter(())
+    """Encodings of the texts cut into pieces (``_pieces_of``), each piece tokenized on its own (one
+    ``is_pretokenized`` batch call: each piece is a "word" of its own to the tokenizer, special tokens,
+    truncation and padding as usual); offsets point into the texts, each piece is a word."""
+    backend = _piece_backend(tokenizer)
+    tok = backend.tokenizer
     if truncation and max_length is not None:
-        first.enable_truncation(max_length=max_length, strategy="longest_first")
+        tok.enable_truncation(max_length=max_length, strategy="longest_first")
     else:
-        first.no_truncation()
-    texts: list[tuple[Any, np.ndarray, np.ndarray]] = []  # merged encoding, offsets (K, 2), word ids (K,)
-    for k, spans in enumerate(pieces):
-        encs = [enc_first[k]] + [next(enc_other) for _ in spans[1:]]
-        lengths = np.array([len(e) for e in encs], dtype=np.int64)
-        merged = Encoding.merge(encs, growing_offsets=False) if len(encs) > 1 else encs[0]
-        offsets = np.array(merged.offsets, dtype=np.int64).reshape(-1, 2)
-        offsets += np.repeat(np.array([a for a, _ in spans], dtype=np.int64), lengths)[:, None]
-        local = np.array([-1 if w is None else w for w in merged.word_ids], dtype=np.int64)
-        piece = np.repeat(np.arange(len(encs)), lengths)
-        words = np.zeros(len(encs) + 1, dtype=np.int64)  # words before each piece
-        if len(local):
-            np.maximum.at(words, piece + 1, local + 1)
-        words = np.cumsum(words)
-        texts.append((merged, offsets, np.where(local >= 0, local + words[piece], -1)))
-    out = []
-    for row in range(len(placement.placed) // 2):
-        a, b = texts[2 * row], texts[2 * row + 1] if pairs else None
-        post = first.post_process(a[0], b[0] if b else None, add_special_tokens=add_special_tokens)
-        seq = post.sequence_ids
-        special = post.special_tokens_mask
-        offsets: list[tuple[int, int]] = []
-        word_ids: list[int | None] = []
-        taken = [0, 0]
-        base = int(a[2].max(initial=-1)) + 1  # the second text's words come after the first's
-        for s, sp in zip(seq, special, strict=True):
-            if s is None or sp:
-                offsets.append((0, 0))
-                word_ids.append(None)
-                continue
-            src = a if s == 0 else b
-            i = taken[s]
-            taken[s] += 1
-            offsets.append((int(src[1][i, 0]), int(src[1][i, 1])))
-            w = int(src[2][i])
-            word_ids.append(None if w < 0 else w + (base if s == 1 else 0))
-        out.append(_Enc(post.ids, offsets, word_ids, seq, special, post.attention_mask, post.type_ids))
-    first.no_truncation()
+        tok.no_truncation()
     if padding:
-        _pad_encodings(tokenizer, out, padding, max_length)
+        length = max_length if padding == "max_length" else None
+        side = getattr(tokenizer, "padding_side", "right")
+        tok.enable_padding(direction=side, pad_id=tokenizer.pad_token_id, pad_token=str(tokenizer.pad_token),
+                           pad_type_id=getattr(tokenizer, "pad_token_type_id", 0), length=length)  # fmt: skip
+    else:
+        tok.no_padding()
+    inputs, starts_of, shifted = [], [], []  # per text: the pieces, their starts, a space put first
+    for (text, at), text_cuts in zip(placement.placed, cuts, strict=True):
+        starts = _pieces_of(text, text_cuts, segmented[at : at + len(text)], backend)
+        ends = [*starts[1:], len(text)] if starts else []
+        pieces = [text[a:b] for a, b in zip(starts, ends, strict=True)]
+        shifted.append(bool(pieces) and backend.prefix and pieces[0][:1] != " ")
+        if shifted[-1]:
+            pieces[0] = " " + pieces[0]  # what the tokenizer puts before a text (its offsets: shifted back)
+        inputs.append(pieces)
+        starts_of.append(np.array(starts, dtype=np.int64))
+    rows = len(placement.placed) // 2
+    batch = [(inputs[2 * r], inputs[2 * r + 1]) if pairs else inputs[2 * r] for r in range(rows)]
+    encodings = tok.encode_batch(batch, is_pretokenized=True, add_special_tokens=add_special_tokens)
+    tok.no_truncation()
+    tok.no_padding()
+    out = []
+    for r, e in enumerate(encodings):
+        words = np.array([-1 if w is None else w for w in e.word_ids], dtype=np.int64)
+        seq = np.array([-1 if s is None else s for s in e.sequence_ids], dtype=np.int64)
+        rel = np.array(e.offsets, dtype=np.int64).reshape(-1, 2)
+        content = (words >= 0) & (seq >= 0)
+        offsets = np.zeros_like(rel)
+        for s in (0, 1):
+            here = content & (seq == s)
+            if not here.any():
+                continue
+            piece = words[here]
+            local = rel[here]
+            if shifted[2 * r + s]:  # the space put first: as the tokenizer's own prefix, on the first
+                first = piece == 0  # character (a lone "▁" over it, "▁hello" over "hello")
+                local[first] = np.stack([np.maximum(local[first, 0] - 1, 0),
+                                         np.maximum(local[first, 1] - 1, 1)], axis=1)  # fmt: skip
+            offsets[here] = local + starts_of[2 * r + s][piece][:, None]
+        word_ids = [None if not c else int(w) for w, c in zip(words, content, strict=True)]
+        out.append(_Enc(e.ids, offsets, word_ids, e.sequence_ids, e.special_tokens_mask, e.attention_mask,
+                        e.type_ids))  # fmt: skip
     return out
 
 
@@ -1574,10 +1602,10 @@ def tokenize_with_word_ids(
     placement = spans = None
     if pre_segment:
         placement = _placement(texts, text_pairs)
-        cuts, spans = _word_cuts(placement, segmenter)
+        cuts, spans, segmented = _word_cuts(placement, segmenter)
         encodings = _pre_segmented_encodings(
-            tokenizer, placement, cuts, text_pairs is not None, add_special_tokens, truncation, max_length,
-            padding,
+            tokenizer, placement, cuts, segmented, text_pairs is not None, add_special_tokens, truncation,
+            max_length, padding,
         )  # fmt: skip
     else:
         batch = tokenizer(
@@ -1602,7 +1630,7 @@ def tokenize_with_word_ids(
     }
     if return_offsets_mapping:
         out["offset_mapping"] = [
-            [(s, e) if not sp else (0, 0) for (s, e), sp in zip(enc.offsets, row, strict=True)]
+            [(int(s), int(e)) if not sp else (0, 0) for (s, e), sp in zip(enc.offsets, row, strict=True)]
             for enc, row in zip(encodings, special, strict=True)
         ]
     return out

@@ -161,3 +161,176 @@ def bench_data(
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Segmentation: word ids and `wwm prepare` with and without a segmenter (`wwm bench data --lang L`)
+# --------------------------------------------------------------------------------------------------
+
+#: Per language: the segmenter of policy 'segmenter' (auto, except opt-in Vietnamese).
+_LANG_SEGMENTER = {"vi": "pyvi"}
+
+
+def _lang_documents(lang: str, corpus: str | None, count: int, lines: int) -> list[str]:
+    """``count`` documents: the lines of ``corpus`` (a file, one document per line), or, without one,
+    ``lines`` random lines of the built-in sample of ``lang`` joined (seed 0)."""
+    if corpus is not None:
+        if not os.path.isfile(corpus):
+            from wwm.errors import WWMError
+
+            raise WWMError(f"corpus {corpus!r} is not a file; give a text file, one document per line")
+        with open(corpus, encoding="utf-8", errors="replace") as f:
+            docs = [line.strip() for line in f if line.strip()]
+        return docs[:count] if count else docs
+    import random
+
+    from wwm.data.builtin import builtin_sample_text
+
+    sample = builtin_sample_text(lang)
+    rng = random.Random(0)
+    return ["".join(rng.choice(sample) for _ in range(lines)) for _ in range(count)]
+
+
+def bench_segmentation(
+    lang: str,
+    corpus: str | None = None,
+    tokenizer: Any = None,
+    *,
+    repeats: int = 3,
+    num_procs: tuple[int, ...] = (1, 2),
+    max_seq_len: int = 128,
+    documents: int = 10000,
+    batch_size: int = 1000,
+) -> dict[str, Any]:
+    """Word-id throughput with and without segmentation, and ``wwm prepare``'s tokenize-and-pack step
+    (``_build_split``, as ``bench_data``) with each ``num_proc``, for one language.
+
+    Variants: ``tokenizer`` (policy tokenizer, no segmenter), ``segmenter`` (policy segmenter: the
+    segmenter groups the tokens), ``pre_segment`` (policy segmenter on text cut at segmenter words before
+    the tokenizer). Each figure is a median over ``repeats`` runs alternating the variants; ratios are
+    medians of the per-repeat ratios (each against the ``tokenizer`` run of the same repeat).
+    ``tokenizer``: a tokenizer or a path; None trains a 4000-token WordPiece (not lowercased) on the
+    documents.
+    """
+    from wwm.config import DataConfig, RunConfig, TokenizerConfig
+    from wwm.data.packing import SpecialIds
+    from wwm.data.pipeline import _build_split, _progress_bars, _write_documents
+    from wwm.data.tokenizer import _quiet, load_tokenizer
+    from wwm.words import tokenize_with_word_ids
+
+    segmenter = _LANG_SEGMENTER.get(lang, "auto")
+    docs = _lang_documents(lang, corpus, documents, 3)
+    if tokenizer is None:
+        import warnings
+
+        from wwm.errors import WWMWarning
+        from wwm.tokenizer_train import train_tokenizer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", WWMWarning)
+            tokenizer = train_tokenizer(docs[:5000], "wordpiece", 4000, lowercase=lang == "zh")
+    elif isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(str(tokenizer))
+    _quiet(tokenizer)
+    variants = {
+        "tokenizer": {"policy": "tokenizer"},
+        "segmenter": {"policy": "segmenter", "segmenter": segmenter},
+        "pre_segment": {"policy": "segmenter", "segmenter": segmenter, "pre_segment": True},
+    }
+    characters = sum(map(len, docs))
+    # 1. word ids: one call per batch of `batch_size` documents over the first 1000 documents
+    sample = docs[:1000]
+    word_times: dict[str, list[float]] = {v: [] for v in variants}
+    tokens = 0
+    for _ in range(repeats):
+        for name, kwargs in variants.items():
+            t0 = time.perf_counter()
+            out = tokenize_with_word_ids(tokenizer, sample, add_special_tokens=False, **kwargs)
+            word_times[name].append(time.perf_counter() - t0)
+            if name == "tokenizer":
+                tokens = sum(map(len, out["input_ids"]))
+    word_ids = {
+        name: {
+            "tokens_per_s": tokens / statistics.median(t),
+            "characters_per_s": sum(map(len, sample)) / statistics.median(t),
+            "vs_tokenizer": statistics.median(
+                [a / b for a, b in zip(word_times["tokenizer"], t, strict=True)]
+            ),
+        }
+        for name, t in word_times.items()
+    }
+    # 2. prepare: Dataset.map(tokenize_table) with num_proc workers, packing, writing blocks
+    root = Path(tempfile.mkdtemp(prefix="wwm-bench-seg-"))
+    try:
+        path = root / "corpus.txt"
+        path.write_text("\n".join(" ".join(d.split()) for d in docs) + "\n", encoding="utf-8")
+        specials = SpecialIds.from_tokenizer(tokenizer)
+        prep_times: dict[tuple[str, int], list[float]] = {}
+        prep_tokens = 0
+        for r in range(repeats):
+            for num_proc in num_procs:
+                for name, kwargs in variants.items():
+                    config = RunConfig(
+                        data=DataConfig(source="files", train_files=(str(path),), max_seq_len=max_seq_len,
+                                        num_proc=num_proc, map_batch_size=batch_size),
+                        tokenizer=TokenizerConfig(
+                            word_policy=kwargs["policy"], segmenter=kwargs.get("segmenter", "auto"),
+                            pre_segment=kwargs.get("pre_segment", False),
+                        ),
+                    )  # fmt: skip
+                    work = root / f"{name}-{num_proc}-{r}"
+                    work.mkdir()
+                    with _progress_bars(False), _quiet_datasets():
+                        documents_files, _ = _write_documents(config.data, work)
+                        t0 = time.perf_counter()
+                        stats = _build_split(
+                            config, "train", documents_files["train"], tokenizer, specials, work,
+                            work / "out", False,
+                        )  # fmt: skip
+                        prep_times.setdefault((name, num_proc), []).append(time.perf_counter() - t0)
+                    if name == "tokenizer":
+                        prep_tokens = stats["tokens"]
+                    shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    prepare = []
+    for (name, num_proc), t in prep_times.items():
+        base = prep_times[("tokenizer", num_proc)]
+        prepare.append(
+            {
+                "variant": name,
+                "num_proc": num_proc,
+                "tokens_per_s": prep_tokens / statistics.median(t),
+                "seconds": statistics.median(t),
+                "vs_tokenizer": statistics.median([b / a for a, b in zip(t, base, strict=True)]),
+            }
+        )
+    return {
+        "lang": lang,
+        "segmenter": segmenter,
+        "corpus": corpus or f"builtin {lang} sample: {len(docs)} documents of 3 random lines",
+        "documents": len(docs),
+        "characters": characters,
+        "tokenizer": getattr(tokenizer, "name_or_path", "") or "wordpiece 4000 trained on the documents",
+        "word_ids": word_ids,
+        "word_ids_documents": len(sample),
+        "prepare": prepare,
+        "prepare_tokens": prep_tokens,
+        "repeats": repeats,
+    }
+
+
+def format_segmentation(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['lang']}: {report['corpus']} ({report['characters']:,} characters), segmenter "
+        f"{report['segmenter']}, tokenizer {report['tokenizer']}; medians of {report['repeats']}",
+        f"word ids ({report['word_ids_documents']} documents, one call):",
+    ]
+    for name, r in report["word_ids"].items():
+        lines.append(f"  {name:<12} {r['tokens_per_s']:>12,.0f} tokens/s  {r['characters_per_s']:>12,.0f} "
+                     f"characters/s  {r['vs_tokenizer']:.2f} of tokenizer")  # fmt: skip
+    lines.append(f"wwm prepare, tokenize and pack ({report['prepare_tokens']:,} tokens):")
+    for r in report["prepare"]:
+        lines.append(f"  {r['variant']:<12} num_proc {r['num_proc']}  {r['tokens_per_s']:>12,.0f} tokens/s  "
+                     f"{r['seconds']:7.2f} s  {r['vs_tokenizer']:.2f} of tokenizer")  # fmt: skip
+    return "\n".join(lines)
