@@ -227,9 +227,21 @@ def _check_spans(spans: Any, n: int, what: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def _aligned_spans(text: str, words: Any) -> list[tuple[int, int]]:
+def _aligned_spans(text: str, words: Any) -> Any:
     """(start, end) spans of word strings found in order in ``text`` (words a segmenter dropped or
-    changed are skipped: their characters become words of one character)."""
+    changed are skipped: their characters become words of one character). Two fast paths give the same
+    spans as the search: the words spell the text, or they spell it without its whitespace."""
+    words = list(words)
+    joined = "".join(words)
+    if joined == text or (joined == "".join(text.split()) and not any(map(_has_space, words))):
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        keep = (lengths > 0) & ~np.fromiter(map(str.isspace, words), dtype=bool, count=len(words))
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        if joined != text:  # positions in the text without its whitespace -> in the text
+            index = np.flatnonzero(~_whitespace_mask(_codepoints(text)))
+            return np.stack([index[starts[keep]], index[ends[keep] - 1] + 1], axis=1)
+        return np.stack([starts[keep], ends[keep]], axis=1)
     spans, pos = [], 0
     for word in words:
         if not word or word.isspace():
@@ -242,6 +254,34 @@ def _aligned_spans(text: str, words: Any) -> list[tuple[int, int]]:
     return spans
 
 
+def _has_space(word: str) -> bool:
+    return any(c.isspace() for c in word)
+
+
+# Segmenter results per distinct input, for the segmenters whose words of a text are the same whatever
+# the text around it: a run of one script (pythainlp, laonlp, khmer-nltk, pyidaungsu and botok are given
+# runs), a block of jieba's own split (Han and alphanumerics between the rest: jieba cuts each alone).
+_SPAN_CACHE_SIZE = 1 << 16  # entries per segmenter and process; cleared when full
+_SPAN_CACHES: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _cached(name: str, segment: Callable[[str], Any]) -> Callable[[str], np.ndarray]:
+    """``segment`` with its results kept per distinct text (exact: the same text gives the same words)."""
+    cache = _SPAN_CACHES.setdefault(name, {})
+
+    def cached(text: str) -> np.ndarray:
+        spans = cache.get(text)
+        if spans is None:
+            spans = np.asarray(segment(text), dtype=np.int64).reshape(-1, 2)
+            spans.setflags(write=False)
+            if len(cache) >= _SPAN_CACHE_SIZE:
+                cache.clear()
+            cache[text] = spans
+        return spans
+
+    return cached
+
+
 def jieba_segmenter() -> Segmenter:
     """Chinese words: jieba's default (HMM) mode, with its startup log silenced."""
     try:
@@ -252,9 +292,16 @@ def jieba_segmenter() -> Segmenter:
             f"install it with `{_EXTRA}` (or `pip install jieba`), or pass segmenter=..."
         ) from err
     jieba.setLogLevel(logging.WARNING)
+    block = _cached("jieba", lambda text: [(start, end) for _word, start, end in jieba.tokenize(text)])
+    blocks = jieba.re_han_default  # jieba.cut splits the text with this and cuts each block alone
 
-    def segment(text: str) -> list[tuple[int, int]]:
-        return [(start, end) for _word, start, end in jieba.tokenize(text)]
+    def segment(text: str) -> Any:
+        parts, at = [], 0
+        for piece in blocks.split(text):
+            if piece:
+                parts.append(block(piece) + at)
+                at += len(piece)
+        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
 
     return segment
 
@@ -299,7 +346,7 @@ def pythainlp_segmenter() -> Segmenter:
     def segment(text: str) -> list[tuple[int, int]]:
         return _aligned_spans(text, word_tokenize(text, engine="newmm", keep_whitespace=True))
 
-    return segment
+    return _cached("pythainlp", segment)
 
 
 def _missing(what: str, extra: str, packages: str) -> WWMError:
@@ -321,7 +368,7 @@ def laonlp_segmenter() -> Segmenter:
     def segment(text: str) -> list[tuple[int, int]]:
         return _aligned_spans(text, word_tokenize(text))
 
-    return segment
+    return _cached("laonlp", segment)
 
 
 def khmernltk_segmenter() -> Segmenter:
@@ -338,7 +385,7 @@ def khmernltk_segmenter() -> Segmenter:
         # khmer-nltk drops zero-width spaces and repeated spaces: words are found in order in the text.
         return _aligned_spans(text, word_tokenize(text, return_tokens=True))
 
-    return segment
+    return _cached("khmernltk", segment)
 
 
 def pyidaungsu_segmenter() -> Segmenter:
@@ -352,7 +399,7 @@ def pyidaungsu_segmenter() -> Segmenter:
     def segment(text: str) -> list[tuple[int, int]]:
         return _aligned_spans(text, pyidaungsu.tokenize(text, form="word"))
 
-    return segment
+    return _cached("pyidaungsu", segment)
 
 
 #: Where botok keeps its dialect packs (botok's own default), and the variable that points elsewhere.
@@ -397,7 +444,7 @@ def botok_segmenter() -> Segmenter:
         tokens = tokenizer.tokenize(text, split_affixes=False)
         return [(t.start, t.start + t.len) for t in tokens]
 
-    return segment
+    return _cached(f"botok:{pack}", segment)
 
 
 def pyvi_segmenter() -> Segmenter:

@@ -334,3 +334,90 @@ def format_segmentation(report: dict[str, Any]) -> str:
         lines.append(f"  {r['variant']:<12} num_proc {r['num_proc']}  {r['tokens_per_s']:>12,.0f} tokens/s  "
                      f"{r['seconds']:7.2f} s  {r['vs_tokenizer']:.2f} of tokenizer")  # fmt: skip
     return "\n".join(lines)
+
+
+def straddle_stats(tokenizer: Any, texts: list[str], segmenter: str, pre_segment: bool) -> dict[str, Any]:
+    """How many tokens straddle a segmenter word boundary (one between two characters of which either is
+    in a segmented script; a token straddles it when the boundary lies after the token's first non-space
+    character and before its end), and how many segmenter words of segmented characters share a token
+    with a neighbour, so that whole-word masking cannot mask them alone."""
+    import numpy as np
+
+    from wwm.words import _placement, _Scripts, _segment_ids, _segment_spans, tokenize_with_word_ids
+
+    out = tokenize_with_word_ids(
+        tokenizer, texts, add_special_tokens=False, segmenter=segmenter, pre_segment=pre_segment,
+        return_offsets_mapping=True, policy="segmenter",
+    )  # fmt: skip
+    placement = _placement(texts, None)
+    from wwm.words import _codepoints
+
+    scripts = _Scripts(_codepoints(placement.full))
+    segmented = np.append(scripts.decided(segmenter), False)
+    spans = _segment_spans(placement.placed, scripts, segmented, segmenter)
+    n = len(placement.full)
+    seg = _segment_ids(n, spans)
+    boundary = np.zeros(n + 1, dtype=bool)
+    boundary[1:n] = (seg[1:n] != seg[: n - 1]) & (segmented[1:n] | segmented[: n - 1])
+    before = np.concatenate([[0], np.cumsum(boundary)])  # boundaries at positions < p
+    space = np.append([c.isspace() for c in placement.full], False)
+    tokens = straddling = 0
+    split_words: set[int] = set()
+    for (_text, at), offsets in zip(placement.placed[::2], out["offset_mapping"], strict=True):
+        for s, e in offsets:
+            if e <= s:
+                continue
+            a = at + s
+            while a < at + e and space[a]:
+                a += 1
+            tokens += 1
+            if before[at + e] - before[a + 1] > 0:  # a boundary b with a < b < e
+                straddling += 1
+                split_words.update(int(w) for w in np.unique(seg[a : at + e]))
+    words = {int(w) for w in np.unique(seg[:n][segmented[:n]])}
+    return {
+        "tokens": tokens,
+        "straddling_tokens": straddling,
+        "straddling_share": straddling / max(1, tokens),
+        "segmenter_words": len(words),
+        "words_not_maskable_alone": len(split_words & words),
+        "words_not_maskable_alone_share": len(split_words & words) / max(1, len(words)),
+    }
+
+
+def bench_straddle(
+    lang: str, corpus: str | None = None, *, documents: int = 1000, vocab_size: int = 8000
+) -> dict[str, Any]:
+    """Straddling tokens of a WordPiece and a byte-level BPE tokenizer trained on the documents, without
+    pre-segmentation (trained and used on raw text) and with it (trained and used on text cut at
+    segmenter words)."""
+    import warnings
+
+    from wwm.errors import WWMWarning
+    from wwm.tokenizer_train import train_tokenizer
+
+    segmenter = _LANG_SEGMENTER.get(lang, "auto")
+    docs = _lang_documents(lang, corpus, documents, 3)
+    lowercase = lang == "zh"
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WWMWarning)
+        for kind in ("wordpiece", "bpe"):
+            for pre in (False, True):
+                tok = train_tokenizer(docs, kind, vocab_size, lowercase if kind == "wordpiece" else False,
+                                      pre_segment=segmenter if pre else None)  # fmt: skip
+                rows.append({"kind": kind, "pre_segment": pre, "vocab": len(tok),
+                             **straddle_stats(tok, docs, segmenter, pre)})  # fmt: skip
+    return {"lang": lang, "segmenter": segmenter, "documents": len(docs), "characters": sum(map(len, docs)),
+            "corpus": corpus or f"builtin {lang} sample", "rows": rows}  # fmt: skip
+
+
+def format_straddle(report: dict[str, Any]) -> str:
+    lines = [f"{report['lang']}: {report['corpus']}, {report['documents']} documents "
+             f"({report['characters']:,} characters), segmenter {report['segmenter']}"]  # fmt: skip
+    for r in report["rows"]:
+        lines.append(f"  {r['kind']:<10} vocab {r['vocab']:>6}  pre_segment {'yes' if r['pre_segment'] else 'no ':<3}  "
+                     f"straddling tokens {r['straddling_share']:7.2%} ({r['straddling_tokens']:,} of {r['tokens']:,})  "
+                     f"words not maskable alone {r['words_not_maskable_alone_share']:7.2%} "
+                     f"({r['words_not_maskable_alone']:,} of {r['segmenter_words']:,})")  # fmt: skip
+    return "\n".join(lines)

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="segmentation instead: word ids and wwm prepare (num_proc 1, 2) with and without "
                       "the language's segmenter, on CORPUS or the built-in sample")  # fmt: skip
     data.add_argument("--documents", type=int, default=10000, help="with --lang: documents (0: all)")
+    data.add_argument("--straddle", action="store_true",
+                      help="with --lang: straddling tokens with and without pre-segmentation instead")  # fmt: skip
     data.add_argument("--max-seq-len", type=int, default=128)
     data.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
     data.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -111,6 +113,12 @@ def main(args: argparse.Namespace) -> int:
 def _bench_data(args: argparse.Namespace) -> int:
     from wwm_cli.bench.data import bench_data
 
+    if args.lang and args.straddle:
+        from wwm_cli.bench.data import bench_straddle, format_straddle
+
+        report = bench_straddle(args.lang, args.corpus, documents=args.documents)
+        print(json.dumps(report, indent=2) if args.json else format_straddle(report))
+        return 0
     if args.lang:
         from wwm_cli.bench.data import bench_segmentation, format_segmentation
 
