@@ -8,6 +8,7 @@ tokenizers: no token straddles a segmenter word, offsets point into the original
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -299,3 +300,61 @@ def test_pre_segment_config_and_training(tmp_path):
         np.testing.assert_array_equal(blocks.word_ids[i, 1 : n - 1], expected["word_ids"][i])
     assert cache_inputs(config(True), prepared.tokenizer)["pre_segment"] is True
     assert "pre_segment" not in cache_inputs(config(False), prepared.tokenizer)
+
+
+def reference_pieces(text, spans, segmented):
+    """docs/words.md, "Pre-segmentation", literally: cut between two characters of different segmenter
+    words (a character no span covers is a word of its own) of which either is segmented; a cut right
+    after whitespace moves back to the start of that whitespace."""
+    word = {}
+    for k, (s, e) in enumerate(spans):
+        for c in range(s, e):
+            word[c] = k
+    cuts = []
+    for p in range(1, len(text)):
+        if (segmented(p - 1) or segmented(p)) and word.get(p - 1, ("own", p - 1)) != word.get(p, ("own", p)):
+            q = p
+            while q > 0 and text[q - 1].isspace():
+                q -= 1
+            if q > 0 and q not in cuts:
+                cuts.append(q)
+    bounds = [0, *sorted(cuts), len(text)]
+    return [text[a:b] for a, b in pairwise(bounds) if b > a]
+
+
+def test_pre_segment_pieces_equal_the_reference(tagger_spans):
+    from wwm.words import cjk_char_mask
+
+    texts = [t for t in JA if t] + builtin_sample_text("ja") + builtin_sample_text("zh")[:20]
+    texts += ["我用 Python 写代码，iPhone手机", "  東京  の空 ", "T恤 和 iPhone手机"]
+    got = pre_segment_pieces(texts, "auto")
+    for text, pieces in zip(texts, got, strict=True):
+        cjk = cjk_char_mask(text)
+        spans = tagger_spans(text)
+        assert pieces == reference_pieces(text, spans, lambda c, cjk=cjk: bool(cjk[c])), text
+        assert "".join(pieces) == text
+
+
+@pytest.fixture(scope="module")
+def tagger_spans():
+    """auto's words of a text (Japanese document: fugashi whole; Chinese: jieba), from the packages."""
+    import fugashi
+    import jieba
+    import unidic_lite
+    from test_words_ja_th import fugashi_spans
+
+    from wwm.words import document_is_japanese
+
+    tagger = fugashi.Tagger(f'-d "{unidic_lite.DICDIR}" -r "{unidic_lite.DICDIR}/mecabrc"')
+
+    def spans(text):
+        kana = sum(
+            "\u3040" <= c <= "\u309f" or "\u30a1" <= c <= "\u30fa" or "\u30fc" <= c <= "\u30ff" for c in text
+        )
+        han = sum("\u4e00" <= c <= "\u9fff" for c in text)
+        if document_is_japanese(kana, kana + han):
+            return fugashi_spans(tagger, text)
+        assert not kana
+        return [(s, e) for _w, s, e in jieba.tokenize(text)]
+
+    return spans
