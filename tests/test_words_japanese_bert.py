@@ -358,3 +358,37 @@ def tagger_spans():
         return [(s, e) for _w, s, e in jieba.tokenize(text)]
 
     return spans
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_pre_segment_property_well_formed_and_batch_free(kind, pre_segmented_tokenizers):
+    """Random mixes of Han, kana, Thai, Latin, digits and spaces: ids are the tokenizer's own for each
+    piece, word ids well formed, offsets inside the text, and a batch gives what each text gives alone."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tok = pre_segmented_tokenizers[kind]
+    alphabet = st.sampled_from(
+        [*"ab Z0 ,.-", "中", "文", "学", "な", "カ", "ー", "。", "ก", "่", "า", "  ", "\n"]
+    )
+
+    @given(texts=st.lists(st.lists(alphabet, max_size=20).map("".join), min_size=1, max_size=3))
+    @settings(max_examples=10, deadline=None, derandomize=True)
+    def check(texts):
+        out = tokenize_with_word_ids(tok, texts, policy="segmenter", pre_segment=True, padding=True,
+                                     return_offsets_mapping=True)  # fmt: skip
+        for row, text in enumerate(texts):
+            wids = out["word_ids"][row]
+            special = np.array(out["special_tokens_mask"][row]) == 1
+            pad = np.array(out["attention_mask"][row]) == 0
+            assert np.array_equal(wids < 0, special | pad)
+            ids = wids[wids >= 0]
+            if len(ids):
+                assert ids[0] == 0 and set(np.diff(ids).tolist()) <= {0, 1}
+            assert all(0 <= a <= b <= len(text) for a, b in out["offset_mapping"][row])
+            alone = tokenize_with_word_ids(tok, [text], policy="segmenter", pre_segment=True)
+            n = len(alone["input_ids"][0])
+            assert out["input_ids"][row][:n] == alone["input_ids"][0]
+            np.testing.assert_array_equal(wids[:n], alone["word_ids"][0])
+
+    check()
