@@ -126,5 +126,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"  learnt from text cut at {segmenter} words: tokenize with tokenizer.pre_segment: true"
               + (f", tokenizer.segmenter: {segmenter}" if segmenter != "auto" else ""))  # fmt: skip
     print(f"  special tokens: {', '.join(f'{k}={v}' for k, v in specials.items())}")
-    print(f"  {sample!r} -> {reloaded.tokenize(sample)[:24]}")
+    if pre_segment:  # as it will be used: cut at segmenter words first
+        from wwm.words import tokenize_with_word_ids
+
+        ids = tokenize_with_word_ids(
+            reloaded, [sample], add_special_tokens=False, segmenter=segmenter, pre_segment=True
+        )["input_ids"][0]
+        tokens = reloaded.convert_ids_to_tokens(ids)
+    else:
+        tokens = reloaded.tokenize(sample)
+    print(f"  {sample!r} -> {tokens[:24]}")
     return 0
