@@ -436,8 +436,9 @@ def test_japanese_config():
     from wwm.config import load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "japanese-bert-wwm.yaml")
-    assert config.tokenizer.word_policy == "segmenter" and config.tokenizer.segmenter == "fugashi"
-    assert config.tokenizer.train.kind == "wordpiece" and config.tokenizer.train.lowercase is False
+    # cl-tohoku's recipe: their tokenizer (MeCab words, then WordPiece), whole words its MeCab words
+    assert config.tokenizer.word_policy == "tokenizer"
+    assert config.tokenizer.train.kind == "bert-japanese" and config.tokenizer.train.lowercase is False
     assert config.data.hub_config.endswith(".ja")
 
 
