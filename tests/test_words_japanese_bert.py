@@ -392,3 +392,30 @@ def test_pre_segment_property_well_formed_and_batch_free(kind, pre_segmented_tok
             np.testing.assert_array_equal(wids[:n], alone["word_ids"][0])
 
     check()
+
+
+def test_pre_segmented_tokenizer_used_without_pre_segment_warns(pre_segmented_tokenizers, tmp_path):
+    from wwm.config import DataConfig, RunConfig, TokenizerConfig
+    from wwm.data import prepare_dataset
+    from wwm.errors import WWMWarning
+
+    path = tmp_path / "tok"
+    pre_segmented_tokenizers["bpe"].save_pretrained(path)
+    (path / "wwm_pre_segment.json").write_text('{"segmenter": "auto"}\n', encoding="utf-8")
+
+    def config(pre_segment):
+        return RunConfig(
+            data=DataConfig(
+                source="builtin", builtin_lang="ja", max_seq_len=64, cache_dir=str(tmp_path / "c")
+            ),
+            tokenizer=TokenizerConfig(path=str(path), word_policy="segmenter", pre_segment=pre_segment),
+            output_dir=str(tmp_path / "out"),
+        )
+
+    with pytest.warns(WWMWarning, match=r"trained on text cut at segmenter words.*pre_segment is false"):
+        prepare_dataset(config(False))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WWMWarning)
+        prepare_dataset(config(True))
