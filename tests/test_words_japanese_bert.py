@@ -8,6 +8,7 @@ tokenizers: no token straddles a segmenter word, offsets point into the original
 from __future__ import annotations
 
 import json
+import re
 from itertools import pairwise
 
 import numpy as np
@@ -352,8 +353,9 @@ def tagger_spans():
             "\u3040" <= c <= "\u309f" or "\u30a1" <= c <= "\u30fa" or "\u30fc" <= c <= "\u30ff" for c in text
         )
         han = sum("\u4e00" <= c <= "\u9fff" for c in text)
-        if document_is_japanese(kana, kana + han):
-            return fugashi_spans(tagger, text)
+        if document_is_japanese(kana, kana + han):  # fugashi, one sentence at a time
+            bounds = sorted({0, len(text), *(m.end() for m in re.finditer(r"[。．｡！？!?\n]+", text))})
+            return [(a + s, a + e) for a, b in pairwise(bounds) for s, e in fugashi_spans(tagger, text[a:b])]
         assert not kana
         return [(s, e) for _w, s, e in jieba.tokenize(text)]
 

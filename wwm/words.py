@@ -150,6 +150,8 @@ _SENTENCE_END = re.compile(r"[。．｡！？!?\n]+")
 
 # Every code point for which str.isspace() is true lies below U+3001.
 _WHITESPACE_CODEPOINTS = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+_WHITESPACE_TABLE = np.zeros(0x3002, dtype=bool)  # index min(code point, 0x3001): True for whitespace
+_WHITESPACE_TABLE[_WHITESPACE_CODEPOINTS] = True
 
 # A separator between the texts of a batch when they are laid out as one string: neither whitespace nor
 # CJK, and no segmenter span covers it.
@@ -166,7 +168,7 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 def _whitespace_mask(codepoints: np.ndarray) -> np.ndarray:
-    return np.isin(codepoints, _WHITESPACE_CODEPOINTS)
+    return _WHITESPACE_TABLE[np.minimum(codepoints, 0x3001)]
 
 
 def cjk_char_mask(text: str) -> np.ndarray:
@@ -233,7 +235,8 @@ def _aligned_spans(text: str, words: Any) -> Any:
     spans as the search: the words spell the text, or they spell it without its whitespace."""
     words = list(words)
     joined = "".join(words)
-    if joined == text or (joined == "".join(text.split()) and not any(map(_has_space, words))):
+    # (words that spell the text without its whitespace hold no whitespace themselves)
+    if joined == text or joined == "".join(text.split()):
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         keep = (lengths > 0) & ~np.fromiter(map(str.isspace, words), dtype=bool, count=len(words))
         ends = np.cumsum(lengths)
@@ -252,10 +255,6 @@ def _aligned_spans(text: str, words: Any) -> Any:
         pos = start + len(word)
         spans.append((start, pos))
     return spans
-
-
-def _has_space(word: str) -> bool:
-    return any(c.isspace() for c in word)
 
 
 # Segmenter results per distinct input, for the segmenters whose words of a text are the same whatever
@@ -312,7 +311,8 @@ _TAGGERS: dict[str, Any] = {}
 def fugashi_segmenter() -> Segmenter:
     """Japanese words: MeCab (fugashi) with the UniDic 2.1.2 dictionary of unidic-lite, as cl-tohoku's
     Japanese BERT models. unidic-lite is named explicitly, so an installed full ``unidic`` changes
-    nothing."""
+    nothing. wwm gives it one sentence at a time (as cl-tohoku ran MeCab on sentences), and keeps its
+    results per distinct sentence."""
     try:
         import fugashi
         import unidic_lite
@@ -332,7 +332,7 @@ def fugashi_segmenter() -> Segmenter:
         clean = text.replace("\x00", " ")  # MeCab reads C strings: a NUL would end the text
         return _aligned_spans(clean, [word.surface for word in tagger(clean)])
 
-    return segment
+    return _cached("fugashi", segment)
 
 
 def pythainlp_segmenter() -> Segmenter:
@@ -1038,7 +1038,9 @@ def _plan(
     n = len(text)
     if callable(segmenter):
         return [(0, n, segmenter)]
-    if segmenter in ("jieba", "fugashi", "pyvi", "underthesea"):
+    if segmenter == "fugashi":
+        return _japanese_sentences(text, 0, n, named)
+    if segmenter in ("jieba", "pyvi", "underthesea"):
         return [(0, n, named(segmenter))]
     runs = scripts.own_script_runs(at, at + n)
     if segmenter != "auto":  # the segmenter of one script: its runs
@@ -1065,7 +1067,8 @@ def _auto_plan(
 ) -> list[tuple[int, int, Segmenter]]:
     """``auto``, decided once per document (text): a run of Thai, Lao, Khmer, Myanmar or Tibetan goes to
     that script's segmenter. Between those runs, Han and kana go by the document's language: in a
-    Japanese document (``document_is_japanese``) every stretch holding Han or kana goes to fugashi whole;
+    Japanese document (``document_is_japanese``) every stretch holding Han or kana goes to fugashi,
+    sentence by sentence;
     in a Chinese one, as before document routing (bit for bit): a stretch without kana goes to jieba
     whole, a stretch with kana is cut into sentences, each run of sentences with kana going to fugashi,
     each run without to jieba."""
@@ -1080,7 +1083,7 @@ def _auto_plan(
         elif not cjk[lo:hi].any():
             continue
         elif japanese:
-            plan.append((lo, hi, named("fugashi")))
+            plan += _japanese_sentences(text, lo, hi, named)
         elif not kana[lo:hi].any():
             plan.append((lo, hi, named("jieba")))
         else:
@@ -1090,6 +1093,15 @@ def _auto_plan(
                 elif cjk[a:b].any():
                     plan.append((a, b, named("jieba")))
     return plan
+
+
+def _japanese_sentences(
+    text: str, lo: int, hi: int, named: Callable[[str], Segmenter]
+) -> list[tuple[int, int, Segmenter]]:
+    """fugashi for each sentence of [lo, hi) (cut after runs of sentence ends and line breaks)."""
+    fugashi = named("fugashi")
+    bounds = sorted({lo, hi, *(m.end() for m in _SENTENCE_END.finditer(text, lo, hi))})
+    return [(a, b, fugashi) for a, b in pairwise(bounds) if b > a]
 
 
 def _sentence_runs(text: str, kana: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, bool]]:
