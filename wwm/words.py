@@ -271,13 +271,14 @@ def _cached(name: str, segment: Callable[[str], Any]) -> Callable[[str], np.ndar
     def cached(text: str) -> np.ndarray:
         spans = cache.get(text)
         if spans is None:
-            spans = np.asarray(segment(text), dtype=np.int64).reshape(-1, 2)
+            spans = _check_spans(segment(text), len(text), "spans")
             spans.setflags(write=False)
             if len(cache) >= _SPAN_CACHE_SIZE:
                 cache.clear()
             cache[text] = spans
         return spans
 
+    cached.checked = True  # type: ignore[attr-defined]  # its spans are checked once, when made
     return cached
 
 
@@ -302,6 +303,7 @@ def jieba_segmenter() -> Segmenter:
                 at += len(piece)
         return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
 
+    segment.checked = True  # type: ignore[attr-defined]  # (its blocks' spans are)
     return segment
 
 
@@ -982,7 +984,10 @@ def _segment_spans(
         if text and segmented[at : at + len(text)].any():  # segment only texts that need it
             for lo, hi, segment in _plan(text, at, scripts, segmenter, named):
                 piece = text if (lo, hi) == (0, len(text)) else text[lo:hi]
-                spans.append(_check_spans(segment(piece), hi - lo, "spans") + (at + lo))
+                found = segment(piece)
+                if not getattr(segment, "checked", False):
+                    found = _check_spans(found, hi - lo, "spans")
+                spans.append(found + (at + lo))
     return np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
 
 
@@ -1232,16 +1237,20 @@ def _piece_backend(tokenizer: Any) -> _PieceBackend:
     return backend
 
 
-def _pieces_of(text: str, cuts: list[int], segmented: np.ndarray, backend: _PieceBackend) -> list[int]:
+def _pieces_of(
+    text: str, cuts: list[int], segmented: list[int], at: int, backend: _PieceBackend
+) -> list[int]:
     """The starts of a text's pieces: its segmenter cuts, and inside each piece without a segmented
-    character the starts of the pre-tokenizer's words, so that those stay words of their own."""
+    character the starts of the pre-tokenizer's words, so that those stay words of their own.
+    ``segmented``: the running count of segmented characters before each position of the layout, where
+    the text starts at ``at``."""
     bounds = [0, *cuts, len(text)]
     starts = []
     for a, b in pairwise(bounds):
         if b <= a:
             continue
         starts.append(a)
-        if b - a > 1 and not segmented[a:b].any() and backend.pre_tokenizer is not None:
+        if b - a > 1 and segmented[at + b] == segmented[at + a] and backend.pre_tokenizer is not None:
             words = backend.pre_tokenizer.pre_tokenize_str(text[a:b])
             starts += [a + s for _w, (s, _e) in words[1:] if s > 0]
     return starts
@@ -1275,8 +1284,9 @@ def _pre_segmented_encodings(
     else:
         tok.no_padding()
     inputs, starts_of, shifted = [], [], []  # per text: the pieces, their starts, a space put first
+    running = np.concatenate([[0], np.cumsum(segmented, dtype=np.int64)]).tolist()
     for (text, at), text_cuts in zip(placement.placed, cuts, strict=True):
-        starts = _pieces_of(text, text_cuts, segmented[at : at + len(text)], backend)
+        starts = _pieces_of(text, text_cuts, running, at, backend)
         ends = [*starts[1:], len(text)] if starts else []
         pieces = [text[a:b] for a, b in zip(starts, ends, strict=True)]
         shifted.append(bool(pieces) and backend.prefix and pieces[0][:1] != " ")
