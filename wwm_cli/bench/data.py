@@ -241,17 +241,16 @@ def bench_segmentation(
     # 1. word ids: one call per batch of `batch_size` documents over the first 1000 documents
     sample = docs[:1000]
     word_times: dict[str, list[float]] = {v: [] for v in variants}
-    tokens = 0
+    tokens: dict[str, int] = {}
     for _ in range(repeats):
         for name, kwargs in variants.items():
             t0 = time.perf_counter()
             out = tokenize_with_word_ids(tokenizer, sample, add_special_tokens=False, **kwargs)
             word_times[name].append(time.perf_counter() - t0)
-            if name == "tokenizer":
-                tokens = sum(map(len, out["input_ids"]))
+            tokens[name] = sum(map(len, out["input_ids"]))  # (pre-segmented text has more tokens)
     word_ids = {
         name: {
-            "tokens_per_s": tokens / statistics.median(t),
+            "tokens_per_s": tokens[name] / statistics.median(t),
             "characters_per_s": sum(map(len, sample)) / statistics.median(t),
             "vs_tokenizer": statistics.median(
                 [a / b for a, b in zip(word_times["tokenizer"], t, strict=True)]
@@ -266,7 +265,7 @@ def bench_segmentation(
         path.write_text("\n".join(" ".join(d.split()) for d in docs) + "\n", encoding="utf-8")
         specials = SpecialIds.from_tokenizer(tokenizer)
         prep_times: dict[tuple[str, int], list[float]] = {}
-        prep_tokens = 0
+        prep_tokens: dict[str, int] = {}
         for r in range(repeats):
             for num_proc in num_procs:
                 for name, kwargs in variants.items():
@@ -288,8 +287,7 @@ def bench_segmentation(
                             work / "out", False,
                         )  # fmt: skip
                         prep_times.setdefault((name, num_proc), []).append(time.perf_counter() - t0)
-                    if name == "tokenizer":
-                        prep_tokens = stats["tokens"]
+                    prep_tokens[name] = stats["tokens"]
                     shutil.rmtree(work, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -300,7 +298,8 @@ def bench_segmentation(
             {
                 "variant": name,
                 "num_proc": num_proc,
-                "tokens_per_s": prep_tokens / statistics.median(t),
+                "tokens_per_s": prep_tokens[name] / statistics.median(t),
+                "characters_per_s": characters / statistics.median(t),
                 "seconds": statistics.median(t),
                 "vs_tokenizer": statistics.median([b / a for a, b in zip(t, base, strict=True)]),
             }
@@ -315,7 +314,7 @@ def bench_segmentation(
         "word_ids": word_ids,
         "word_ids_documents": len(sample),
         "prepare": prepare,
-        "prepare_tokens": prep_tokens,
+        "prepare_tokens": prep_tokens.get("tokenizer", 0),
         "repeats": repeats,
     }
 
@@ -329,10 +328,11 @@ def format_segmentation(report: dict[str, Any]) -> str:
     for name, r in report["word_ids"].items():
         lines.append(f"  {name:<12} {r['tokens_per_s']:>12,.0f} tokens/s  {r['characters_per_s']:>12,.0f} "
                      f"characters/s  {r['vs_tokenizer']:.2f} of tokenizer")  # fmt: skip
-    lines.append(f"wwm prepare, tokenize and pack ({report['prepare_tokens']:,} tokens):")
+    lines.append(f"wwm prepare, tokenize and pack ({report['characters']:,} characters, "
+                 f"{report['prepare_tokens']:,} tokens unsegmented):")  # fmt: skip
     for r in report["prepare"]:
-        lines.append(f"  {r['variant']:<12} num_proc {r['num_proc']}  {r['tokens_per_s']:>12,.0f} tokens/s  "
-                     f"{r['seconds']:7.2f} s  {r['vs_tokenizer']:.2f} of tokenizer")  # fmt: skip
+        lines.append(f"  {r['variant']:<12} num_proc {r['num_proc']}  {r['characters_per_s']:>12,.0f} characters/s  "
+                     f"{r['tokens_per_s']:>10,.0f} tokens/s  {r['seconds']:7.2f} s  {r['vs_tokenizer']:.2f} of tokenizer")  # fmt: skip
     return "\n".join(lines)
 
 
