@@ -421,3 +421,29 @@ def test_pre_segmented_tokenizer_used_without_pre_segment_warns(pre_segmented_to
     with warnings.catch_warnings():
         warnings.simplefilter("error", WWMWarning)
         prepare_dataset(config(True))
+
+
+def test_straddle_measurement(pre_segmented_tokenizers):
+    """The figure behind docs/words.md's table: straddling tokens counted on known cases."""
+    from wwm_cli.bench.data import straddle_stats
+
+    texts = builtin_sample_text("ja")[:20]
+    plain = train_tokenizer(builtin_sample_text("ja") + JA, "bpe", 1500)
+    raw = straddle_stats(plain, texts, "auto", pre_segment=False)
+    pre = straddle_stats(pre_segmented_tokenizers["bpe"], texts, "auto", pre_segment=True)
+    assert raw["straddling_tokens"] > 0 and raw["words_not_maskable_alone"] > 0
+    assert pre["straddling_tokens"] == 0 and pre["words_not_maskable_alone"] == 0
+    assert pre["segmenter_words"] == raw["segmenter_words"] > 300
+
+
+@pytest.mark.slow
+def test_bench_data_lang_reports_each_variant(capsys):
+    from wwm_cli import main
+
+    assert main(["bench", "data", "--lang", "ja", "--documents", "40", "--repeats", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["word_ids"]) == {"tokenizer", "segmenter", "pre_segment"}
+    assert {(r["variant"], r["num_proc"]) for r in report["prepare"]} == {
+        (v, n) for v in ("tokenizer", "segmenter", "pre_segment") for n in (1, 2)
+    }
+    assert all(r["vs_tokenizer"] > 0 for r in report["prepare"])
