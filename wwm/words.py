@@ -914,7 +914,10 @@ def _text_layout(
 
 def _starts_tokenizer(flat: _Flat) -> np.ndarray:
     """Word starts of policy 'tokenizer': where ``Encoding.word_ids`` changes."""
-    wid = np.array(list(chain.from_iterable(e.word_ids for e in flat.encodings)), dtype=np.float64)
+    if flat.encodings and isinstance(flat.encodings[0].word_ids, np.ndarray):  # pre-segmented: arrays
+        wid = np.concatenate([e.word_ids for e in flat.encodings]).astype(np.float64)
+    else:
+        wid = np.array(list(chain.from_iterable(e.word_ids for e in flat.encodings)), dtype=np.float64)
     return flat.forced | (flat.eligible & (wid != _shifted(wid, np.nan)))
 
 
@@ -997,6 +1000,7 @@ class _Scripts:
     def __init__(self, codepoints: np.ndarray) -> None:
         self.codepoints = codepoints
         self._masks: dict[str, np.ndarray] = {}
+        self._labels: np.ndarray | None = None
 
     def mask(self, name: str) -> np.ndarray:
         if name not in self._masks:
@@ -1025,12 +1029,16 @@ class _Scripts:
     def own_script_runs(self, lo: int, hi: int) -> list[tuple[int, int, str | None]]:
         """Maximal runs [lo, hi) (relative to lo) of one script with a segmenter of its own, and the
         stretches between them (script None)."""
-        label = np.zeros(hi - lo, dtype=np.int8)
         names = list(_SCRIPT_SEGMENTER)
-        for k, script in enumerate(names, start=1):
-            label[self.mask(script)[lo:hi]] = k
+        if self._labels is None:  # the script of every character of the layout, once
+            self._labels = np.zeros(len(self.codepoints), dtype=np.int8)
+            for k, script in enumerate(names, start=1):
+                self._labels[self.mask(script)] = k
+        label = self._labels[lo:hi]
         if not len(label):
             return []
+        if not label.any():
+            return [(0, len(label), None)]
         cuts = np.flatnonzero(label[1:] != label[:-1]) + 1
         bounds = [0, *cuts.tolist(), len(label)]
         return [(a, b, names[label[a] - 1] if label[a] else None) for a, b in pairwise(bounds)]
@@ -1135,7 +1143,7 @@ class _Enc:
 
     ids: list[int]
     offsets: Any  # list of (start, end), or an (L, 2) array
-    word_ids: list[int | None]
+    word_ids: Any  # list of int or None, or a float array with NaN for None
     sequence_ids: list[int | None]
     special_tokens_mask: list[int]
     attention_mask: list[int]
@@ -1317,7 +1325,7 @@ def _pre_segmented_encodings(
                 local[first] = np.stack([np.maximum(local[first, 0] - 1, 0),
                                          np.maximum(local[first, 1] - 1, 1)], axis=1)  # fmt: skip
             offsets[here] = local + starts_of[2 * r + s][piece][:, None]
-        word_ids = [None if not c else int(w) for w, c in zip(words, content, strict=True)]
+        word_ids = np.where(content, words, np.nan)  # (None where no word, as Encoding.word_ids)
         out.append(_Enc(e.ids, offsets, word_ids, e.sequence_ids, e.special_tokens_mask, e.attention_mask,
                         e.type_ids))  # fmt: skip
     return out
