@@ -23,13 +23,19 @@ Policies (``POLICIES``):
     (B, L) ids into word ids with O(B*L) numpy.
 ``segmenter`` (old name ``cjk``, still accepted)
     The ``tokenizer`` policy, except that between two adjacent tokens of which either is in a script
-    written without spaces (Chinese ideographs, Japanese kana, Thai) a new word starts iff the two tokens
-    lie in different words of a segmenter: jieba for Chinese, fugashi (MeCab + UniDic) for Japanese,
-    pythainlp for Thai, chosen per text run (``SEGMENTERS``, ``segmenter="auto"``). A token belongs to the
-    segmenter word that holds its first character; a token is never split.
+    written without spaces (Chinese ideographs, Japanese kana, Thai, Lao, Khmer, Myanmar, Tibetan) a new
+    word starts iff the two tokens lie in different words of a segmenter: jieba for Chinese, fugashi
+    (MeCab + UniDic) for Japanese, pythainlp, laonlp, khmer-nltk, pyidaungsu, botok for the others,
+    decided per document (``SEGMENTERS``, ``segmenter="auto"``; Vietnamese on request: pyvi,
+    underthesea). A token belongs to the segmenter word that holds its first character; a token is
+    never split.
 
-The package core imports numpy only: tokenizers, transformers and the segmenters (jieba, fugashi,
-pythainlp) are imported inside functions. See docs/words.md for the design.
+Two ways to have no token straddle a word: ``pre_segment=True`` cuts the text at segmenter words before
+a fast tokenizer (``pre_segment_pieces``), and a word-structured slow tokenizer (BertJapaneseTokenizer:
+``is_word_structured``) gives its own words.
+
+The package core imports numpy only: tokenizers, transformers and the segmenters are imported inside
+functions. See docs/words.md for the design.
 """
 
 from __future__ import annotations
