@@ -43,11 +43,13 @@ from typing import Any
 
 from wwm.errors import WWMError, WWMWarning
 
-__all__ = ["KINDS", "WORD_STRUCTURED_KINDS", "train_tokenizer"]
+__all__ = ["ALL_KINDS", "KINDS", "WORD_STRUCTURED_KINDS", "train_tokenizer"]
 
 KINDS = ("wordpiece", "bpe", "unigram", "modernbert")  # fast tokenizers
 #: Kinds that are slow, word-structured tokenizers (words first, then sub-words: wwm.words).
 WORD_STRUCTURED_KINDS = ("bert-japanese",)
+#: Every kind ``train_tokenizer`` takes (the config's ``tokenizer.train.kind``).
+ALL_KINDS = KINDS + WORD_STRUCTURED_KINDS
 
 _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -84,8 +86,8 @@ def train_tokenizer(
     """
     from transformers import PreTrainedTokenizerFast
 
-    if kind not in KINDS + WORD_STRUCTURED_KINDS:
-        known = ", ".join(repr(k) for k in KINDS + WORD_STRUCTURED_KINDS)
+    if kind not in ALL_KINDS:
+        known = ", ".join(repr(k) for k in ALL_KINDS)
         raise WWMError(f"unknown tokenizer kind {kind!r}; use one of {known}")
     if isinstance(texts, str):
         raise WWMError("texts must be an iterable of strings, not one string; wrap it in a list")

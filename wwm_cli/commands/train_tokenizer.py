@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from wwm.tokenizer_train import KINDS, WORD_STRUCTURED_KINDS
+from wwm.tokenizer_train import ALL_KINDS, WORD_STRUCTURED_KINDS
 
 #: Languages written without spaces between words (and Vietnamese, between syllables): --pre-segment.
 SEGMENTED_LANGS = ("zh", "ja", "th", "lo", "km", "my", "bo", "vi")
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--kind",
-        choices=KINDS + WORD_STRUCTURED_KINDS,
+        choices=ALL_KINDS,
         default="wordpiece",
         help="wordpiece (BERT), bpe (RoBERTa), unigram (SentencePiece), modernbert (ModernBERT's byte-level "
         "BPE with [CLS] [SEP] [MASK] [PAD] [UNK]), bert-japanese (cl-tohoku's: MeCab words, then WordPiece)",
