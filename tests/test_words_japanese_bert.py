@@ -362,6 +362,7 @@ def tagger_spans():
     return spans
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
 def test_pre_segment_property_well_formed_and_batch_free(kind, pre_segmented_tokenizers):
     """Random mixes of Han, kana, Thai, Latin, digits and spaces: ids are the tokenizer's own for each
