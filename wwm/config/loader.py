@@ -279,7 +279,7 @@ def _old_spellings(cls: type, data: Mapping[str, Any], path: str) -> Mapping[str
 
 def upgraded_spelling(cls: type, data: Any) -> Any:
     """A config mapping of `cls` (a RunConfig's, as YAML or a run's record holds it) with every old
-    spelling mapped as `from_dict` maps it, without warnings: for comparing a recorded config with today's."""
+    spelling mapped as `from_dict` maps it, without warnings: for comparing a recorded config with one of this version."""
     if not isinstance(data, Mapping):
         return data
     with warnings.catch_warnings():
