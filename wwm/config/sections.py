@@ -16,40 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wwm.errors import WWMError, WWMWarning
-from wwm.families import (
-    BertModelConfig,
-    ModelFields,
-    ModelSection,
-    ModernBertFields,
-    ModernBertModelConfig,
-    family,
-)
+from wwm.families import BertModelConfig, ModelSection, ModernBertModelConfig, family
+from wwm.families import ModelFields as ModelFields  # (re-exported: the model sections' common fields)
+from wwm.families import ModernBertFields as ModernBertFields  # (re-exported: the old model.modernbert)
 from wwm.fields import path_field
 from wwm.fields import positive as _positive
-
-__all__ = [
-    "BertModelConfig",
-    "CheckpointConfig",
-    "DataConfig",
-    "DistributedConfig",
-    "EvalConfig",
-    "LoggingConfig",
-    "MaskingConfig",
-    "MeshConfig",
-    "ModelConfig",
-    "ModelFields",
-    "ModelSection",
-    "ModernBertFields",
-    "ModernBertModelConfig",
-    "OptimConfig",
-    "ParallelConfig",
-    "RunConfig",
-    "TokenizerConfig",
-    "TokenizerTrainConfig",
-    "TrainConfig",
-    "path_field",
-]
-
 
 # Data and tokenizer (wwm.data, wwm.words)
 

@@ -31,11 +31,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm.data.packing import PACKING_RULE
 from wwm.data.sources import source_fingerprint
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 __all__ = [
     "BUILD_PREFIX",
@@ -72,7 +75,7 @@ _BUILD_NAME = re.compile(r"^\.build-[0-9a-f]{24}-[A-Za-z0-9_]+$")
 # --------------------------------------------------------------------------------------------------
 
 
-def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
+def cache_inputs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     """Everything the stored blocks depend on (hashed into the cache key)."""
     from wwm.data.tokenizer import tokenizer_fingerprint
 

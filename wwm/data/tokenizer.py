@@ -10,13 +10,16 @@ import tempfile
 from collections.abc import Callable, Iterable
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wwm.data.pieces import MAX_PIECE_CHARS, text_pieces  # document chopping (also the tokenizer trainer's)
 from wwm.errors import WWMError
 from wwm.rundir import normalize_permissions
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 __all__ = [
     "TRAINED_META",
@@ -216,7 +219,7 @@ def _slow_definition(tokenizer: Any) -> bytes:
 
 
 def prepare_tokenizer(
-    config: Any, train_documents: Callable[[], Iterable[str]], training_fingerprint: dict[str, Any]
+    config: RunConfig, train_documents: Callable[[], Iterable[str]], training_fingerprint: dict[str, Any]
 ) -> tuple[Any, str]:
     """The run's tokenizer and where it lives: ``tokenizer.path``, or one trained on the training
     documents and saved to ``<output_dir>/tokenizer`` (reused when it was trained with the same settings
