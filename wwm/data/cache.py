@@ -98,10 +98,13 @@ def cache_inputs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     }
     if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
         inputs["packing_rule"] = PACKING_RULE[data.packing]
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
-        from wwm.words import segmenter_fingerprint
+    pre_segment = config.tokenizer.pre_segment
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or pre_segment:  # words and tokens depend on
+        from wwm.words import segmenter_fingerprint  # the segmenters' versions
 
         inputs["segmenter"] = segmenter_fingerprint(config.tokenizer.segmenter)
+    if pre_segment:  # (absent when off: the keys of data prepared before the option stay)
+        inputs["pre_segment"] = True
     return inputs
 
 

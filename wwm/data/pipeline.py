@@ -299,6 +299,7 @@ def _map_kwargs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
             "tokenizer": tokenizer,
             "policy": config.tokenizer.word_policy,
             "segmenter": config.tokenizer.segmenter,
+            "pre_segment": config.tokenizer.pre_segment,
         },
     }
 
@@ -425,6 +426,31 @@ def _checked_training_documents(config: RunConfig) -> list[str]:
     return documents
 
 
+def _warn_pre_segment(config: RunConfig, tokenizer_path: str) -> None:
+    """A tokenizer that `wwm train-tokenizer` learnt from pre-segmented text, used without pre-segmentation
+    (or the other way round): its tokens are not the ones it was trained for; say so."""
+    marker = Path(tokenizer_path) / "wwm_pre_segment.json"
+    trained = marker.is_file()
+    if trained != config.tokenizer.pre_segment and Path(tokenizer_path).is_dir():
+        import warnings
+
+        from wwm.errors import WWMWarning
+
+        if trained:
+            message = (
+                f"the tokenizer at {tokenizer_path} was trained on text cut at segmenter words "
+                "(wwm_pre_segment.json) but tokenizer.pre_segment is false: set it to true"
+            )
+        else:
+            message = (
+                f"tokenizer.pre_segment is true but the tokenizer at {tokenizer_path} was not trained "
+                "pre-segmented; its tokens then miss pieces it learnt across words (fine, but retrain "
+                "with `wwm train-tokenizer --pre-segment` for the best vocabulary)"
+            )
+        if config.tokenizer.train is None:
+            warnings.warn(message, WWMWarning, stacklevel=3)
+
+
 def prepare_dataset(config: RunConfig, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
     """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
 
@@ -438,8 +464,8 @@ def prepare_dataset(config: RunConfig, *, progress: bool = False, rebuild: bool 
     source_fingerprint(data, "train")
     if data.validation_files:
         source_fingerprint(data, "validation")
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # a missing segmenter package fails here
-        from wwm.words import require_segmenter
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or config.tokenizer.pre_segment:
+        from wwm.words import require_segmenter  # a missing segmenter package fails here
 
         require_segmenter(config.tokenizer.segmenter)
 
@@ -448,6 +474,7 @@ def prepare_dataset(config: RunConfig, *, progress: bool = False, rebuild: bool 
     tokenizer, tokenizer_path = prepare_tokenizer(
         config, lambda: _checked_training_documents(config), _training_fingerprint(config)
     )
+    _warn_pre_segment(config, tokenizer_path)
     specials = SpecialIds.from_tokenizer(tokenizer)
     if specials.vocab_size > np.iinfo(np.int32).max:
         raise WWMError(f"vocabulary of {specials.vocab_size} tokens does not fit int32 ids")
