@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 
-def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
+def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
     """(trainer, args, prepared): everything `run` trains with, for tests, benchmarks and custom scripts.
     `on_batch`, `masked_head`: see `WWMTrainer`."""
     from transformers import set_seed
@@ -68,7 +71,7 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
 
 
 def run(
-    config: Any,
+    config: RunConfig,
     *,
     prepared: Any = None,
     callbacks: tuple = (),
@@ -129,7 +132,7 @@ def run(
     return 0
 
 
-def _announcement(config: Any, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
+def _announcement(config: RunConfig, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
     return (
