@@ -766,9 +766,20 @@ def check_writable_folder(path: str | os.PathLike, what: str) -> None:
     probe object, written and deleted, so that missing credentials, a denied permission or a missing
     bucket stop the run before any slow set-up."""
     if not is_remote(path):
-        from wwm.rundir import check_writable_dir
-
-        check_writable_dir(local_path(path), what)
+        folder = os.path.abspath(local_path(path))
+        if os.path.exists(folder):
+            if not os.path.isdir(folder):
+                raise WWMError(f"{what} {folder} is a file, not a directory; choose a directory path")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise WWMError(f"{what} {folder} is not writable; fix its permissions or choose another path")
+            return
+        above = os.path.dirname(folder)
+        while above and not os.path.exists(above):
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise WWMError(f"{what} {folder} cannot be created: {above} is a file, not a directory")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise WWMError(f"{what} {folder} cannot be created: {above} is not writable; choose another path")
         return
     _writable(path)
     filesys, p = filesystem(path)
