@@ -139,7 +139,7 @@ def test_wrong_types_name_the_key_and_the_expected_type(override, message):
 
 
 def test_int_is_promoted_to_float():
-    config = load_config(None, ["masking.mask_prob=0", "data.validation_fraction=0"])
+    config = load_config(None, ["masking.mask_prob=1", "data.validation_fraction=0"])
     assert isinstance(config.masking.mask_prob, float)
     assert isinstance(config.data.validation_fraction, float)
 

@@ -65,7 +65,7 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
             trainer,
             c.output_dir,
             jsonl=c.logging.jsonl,
-            tensorboard=c.logging.tensorboard,
+            tensorboard="tensorboard" in c.logging.report_to,
             log_every_steps=c.train.log_every_steps,
             peak_flops=c.logging.peak_flops_per_device,
         )
@@ -81,6 +81,7 @@ def run(
     callbacks: tuple = (),
     overwrite: bool = False,
     allow_changes: bool = False,
+    restart: bool = False,
     on_batch: Any = None,
 ) -> int:
     """Check and claim the run directory, train (or resume from the newest intact checkpoint), export
@@ -88,16 +89,28 @@ def run(
 
     `prepared`: the data (`wwm.data.PreparedData` or any object with train, validation, tokenizer);
     None runs `prepare_dataset(config)`. `callbacks`: extra TrainerCallbacks. `overwrite` /
-    `allow_changes`: replace the run in output_dir / resume it under changed settings (wwm.rundir).
-    `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
+    `allow_changes` / `restart`: replace the run in output_dir / resume it under changed settings / train
+    it again from step 0 keeping its history (wwm.rundir). `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
     """
     from wwm.preflight import start_run
+
+    lead = int(os.environ.get("RANK", "0")) == 0
+    run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes, restart=restart,
+                        lead=lead)  # fmt: skip
+    with run_dir:  # the lock is released however the run ends
+        return _run(config, prepared, callbacks, on_batch, run_dir, lead)
+
+
+def _run(config: Any, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool) -> int:
+    from wwm.data.tokenizer import tokenizer_fingerprint
     from wwm.signals import StopRequest
     from wwm_torch.trainer import MetricsCallback, StopCallback, newest_intact_checkpoint
 
-    lead = int(os.environ.get("RANK", "0")) == 0
-    run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
     trainer, args, prepared = build_trainer(config, prepared, on_batch=on_batch)
+    cache_path = getattr(prepared, "cache_path", None)
+    run_dir.prepared(
+        tokenizer_fingerprint(prepared.tokenizer), os.path.basename(cache_path) if cache_path else None
+    )
     for callback in callbacks:
         trainer.add_callback(callback)
     if lead:

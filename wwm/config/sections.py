@@ -9,6 +9,8 @@ docs/masking.md), model/optim/train/checkpoint/eval/logging/parallel -> both tra
 
 from __future__ import annotations
 
+import codecs
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,6 +46,11 @@ class DataConfig:
     file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
     document_separator: Literal["line", "blank_line"] = "line"
+    # Text files are decoded with `encoding`; bytes that are not valid in it stop the run with one line
+    # naming the file and the byte (on_decode_error: error), or become U+FFFD and are counted in the
+    # `wwm prepare` summary (replace). JSON lines are UTF-8 by definition (only on_decode_error applies).
+    encoding: str = "utf-8"
+    on_decode_error: Literal["error", "replace"] = "error"
     # source: hub (needs network on the first run; the download is cached by `datasets`).
     hub_dataset: str | None = None
     hub_config: str | None = None
@@ -92,6 +99,14 @@ class DataConfig:
             raise WWMError(f"data.max_documents must be >= 1 or null; got {self.max_documents}")
         if not 0 <= self.split_seed < 2**64:
             raise WWMError(f"data.split_seed must be in [0, 2^64); got {self.split_seed}")
+        try:
+            name = codecs.lookup(self.encoding).name
+        except LookupError:
+            raise WWMError(
+                f"data.encoding {self.encoding!r} is not a known text encoding; use e.g. utf-8, latin-1, cp1252, "
+                "shift_jis, gb18030"
+            ) from None
+        object.__setattr__(self, "encoding", "utf-8" if name == "utf-8" else self.encoding)
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,11 @@ class MaskingConfig:
                 raise WWMError(f"masking.{name} must be a probability in [0, 1]; got {value!r}")
 
         check_probability("mask_prob", self.mask_prob)
+        if self.mask_prob == 0:
+            raise WWMError(
+                "masking.mask_prob must be > 0: at 0 nothing is to be predicted (the exact budget would still mask "
+                "one token per row); use e.g. 0.15"
+            )
         check_probability("mask_token_ratio", self.mask_token_ratio)
         check_probability("random_token_ratio", self.random_token_ratio)
         if self.mask_token_ratio + self.random_token_ratio > 1.0 + 1e-9:
@@ -219,8 +239,8 @@ class MaskingConfig:
 def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if value is None or value <= 0:
-        raise WWMError(f"{name} must be > 0; got {value!r}")
+    if value is None or not value > 0 or not math.isfinite(value):
+        raise WWMError(f"{name} must be a finite number > 0; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -279,6 +299,22 @@ class ModernBertFields:
         }
 
 
+def check_positions(model: Any, max_seq_len: int) -> None:
+    """A fresh model's position table must hold `data.max_seq_len` tokens (RoBERTa: two more, its position
+    ids start at padding_idx + 1); it is never enlarged behind the user's back."""
+    need = max_seq_len + (2 if model.type == "roberta" else 0)
+    if model.max_position_embeddings < need:
+        extra = (
+            " (RoBERTa's position ids start at pad + 1: two more than data.max_seq_len)"
+            if model.type == "roberta"
+            else ""
+        )
+        raise WWMError(
+            f"model.max_position_embeddings is {model.max_position_embeddings} but data.max_seq_len {max_seq_len} needs "
+            f"{need}{extra}; set model.max_position_embeddings: {need} or lower data.max_seq_len"
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The encoder. Sizes apply to a fresh model; `pretrained` starts from a Hugging Face directory.
@@ -302,6 +338,11 @@ class ModelConfig:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     initializer_range: float = 0.02
+    # With `pretrained`: a tokenizer that keeps every id of the model's own and adds tokens after them grows
+    # the token embeddings (and the MLM decoder's bias) to its size; each new row is the mean of the old
+    # rows (the same numbers in both trainers: wwm.initial_weights.extend_vocab). Without it such a
+    # tokenizer is refused (wwm.preflight). A trajectory key: the run's checkpoints hold the grown model.
+    extend_vocab: bool = False
     modernbert: ModernBertFields = field(default_factory=ModernBertFields)  # model.type: modernbert only
 
     def __post_init__(self) -> None:
@@ -325,7 +366,8 @@ class ModelConfig:
         if self.type == "modernbert":
             return self._modernbert_dict(tokenizer, max_seq_len)
         roberta = self.type == "roberta"
-        positions = max(self.max_position_embeddings, max_seq_len + (2 if roberta else 0))
+        positions = self.max_position_embeddings
+        check_positions(self, max_seq_len)
         d = {
             "model_type": self.type,
             "architectures": ["RobertaForMaskedLM" if roberta else "BertForMaskedLM"],
@@ -358,6 +400,8 @@ class ModelConfig:
         """transformers' ModernBertConfig fields: no position table (rotary), no token types; the
         special-token ids from the tokenizer."""
 
+        check_positions(self, max_seq_len)
+
         def first(*ids: Any) -> Any:
             return next((i for i in ids if i is not None), None)
 
@@ -371,7 +415,7 @@ class ModelConfig:
             "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_attention_heads,
             "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": max(self.max_position_embeddings, max_seq_len),
+            "max_position_embeddings": self.max_position_embeddings,
             "initializer_range": self.initializer_range,
             "pad_token_id": tokenizer.pad_token_id,
             "cls_token_id": cls_id,
@@ -476,12 +520,35 @@ class EvalConfig:
         _positive("eval.batch_size", self.batch_size, allow_none=True)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
-    jsonl: bool = True  # <output_dir>/metrics.jsonl
-    tensorboard: bool = True  # <output_dir>/tensorboard
+    """Where metrics go. `report_to`: experiment trackers, each with the keys of wwm.metrics_schema:
+    tensorboard (<output_dir>/tensorboard), wandb (offline with WANDB_MODE=offline; files in
+    <output_dir>/wandb), mlflow (MLFLOW_TRACKING_URI, else a local store in <output_dir>/mlruns).
+    docs/run_directories.md, "Experiment trackers"."""
+
+    jsonl: bool = True  # <output_dir>/metrics.jsonl (always every step)
+    report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ("tensorboard",)
+    tensorboard: bool | None = None  # the older spelling: true/false adds/removes tensorboard in report_to
     progress_bar: bool = True
     peak_flops_per_device: float | None = None  # for MFU; null: from the table of known chips
+    project: str = "wwm"  # the wandb project / MLflow experiment name
+
+    def __post_init__(self) -> None:
+        report = list(dict.fromkeys(self.report_to))
+        for name in report:
+            if name not in TRACKERS:
+                raise WWMError(
+                    f"logging.report_to: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}"
+                )
+        if self.tensorboard is not None:
+            report = [n for n in report if n != "tensorboard"] + (["tensorboard"] if self.tensorboard else [])
+            object.__setattr__(self, "tensorboard", None)
+        object.__setattr__(self, "report_to", tuple(report))
+        _positive("logging.peak_flops_per_device", self.peak_flops_per_device, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -560,6 +627,10 @@ class RunConfig:
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
             )
+        if not self.model.pretrained:
+            check_positions(self.model, self.data.max_seq_len)
+        if self.optim.schedule == "wsd":  # before any data preparation, not after the tokenizer is trained
+            self.optim.wsd_decay_steps(self.train.max_steps)
         if self.data.packing == "packed_documents" and self.model.type == "modernbert":
             # The Flax ModernBERT takes segment ids, but transformers' ModernBERT builds its own sliding-window
             # masks from a 2D attention mask: the torch side would attend across documents.
