@@ -37,7 +37,7 @@ def truncate_after(path: str, step: int) -> None:
                     kept.append(line if line.endswith("\n") else line + "\n")
             except (ValueError, AttributeError, TypeError):
                 continue
-    from wwm.rundir import atomic_write_text
+    from wwm.files import atomic_write_text
 
     atomic_write_text(path, "".join(kept))  # a full disk leaves the old file, never a torn one
 

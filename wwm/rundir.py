@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wwm.errors import DiskFull, WWMError, os_error
+from wwm.files import atomic_write_text, file_digest, normalize_permissions
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -367,12 +367,6 @@ def _rule_change(record: dict | None, old: dict, config: Any) -> dict[str, tuple
 # --------------------------------------------------------------------------------------------------
 # Inputs by content: the corpus files and the tokenizer
 # --------------------------------------------------------------------------------------------------
-
-
-def file_digest(path: str) -> str:
-    """sha256 of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _input_files(config: Any) -> dict[str, list[str]]:
@@ -820,22 +814,6 @@ def _update_record(path: str, change: Callable[[dict], None]) -> None:
         raise os_error(err, f"the run record {file}") from err
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write `path` through a temporary file and a rename: a kill or a full disk leaves the old or the new
-    file, never a torn one (the temporary is removed when the write fails)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def remove_run(path: str, artifacts: list[str] | tuple[str, ...] = RUN_ARTIFACTS) -> None:
     """Delete what a run recorded (`artifacts`, and their leftover temporaries) from `path`, nothing else."""
     for name in os.listdir(path):
@@ -872,19 +850,6 @@ def check_writable_dir(path: str, what: str) -> None:
         raise WWMError(f"{what} {path} cannot be created: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise WWMError(f"{what} {path} cannot be created: {parent} is not writable; choose another path")
-
-
-def normalize_permissions(path: str) -> None:
-    """Give an exported folder the modes a normal `open`/`mkdir` would (files 0666, folders 0777, less
-    the umask): temporary folders and some writers create 0600/0700 files others cannot read."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, dirs, files in os.walk(path):
-        os.chmod(root, 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~umask)
 
 
 __all__ = [

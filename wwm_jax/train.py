@@ -93,7 +93,8 @@ def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, 
                     data = prepare_dataset(config)
             else:
                 data = prepare_dataset(config, progress=config.logging.progress_bar)
-            cache_key = os.path.basename(data.cache_path) if data.cache_path else None
+            cache_path = getattr(data, "cache_path", None)  # None: streamed (or a stand-in's) data
+            cache_key = os.path.basename(cache_path) if cache_path else None
             run_dir.prepared(tokenizer_fingerprint(data.tokenizer), cache_key)
             if config.model.pretrained:
                 hf_config = None
@@ -215,8 +216,8 @@ def export_hf(graphdef, params: dict, out_dir: str, tokenizer=None) -> str:
     a half-written export under its name."""
     import shutil
 
+    from wwm.files import normalize_permissions
     from wwm.preflight import usable_positions
-    from wwm.rundir import normalize_permissions
     from wwm_jax import convert
 
     model = nnx.merge(graphdef, jax.tree.map(np.asarray, params))

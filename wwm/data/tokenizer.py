@@ -16,7 +16,7 @@ import numpy as np
 
 from wwm.data.pieces import MAX_PIECE_CHARS, text_pieces  # document chopping (also the tokenizer trainer's)
 from wwm.errors import WWMError
-from wwm.rundir import normalize_permissions
+from wwm.files import normalize_permissions
 
 __all__ = [
     "TRAINED_META",
