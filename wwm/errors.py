@@ -60,9 +60,24 @@ def os_error(err: OSError, what: str | None = None, *, path: str | None = None) 
     return WWMError(f"{subject}{target}: {reason}; {fix}")
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """Whether an exception (an OSError, or a library's error that carries one's text: orbax/tensorstore,
-    safetensors) says the disk is full."""
+FULL_BELOW_BYTES = (
+    1 << 20
+)  # a write that failed with less than this free on its disk failed for want of space
+
+
+def is_disk_full(err: BaseException, path: str | None = None) -> bool:
+    """Whether an exception says the disk is full: an OSError ENOSPC/EDQUOT, a library's error that carries
+    its text (orbax/tensorstore, safetensors), or, given the `path` that was being written, any error while
+    that disk has less than 1 MiB free (torch.save reports a full disk as "iostream error")."""
+    if path is not None:
+        import os
+
+        try:
+            st = os.statvfs(path)
+            if st.f_bavail * st.f_frsize < FULL_BELOW_BYTES:
+                return True
+        except OSError:
+            pass
     for e in _chain(err):
         if isinstance(e, OSError) and e.errno in DISK_FULL:
             return True

@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from wwm.errors import DiskFull, WWMError, os_error
@@ -105,10 +105,10 @@ class RunDir:
     lock: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("lock")
+        """What another process needs of the decision (JSON-able; the lock stays with the lead)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
         out["changed"] = {k: list(v) for k, v in self.changed.items()}
-        return out
+        return json.loads(json.dumps(out, default=str))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, lead: bool) -> RunDir:
@@ -574,12 +574,15 @@ def decide(
 
 
 def saved_before(path: str, record: dict | None, old: dict | None) -> bool:
-    """Whether the run in `path` ever saved a checkpoint: run.json records the step of the newest one, an
-    unreadable one was moved aside, or its metrics reach `checkpoint.every_steps` (a run saves there; a
-    record from before `steps` was recorded). A run killed before its first checkpoint has none to lose:
-    it starts again from step 0, as any resume recomputes the steps after its checkpoint."""
+    """Whether the run in `path` ever saved a checkpoint: run.json records the step of the newest one (format
+    2 on), an unreadable one was moved aside, or (a record from before `steps` was recorded) its metrics
+    reach `checkpoint.every_steps`, where a run saves. A run stopped before its first checkpoint (killed,
+    or its first save failed on a full disk) has none to lose: it starts again from step 0, as any resume
+    recomputes the steps after its checkpoint."""
     if int((record or {}).get("steps") or 0) > 0 or _moved_aside(path) > 0:
         return True
+    if int((record or {}).get("format") or 1) >= 2:
+        return False
     every = ((old or {}).get("checkpoint") or {}).get("every_steps")
     return isinstance(every, int) and _last_metrics_step(path) >= every
 

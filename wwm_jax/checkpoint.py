@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 from typing import Any
 
 import jax
@@ -67,6 +68,35 @@ class _HoldErrors(logging.Filter):
             self.held.append(record)
             return False
         return True
+
+
+def _is_closed_loop_fallout(exc_type: type, exc: BaseException, tb: Any) -> bool:
+    """`RuntimeError: Event loop is closed` raised in asyncio by a write callback of an aborted orbax save
+    (tensorstore calls it from its own threads after the save's event loop is gone, and prints it)."""
+    if not (exc_type is RuntimeError and str(exc) == "Event loop is closed"):
+        return False
+    frames = traceback.extract_tb(tb)
+    return bool(frames) and frames[-1].filename.endswith(os.path.join("asyncio", "base_events.py"))
+
+
+def _silence_closed_loop_fallout() -> None:
+    """When a save is aborted (a full disk), tensorstore's threads keep calling back into the closed loop,
+    each failure printed as an unraisable exception (sys.unraisablehook) or through sys.excepthook:
+    those, and only those, are dropped."""
+    if getattr(sys.unraisablehook, "_wwm_closed_loop", False):
+        return
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable(info):
+        if not _is_closed_loop_fallout(info.exc_type, info.exc_value, info.exc_traceback):
+            previous_unraisable(info)
+
+    def excepthook(exc_type, exc, tb):
+        if not _is_closed_loop_fallout(exc_type, exc, tb):
+            previous_except(exc_type, exc, tb)
+
+    unraisable._wwm_closed_loop = True  # type: ignore[attr-defined]
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
 @contextlib.contextmanager
@@ -122,6 +152,7 @@ class Checkpointer:
                 f"checkpoint in {self.directory} stays the last good one. Lower optim.learning_rate or check the data"
             )
         newest = self.latest_step()
+        _silence_closed_loop_fallout()  # a save aborted by the disk leaves these printing from other threads
         with _held_errors() as hold:
             try:
                 self.manager.save(

@@ -139,13 +139,26 @@ def _open_trackers(config, run_dir, lead: bool):
 # ----------------------------------------------------------------------------------------------------
 
 
-def make_model(config, hf_config: dict | None):
+def make_model(config, hf_config: dict | None, vocab_size: int | None = None):
     """The model to train: `model.pretrained`, or a fresh one of `hf_config` whose weights are
-    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical)."""
+    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical).
+    `vocab_size`: the tokenizer's; with `model.extend_vocab` a pretrained model with fewer token
+    embeddings grows to it (`wwm.initial_weights.extend_vocab`, as the torch trainer does)."""
     from wwm_jax import convert
 
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
-    if config.model.pretrained:
+    if config.model.pretrained and config.model.extend_vocab and vocab_size:
+        from wwm.initial_weights import extend_vocab
+
+        path = config.model.pretrained
+        model_config = convert.read_config(path)
+        if model_config.vocab_size < vocab_size:
+            state = extend_vocab(convert.read_hf_weights(path), vocab_size)
+            model_config = dataclasses.replace(model_config, vocab_size=vocab_size)
+            model, _ = convert.model_from_hf_state(state, model_config, dtype=dtype, seed=config.seed)
+        else:
+            model = convert.load_hf(path, dtype=dtype, seed=config.seed)
+    elif config.model.pretrained:
         model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
     else:
         from wwm.initial_weights import initial_state
@@ -380,7 +393,7 @@ def build_step(config, hf_config: dict | None, masker, seq_len: int, *, full_hea
     position instead of the masked ones only (benchmarks compare the two)."""
     mesh = shd.make_mesh(config.parallel)
     _check_batch(config, mesh)
-    model = make_model(config, hf_config)
+    model = make_model(config, hf_config, masker.vocab_size)
     tx, schedule = make_optimizer(config.optim, config.train.max_steps)
     graphdef, state, shardings = init_state(model, tx, mesh, config)
     mc = model.config

@@ -237,9 +237,12 @@ class WWMTrainer(Trainer):
         try:
             super()._save_checkpoint(model, trial)
         except Exception as err:
+            full = is_disk_full(
+                err, run_dir
+            )  # before the partial files go (torch.save says "iostream error")
             if lead:
                 shutil.rmtree(staging, ignore_errors=True)
-            if not is_disk_full(err):
+            if not full:
                 raise
             newest = complete_checkpoints(run_dir)
             raise DiskFull(
