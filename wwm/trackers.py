@@ -55,6 +55,7 @@ class Trackers:
         self.names = [n for n in config.logging.report_to if n in EXTERNAL]
         self.wandb: Any = None
         self.mlflow: Any = None
+        self._local_store = False  # we pointed MLflow at <output_dir>/mlruns (undone by close)
 
     def start(self) -> Trackers:
         for name in self.names:
@@ -105,7 +106,8 @@ class Trackers:
             # MLflow 3 keeps its file store in "maintenance mode" behind this switch; it needs no server.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             os.makedirs(store, exist_ok=True)
-            mlflow.set_tracking_uri("file://" + store)
+            mlflow.set_tracking_uri("file://" + store)  # (MLflow also exports it as MLFLOW_TRACKING_URI)
+            self._local_store = True
         experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.config.logging.project
         mlflow.set_experiment(experiment)
         known = ((self.run_dir.record or {}).get("trackers") or {}).get("mlflow")
@@ -145,6 +147,8 @@ class Trackers:
             state = {"done": "FINISHED", "stopped": "KILLED"}.get(status, "FAILED")
             if self.mlflow.active_run() is not None:
                 self.mlflow.end_run(status=state)
+            if self._local_store:  # the next run in this process picks its own store, not this one
+                self.mlflow.set_tracking_uri(None)
             self.mlflow = None
 
 
