@@ -434,3 +434,38 @@ def test_read_only_and_special_paths_fail_in_one_line(tmp_path, read_only_dir, w
     assert status == 2 and "/proc/wwm-test-run" in err and "special file system" in err
     status = main(["train", "--config", TINY, f"output_dir={ro / 'run'}", *QUICK])
     assert status == 2 and f"output_dir {ro / 'run'}" in _one_line_error(capsys)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rough edges
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_sigterm_before_the_first_step_stops_in_one_line(framework, tmp_path, monkeypatch, capsys):
+    """A SIGTERM during the set-up (here: the data preparation) exited 143 without a word; now the run stops
+    at once (there is nothing to save), says so, and exits as a SIGTERM-stop does (0: rerun resumes)."""
+    import signal
+
+    import wwm.data
+
+    def preempted(config, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal should have stopped the set-up")
+
+    monkeypatch.setattr(wwm.data, "prepare_dataset", preempted)
+    config = _config(tmp_path / "run", "tokenizer.train={}", framework=framework)
+    run = __import__(f"wwm_{framework}.train", fromlist=["run"]).run
+    assert run(config) == 0
+    err = capsys.readouterr().err
+    assert "SIGTERM before the first training step: stopped; nothing was trained" in err
+    assert not (tmp_path / "run" / rundir.LOCK_FILE).exists()
+
+
+def test_a_tokenizer_folder_without_tokenizer_files_says_so(tmp_path):
+    """It used to load as a tokenizer of its 5 special tokens ("every vocabulary id is special")."""
+    from wwm.data.tokenizer import load_tokenizer
+
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizerFast"}')
+    with pytest.raises(WWMError, match=r"holds no tokenizer files \(tokenizer.json, vocab.txt"):
+        load_tokenizer(str(tmp_path))
