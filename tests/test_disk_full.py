@@ -25,8 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 
-def _overrides(tmp_path, out, steps):
-    return [f"output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}", "data.max_documents=300",
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One data cache for both frameworks' runs (the blocks are the same)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _overrides(cache, out, steps):
+    return [f"output_dir={out}", f"data.cache_dir={cache}", "data.max_documents=300",
             "data.validation_fraction=0", "tokenizer.train.vocab_size=300", "model.hidden_size=32",
             "model.num_hidden_layers=1", "model.num_attention_heads=2", "model.intermediate_size=64",
             "train.global_batch_size=8", f"train.max_steps={steps}", "train.log_every_steps=1",
@@ -68,22 +74,24 @@ def _steps(out) -> list[int]:
     return [r["step"] for r in records if "loss" in r]
 
 
-def _train(framework, tmp_path, out, steps, capsys) -> tuple[int, str]:
-    status = main(["train", "--framework", framework, "--config", TINY, *_overrides(tmp_path, out, steps)])
+def _train(framework, cache, out, steps, capsys) -> tuple[int, str]:
+    status = main(["train", "--framework", framework, "--config", TINY, *_overrides(cache, out, steps)])
     return status, capsys.readouterr().err
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_a_full_disk_mid_run_is_one_line_exit_75_and_the_run_resumes(framework, tmp_path, small_disk, capsys):
+def test_a_full_disk_mid_run_is_one_line_exit_75_and_the_run_resumes(
+    framework, tmp_path, small_disk, cache_dir, capsys
+):
     if small_disk is None:
-        _simulated_full_disk(framework, tmp_path, capsys)
+        _simulated_full_disk(framework, tmp_path, cache_dir, capsys)
         return
     out = small_disk / "run"
-    status, _ = _train(framework, tmp_path, out, 2, capsys)  # a checkpoint at step 2
+    status, _ = _train(framework, cache_dir, out, 2, capsys)  # a checkpoint at step 2
     assert status == 0
     filler = _fill(small_disk, leave=16 << 10)  # the disk fills up (another job, a big log...)
-    status, err = _train(framework, tmp_path, out, 4, capsys)  # the save of step 4 cannot be written
+    status, err = _train(framework, cache_dir, out, 4, capsys)  # the save of step 4 cannot be written
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 75, err[-3000:]
     assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
@@ -92,21 +100,21 @@ def test_a_full_disk_mid_run_is_one_line_exit_75_and_the_run_resumes(framework, 
     names = sorted(os.listdir(out / "checkpoints"))
     assert names == (["2"] if framework == "jax" else ["checkpoint-2"])  # nothing partial under any name
     filler.unlink()  # space again: the same command resumes from step 2
-    status, _ = _train(framework, tmp_path, out, 4, capsys)
+    status, _ = _train(framework, cache_dir, out, 4, capsys)
     assert status == 0 and _steps(out) == [1, 2, 3, 4]
     assert json.loads((out / "run.json").read_text())["steps"] == 4
 
 
-def _simulated_full_disk(framework, tmp_path, capsys) -> None:
+def _simulated_full_disk(framework, tmp_path, cache_dir, capsys) -> None:
     """No tmpfs: metrics.jsonl links to /dev/full, so the first step's record meets a real ENOSPC."""
     out = tmp_path / "run"
-    status, _ = _train(framework, tmp_path, out, 2, capsys)
+    status, _ = _train(framework, cache_dir, out, 2, capsys)
     assert status == 0
     (out / "metrics.jsonl").unlink()
     os.symlink("/dev/full", out / "metrics.jsonl")
-    status, err = _train(framework, tmp_path, out, 4, capsys)
+    status, err = _train(framework, cache_dir, out, 4, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 75 and len(lines) == 1 and "No space left on device (ENOSPC)" in lines[0], err[-3000:]
     (out / "metrics.jsonl").unlink()
-    status, _ = _train(framework, tmp_path, out, 4, capsys)
+    status, _ = _train(framework, cache_dir, out, 4, capsys)
     assert status == 0 and _steps(out) == [3, 4]

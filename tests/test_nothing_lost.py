@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from wwm import locks, rundir
+from wwm import rundir
 from wwm.config import load_config
 from wwm.errors import WWMError
 from wwm.preflight import start_run
@@ -105,6 +105,8 @@ def test_two_concurrent_runs_one_refused_naming_the_live_owner_the_others_files_
 
 
 def test_a_dead_owners_lock_is_taken_over_a_live_one_never(tmp_path):
+    from wwm import locks
+
     out = tmp_path / "run"
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -126,6 +128,8 @@ def test_a_dead_owners_lock_is_taken_over_a_live_one_never(tmp_path):
 def test_a_lock_of_another_machine_is_taken_only_after_its_lease_runs_out(tmp_path):
     """Another machine's pid means nothing here: its owner refreshes the lock every heartbeat; watched for
     the lease by our own clock, a refreshed lock is live (refused), a silent one abandoned (taken)."""
+    from wwm import locks
+
     path = tmp_path / "run.lock"
     far = {"pid": 1, "host": "another-host", "boot_id": "b", "pid_ns": "p", "run_id": "far", "started": 0}
     path.write_text(json.dumps(far))
