@@ -312,8 +312,8 @@ def test_nan_and_infinite_floats_are_refused_in_any_float_field(tmp_path, value)
         WWMError, match=r"config key 'optim.learning_rate' is (nan|inf|-inf); give a finite number"
     ):
         load_config(None, [f"optim.learning_rate={value}"])
-    with pytest.raises(WWMError, match=r"'model.modernbert.global_rope_theta' is"):
-        load_config(write(tmp_path, f"model:\n  modernbert:\n    global_rope_theta: {value}\n"))
+    with pytest.raises(WWMError, match=r"'model.global_rope_theta' is"):
+        load_config(write(tmp_path, f"model:\n  type: modernbert\n  global_rope_theta: {value}\n"))
     with pytest.raises(WWMError, match=r"optim.learning_rate must be a finite number > 0"):
         from wwm.config import OptimConfig
 
@@ -344,3 +344,49 @@ def test_logging_report_to_takes_the_older_tensorboard_switch():
         "wandb", "mlflow", "tensorboard")  # fmt: skip
     with pytest.raises(WWMError, match="must be one of 'tensorboard', 'wandb', 'mlflow'; got 'comet'"):
         load_config(None, ["logging.report_to=[comet]"])
+
+
+# ------------------------------------------------------------------ Literals and the code that reads them
+def _choices(section: type, name: str) -> tuple:
+    import typing
+
+    return typing.get_args(typing.get_type_hints(section)[name])
+
+
+def test_every_closed_choice_of_the_config_equals_the_constant_of_the_code_that_reads_it():
+    """A Literal of the config and the table of the module that acts on it are written in two places: they
+    must name the same choices (a value added to one only would pass the config and fail at use)."""
+    from wwm import tokenizer_train, words
+    from wwm.config import BertModelConfig, ModernBertModelConfig, OptimConfig, TrainConfig
+    from wwm.data.builtin import SAMPLE_LANGS
+    from wwm.data.packing import PACKING_RULE
+    from wwm.families import FAMILIES
+    from wwm_jax.families import JAX_FAMILIES
+    from wwm_jax.layers import ACTIVATIONS
+    from wwm_jax.modeling import ATTENTION_BACKENDS
+    from wwm_jax.modernbert import ACTIVATIONS as MODERNBERT_ACTIVATIONS
+    from wwm_torch.trainer import SCHEDULES
+
+    assert _choices(TokenizerConfig, "word_policy") == (*words.POLICIES, *words.POLICY_ALIASES)
+    assert _choices(TokenizerConfig, "segmenter") == words.SEGMENTERS
+    assert _choices(TokenizerTrainConfig, "kind") == tokenizer_train.KINDS
+    assert _choices(TrainConfig, "attn_implementation") == tuple(ATTENTION_BACKENDS)
+    assert _choices(OptimConfig, "schedule") == tuple(SCHEDULES)
+    assert _choices(DataConfig, "packing") == tuple(PACKING_RULE)
+    assert _choices(DataConfig, "builtin_lang") == SAMPLE_LANGS
+    model_types = (*_choices(BertModelConfig, "type"), *_choices(ModernBertModelConfig, "type"))
+    assert model_types == tuple(FAMILIES) == tuple(JAX_FAMILIES)
+    assert set(_choices(BertModelConfig, "hidden_act")) == set(ACTIVATIONS)
+    assert set(_choices(ModernBertModelConfig, "classifier_activation")) <= set(MODERNBERT_ACTIVATIONS)
+
+
+def test_the_literal_check_can_fail():
+    """Negative control: a Literal with one choice more than its constant is told apart."""
+
+    @dataclass(frozen=True)
+    class Section:
+        kind: Literal["wordpiece", "bpe", "unigram", "modernbert", "sentencepiece"] = "bpe"
+
+    from wwm import tokenizer_train
+
+    assert _choices(Section, "kind") != tokenizer_train.KINDS

@@ -507,6 +507,7 @@ def decide(
 ) -> RunDir:
     """What `config.output_dir` is to this run (reads only). See the module doc."""
     from wwm.config import RunConfig, resolved_dict
+    from wwm.config.loader import upgraded_spelling
 
     if overwrite and restart:
         raise WWMError("--overwrite and --restart-from-scratch exclude each other; choose one")
@@ -552,6 +553,7 @@ def decide(
     if did_train and not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
     if old is not None:
+        old = upgraded_spelling(RunConfig, old)  # a record of an earlier wwm: its keys as they are spelt now
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
         changed.update(_rule_change(record, old, config))
