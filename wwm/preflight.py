@@ -20,10 +20,13 @@ import json
 import os
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm import rundir
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 # A tokenizer may leave this many embedding rows unused (models pad their vocabulary to a multiple of 64 or
 # 128 for speed: ModernBERT-base has 50,368 rows for 50,280 tokens); more is another model's tokenizer.
@@ -144,7 +147,7 @@ def tokenizer_mismatch(
     return None
 
 
-def check_pretrained(config: Any) -> None:
+def check_pretrained(config: RunConfig) -> None:
     """A pretrained model must fit the data and the tokenizer: positions >= data.max_seq_len, and the
     tokenizer its own (`tokenizer_mismatch`)."""
     path = config.model.pretrained
@@ -180,7 +183,7 @@ def check_pretrained(config: Any) -> None:
         )
 
 
-def check_paths(config: Any) -> None:
+def check_paths(config: RunConfig) -> None:
     if "://" not in config.output_dir:  # a bucket (gs://...) is checked by its client
         rundir.check_writable_dir(config.output_dir, "output_dir")
     from wwm.data.pipeline import default_cache_dir
@@ -189,7 +192,7 @@ def check_paths(config: Any) -> None:
 
 
 def start_run(
-    config: Any,
+    config: RunConfig,
     framework: str,
     *,
     overwrite: bool = False,

@@ -33,10 +33,13 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm.errors import DiskFull, WWMError, os_error
 from wwm.files import atomic_write_text, file_digest, normalize_permissions
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -352,7 +355,7 @@ def config_differences(old: dict, new: dict, defaults: dict) -> dict[str, tuple[
     return out
 
 
-def _rule_change(record: dict | None, old: dict, config: Any) -> dict[str, tuple[Any, Any]]:
+def _rule_change(record: dict | None, old: dict, config: RunConfig) -> dict[str, tuple[Any, Any]]:
     """``data.packing_rule`` (old -> new) when this wwm packs the run's packing by another rule than the
     one that made its blocks (``wwm.data.packing.PACKING_RULE``; a record without one: rule "1"), so a
     run never resumes onto other blocks under the same config."""
@@ -369,7 +372,7 @@ def _rule_change(record: dict | None, old: dict, config: Any) -> dict[str, tuple
 # --------------------------------------------------------------------------------------------------
 
 
-def _input_files(config: Any) -> dict[str, list[str]]:
+def _input_files(config: RunConfig) -> dict[str, list[str]]:
     """The corpus files of each split (none for the built-in corpus or a Hub dataset)."""
     from wwm.data.sources import resolve_files
 
@@ -397,7 +400,9 @@ def _file_entries(files: list[str], known: dict[str, list] | None = None) -> lis
     return out
 
 
-def input_changes(record: dict | None, config: Any) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
+def input_changes(
+    record: dict | None, config: RunConfig
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
     """(changes "content of <file>" -> (old, new), the current file entries) of the corpus files against
     those run.json recorded. Files whose size and mtime are unchanged are not read; the others are hashed,
     so a touched or copied file with the same bytes is no change."""
@@ -422,7 +427,7 @@ def input_changes(record: dict | None, config: Any) -> tuple[dict[str, tuple[Any
     return changes, entries
 
 
-def local_tokenizer_fingerprint(config: Any, path: str) -> str | None:
+def local_tokenizer_fingerprint(config: RunConfig, path: str) -> str | None:
     """The content hash (wwm.data.tokenizer.tokenizer_fingerprint) of the run's tokenizer when it is on
     this disk: `tokenizer.path` (a folder or tokenizer.json) or the one trained into `<path>/tokenizer`.
     None for a Hub name or a tokenizer not trained yet (checked after data preparation instead)."""
@@ -459,7 +464,7 @@ def _refusal(path: str, problem: str) -> WWMError:
     )
 
 
-def planned_artifacts(config: Any) -> list[str]:
+def planned_artifacts(config: RunConfig) -> list[str]:
     """The names this run may write into output_dir (recorded in run.json before it writes them, so that a
     kill at any moment leaves them listed)."""
     names = [RUN_FILE, CONFIG_FILE, CHECKPOINT_DIR, CORRUPT_DIR, PREVIOUS_DIR]
@@ -498,7 +503,7 @@ def _foreign(path: str) -> WWMError:
 
 
 def decide(
-    config: Any,
+    config: RunConfig,
     framework: str,
     *,
     overwrite: bool = False,
@@ -589,7 +594,7 @@ def saved_before(path: str, record: dict | None, old: dict | None) -> bool:
     return isinstance(every, int) and _last_metrics_step(path) >= every
 
 
-def _tokenizer_change(record: dict, config: Any, path: str) -> dict[str, tuple[Any, Any]]:
+def _tokenizer_change(record: dict, config: RunConfig, path: str) -> dict[str, tuple[Any, Any]]:
     recorded = (record.get("inputs") or {}).get("tokenizer")
     if not recorded:
         return {}
@@ -613,7 +618,7 @@ def _no_checkpoint(path: str, record: dict) -> WWMError:
 
 
 def _decide_without_record(
-    result: RunDir, config: Any, names: list[str], old: dict | None, flag: bool
+    result: RunDir, config: RunConfig, names: list[str], old: dict | None, flag: bool
 ) -> RunDir:
     """A non-empty folder without run.json: a run being started by another process (only temporaries), a
     run from before run.json existed, or somebody's files."""
@@ -655,7 +660,7 @@ def _decide_without_record(
 # --------------------------------------------------------------------------------------------------
 
 
-def apply(result: RunDir, config: Any) -> None:
+def apply(result: RunDir, config: RunConfig) -> None:
     """Carry out `decide`'s decision (the lead process only): remove an overwritten run's files or move a
     restarted run's earlier attempt aside, write `run.json` (with its history, artifacts and inputs) and
     `config.yaml`."""
@@ -691,7 +696,7 @@ def _move_attempt_aside(path: str) -> str | None:
 
 
 def claim(
-    config: Any,
+    config: RunConfig,
     framework: str,
     *,
     overwrite: bool = False,
@@ -737,7 +742,7 @@ def claim(
     return result if lead else RunDir.from_dict(outcome["run"], lead=False)
 
 
-def _claim_lead(config: Any, framework: str, overwrite: bool, allow_changes: bool, restart: bool,
+def _claim_lead(config: RunConfig, framework: str, overwrite: bool, allow_changes: bool, restart: bool,
                 command: str | None) -> RunDir:  # fmt: skip
     from wwm.locks import lock_for
 
@@ -774,7 +779,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_record(result: RunDir, config: Any, moved: str | None) -> None:
+def _write_record(result: RunDir, config: RunConfig, moved: str | None) -> None:
     from wwm import __version__
     from wwm.data.packing import PACKING_RULE
 

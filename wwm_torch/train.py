@@ -12,10 +12,13 @@ import os
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 
-def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
+def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
     """(trainer, args, prepared): everything `run` trains with, for tests, benchmarks and custom scripts.
     `on_batch`, `masked_head`: see `WWMTrainer`."""
     from transformers import set_seed
@@ -71,7 +74,7 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
 
 
 def run(
-    config: Any,
+    config: RunConfig,
     *,
     prepared: Any = None,
     callbacks: tuple = (),
@@ -125,7 +128,7 @@ def _share_from_rank0():
 
 
 def _run(
-    config: Any, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
+    config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
 ) -> int:
     """The experiment trackers' runs around the training (the Trainer's integrations log into them)."""
     from wwm.trackers import EXTERNAL, Trackers
@@ -146,7 +149,7 @@ def _run(
 
 
 def _train(
-    config: Any, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
+    config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
 ) -> int:
     from wwm.data.tokenizer import tokenizer_fingerprint
     from wwm_torch.callbacks import MetricsCallback, StopCallback
@@ -236,7 +239,7 @@ def _tied_keys_quiet(model: Any):
         logger.removeFilter(quiet)
 
 
-def _announcement(config: Any, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
+def _announcement(config: RunConfig, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
     return (
