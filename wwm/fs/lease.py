@@ -2,7 +2,7 @@
 
 A bucket has no ``flock``, and its writers may sit on different machines. A lease is one small JSON
 object, ``<folder>/LEASE_NAME``, that names its owner (host, boot id, pid namespace, pid, the pid's
-start time: the owner record of the data cache's build folders) and is **renewed** by a background
+start time: the owner record of wwm.locks) and is **renewed** by a background
 thread every ``renew_s`` seconds. It is taken over only when its owner is provably gone:
 
 * the owner runs on this machine (same host, boot and pid namespace) and its process has ended (or its
@@ -63,29 +63,29 @@ class LeaseHeld(WWMError):
 
 def owner_record(what: str) -> dict[str, Any]:
     """This process as a lease's owner: where its pid means this process, and what it runs."""
-    from wwm.data.cache import _machine, _start_ticks
+    from wwm.locks import start_ticks, this_machine
 
-    return {"pid": os.getpid(), **_machine(), "start_ticks": _start_ticks(os.getpid()), "what": what,
+    return {"pid": os.getpid(), **this_machine(), "start_ticks": start_ticks(os.getpid()), "what": what,
             "argv": " ".join(sys.argv)[:300]}  # fmt: skip
 
 
 def _same_machine(owner: dict[str, Any]) -> bool:
-    from wwm.data.cache import _machine
+    from wwm.locks import this_machine
 
-    here = _machine()
+    here = this_machine()
     return all(owner.get(k) == v for k, v in here.items())
 
 
 def _process_gone(owner: dict[str, Any]) -> bool:
     """On this machine: whether the owner's process has ended (or its pid was reused)."""
-    from wwm.data.cache import _alive, _start_ticks
+    from wwm.locks import pid_alive, start_ticks
 
     pid = owner.get("pid")
     if not isinstance(pid, int):
         return True
-    if not _alive(pid):
+    if not pid_alive(pid):
         return True
-    ticks, recorded = _start_ticks(pid), owner.get("start_ticks")
+    ticks, recorded = start_ticks(pid), owner.get("start_ticks")
     return ticks is not None and recorded is not None and ticks != recorded
 
 
