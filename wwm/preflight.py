@@ -191,6 +191,25 @@ def check_paths(config: RunConfig) -> None:
     rundir.check_writable_dir(str(default_cache_dir(config)), "the data cache folder (data.cache_dir)")
 
 
+def local_inputs(config: RunConfig) -> RunConfig:
+    """`config` with a bucket `tokenizer.path` / `model.pretrained` (gs://, s3://, hf://) replaced by a
+    local copy (`wwm.fs.fetch`: downloaded once per object version, under $WWM_LOCAL_DIR), for the loaders
+    that need a local folder (transformers, safetensors). The run records the URLs as written: only the
+    loaders see the copies. The corpus files stay URLs (read through wwm.fs as they stream)."""
+    import dataclasses
+
+    from wwm import fs
+
+    model, tokenizer = config.model, config.tokenizer
+    if model.pretrained and fs.is_remote(model.pretrained):
+        model = dataclasses.replace(model, pretrained=fs.fetch(model.pretrained))
+    if tokenizer.path and fs.is_remote(tokenizer.path):
+        tokenizer = dataclasses.replace(tokenizer, path=fs.fetch(tokenizer.path))
+    if model is config.model and tokenizer is config.tokenizer:
+        return config
+    return dataclasses.replace(config, model=model, tokenizer=tokenizer)
+
+
 def start_run(
     config: RunConfig,
     framework: str,
@@ -205,7 +224,7 @@ def start_run(
     folder's lock, decides and records; `share` hands its outcome to every process). The returned
     `RunDir` holds the lock until its `close()`."""
     check_paths(config)
-    check_pretrained(config)
+    check_pretrained(local_inputs(config))
     return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=share)  # fmt: skip
 
@@ -214,6 +233,7 @@ __all__ = [
     "check_paths",
     "check_pretrained",
     "embedding_rows",
+    "local_inputs",
     "pretrained_config",
     "start_run",
     "tokenizer_mismatch",

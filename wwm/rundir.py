@@ -208,6 +208,8 @@ def _show(value: Any) -> str:
 
 
 def _short(digest: str | None) -> str:
+    if digest and ":" in digest:  # a bucket object's version (generation:N, etag:X)
+        return digest[:48]
     return f"sha256 {digest[:12]}" if digest else "(none)"
 
 
@@ -387,9 +389,17 @@ def _input_files(config: RunConfig) -> dict[str, list[str]]:
 
 def _file_entries(files: list[str], known: dict[str, list] | None = None) -> list[list]:
     """[path, size, mtime_ns, sha256] of each file; a file whose size and mtime equal a `known` entry keeps
-    its digest (nothing is read again)."""
+    its digest (nothing is read again). A bucket object: [url, size, version, version] with its generation
+    or ETag as version and digest (wwm.fs.identity; the object is not read: a changed object is a changed
+    input)."""
     out = []
     for path in files:
+        if "://" in path:
+            from wwm import fs
+
+            ident = fs.identity(path)
+            out.append([path, ident["size"], ident["version"], ident["version"]])
+            continue
         try:
             st = os.stat(path)
             old = (known or {}).get(path)

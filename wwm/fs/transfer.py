@@ -14,6 +14,7 @@ own disk, for what it stages of a bucket (``remote/`` inputs, ``runs/`` the loca
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -68,6 +69,19 @@ def fetch(url: str) -> str:
         return core.local_path(url)
     files = remote_files(url)
     home = os.path.join(local_root(), "remote", _slug(url))
+    with core.errors(home, "write"):
+        os.makedirs(home, exist_ok=True)
+        guard = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # Processes of one host (torchrun's ranks) fetch one at a time: the second finds the first's copy
+        # instead of replacing it under a reader.
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        return _fetch(url, files, home)
+    finally:
+        os.close(guard)
+
+
+def _fetch(url: str, files: dict[str, dict[str, Any]], home: str) -> str:
     name = core.basename(url) or "content"
     content = os.path.join(home, name)
     source = os.path.join(home, _SOURCE)
