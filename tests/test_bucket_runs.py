@@ -147,3 +147,43 @@ def test_bucket_rewritten_object_is_a_changed_input_for_resume_and_cache(s3_buck
     old, new = changes[f"content of {url}"]
     assert old.startswith("etag:") and new.startswith("etag:") and old != new
     assert source_fingerprint(config.data) != key
+
+
+def _no_credentials_env(tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), WWM_STORAGE_RETRIES="1")  # fmt: skip
+    return env
+
+
+def test_bucket_no_credentials_or_no_bucket_stop_wwm_train_in_one_line(s3_bucket, tmp_path, capsys):
+    """Item 6: `wwm train` with a corpus in a bucket it cannot read stops in one line naming the URL, what
+    failed and the fix, exit 2, before any set-up (no output_dir, no data cache, the trainer not even
+    imported)."""
+    import subprocess
+    import sys
+
+    from wwm_cli import main
+
+    fs.write_text(f"{s3_bucket}/corpus/a.txt", "one two three\n")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"output_dir: {out}\ndata: {{source: files, train_files: [{s3_bucket}/corpus], cache_dir: {cache}}}\n"
+                   "tokenizer: {train: {kind: wordpiece, vocab_size: 300}}\ntrain: {framework: jax}\n")  # fmt: skip
+    code = "import sys; from wwm_cli import main; s = main(sys.argv[1:]); assert 'jax' not in sys.modules; sys.exit(s)"
+    proc = subprocess.run([sys.executable, "-c", code, "train", "--config", str(cfg)], env=_no_credentials_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip()
+    assert "\n" not in line and f"{s3_bucket}/corpus" in line and "data.train_files" in line, line
+    assert "no usable credentials" in line and "AWS_ACCESS_KEY_ID" in line, line
+
+    missing = "s3://wwm-no-such-bucket/corpus"
+    for override in (f"data.train_files=[{missing}]", f"model.pretrained={missing}", f"output_dir={missing}"):
+        assert main(["train", "--config", str(cfg), override]) == 2, override
+        line = capsys.readouterr().err.strip()
+        assert "\n" not in line and "wwm-no-such-bucket" in line and "does not exist" in line, line
+        assert "aws s3 mb s3://wwm-no-such-bucket" in line, line
+    assert main(["train", "--config", str(cfg), f"data.cache_dir={s3_bucket}/cache"]) == 2
+    assert "data.cache_dir" in capsys.readouterr().err
+    assert not out.exists() and not cache.exists()
