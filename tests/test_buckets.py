@@ -232,6 +232,49 @@ def test_bucket_lease_lost_to_another_owner_is_noticed(storage_root):
     assert leases.read_lease(folder)["token"] == "someone-else"  # the new owner's lease is untouched
 
 
+def test_bucket_run_lock_is_a_lease_one_run_per_folder(storage_root):
+    """Issue 21's lock interface in a bucket folder (`wwm.locks.lock_for`): a second run is refused in one
+    line naming the live owner; released, the folder is free; a dead owner's lock is taken over (and
+    said); a lock taken over by another process is noticed (`lost`, `lost_to`)."""
+    from wwm.locks import LockHeld, lock_for
+
+    folder = fs.join(storage_root, "run")
+    first = lock_for(folder, "run.lock", f"output_dir {folder}", command="wwm train A")
+    first.acquire()
+    assert first.owner["run_id"] and first.owner["pid"] == os.getpid() and not first.lost
+    second = lock_for(folder, "run.lock", f"output_dir {folder}", command="wwm train B")
+    with pytest.raises(LockHeld) as err:
+        second.acquire()
+    line = str(err.value)
+    assert "\n" not in line and f"output_dir {folder}" in line and f"process {os.getpid()}" in line, line
+    assert "wwm train A" in line and "in use" in line, line
+    first.release()
+    assert not fs.exists(fs.join(folder, "run.lock"))
+    second.acquire()
+    assert second.refresh() and not second.lost
+    fs.write_text(fs.join(folder, "run.lock"), json.dumps({"token": "x", "owner": {"host": "elsewhere", "pid": 7},
+                                                           "renewed": time.time()}))  # fmt: skip
+    assert not second.refresh() and second.lost and "elsewhere" in second.lost_to()
+    second.release()  # lost: the new owner's lease stays
+    assert json.loads(fs.read_text(fs.join(folder, "run.lock")))["token"] == "x"
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    record = {
+        "token": "gone",
+        "owner": leases.owner_record("wwm train C"),
+        "renewed": time.time(),
+        "ttl_s": 30,
+    }
+    record["owner"]["pid"] = int(dead.stdout)
+    fs.write_text(fs.join(folder, "run.lock"), json.dumps(record))
+    third = lock_for(folder, "run.lock", f"output_dir {folder}")
+    third.acquire()
+    assert third.took_over and f"process {int(dead.stdout)}" in third.took_over
+    third.release()
+
+
 # --------------------------------------------------------------------------------------------------
 # The checkpoint mirror
 # --------------------------------------------------------------------------------------------------

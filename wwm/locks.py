@@ -328,7 +328,11 @@ class LocalLock:
 
 
 def lock_for(folder: str, name: str, what: str, **kwargs: Any) -> RunLock:
-    """The lock of `folder` (a lock file `name` in it). Buckets (gs://, s3://) have no lock yet."""
+    """The lock of `folder` (a lock file `name` in it); a bucket folder (gs://, s3://, memory://) gets a
+    lease object `name` (wwm.fs.lease.BucketLock: conditional writes, renewed, taken over only from a
+    provably gone owner)."""
     if "://" in folder:
-        raise WWMError(f"{what}: locks on bucket folders are not implemented yet")
+        from wwm.fs.lease import BucketLock
+
+        return BucketLock(f"{folder.rstrip('/')}/{name}", what, **kwargs)
     return LocalLock(os.path.join(folder, name), what, **kwargs)

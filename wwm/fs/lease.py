@@ -215,6 +215,7 @@ class Lease:
     version: str | None = None
     acquired: float = field(default_factory=time.time)
     lost: str | None = None
+    took_over: str | None = None  # the gone owner whose lease this one replaced
     renewals: int = 0
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -344,6 +345,7 @@ def acquire(folder: str, what: str = "wwm", *, ttl_s: float | None = None, renew
             time.sleep(min(renew, max(ttl - age, 0.05)))
             continue
         if version is not None and _replace(url, lease.payload(), version) and lease._confirm():
+            lease.took_over = describe(record)
             print(f"wwm: took over the lease of {folder} from {describe(record)} (gone)", file=sys.stderr,
                   flush=True)  # fmt: skip
             break
@@ -353,9 +355,62 @@ def acquire(folder: str, what: str = "wwm", *, ttl_s: float | None = None, renew
     return lease
 
 
+class BucketLock:
+    """The run lock of a folder in a bucket (wwm.locks.RunLock, what `wwm.locks.lock_for` gives for a
+    gs:// / s3:// / memory:// folder): a lease object (``path``) renewed every ``heartbeat_s`` and taken over
+    only from a provably gone owner (module doc). ``lost`` turns True once another process took it over."""
+
+    def __init__(self, path: str, what: str, *, command: str | None = None, heartbeat_s: float | None = None,
+                 lease_s: float | None = None, **_: Any) -> None:  # fmt: skip
+        self.path = core.normalize(path)
+        self.what = what
+        self.command = command
+        self.renew_s = default_renew_s() if heartbeat_s is None else heartbeat_s
+        self.ttl_s = default_ttl_s() if lease_s is None else lease_s
+        self.owner: dict[str, Any] = {}
+        self.took_over: str | None = None
+        self.lease: Lease | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self.lease is not None and self.lease.lost is not None
+
+    def acquire(self) -> None:
+        from wwm.locks import LockHeld
+
+        try:
+            self.lease = acquire(core.parent(self.path), self.command or self.what, ttl_s=self.ttl_s,
+                                 renew_s=self.renew_s, name=core.basename(self.path))  # fmt: skip
+        except LeaseHeld as err:
+            raise LockHeld(f"{self.what}: {err}") from None
+        self.owner = {**self.lease.owner, "run_id": self.lease.token}
+        self.took_over = self.lease.took_over
+
+    def refresh(self) -> bool:
+        """One renewal now (the background thread renews on its own); False once lost."""
+        return self.lease is not None and self.lease.renew()
+
+    def lost_to(self) -> str:
+        record = _read(self.path)[0]
+        return describe(record) if record else "nobody (the lease object was deleted)"
+
+    def release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+
+
 def read_lease(folder: str, name: str = LEASE_NAME) -> dict[str, Any] | None:
     """The lease record of ``folder`` (None: no lease)."""
     return _read(core.join(folder, name))[0]
 
 
-__all__ = ["LEASE_NAME", "Lease", "LeaseHeld", "acquire", "describe", "owner_record", "read_lease"]
+__all__ = [
+    "LEASE_NAME",
+    "BucketLock",
+    "Lease",
+    "LeaseHeld",
+    "acquire",
+    "describe",
+    "owner_record",
+    "read_lease",
+]
