@@ -187,3 +187,57 @@ def test_bucket_no_credentials_or_no_bucket_stop_wwm_train_in_one_line(s3_bucket
     assert main(["train", "--config", str(cfg), f"data.cache_dir={s3_bucket}/cache"]) == 2
     assert "data.cache_dir" in capsys.readouterr().err
     assert not out.exists() and not cache.exists()
+
+
+@pytest.mark.slow
+def test_bucket_output_dir_torch_resumes_on_a_clean_machine_with_the_same_losses(
+    s3_bucket, corpus_parts, wordpiece_tokenizer, tmp_path, monkeypatch
+):
+    """Items 2-4 (torch): output_dir in s3://. The run writes a local staging folder; each checkpoint is
+    mirrored with its commit marker, run.json / config.yaml / metrics.jsonl reach the bucket. With the
+    staging folder deleted (a clean machine) the same command pulls the newest complete checkpoint and
+    continues: steps 1-6 equal a local 6-step run bit for bit. A second run into the folder while the
+    first holds its lease is refused in one line."""
+    import shutil
+
+    from wwm.errors import WWMError
+    from wwm.fs import mirror as mirrors
+    from wwm.locks import lock_for
+    from wwm_torch.train import run
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    _place(corpus_parts, f"file://{tmp_path}/corpus")
+    wordpiece_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    common = [*TINY, "train.framework=torch", "data.source=files", f"data.train_files=[{tmp_path}/corpus]",
+              f"data.cache_dir={tmp_path / 'cache'}", f"tokenizer.path={tmp_path / 'tokenizer'}",
+              "optim.schedule=constant", "optim.warmup_steps=0", "checkpoint.every_steps=2",
+              "checkpoint.keep=2"]  # fmt: skip
+    local = tmp_path / "local"
+    assert run(load_config(None, [*common, f"output_dir={local}", "train.max_steps=6"])) == 0
+    expected = _losses(str(local))
+
+    url = f"{s3_bucket}/runs/a"
+    assert run(load_config(None, [*common, f"output_dir={url}", "train.max_steps=4"])) == 0
+    listing = fs.tree(url)
+    assert {"run.json", "config.yaml", "metrics.jsonl"} <= set(listing), sorted(listing)
+    assert mirrors.remote_complete(f"{url}/checkpoints/checkpoint-4")
+    assert not any(n.startswith("run.lock") for n in listing)  # the lease is released at the end
+    assert json.loads(fs.read_text(f"{url}/run.json"))["steps"] == 4
+    assert f"output_dir: {url}" in fs.read_text(f"{url}/config.yaml")
+
+    shutil.rmtree(tmp_path / "host" / "runs")  # a clean machine: nothing of the run on this disk
+    assert run(load_config(None, [*common, f"output_dir={url}", "train.max_steps=6"])) == 0
+    record = json.loads(fs.read_text(f"{url}/run.json"))
+    assert [e["event"] for e in record["history"]] == ["started", "resumed"] and record["steps"] == 6
+    metrics = [json.loads(line) for line in fs.read_text(f"{url}/metrics.jsonl").splitlines() if line.strip()]
+    assert [(r["step"], r["loss"]) for r in metrics if "loss" in r] == expected  # bit for bit
+    assert sorted(n for n in fs.listdir(f"{url}/checkpoints")) == ["checkpoint-4", "checkpoint-6"]
+
+    holder = lock_for(url, "run.lock", f"output_dir {url}", command="another wwm train")
+    holder.acquire()
+    try:
+        with pytest.raises(WWMError) as err:
+            run(load_config(None, [*common, f"output_dir={url}", "train.max_steps=8"]))
+        assert "\n" not in str(err.value) and "another wwm train" in str(err.value)
+    finally:
+        holder.release()

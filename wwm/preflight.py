@@ -237,14 +237,18 @@ def check_paths(config: RunConfig) -> None:
     rundir.check_writable_dir(str(default_cache_dir(config)), "the data cache folder (data.cache_dir)")
 
 
-def local_inputs(config: RunConfig) -> RunConfig:
+def local_inputs(config: RunConfig, run_dir: rundir.RunDir | None = None) -> RunConfig:
     """`config` with a bucket `tokenizer.path` / `model.pretrained` (gs://, s3://, hf://) replaced by a
     local copy (`wwm.fs.fetch`: downloaded once per object version, under $WWM_LOCAL_DIR), for the loaders
     that need a local folder (transformers, safetensors). The run records the URLs as written: only the
-    loaders see the copies. The corpus files stay URLs (read through wwm.fs as they stream)."""
+    loaders see the copies. The corpus files stay URLs (read through wwm.fs as they stream). With the
+    `run_dir` of a bucket `output_dir`, output_dir becomes its local staging folder (wwm.runstore)."""
     import dataclasses
 
     from wwm import fs
+
+    if run_dir is not None and fs.is_remote(config.output_dir):
+        config = dataclasses.replace(config, output_dir=run_dir.path)
 
     model, tokenizer = config.model, config.tokenizer
     if model.pretrained and fs.is_remote(model.pretrained):
@@ -252,7 +256,7 @@ def local_inputs(config: RunConfig) -> RunConfig:
     if tokenizer.path and fs.is_remote(tokenizer.path):
         tokenizer = dataclasses.replace(tokenizer, path=fs.fetch(tokenizer.path))
     if model is config.model and tokenizer is config.tokenizer:
-        return config
+        return config  # (output_dir replaced above when it is a bucket)
     return dataclasses.replace(config, model=model, tokenizer=tokenizer)
 
 
@@ -271,6 +275,11 @@ def start_run(
     `RunDir` holds the lock until its `close()`."""
     check_paths(config)
     check_pretrained(local_inputs(config))
+    if "://" in config.output_dir:  # a bucket: claimed in a local staging folder, carried to the bucket
+        from wwm.runstore import start_bucket_run
+
+        return start_bucket_run(config, framework, overwrite=overwrite, allow_changes=allow_changes,
+                                restart=restart, lead=lead, share=share)  # fmt: skip
     return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=share)  # fmt: skip
 

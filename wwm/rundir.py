@@ -106,10 +106,11 @@ class RunDir:
     allow_changes: bool = False  # --allow-config-change: changed inputs found later are accepted too
     lead: bool = True
     lock: Any = field(default=None, repr=False)
+    store: Any = field(default=None, repr=False)  # wwm.runstore.RunStore of a bucket output_dir (lead)
 
     def to_dict(self) -> dict[str, Any]:
         """What another process needs of the decision (JSON-able; the lock stays with the lead)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lock", "store")}
         out["changed"] = {k: list(v) for k, v in self.changed.items()}
         return json.loads(json.dumps(out, default=str))
 
@@ -127,14 +128,15 @@ class RunDir:
     def check_lock(self) -> None:
         """WWMError when another process took this run's lock over (it judged this one gone): stop
         writing into a folder that is no longer ours."""
-        if self.lock is not None and self.lock.lost:
-            raise WWMError(
-                f"the lock on output_dir {self.path} was taken over by {self.lock.lost_to()}; this process stops "
-                "without writing more (two runs must not write one folder)"
-            )
+        for lock in (self.lock, getattr(self.store, "lock", None)):
+            if lock is not None and lock.lost:
+                raise WWMError(
+                    f"the lock on output_dir {lock.path} was taken over by {lock.lost_to()}; this process stops "
+                    "without writing more (two runs must not write one folder)"
+                )
 
     def lock_lost(self) -> bool:
-        return self.lock is not None and self.lock.lost
+        return any(lock is not None and lock.lost for lock in (self.lock, getattr(self.store, "lock", None)))
 
     def prepared(self, tokenizer_fingerprint: str, cache_key: str | None) -> None:
         """After the data are prepared: the tokenizer must be the one the run was trained with (content,
@@ -160,6 +162,8 @@ class RunDir:
         run whose checkpoints vanish is never taken for an empty one."""
         if self.lead and self.local:
             _update_record(self.path, lambda r: r.update(steps=int(step)))
+        if self.store is not None:
+            self.store.checkpointed(step, self.framework)  # a bucket output_dir: mirrored, run.json sent
 
     def tracker_id(self, name: str, make: Callable[[], str]) -> str:
         """The id of this run in experiment tracker `name` (wandb, mlflow): the recorded one (a resumed run
@@ -177,10 +181,16 @@ class RunDir:
         return value
 
     def close(self) -> None:
-        """Release the lock (the lead's; a no-op elsewhere)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        """Release the lock (the lead's; a no-op elsewhere). A bucket output_dir: the last copies to the
+        bucket first (wwm.runstore), then its lease."""
+        try:
+            if self.store is not None:
+                store, self.store = self.store, None
+                store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def __enter__(self) -> RunDir:
         return self
@@ -232,7 +242,12 @@ def _is_ours(name: str, artifacts: tuple[str, ...] | list[str] = RUN_ARTIFACTS) 
 def _listing(path: str) -> list[str]:
     """What the folder holds, apart from the lock."""
     try:
-        return [n for n in os.listdir(path) if n != LOCK_FILE] if os.path.isdir(path) else []
+        # ".wwm-*": the staging folder's own files when output_dir is a bucket (wwm.runstore)
+        return (
+            [n for n in os.listdir(path) if n != LOCK_FILE and not n.startswith(".wwm-")]
+            if os.path.isdir(path)
+            else []
+        )
     except OSError as err:
         raise os_error(err, "output_dir") from err
 

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from typing import Any
 
 from wwm import fs
 from wwm.errors import WWMError
@@ -49,6 +50,7 @@ class RunStore:
         self.lead = lead
         self.logs: SyncedFolder | None = None
         self.mirror: Mirror | None = None
+        self.lock: Any = None  # the bucket folder's lease (wwm.locks.lock_for), held by the lead
 
     @property
     def is_remote(self) -> bool:
@@ -79,7 +81,11 @@ class RunStore:
         if fresh or recorded != run_id:
             shutil.rmtree(self.local, ignore_errors=True)
         fs.makedirs(self.local)
-        fs.write_text(record_path, json.dumps({"run_id": run_id, "url": self.remote}))
+        self.mark_staging(run_id)
+
+    def mark_staging(self, run_id: str | None) -> None:
+        """Record whose run the staging folder holds (after a new or overwritten run got its id)."""
+        fs.write_text(self.path(STAGING_FILE), json.dumps({"run_id": run_id, "url": self.remote}))
 
     # ---- logs -------------------------------------------------------------------------------------
 
@@ -122,13 +128,128 @@ class RunStore:
         return True
 
     def close(self) -> None:
-        """The final copies: queued checkpoint uploads, then the logs."""
+        """The final copies: queued checkpoint uploads, then the logs, then the finished exports (hf/,
+        tokenizer/ with config.json / the tokenizer's record last), then the lease is released."""
         try:
-            if self.mirror is not None:
-                self.mirror.close()
+            try:
+                if self.mirror is not None:
+                    self.mirror.close()
+            finally:
+                if self.logs is not None:
+                    self.logs.close()
+            if self.remote and self.lead:
+                for name, last in (("tokenizer", ("tokenizer_config.json",)), ("hf", ("config.json",))):
+                    if os.path.isdir(self.path(name)) and fs.tree(self.path(name)) != fs.tree(self.url(name)):
+                        self.publish(name, last=last)
         finally:
-            if self.logs is not None:
-                self.logs.close()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    # ---- a run whose output_dir is a bucket ---------------------------------------------------------
+
+    def checkpointed(self, step: int, framework: str) -> None:
+        """After the trainer saved checkpoint ``step`` locally: queue its upload, send run.json."""
+        if self.mirror is None:
+            return
+        self.mirror.submit(checkpoint_name(step, framework))
+        fs.copy(self.path(RUN_FILE), self.url(RUN_FILE))
 
 
-__all__ = ["LOG_NAMES", "STAGING_FILE", "RunStore", "orbax_writes"]
+RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
+
+
+def checkpoint_name(step: int, framework: str) -> str:
+    return f"checkpoint-{step}" if framework == "torch" else str(step)
+
+
+def step_of(name: str) -> int | None:
+    """The step of a checkpoint folder of either trainer (orbax "<step>", the Trainer's "checkpoint-<step>")."""
+    tail = name.removeprefix("checkpoint-")
+    return int(tail) if tail.isdigit() else None
+
+
+def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False,
+                     restart: bool = False, lead: bool = True, share: Callable[[Any], Any] | None = None) -> Any:  # fmt: skip
+    """`wwm.rundir.claim` for a bucket `output_dir` (docs/scale.md): take the folder's lease, bring the run's
+    record, logs, trained tokenizer and newest complete checkpoint down into the staging folder, let
+    `claim` decide there as for a local folder, carry its outcome back (an `--overwrite` deletes the
+    bucket's recorded artifacts; run.json and config.yaml are uploaded), then start the log sync and the
+    checkpoint mirror. Returns the `RunDir` (its `path` the staging folder; `close()` finishes the copies
+    and releases the lease)."""
+    import dataclasses
+
+    from wwm import rundir
+    from wwm.fs import mirror as mirrors
+    from wwm.locks import lock_for
+
+    url = fs.normalize(config.output_dir)
+    if share is not None or not lead:
+        raise WWMError(
+            f"output_dir {url}: a bucket output_dir with several processes (torchrun, JAX multi-host) is not "
+            "supported yet; use a local or shared output_dir for multi-process runs"
+        )
+    if restart:
+        raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
+                       "use --overwrite or another output_dir")  # fmt: skip
+    store = RunStore(url, lead=lead)
+    store.lock = lock_for(url, rundir.LOCK_FILE, f"output_dir {url}", command=rundir._command_line())
+    store.lock.acquire()
+    try:
+        record = None
+        if fs.exists(store.url(RUN_FILE)):
+            record = json.loads(fs.read_text(store.url(RUN_FILE)))
+        store.claim_staging(str(record.get("created")) if record else None, fresh=False)
+        for name in (RUN_FILE, CONFIG_FILE):
+            if record is not None and fs.exists(store.url(name)):
+                fs.copy(store.url(name), store.path(name))
+            elif os.path.exists(store.path(name)):
+                os.remove(store.path(name))
+        SyncedFolder(store.local, url, (*LOG_NAMES,)).pull()
+        store.fetch_folder("tokenizer")
+        local_names = [n for n in rundir.checkpoint_names(store.local) if step_of(n) is not None]
+        found = mirrors.candidates(local_names, store.url(rundir.CHECKPOINT_DIR), step_of)
+        if found and not found[0].local:
+            mirrors.pull(store.url(rundir.CHECKPOINT_DIR), found[0].name, store.path(rundir.CHECKPOINT_DIR))
+        local = dataclasses.replace(config, output_dir=store.local)
+        run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
+        try:
+            if run_dir.status == "overwritten":
+                for name in run_dir.artifacts:
+                    if name != rundir.LOCK_FILE:
+                        fs.remove(store.url(name), recursive=True)
+            store.mark_staging(str((run_dir.record or {}).get("created")))
+            if run_dir.lead:  # the record names the bucket, not this host's staging folder
+                import yaml
+
+                from wwm.config import resolved_dict
+                from wwm.files import atomic_write_text
+
+                atomic_write_text(
+                    store.path(CONFIG_FILE), yaml.safe_dump(resolved_dict(config), sort_keys=False)
+                )
+            for name in (RUN_FILE, CONFIG_FILE):
+                fs.copy(store.path(name), store.url(name))
+            store.start_logs(every_s=float(os.environ.get("WWM_LOG_SYNC_S", "60")))
+            store.checkpoint_mirror(step_of, keep=config.checkpoint.keep)
+            if found and found[0].local and not found[0].remote and run_dir.resume:
+                store.mirror.submit(found[0].name)  # saved here before a crash, never uploaded
+        except BaseException:
+            run_dir.close()
+            raise
+    except BaseException:
+        store.close()
+        raise
+    run_dir.store = store
+    return run_dir
+
+
+__all__ = [
+    "LOG_NAMES",
+    "STAGING_FILE",
+    "RunStore",
+    "checkpoint_name",
+    "orbax_writes",
+    "start_bucket_run",
+    "step_of",
+]

@@ -91,7 +91,7 @@ def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, 
     lead = jax.process_index() == 0
     run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=shd.broadcast_json if several else None)  # fmt: skip
-    config = local_inputs(config)  # bucket tokenizer / pretrained model: local copies for the loaders
+    config = local_inputs(config, run_dir)  # bucket inputs as local copies; a bucket output_dir's staging
     with run_dir:  # the lock is released however the run ends
         trackers = _open_trackers(config, run_dir, lead)
         try:

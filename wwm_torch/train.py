@@ -101,7 +101,7 @@ def run(
             run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes,
                                 restart=restart, lead=lead, share=share)  # fmt: skip
             with run_dir:  # the lock is released however the run ends
-                return _run(local_inputs(config), prepared, callbacks, on_batch, run_dir, lead, stop)
+                return _run(local_inputs(config, run_dir), prepared, callbacks, on_batch, run_dir, lead, stop)
         except Stopped as stopped:
             if lead:
                 print(stopped.message(), file=sys.stderr, flush=True)
