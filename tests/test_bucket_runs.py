@@ -73,14 +73,35 @@ def _place(parts: dict[str, bytes], root: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_bucket_corpus_tokenizer_and_model_in_s3_train_as_the_local_run(
+def test_bucket_run_from_s3_inputs_into_s3_resumes_on_a_clean_machine_as_the_local_run(
     framework, s3_bucket, corpus_parts, wordpiece_tokenizer, tmp_path, monkeypatch
 ):
-    """data.train_files, tokenizer.path and model.pretrained in s3:// (read through wwm.fs: the corpus
-    streamed, tokenizer and model as local copies) give the losses of the same run from local files,
-    bit for bit; run.json records the objects by size and ETag."""
+    """Items 2-5 and 7 in one run of each trainer against the S3 server:
+
+    * inputs: data.train_files (a folder: text, .gz, jsonl), tokenizer.path and model.pretrained in s3://
+      (the corpus streamed through wwm.fs, tokenizer and model as local copies); run.json's `inputs`
+      record the objects by size and ETag;
+    * output_dir in s3://: the run writes a local staging folder; each checkpoint is mirrored with its
+      commit marker; run.json (naming the bucket), config.yaml and metrics.jsonl reach the bucket; the lease
+      is gone after the run;
+    * a clean machine (the staging folder and the local copies deleted): the same command pulls the newest
+      complete checkpoint and continues. Steps 1-6 equal a local 6-step run from local files bit for bit
+      (constant learning rate, so that the longer second command does not change the schedule);
+    * a second run into the folder while another holds its lease: one line naming the holder.
+    """
+    import shutil
+
     import torch
     import transformers
+
+    from wwm.errors import WWMError
+    from wwm.fs import mirror as mirrors
+    from wwm.locks import lock_for
+
+    if framework == "jax":
+        from wwm_jax.train import run
+    else:
+        from wwm_torch.train import run
 
     monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
     local = tmp_path / "local"
@@ -91,36 +112,55 @@ def test_bucket_corpus_tokenizer_and_model_in_s3_train_as_the_local_run(
         vocab_size=len(wordpiece_tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=32, pad_token_id=wordpiece_tokenizer.pad_token_id))  # fmt: skip
     model.save_pretrained(local / "pretrained")
-    remote = f"{s3_bucket}/inputs"
-    _place(corpus_parts, f"{remote}/corpus")
+    inputs = f"{s3_bucket}/inputs"
+    _place(corpus_parts, f"{inputs}/corpus")
     for name in ("tokenizer", "pretrained"):
-        fs.upload_tree(str(local / name), f"{remote}/{name}")
+        fs.upload_tree(str(local / name), f"{inputs}/{name}")
 
-    def train(where: str, tag: str) -> str:
-        out = str(tmp_path / f"run-{tag}")
-        config = load_config(None, [*TINY, f"output_dir={out}", f"train.framework={framework}",
-                                    "data.source=files", f"data.train_files=[{where}/corpus]",
-                                    f"data.cache_dir={tmp_path / f'cache-{tag}'}", f"tokenizer.path={where}/tokenizer",
-                                    f"model.pretrained={where}/pretrained"])  # fmt: skip
-        if framework == "jax":
-            from wwm_jax.train import run
-        else:
-            from wwm_torch.train import run
-        assert run(config) == 0
-        return out
+    def config(where: str, out: str, steps: int, cache: str):
+        return load_config(None, [*TINY, f"train.framework={framework}", "data.source=files",
+                                  f"data.train_files=[{where}/corpus]", f"tokenizer.path={where}/tokenizer",
+                                  f"model.pretrained={where}/pretrained", f"data.cache_dir={tmp_path / cache}",
+                                  "optim.schedule=constant", "optim.warmup_steps=0", "checkpoint.every_steps=2",
+                                  "checkpoint.keep=2", f"output_dir={out}", f"train.max_steps={steps}"])  # fmt: skip
 
+    url = f"{s3_bucket}/runs/a"
     with _compile_cache(framework, tmp_path / "xla"):
-        local_run = train(str(local), "local")
-        bucket_run = train(remote, "s3")
-    expected = _losses(local_run)
-    assert [s for s, _ in expected] == [1, 2, 3]
-    assert _losses(bucket_run) == expected  # bit for bit: the same documents, tokenizer and weights
+        assert run(config(str(local), str(local / "run"), 6, "cache-local")) == 0
+        expected = _losses(str(local / "run"))
+        assert [s for s, _ in expected] == [1, 2, 3, 4, 5, 6]
 
-    with open(os.path.join(bucket_run, "run.json"), encoding="utf-8") as f:
-        files = json.load(f)["inputs"]["files"]["train"]
-    assert [e[0] for e in files] == [f"{remote}/corpus/{p}" for p in ("a.txt", "b.txt.gz", "sub/c.jsonl")]
-    for (url, size, version, digest), data in zip(files, corpus_parts.values(), strict=True):
-        assert size == len(data) and version.startswith("etag:") and digest == version, url
+        assert run(config(inputs, url, 4, "cache-s3")) == 0
+        listing = fs.tree(url)
+        assert {"run.json", "config.yaml", "metrics.jsonl"} <= set(listing), sorted(listing)
+        first = "checkpoint-4" if framework == "torch" else "4"
+        assert mirrors.remote_complete(f"{url}/checkpoints/{first}")
+        assert not any(n.startswith("run.lock") for n in listing)  # the lease is released at the end
+        record = json.loads(fs.read_text(f"{url}/run.json"))
+        assert record["steps"] == 4 and f"output_dir: {url}" in fs.read_text(f"{url}/config.yaml")
+        files = record["inputs"]["files"]["train"]
+        assert [e[0] for e in files] == [f"{inputs}/corpus/{p}" for p in ("a.txt", "b.txt.gz", "sub/c.jsonl")]
+        for (where, size, version, digest), data in zip(files, corpus_parts.values(), strict=True):
+            assert size == len(data) and version.startswith("etag:") and digest == version, where
+
+        shutil.rmtree(tmp_path / "host")  # a clean machine: nothing of the run or its inputs on this disk
+        shutil.rmtree(tmp_path / "cache-s3")
+        assert run(config(inputs, url, 6, "cache-s3")) == 0
+    record = json.loads(fs.read_text(f"{url}/run.json"))
+    assert [e["event"] for e in record["history"]] == ["started", "resumed"] and record["steps"] == 6
+    metrics = [json.loads(line) for line in fs.read_text(f"{url}/metrics.jsonl").splitlines() if line.strip()]
+    assert [(r["step"], r["loss"]) for r in metrics if "loss" in r] == expected  # bit for bit
+    names = {"jax": ["4", "6"], "torch": ["checkpoint-4", "checkpoint-6"]}[framework]
+    assert sorted(n for n in fs.listdir(f"{url}/checkpoints") if not n.startswith(".")) == names
+
+    holder = lock_for(url, "run.lock", f"output_dir {url}", command="another wwm train")
+    holder.acquire()
+    try:
+        with pytest.raises(WWMError) as err:
+            run(config(inputs, url, 8, "cache-s3"))
+        assert "\n" not in str(err.value) and "another wwm train" in str(err.value)
+    finally:
+        holder.release()
 
 
 def test_bucket_rewritten_object_is_a_changed_input_for_resume_and_cache(s3_bucket, tmp_path, monkeypatch):
@@ -187,57 +227,3 @@ def test_bucket_no_credentials_or_no_bucket_stop_wwm_train_in_one_line(s3_bucket
     assert main(["train", "--config", str(cfg), f"data.cache_dir={s3_bucket}/cache"]) == 2
     assert "data.cache_dir" in capsys.readouterr().err
     assert not out.exists() and not cache.exists()
-
-
-@pytest.mark.slow
-def test_bucket_output_dir_torch_resumes_on_a_clean_machine_with_the_same_losses(
-    s3_bucket, corpus_parts, wordpiece_tokenizer, tmp_path, monkeypatch
-):
-    """Items 2-4 (torch): output_dir in s3://. The run writes a local staging folder; each checkpoint is
-    mirrored with its commit marker, run.json / config.yaml / metrics.jsonl reach the bucket. With the
-    staging folder deleted (a clean machine) the same command pulls the newest complete checkpoint and
-    continues: steps 1-6 equal a local 6-step run bit for bit. A second run into the folder while the
-    first holds its lease is refused in one line."""
-    import shutil
-
-    from wwm.errors import WWMError
-    from wwm.fs import mirror as mirrors
-    from wwm.locks import lock_for
-    from wwm_torch.train import run
-
-    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
-    _place(corpus_parts, f"file://{tmp_path}/corpus")
-    wordpiece_tokenizer.save_pretrained(tmp_path / "tokenizer")
-    common = [*TINY, "train.framework=torch", "data.source=files", f"data.train_files=[{tmp_path}/corpus]",
-              f"data.cache_dir={tmp_path / 'cache'}", f"tokenizer.path={tmp_path / 'tokenizer'}",
-              "optim.schedule=constant", "optim.warmup_steps=0", "checkpoint.every_steps=2",
-              "checkpoint.keep=2"]  # fmt: skip
-    local = tmp_path / "local"
-    assert run(load_config(None, [*common, f"output_dir={local}", "train.max_steps=6"])) == 0
-    expected = _losses(str(local))
-
-    url = f"{s3_bucket}/runs/a"
-    assert run(load_config(None, [*common, f"output_dir={url}", "train.max_steps=4"])) == 0
-    listing = fs.tree(url)
-    assert {"run.json", "config.yaml", "metrics.jsonl"} <= set(listing), sorted(listing)
-    assert mirrors.remote_complete(f"{url}/checkpoints/checkpoint-4")
-    assert not any(n.startswith("run.lock") for n in listing)  # the lease is released at the end
-    assert json.loads(fs.read_text(f"{url}/run.json"))["steps"] == 4
-    assert f"output_dir: {url}" in fs.read_text(f"{url}/config.yaml")
-
-    shutil.rmtree(tmp_path / "host" / "runs")  # a clean machine: nothing of the run on this disk
-    assert run(load_config(None, [*common, f"output_dir={url}", "train.max_steps=6"])) == 0
-    record = json.loads(fs.read_text(f"{url}/run.json"))
-    assert [e["event"] for e in record["history"]] == ["started", "resumed"] and record["steps"] == 6
-    metrics = [json.loads(line) for line in fs.read_text(f"{url}/metrics.jsonl").splitlines() if line.strip()]
-    assert [(r["step"], r["loss"]) for r in metrics if "loss" in r] == expected  # bit for bit
-    assert sorted(n for n in fs.listdir(f"{url}/checkpoints")) == ["checkpoint-4", "checkpoint-6"]
-
-    holder = lock_for(url, "run.lock", f"output_dir {url}", command="another wwm train")
-    holder.acquire()
-    try:
-        with pytest.raises(WWMError) as err:
-            run(load_config(None, [*common, f"output_dir={url}", "train.max_steps=8"]))
-        assert "\n" not in str(err.value) and "another wwm train" in str(err.value)
-    finally:
-        holder.release()
