@@ -169,6 +169,20 @@ def step_of(name: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def _config_naming(path: str, url: str, local: str) -> None:
+    """The staging copy of the bucket's config.yaml with output_dir as this host's staging folder, the
+    output_dir `wwm.rundir.claim` is given (so that the folder is not reported as a changed setting)."""
+    import yaml
+
+    from wwm.files import atomic_write_text
+
+    with fs.open_file(path, "r") as f:
+        data = yaml.safe_load(f)
+    if isinstance(data, dict) and data.get("output_dir") == url:
+        data["output_dir"] = local
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
 def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False,
                      restart: bool = False, lead: bool = True, share: Callable[[Any], Any] | None = None) -> Any:  # fmt: skip
     """`wwm.rundir.claim` for a bucket `output_dir` (docs/scale.md): take the folder's lease, bring the run's
@@ -205,6 +219,8 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
                 fs.copy(store.url(name), store.path(name))
             elif os.path.exists(store.path(name)):
                 os.remove(store.path(name))
+        if os.path.isfile(store.path(CONFIG_FILE)):
+            _config_naming(store.path(CONFIG_FILE), url, store.local)  # claim compares like with like
         SyncedFolder(store.local, url, (*LOG_NAMES,)).pull()
         store.fetch_folder("tokenizer")
         local_names = [n for n in rundir.checkpoint_names(store.local) if step_of(n) is not None]
