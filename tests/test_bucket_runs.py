@@ -227,3 +227,39 @@ def test_bucket_no_credentials_or_no_bucket_stop_wwm_train_in_one_line(s3_bucket
     assert main(["train", "--config", str(cfg), f"data.cache_dir={s3_bucket}/cache"]) == 2
     assert "data.cache_dir" in capsys.readouterr().err
     assert not out.exists() and not cache.exists()
+
+
+def test_bucket_output_dir_refusals_and_overwrite_delete_only_the_runs_files(
+    s3_bucket, tmp_path, monkeypatch
+):
+    """Item 4 at the claim (no training): a trained run in a bucket folder refuses a changed setting in one
+    line; --overwrite deletes the bucket's recorded artifacts and nothing else (a user's file stays);
+    --restart-from-scratch and several processes are refused in one line (not supported in buckets)."""
+    from wwm.errors import WWMError
+    from wwm.preflight import start_run
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    url = f"{s3_bucket}/runs/b"
+
+    def config(*extra):
+        return load_config(None, [f"output_dir={url}", "train.framework=torch", f"data.cache_dir={tmp_path}/c",
+                                  "tokenizer.train.vocab_size=300", *extra])  # fmt: skip
+
+    with start_run(config(), "torch") as first:
+        assert first.status == "new" and first.path != url
+    assert {"run.json", "config.yaml"} <= set(fs.listdir(url))
+    fs.write_text(f"{url}/metrics.jsonl", '{"step": 1, "loss": 5.0}\n')  # what a run that trained leaves
+    fs.write_text(f"{url}/notes.txt", "the user's own file\n")
+    with pytest.raises(WWMError) as err:
+        start_run(config("seed=7"), "torch")
+    assert "\n" not in str(err.value) and "seed" in str(err.value) and url in str(err.value)
+    with start_run(config("seed=7"), "torch", overwrite=True) as again:
+        assert again.status == "overwritten"
+    assert (
+        not fs.exists(f"{url}/metrics.jsonl") and fs.read_text(f"{url}/notes.txt") == "the user's own file\n"
+    )
+    assert json.loads(fs.read_text(f"{url}/run.json"))["history"][-1]["event"] == "started"
+    for kwargs in ({"restart": True}, {"share": lambda value: value}):
+        with pytest.raises(WWMError, match="not supported"):
+            start_run(config("seed=7"), "torch", **kwargs)
+    assert not fs.exists(f"{url}/run.lock")

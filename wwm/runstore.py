@@ -228,7 +228,11 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
         if found and not found[0].local:
             mirrors.pull(store.url(rundir.CHECKPOINT_DIR), found[0].name, store.path(rundir.CHECKPOINT_DIR))
         local = dataclasses.replace(config, output_dir=store.local)
-        run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
+        try:
+            run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
+        except WWMError as err:  # the refusal names the bucket folder the user gave, not the staging
+            raise type(err)(str(err).replace(store.local, url)) from None
+        run_dir.messages = [m.replace(store.local, url) for m in run_dir.messages]
         try:
             if run_dir.status == "overwritten":
                 for name in run_dir.artifacts:
