@@ -8,8 +8,9 @@ they would into a local `output_dir`, and the store carries each file to the buc
 
 | file | written | in the bucket |
 |---|---|---|
-| run.json, config.yaml, run.lock | by `wwm.rundir` directly into the bucket (atomic PUTs) | always current |
-| checkpoints/ | saved locally | JAX to gs://: orbax writes the bucket itself. Otherwise mirrored in the background (`wwm.fs.mirror`), each with its commit marker |
+| run.lock | the lease object, in the bucket only (`wwm.fs.lease.BucketLock`) | while the run lives |
+| run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again after each checkpoint, on the log cadence and at exit |
+| checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (both trainers; orbax writing gs:// itself is not wired) |
 | metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |
 | hf/, tokenizer/ | written locally when complete | uploaded then, config.json / the tokenizer's record last |
 
@@ -250,7 +251,7 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
                 )
             for name in (RUN_FILE, CONFIG_FILE):
                 fs.copy(store.path(name), store.url(name))
-            store.start_logs(every_s=float(os.environ.get("WWM_LOG_SYNC_S", "60")))
+            store.start_logs(float(os.environ.get("WWM_LOG_SYNC_S", "60")), (*LOG_NAMES, RUN_FILE))
             store.checkpoint_mirror(step_of, keep=config.checkpoint.keep)
             if found and found[0].local and not found[0].remote and run_dir.resume:
                 store.mirror.submit(found[0].name)  # saved here before a crash, never uploaded
