@@ -263,3 +263,35 @@ def test_bucket_output_dir_refusals_and_overwrite_delete_only_the_runs_files(
         with pytest.raises(WWMError, match="not supported"):
             start_run(config("seed=7"), "torch", **kwargs)
     assert not fs.exists(f"{url}/run.lock")
+
+
+@pytest.mark.slow
+def test_bucket_fill_mask_model_from_s3_equals_the_local_directory(s3_bucket, wordpiece_tokenizer, tmp_path,
+                                                                  monkeypatch, capsys):  # fmt: skip
+    """`wwm fill-mask --model s3://...` (an HF directory, or a run's hf/ export) gives the local
+    directory's numbers; a bucket folder with neither is one line, exit 2."""
+    import torch
+    import transformers
+
+    from wwm_cli.main import main
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    local = str(tmp_path / "model")
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=len(wordpiece_tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32)).save_pretrained(local)  # fmt: skip
+    wordpiece_tokenizer.save_pretrained(local)
+    fs.upload_tree(local, f"{s3_bucket}/model")
+    fs.upload_tree(local, f"{s3_bucket}/run/hf")
+    fs.write_text(f"{s3_bucket}/run/run.json", "{}")
+    text = f"the {wordpiece_tokenizer.mask_token} of the function is returned."
+    results = []
+    for where in (local, f"{s3_bucket}/model", f"{s3_bucket}/run"):
+        capsys.readouterr()
+        assert main(["fill-mask", "--model", where, "--framework", "torch", "--json", text]) == 0
+        results.append(json.loads(capsys.readouterr().out)["texts"])
+    assert results[1] == results[0] and results[2] == results[0]
+    assert main(["fill-mask", "--model", f"{s3_bucket}/inputs", "--json", text]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"{s3_bucket}/inputs" in line and "config.json" in line, line
