@@ -87,6 +87,9 @@ def test_bucket_run_from_s3_inputs_into_s3_resumes_on_a_clean_machine_as_the_loc
     * a clean machine (the staging folder and the local copies deleted): the same command pulls the newest
       complete checkpoint and continues. Steps 1-6 equal a local 6-step run from local files bit for bit
       (constant learning rate, so that the longer second command does not change the schedule);
+    * torch: the bucket's newest checkpoint made unreadable: a clean machine falls back to the one before
+      it, trains steps 5-6 again to the same losses, and the unreadable copy ends in the bucket's
+      corrupt-checkpoints/ (never deleted);
     * a second run into the folder while another holds its lease: one line naming the holder.
     """
     import shutil
@@ -152,6 +155,19 @@ def test_bucket_run_from_s3_inputs_into_s3_resumes_on_a_clean_machine_as_the_loc
     assert [(r["step"], r["loss"]) for r in metrics if "loss" in r] == expected  # bit for bit
     names = {"jax": ["4", "6"], "torch": ["checkpoint-4", "checkpoint-6"]}[framework]
     assert sorted(n for n in fs.listdir(f"{url}/checkpoints") if not n.startswith(".")) == names
+
+    if framework == "torch":  # the bucket's newest copy unreadable (its sizes intact): the one before it
+        weights = f"{url}/checkpoints/checkpoint-6/model.safetensors"
+        fs.write_bytes(weights, os.urandom(fs.size(weights)))
+        shutil.rmtree(tmp_path / "host")
+        assert run(config(inputs, url, 6, "cache-s3")) == 0
+        history = json.loads(fs.read_text(f"{url}/run.json"))["history"]
+        assert [e["event"] for e in history] == ["started", "resumed", "resumed"]
+        metrics = [json.loads(x) for x in fs.read_text(f"{url}/metrics.jsonl").splitlines() if x.strip()]
+        assert [(r["step"], r["loss"]) for r in metrics if "loss" in r] == expected  # 5-6 again, the same
+        aside = fs.listdir(f"{url}/corrupt-checkpoints")
+        assert len(aside) == 1 and aside[0].startswith("checkpoint-6-"), aside
+        assert fs.tree(f"{url}/corrupt-checkpoints/{aside[0]}")["model.safetensors"] == fs.size(weights)
 
     holder = lock_for(url, "run.lock", f"output_dir {url}", command="another wwm train")
     holder.acquire()

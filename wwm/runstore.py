@@ -29,7 +29,7 @@ from typing import Any
 
 from wwm import fs
 from wwm.errors import WWMError
-from wwm.fs.mirror import Mirror
+from wwm.fs.mirror import MARKER_PREFIX, Mirror
 from wwm.fs.sync import SyncedFolder
 
 STAGING_FILE = ".wwm-staging.json"
@@ -139,6 +139,7 @@ class RunStore:
                 if self.logs is not None:
                     self.logs.close()
             if self.remote and self.lead:
+                self._carry_corrupt()
                 for name, last in (("tokenizer", ("tokenizer_config.json",)), ("hf", ("config.json",))):
                     if os.path.isdir(self.path(name)) and fs.tree(self.path(name)) != fs.tree(self.url(name)):
                         self.publish(name, last=last)
@@ -146,6 +147,29 @@ class RunStore:
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
+
+    def _carry_corrupt(self) -> None:
+        """Checkpoints the trainer found unreadable and moved to `corrupt-checkpoints/<name>-<time>-<pid>`
+        (wwm.rundir.corrupt_destination) go to the bucket's corrupt-checkpoints/ too, and the bucket's
+        copy under checkpoints/ is removed (its commit markers first) unless this run uploaded a new
+        checkpoint of that name meanwhile: never deleted, never resumed again."""
+        aside = self.path(CORRUPT_DIR)
+        if not os.path.isdir(aside):
+            return
+        remote_aside = self.url(CORRUPT_DIR)
+        present = set(fs.listdir(remote_aside))
+        uploaded = set(self.mirror.uploaded) if self.mirror is not None else set()
+        for entry in sorted(os.listdir(aside)):
+            if entry in present:
+                continue
+            fs.upload_tree(os.path.join(aside, entry), fs.join(remote_aside, entry))
+            name = next((n for n in fs.listdir(self.url("checkpoints")) if entry.startswith(f"{n}-")), None)
+            if name is not None and name not in uploaded:
+                remote = fs.join(self.url("checkpoints"), name)
+                for relative in fs.tree(remote):
+                    if relative.rpartition("/")[2].startswith(MARKER_PREFIX):
+                        fs.remove(fs.join(remote, relative))
+                fs.remove(remote, recursive=True)
 
     # ---- a run whose output_dir is a bucket ---------------------------------------------------------
 
@@ -157,7 +181,7 @@ class RunStore:
         fs.copy(self.path(RUN_FILE), self.url(RUN_FILE))
 
 
-RUN_FILE, CONFIG_FILE = "run.json", "config.yaml"
+RUN_FILE, CONFIG_FILE, CORRUPT_DIR = "run.json", "config.yaml", "corrupt-checkpoints"
 
 
 def checkpoint_name(step: int, framework: str) -> str:
@@ -226,8 +250,16 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
         store.fetch_folder("tokenizer")
         local_names = [n for n in rundir.checkpoint_names(store.local) if step_of(n) is not None]
         found = mirrors.candidates(local_names, store.url(rundir.CHECKPOINT_DIR), step_of)
-        if found and not found[0].local:
-            mirrors.pull(store.url(rundir.CHECKPOINT_DIR), found[0].name, store.path(rundir.CHECKPOINT_DIR))
+        newest_local = max((c.step for c in found if c.local), default=-1)
+        for (
+            candidate
+        ) in found:  # every complete copy newer than this disk's (the bucket keeps checkpoint.keep):
+            if (
+                candidate.step > newest_local
+            ):  # the trainer's fallback past a corrupt one needs the older ones
+                mirrors.pull(
+                    store.url(rundir.CHECKPOINT_DIR), candidate.name, store.path(rundir.CHECKPOINT_DIR)
+                )
         local = dataclasses.replace(config, output_dir=store.local)
         try:
             run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
