@@ -311,3 +311,21 @@ def test_bucket_fill_mask_model_from_s3_equals_the_local_directory(s3_bucket, wo
     assert main(["fill-mask", "--model", f"{s3_bucket}/inputs", "--json", text]) == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and f"{s3_bucket}/inputs" in line and "config.json" in line, line
+
+
+def test_bucket_tokenizer_path_loads_through_a_local_copy(
+    s3_bucket, wordpiece_tokenizer, tmp_path, monkeypatch
+):
+    """`load_tokenizer` (what `wwm prepare`, the trainers and `wwm eval` use for tokenizer.path) reads a
+    bucket folder through `wwm.fs.fetch`: the same vocabulary and special tokens as the local folder."""
+    from wwm.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    wordpiece_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    fs.upload_tree(str(tmp_path / "tokenizer"), f"{s3_bucket}/tokenizer")
+    loaded = load_tokenizer(f"{s3_bucket}/tokenizer")
+    assert loaded.get_vocab() == wordpiece_tokenizer.get_vocab()
+    assert (
+        loaded.mask_token == wordpiece_tokenizer.mask_token
+        and loaded.pad_token_id == wordpiece_tokenizer.pad_token_id
+    )

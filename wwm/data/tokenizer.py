@@ -68,9 +68,14 @@ def _require_fast(tokenizer: Any, where: str) -> Any:
 
 
 def load_tokenizer(path: str) -> Any:
-    """A ``PreTrainedTokenizerFast`` from a folder, a tokenizer.json file or a Hub name."""
+    """A ``PreTrainedTokenizerFast`` from a folder, a tokenizer.json file or a Hub name; a bucket URL
+    (gs://, s3://, hf://) through a local copy (``wwm.fs.fetch``)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    if "://" in path:
+        from wwm import fs
+
+        path = fs.fetch(path)
     p = Path(path).expanduser()
     if p.is_file():
         if (p.parent / "tokenizer_config.json").is_file():
