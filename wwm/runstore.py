@@ -8,7 +8,7 @@ they would into a local `output_dir`, and the store carries each file to the buc
 
 | file | written | in the bucket |
 |---|---|---|
-| run.lock | the lease object, in the bucket only (`wwm.fs.lease.BucketLock`) | while the run lives |
+| run.lock | the lease object, in the bucket only (`wwm.locks.BucketLock`) | while the run lives |
 | run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again after each checkpoint, on the log cadence and at exit |
 | checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (both trainers; orbax writing gs:// itself is not wired) |
 | metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |

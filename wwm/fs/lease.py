@@ -38,6 +38,7 @@ from typing import Any
 
 from wwm.errors import WWMError
 from wwm.fs import core
+from wwm.owners import pid_alive, start_ticks, this_machine
 
 LEASE_NAME = ".wwm-lease.json"
 FORMAT = 1
@@ -63,23 +64,17 @@ class LeaseHeld(WWMError):
 
 def owner_record(what: str) -> dict[str, Any]:
     """This process as a lease's owner: where its pid means this process, and what it runs."""
-    from wwm.locks import start_ticks, this_machine
-
     return {"pid": os.getpid(), **this_machine(), "start_ticks": start_ticks(os.getpid()), "what": what,
             "argv": " ".join(sys.argv)[:300]}  # fmt: skip
 
 
 def _same_machine(owner: dict[str, Any]) -> bool:
-    from wwm.locks import this_machine
-
     here = this_machine()
     return all(owner.get(k) == v for k, v in here.items())
 
 
 def _process_gone(owner: dict[str, Any]) -> bool:
     """On this machine: whether the owner's process has ended (or its pid was reused)."""
-    from wwm.locks import pid_alive, start_ticks
-
     pid = owner.get("pid")
     if not isinstance(pid, int):
         return True
@@ -355,50 +350,6 @@ def acquire(folder: str, what: str = "wwm", *, ttl_s: float | None = None, renew
     return lease
 
 
-class BucketLock:
-    """The run lock of a folder in a bucket (wwm.locks.RunLock, what `wwm.locks.lock_for` gives for a
-    gs:// / s3:// / memory:// folder): a lease object (``path``) renewed every ``heartbeat_s`` and taken over
-    only from a provably gone owner (module doc). ``lost`` turns True once another process took it over."""
-
-    def __init__(self, path: str, what: str, *, command: str | None = None, heartbeat_s: float | None = None,
-                 lease_s: float | None = None, **_: Any) -> None:  # fmt: skip
-        self.path = core.normalize(path)
-        self.what = what
-        self.command = command
-        self.renew_s = default_renew_s() if heartbeat_s is None else heartbeat_s
-        self.ttl_s = default_ttl_s() if lease_s is None else lease_s
-        self.owner: dict[str, Any] = {}
-        self.took_over: str | None = None
-        self.lease: Lease | None = None
-
-    @property
-    def lost(self) -> bool:
-        return self.lease is not None and self.lease.lost is not None
-
-    def acquire(self) -> None:
-        from wwm.locks import LockHeld
-
-        try:
-            self.lease = acquire(core.parent(self.path), self.command or self.what, ttl_s=self.ttl_s,
-                                 renew_s=self.renew_s, name=core.basename(self.path))  # fmt: skip
-        except LeaseHeld as err:
-            raise LockHeld(f"{self.what}: {err}") from None
-        self.owner = {**self.lease.owner, "run_id": self.lease.token}
-        self.took_over = self.lease.took_over
-
-    def refresh(self) -> bool:
-        """One renewal now (the background thread renews on its own); False once lost."""
-        return self.lease is not None and self.lease.renew()
-
-    def lost_to(self) -> str:
-        record = _read(self.path)[0]
-        return describe(record) if record else "nobody (the lease object was deleted)"
-
-    def release(self) -> None:
-        if self.lease is not None:
-            self.lease.release()
-
-
 def read_lease(folder: str, name: str = LEASE_NAME) -> dict[str, Any] | None:
     """The lease record of ``folder`` (None: no lease)."""
     return _read(core.join(folder, name))[0]
@@ -406,7 +357,6 @@ def read_lease(folder: str, name: str = LEASE_NAME) -> dict[str, Any] | None:
 
 __all__ = [
     "LEASE_NAME",
-    "BucketLock",
     "Lease",
     "LeaseHeld",
     "acquire",

@@ -55,8 +55,8 @@ def _median(values: list[float]) -> float:
 def run(url: str, size_mb: float, files: int, repeats: int, log_steps: int) -> dict[str, Any]:
     from wwm import fs
     from wwm.fs import mirror as mirrors
-    from wwm.fs.lease import BucketLock
     from wwm.fs.sync import SyncedFolder
+    from wwm.locks import BucketLock
 
     root = fs.join(url, f"bench-{uuid.uuid4().hex[:8]}")
     fs.check_writable_folder(root, "--url")
