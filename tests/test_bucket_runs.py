@@ -158,7 +158,8 @@ def test_bucket_run_from_s3_inputs_into_s3_resumes_on_a_clean_machine_as_the_loc
 
     if framework == "torch":  # the bucket's newest copy unreadable (its sizes intact): the one before it
         weights = f"{url}/checkpoints/checkpoint-6/model.safetensors"
-        fs.write_bytes(weights, os.urandom(fs.size(weights)))
+        garbage = os.urandom(fs.size(weights))
+        fs.write_bytes(weights, garbage)
         shutil.rmtree(tmp_path / "host")
         assert run(config(inputs, url, 6, "cache-s3")) == 0
         history = json.loads(fs.read_text(f"{url}/run.json"))["history"]
@@ -167,7 +168,9 @@ def test_bucket_run_from_s3_inputs_into_s3_resumes_on_a_clean_machine_as_the_loc
         assert [(r["step"], r["loss"]) for r in metrics if "loss" in r] == expected  # 5-6 again, the same
         aside = fs.listdir(f"{url}/corrupt-checkpoints")
         assert len(aside) == 1 and aside[0].startswith("checkpoint-6-"), aside
-        assert fs.tree(f"{url}/corrupt-checkpoints/{aside[0]}")["model.safetensors"] == fs.size(weights)
+        assert fs.read_bytes(f"{url}/corrupt-checkpoints/{aside[0]}/model.safetensors") == garbage
+        assert fs.read_bytes(weights) != garbage  # step 6 saved again and uploaded whole (same sizes)
+        assert mirrors.remote_complete(f"{url}/checkpoints/checkpoint-6")
 
     holder = lock_for(url, "run.lock", f"output_dir {url}", command="another wwm train")
     holder.acquire()

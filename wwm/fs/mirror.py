@@ -64,13 +64,16 @@ def _is_marker(relative: str) -> bool:
 
 def upload_folder(local_dir: str, remote_dir: str, *, writer: int = 0, writers: int = 1,
                   extra: dict[str, Any] | None = None) -> dict[str, int]:  # fmt: skip
-    """Upload every file of ``local_dir`` to ``remote_dir``, then its commit marker (last). Files the
-    bucket already holds at the same size are not sent again (a resumed upload). Returns {file: size}."""
+    """Upload every file of ``local_dir`` to ``remote_dir``, then its commit marker (last). A copy already
+    there (a checkpoint of the same step saved again, e.g. after a fallback past a corrupt one) first
+    loses its markers, so that it never counts as complete while its files change, and every file is
+    sent again: equal sizes do not mean equal bytes. Returns {file: size}."""
     files = {rel: size for rel, size in core.tree(local_dir).items() if not _is_marker(rel)}
     there = core.tree(remote_dir)
+    for relative in sorted(there):
+        if _is_marker(relative) or relative not in files:
+            core.remove(core.join(remote_dir, relative))
     for relative in sorted(files):
-        if there.get(relative) == files[relative]:
-            continue
         core.copy(os.path.join(local_dir, *relative.split("/")), core.join(remote_dir, relative))
     marker = {"writer": writer, "writers": writers, "files": files, "time": time.time(), **(extra or {})}
     core.write_text(core.join(remote_dir, marker_name(writer, writers)), json.dumps(marker, indent=1))
