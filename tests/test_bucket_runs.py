@@ -215,6 +215,7 @@ def _no_credentials_env(tmp_path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_bucket_no_credentials_or_no_bucket_stop_wwm_train_in_one_line(s3_bucket, tmp_path, capsys):
     """Item 6: `wwm train` with a corpus in a bucket it cannot read stops in one line naming the URL, what
     failed and the fix, exit 2, before any set-up (no output_dir, no data cache, the trainer not even
@@ -248,6 +249,7 @@ def test_bucket_no_credentials_or_no_bucket_stop_wwm_train_in_one_line(s3_bucket
     assert not out.exists() and not cache.exists()
 
 
+@pytest.mark.slow
 def test_bucket_output_dir_refusals_and_overwrite_delete_only_the_runs_files(
     s3_bucket, tmp_path, monkeypatch
 ):
@@ -332,3 +334,40 @@ def test_bucket_tokenizer_path_loads_through_a_local_copy(
         loaded.mask_token == wordpiece_tokenizer.mask_token
         and loaded.pad_token_id == wordpiece_tokenizer.pad_token_id
     )
+
+
+def test_bucket_checkpoint_upload_failing_for_good_stops_the_run_in_one_line(
+    s3_server, tmp_path, monkeypatch
+):
+    """Item 6, mid-run: the bucket disappears under a run (a real failure of the S3 server: NoSuchBucket is
+    not retried). The trainers' per-step check (`RunDir.lock_lost` / `check_lock`) then stops the run with
+    one line that says the local checkpoints are intact; closing the run does not raise it twice."""
+    from wwm.errors import WWMError
+    from wwm.preflight import start_run
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    monkeypatch.setenv("WWM_STORAGE_RETRIES", "1")
+    from conftest import _new_bucket
+
+    bucket = _new_bucket("s3")
+    url = f"{bucket}/run"
+    config = load_config(None, [f"output_dir={url}", "train.framework=torch", f"data.cache_dir={tmp_path}/c",
+                                "tokenizer.train.vocab_size=300"])  # fmt: skip
+    run_dir = start_run(config, "torch")
+    assert not run_dir.lock_lost()
+    os.makedirs(os.path.join(run_dir.path, "checkpoints", "checkpoint-2"))
+    with open(os.path.join(run_dir.path, "checkpoints", "checkpoint-2", "model.safetensors"), "wb") as f:
+        f.write(b"weights")
+    filesys, _ = fs.filesystem(bucket)
+    fs.remove(f"{bucket}/run", recursive=True)
+    filesys.rmdir(bucket.removeprefix("s3://"))
+    run_dir.checkpointed(2)
+    assert run_dir.store.mirror.wait(30)
+    assert run_dir.lock_lost()
+    with pytest.raises(WWMError) as err:
+        run_dir.check_lock()
+    line = str(err.value)
+    assert "\n" not in line and "checkpoint-2" in line and "does not exist" in line, line
+    assert "intact" in line and run_dir.path in line, line
+    run_dir.close()  # said once: no second error on the way out
+    assert os.path.isfile(os.path.join(run_dir.path, "checkpoints", "checkpoint-2", "model.safetensors"))

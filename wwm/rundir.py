@@ -134,8 +134,14 @@ class RunDir:
                     f"the lock on output_dir {lock.path} was taken over by {lock.lost_to()}; this process stops "
                     "without writing more (two runs must not write one folder)"
                 )
+        if self.store is not None:
+            self.store.check()  # a bucket output_dir: a checkpoint upload that failed for good stops the run
 
     def lock_lost(self) -> bool:
+        """The lock was taken over, or (a bucket output_dir) the checkpoint mirror failed for good: the
+        trainers stop at this step (`check_lock` says why)."""
+        if self.store is not None and self.store.failed():
+            return True
         return any(lock is not None and lock.lost for lock in (self.lock, getattr(self.store, "lock", None)))
 
     def prepared(self, tokenizer_fingerprint: str, cache_key: str | None) -> None:

@@ -9,7 +9,7 @@ they would into a local `output_dir`, and the store carries each file to the buc
 | file | written | in the bucket |
 |---|---|---|
 | run.lock | the lease object, in the bucket only (`wwm.locks.BucketLock`) | while the run lives |
-| run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again after each checkpoint, on the log cadence and at exit |
+| run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again with the logs (after each checkpoint, on the cadence and at exit) |
 | checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (both trainers; orbax writing gs:// itself is not wired) |
 | metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |
 | hf/, tokenizer/ | written locally when complete | uploaded then, config.json / the tokenizer's record last |
@@ -52,6 +52,7 @@ class RunStore:
         self.logs: SyncedFolder | None = None
         self.mirror: Mirror | None = None
         self.lock: Any = None  # the bucket folder's lease (wwm.locks.lock_for), held by the lead
+        self._reported = False  # the mirror's failure was raised by check() (the run stopped on it)
 
     @property
     def is_remote(self) -> bool:
@@ -134,7 +135,11 @@ class RunStore:
         try:
             try:
                 if self.mirror is not None:
-                    self.mirror.close()
+                    try:
+                        self.mirror.close()
+                    except WWMError:
+                        if not self._reported:  # a failure of the final uploads: said here
+                            raise
             finally:
                 if self.logs is not None:
                     self.logs.close()
@@ -173,12 +178,25 @@ class RunStore:
 
     # ---- a run whose output_dir is a bucket ---------------------------------------------------------
 
+    def failed(self) -> bool:
+        """Whether a checkpoint upload failed for good (after the storage layer's retries)."""
+        return self.mirror is not None and self.mirror.error is not None
+
+    def check(self) -> None:
+        """Raise the mirror's one-line error, saying that the local checkpoints are intact."""
+        if self.failed():
+            self._reported = True
+            raise WWMError(f"{self.mirror.error}; this run stops. Its checkpoints are intact in {self.local}: run the "
+                           "same command on this host to resume (it uploads them then)")  # fmt: skip
+
     def checkpointed(self, step: int, framework: str) -> None:
-        """After the trainer saved checkpoint ``step`` locally: queue its upload, send run.json."""
+        """After the trainer saved checkpoint ``step`` locally: queue its upload (the step loop waits for the
+        snapshot only; run.json with the new progress follows with the logs, on their cadence)."""
         if self.mirror is None:
             return
         self.mirror.submit(checkpoint_name(step, framework))
-        fs.copy(self.path(RUN_FILE), self.url(RUN_FILE))
+        if self.logs is not None:
+            self.logs.soon()
 
 
 RUN_FILE, CONFIG_FILE, CORRUPT_DIR = "run.json", "config.yaml", "corrupt-checkpoints"

@@ -43,6 +43,7 @@ class SyncedFolder:
         self._sent: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _files(self) -> dict[str, tuple[int, int]]:
@@ -107,9 +108,18 @@ class SyncedFolder:
                          f"{self.every_s:.0f} s, the local copies in {self.local_dir} are intact")  # fmt: skip
             self.last_error = err
 
+    def soon(self) -> None:
+        """Sync at once in the background thread (e.g. run.json after a checkpoint), not waiting for the
+        cadence; the caller does not wait."""
+        self._wake.set()
+
     def start(self) -> SyncedFolder:
         def loop() -> None:
-            while not self._stop.wait(self.every_s):
+            while not self._stop.is_set():
+                self._wake.wait(self.every_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 self._tick()
 
         self._thread = threading.Thread(target=loop, name="wwm-log-sync", daemon=True)
@@ -119,6 +129,7 @@ class SyncedFolder:
     def close(self) -> None:
         """Stop the cadence and sync once more (the final records)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         start = time.perf_counter()
