@@ -285,6 +285,20 @@ def test_bucket_output_dir_refusals_and_overwrite_delete_only_the_runs_files(
             start_run(config("seed=7"), "torch", **kwargs)
     assert not fs.exists(f"{url}/run.lock")
 
+    fs.write_text(f"{url}/run.json", "{not json")  # an unreadable record: refused in one line, kept
+    with pytest.raises(WWMError, match="unreadable"):
+        start_run(config("seed=7"), "torch")
+    assert fs.read_text(f"{url}/run.json") == "{not json"
+    other = f"{s3_bucket}/runs/theirs"  # a folder of the user's files without a run record: refused
+    fs.write_text(f"{other}/data.csv", "a,b\n")
+    with pytest.raises(WWMError, match="holds no wwm run record"):
+        start_run(
+            load_config(None, [f"output_dir={other}", f"data.cache_dir={tmp_path}/c"]),
+            "torch",
+            overwrite=True,
+        )
+    assert fs.listdir(other) == ["data.csv"]
+
 
 @pytest.mark.slow
 def test_bucket_fill_mask_model_from_s3_equals_the_local_directory(s3_bucket, wordpiece_tokenizer, tmp_path,

@@ -253,12 +253,18 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
     store.lock = lock_for(url, rundir.LOCK_FILE, f"output_dir {url}", command=rundir._command_line())
     store.lock.acquire()
     try:
-        record = None
-        if fs.exists(store.url(RUN_FILE)):
-            record = json.loads(fs.read_text(store.url(RUN_FILE)))
+        record, found_record = None, fs.exists(store.url(RUN_FILE))
+        if found_record:
+            try:  # an unreadable record is copied as it is: claim refuses it in one line
+                record = json.loads(fs.read_text(store.url(RUN_FILE)))
+            except ValueError:
+                record = {"created": "unreadable"}
+            record = record if isinstance(record, dict) else {"created": "unreadable"}
+        elif [n for n in fs.listdir(url) if n != rundir.LOCK_FILE]:
+            raise rundir._foreign(url)  # the user's files, no run record: as a local folder, refused
         store.claim_staging(str(record.get("created")) if record else None, fresh=False)
         for name in (RUN_FILE, CONFIG_FILE):
-            if record is not None and fs.exists(store.url(name)):
+            if found_record and fs.exists(store.url(name)):
                 fs.copy(store.url(name), store.path(name))
             elif os.path.exists(store.path(name)):
                 os.remove(store.path(name))
