@@ -385,3 +385,21 @@ def test_bucket_checkpoint_upload_failing_for_good_stops_the_run_in_one_line(
     assert "intact" in line and run_dir.path in line, line
     run_dir.close()  # said once: no second error on the way out
     assert os.path.isfile(os.path.join(run_dir.path, "checkpoints", "checkpoint-2", "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_bucket_output_dir_trained_tokenizer_goes_to_the_staging_folder(
+    training_texts, tmp_path, monkeypatch
+):
+    """`wwm prepare` with tokenizer.train and a bucket output_dir trains the tokenizer into the run's
+    staging folder on this host (where the trainer's run finds it and uploads it at the end), never into
+    a local folder named after the URL."""
+    from wwm.data.tokenizer import prepare_tokenizer
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    monkeypatch.chdir(tmp_path)
+    url = "s3://some-bucket/runs/t"
+    config = load_config(None, [f"output_dir={url}", "tokenizer.train.vocab_size=300"])
+    tokenizer, where = prepare_tokenizer(config, lambda: training_texts[:200], {"documents": "test"})
+    assert where == os.path.join(fs.staging_dir(url), "tokenizer") and len(tokenizer) == 300
+    assert os.path.isfile(os.path.join(where, "tokenizer.json")) and not os.path.exists(tmp_path / "s3:")

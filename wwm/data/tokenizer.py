@@ -248,7 +248,12 @@ def prepare_tokenizer(
         )
     from wwm.config import config_to_dict
 
-    out = Path(config.output_dir) / "tokenizer"
+    output_dir = config.output_dir
+    if "://" in output_dir:  # a bucket output_dir: its staging folder on this host (wwm.runstore uploads it)
+        from wwm import fs
+
+        output_dir = fs.staging_dir(fs.normalize(output_dir))
+    out = Path(output_dir) / "tokenizer"
     fingerprint = {"train": config_to_dict(tok_cfg.train), "documents": training_fingerprint}
     meta_path = out / TRAINED_META
     if meta_path.is_file():
