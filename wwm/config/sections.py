@@ -385,13 +385,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (no weight decay on LayerNorm weights and biases), warmup then decay, clipping.
+    """The optimizer (no weight decay on LayerNorm weights and biases), warmup then decay, clipping.
 
+    name: adamw (torch.optim.AdamW; optax.adamw) or stable_adamw (ModernBERT's StableAdamW: AdamW whose
+    learning rate is divided, per tensor, by max(1, RMS(g / sqrt(v_hat))), Adafactor-style update clipping;
+    torch-optimi's StableAdamW, a JAX optax chain equal to it; docs/models.md "StableAdamW").
+    decouple_lr (stable_adamw only): "fully decoupled" weight decay, p *= 1 - (lr_t / learning_rate) *
+    weight_decay (ModernBERT's recipe, Loshchilov & Hutter), instead of p *= 1 - lr_t * weight_decay.
     schedule (after the linear warmup): linear / cosine to 0 at train.max_steps, constant, or wsd
     (warmup-stable-decay, "trapezoidal"): the peak rate until the last `decay_steps` updates, which
     decay to 0 with `decay_shape` (1-sqrt: ModernBERT's, 1 - sqrt(progress); linear: 1 - progress).
     """
 
+    name: Literal["adamw", "stable_adamw"] = "adamw"
+    decouple_lr: bool = False
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     beta1: float = 0.9
@@ -411,6 +418,11 @@ class OptimConfig:
             raise WWMError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise WWMError(f"optim.beta1/beta2 must be in [0, 1); got {self.beta1}, {self.beta2}")
+        if self.decouple_lr and self.name != "stable_adamw":
+            raise WWMError(
+                f"optim.decouple_lr applies to optim.name stable_adamw only (got name {self.name!r}); "
+                "set optim.name: stable_adamw, or remove decouple_lr"
+            )
 
     def wsd_decay_steps(self, max_steps: int) -> int:
         """The decay length of schedule wsd over `max_steps` updates (the one rule both trainers use)."""
