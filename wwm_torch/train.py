@@ -24,6 +24,7 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
     from wwm.data import has_validation, prepare_dataset
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
+    from wwm_torch.optim import optimizer_cls_and_kwargs
     from wwm_torch.trainer import (
         MetricsCallback,
         WWMTrainer,
@@ -59,6 +60,7 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
         processing_class=tokenizer,
         on_batch=on_batch,
         masked_head=masked_head,
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(c.optim),  # None: the Trainer's AdamW
     )
     trainer.add_callback(
         MetricsCallback(

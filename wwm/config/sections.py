@@ -448,11 +448,13 @@ class TrainConfig:
     log_every_steps: int = 10
     torch_compile: bool = False  # torch only
     dataloader_num_workers: int = 0  # torch only
-    # One attention switch for both trainers (docs/models.md "Attention backends"): auto = JAX einsum /
-    # torch sdpa (the defaults), eager = JAX einsum / torch eager (exact CPU parity), sdpa = XLA
-    # dot_product_attention / torch sdpa, flash_attention_2 = JAX cuDNN / torch flash-attn (GPU only),
-    # blockwise = JAX memory-efficient tiles (never (B, N, L, L) scores; not in torch).
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "blockwise"] = "auto"
+    # One attention switch for both trainers, one meaning per name (the table: wwm/attention.py,
+    # docs/models.md "Attention kernels"): auto (JAX eager / torch sdpa), eager (the parity reference),
+    # flash (O(L) memory, both), sdpa (torch), xla, cudnn (NVIDIA GPU), splash (TPU) (JAX),
+    # flash_attention_2 (torch, flash-attn on CUDA); blockwise is flash's old name.
+    attn_implementation: Literal[
+        "auto", "eager", "flash", "sdpa", "xla", "cudnn", "splash", "flash_attention_2", "blockwise"
+    ] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "grad_accum_steps", "max_steps", "log_every_steps"):
