@@ -191,7 +191,7 @@ def test_one_name_one_meaning_in_both_frameworks(capsys):
     """Every JAX kernel the table names exists; names without a kernel in a framework are refused there;
     old names map to their new name with one deprecation line."""
     assert {m["jax"] for m in IMPLEMENTATIONS.values() if "jax" in m} <= set(KERNELS)
-    assert implementation("flash", "jax") == "flash" and implementation("flash", "torch") == "wwm_flash"
+    assert implementation("flash", "jax") == "flash" and implementation("flash", "torch") == "wwm_blockwise"
     assert implementation("eager", "torch") == "eager" and implementation("sdpa", "torch") == "sdpa"
     with pytest.raises(WWMError, match="xla is a jax kernel; the torch trainer has none"):
         implementation("xla", "torch")
@@ -200,7 +200,7 @@ def test_one_name_one_meaning_in_both_frameworks(capsys):
     assert implementation("blockwise", "jax") == "flash"
     assert implementation("sdpa", "jax") == "xla"
     assert implementation("flash_attention_2", "jax") == "cudnn"
-    assert implementation("blockwise", "torch") == "wwm_flash"
+    assert implementation("blockwise", "torch") == "wwm_blockwise"
     err = capsys.readouterr().err
     assert "blockwise is deprecated in jax; it now runs flash" in err
     assert "sdpa is deprecated in jax; it now runs xla" in err

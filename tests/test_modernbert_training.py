@@ -141,9 +141,9 @@ def test_modernbert_fresh_model_trains_and_exports(tmp_path, framework):
     assert len(losses) == 3 and np.all(np.isfinite(losses))
 
 
-def test_modernbert_with_packed_documents_is_refused_until_torch_can_do_it():
+def test_modernbert_with_packed_documents_is_accepted():
+    """Both trainers take packed documents for ModernBERT (the torch side: wwm_torch.model.packed_inputs)."""
     from wwm.config import load_config
-    from wwm.errors import WWMError
 
-    with pytest.raises(WWMError, match=r"packed_documents is not wired for model\.type modernbert"):
-        load_config(None, ["model.type=modernbert", "data.packing=packed_documents"])
+    config = load_config(None, ["model.type=modernbert", "data.packing=packed_documents"])
+    assert config.data.packing == "packed_documents"

@@ -126,12 +126,14 @@ def _torch_model(model_type, attn):
         (RobertaForMaskedLM, RobertaConfig) if model_type == "roberta" else (BertForMaskedLM, BertConfig)
     )
     hf = ccls(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "dtype")})
+    from wwm_torch.model import torch_attention
+
     torch.manual_seed(0)
-    return cls._from_config(hf, attn_implementation=attn).eval()
+    return cls._from_config(hf, attn_implementation=torch_attention(attn)).eval()
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flash"])
 def test_packed_invariance_torch(model_type, attn):
     from wwm_torch.trainer import packed_inputs
 
@@ -223,8 +225,62 @@ def test_packed_backend_refusals():
     assert check_attention("blockwise", attention_dropout=0.1, training=False) == "blockwise"
     assert check_attention("auto") == check_attention("eager") == "einsum"
     assert torch_attention("auto") == "sdpa" and torch_attention("eager") == "eager"
-    with pytest.raises(WWMError, match="JAX trainer's memory-efficient"):
-        torch_attention("blockwise")
+    assert torch_attention("flash") == torch_attention("blockwise") == "wwm_blockwise"  # its old name
+    with pytest.raises(WWMError, match="xla is a jax kernel"):
+        torch_attention("xla")
     if not torch.cuda.is_available():
         with pytest.raises(WWMError, match="flash-attn package and a CUDA GPU"):
             torch_attention("flash_attention_2")
+
+
+def _modernbert_torch(attn: str):
+    """A tiny transformers ModernBERT (window +-4, global every 2nd layer), every parameter perturbed."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from wwm_torch.model import torch_attention
+
+    sp = SPECIALS["bert"]
+    cfg = ModernBertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=L, local_attention=8, global_attn_every_n_layers=2, pad_token_id=sp.pad,
+        bos_token_id=sp.cls, cls_token_id=sp.cls, eos_token_id=sp.sep, sep_token_id=sp.sep,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM._from_config(cfg, attn_implementation=torch_attention(attn))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flash"])
+def test_modernbert_packed_invariance_torch(attn):
+    """transformers' ModernBERT with packed documents (wwm_torch.model.packed_inputs): each piece's logits
+    equal the piece alone in a padded row (<= 1e-5), with eager, sdpa and flash attention."""
+    from wwm_torch.model import packed_inputs
+
+    sp = SPECIALS["bert"]
+    model = _modernbert_torch(attn)
+    blocks = packed_blocks(documents(), sp)
+    seg = torch.as_tensor(blocks.segment_ids, dtype=torch.long)
+    assert int(seg.max()) >= 2
+    inputs = {"input_ids": torch.as_tensor(blocks.input_ids, dtype=torch.long),
+              "attention_mask": (seg > 0).long(), "segment_ids": seg,
+              "position_ids": torch.as_tensor(piece_positions(blocks.segment_ids), dtype=torch.long)}  # fmt: skip
+    rows, spans = alone_blocks(blocks)
+    ids, mask = _alone_inputs(rows, sp.pad)
+    reference = _modernbert_torch("eager")  # transformers' own masks from a 2D padding mask
+    with torch.no_grad():
+        packed = model(**packed_inputs(model, inputs)).logits.numpy()
+        alone = reference(input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long())
+    alone = alone.logits.numpy()
+    for i, (b, cols) in enumerate(spans):
+        np.testing.assert_allclose(packed[b, cols], alone[i, : cols.size], atol=TOL, rtol=0)
+    # Negative control: the same rows without the segment ids attend across documents.
+    with torch.no_grad():
+        mixed = reference(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).logits.numpy()
+    assert (
+        max(np.abs(mixed[b, cols] - alone[i, : cols.size]).max() for i, (b, cols) in enumerate(spans)) > 1e-3
+    )

@@ -7,7 +7,7 @@ names the alternative; names from before this table keep working with one deprec
 |---|---|---|
 | `auto` | eager | sdpa |
 | `eager` | eager: einsum scores, the parity reference | eager |
-| `flash` | flash: blockwise online softmax, recomputing custom VJP, O(L) memory, any platform | `wwm_flash` (wwm_torch/attention.py): query chunks x their key span, recomputing backward, O(L) memory, CPU and GPU |
+| `flash` | flash: blockwise online softmax, recomputing custom VJP, O(L) memory, any platform | `wwm_blockwise` (wwm_torch/attention.py): query chunks x their key span, recomputing backward, O(L) memory, CPU and GPU |
 | `sdpa` | (old name of xla: deprecated) | sdpa: `torch.nn.functional.scaled_dot_product_attention` |
 | `xla` | `jax.nn.dot_product_attention(implementation="xla")` | refused (use sdpa) |
 | `cudnn` | `jax.nn.dot_product_attention(implementation="cudnn")`, NVIDIA GPU | refused (use sdpa or flash) |
@@ -28,7 +28,7 @@ FRAMEWORKS = ("jax", "torch")
 IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     "auto": {"jax": "eager", "torch": "sdpa"},
     "eager": {"jax": "eager", "torch": "eager"},
-    "flash": {"jax": "flash", "torch": "wwm_flash"},
+    "flash": {"jax": "flash", "torch": "wwm_blockwise"},
     "sdpa": {"torch": "sdpa"},
     "xla": {"jax": "xla"},
     "cudnn": {"jax": "cudnn"},

@@ -1,5 +1,5 @@
 """`flash` in torch: memory-efficient attention registered in transformers' attention interface
-(`AttentionInterface` / `AttentionMaskInterface`, name `wwm_flash`), for BERT, RoBERTa and ModernBERT.
+(`AttentionInterface` / `AttentionMaskInterface`, name `wwm_blockwise`), for BERT, RoBERTa and ModernBERT.
 
 The mask is the JAX module's rule (wwm_jax/attention.py, docs/models.md "Attention kernels"): query i
 attends key j iff seg[i] == seg[j] and, on a local layer, |i - j| <= w; padding is one more segment. The
@@ -24,7 +24,8 @@ import torch
 
 from wwm.errors import WWMError
 
-NAME = "wwm_flash"  # the attn_implementation transformers sees for train.attn_implementation flash
+NAME = "wwm_blockwise"  # the attn_implementation transformers sees for train.attn_implementation flash
+# (not "...flash...": transformers takes any name containing "flash" for a flash-attn kernel from the Hub)
 SEGMENT_KWARG = "wwm_segment_ids"
 CHUNK = 256
 
@@ -166,13 +167,13 @@ def flash_attention_forward(
 def padding_mask(
     *args: Any, attention_mask: torch.Tensor | None = None, **kwargs: Any
 ) -> torch.Tensor | None:
-    """The mask transformers builds for `wwm_flash`: the 2D padding mask as given (the kernel applies the
+    """The mask transformers builds for `wwm_blockwise`: the 2D padding mask as given (the kernel applies the
     windows and the segments itself), so no (B, 1, L, L) mask is ever made."""
     return attention_mask
 
 
 def register() -> str:
-    """Register `wwm_flash` in transformers' attention and mask interfaces (idempotent); its name."""
+    """Register `wwm_blockwise` in transformers' attention and mask interfaces (idempotent); its name."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 

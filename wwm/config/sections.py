@@ -574,10 +574,3 @@ class RunConfig:
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
             )
-        if self.data.packing == "packed_documents" and self.model.type == "modernbert":
-            # The Flax ModernBERT takes segment ids, but transformers' ModernBERT builds its own sliding-window
-            # masks from a 2D attention mask: the torch side would attend across documents.
-            raise WWMError(
-                "data.packing packed_documents is not wired for model.type modernbert yet (transformers' "
-                "ModernBERT needs its unpadded varlen form); use data.packing full_sentences or doc_per_block"
-            )
