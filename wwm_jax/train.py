@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wwm.errors import WWMError
-from wwm.flops import flops_per_step
+from wwm.flops import attention_windows, flops_per_step
 from wwm.metrics_schema import truncate_after
 from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
@@ -337,7 +337,8 @@ def build_step(config, hf_config: dict | None, masker, seq_len: int, *, full_hea
                                      deterministic=deterministic, max_masked=max_masked)  # fmt: skip
     n_params = num_params(model)
     tokens = config.train.global_batch_size * seq_len
-    flops = flops_per_step(n_params, mc.num_hidden_layers, seq_len, mc.hidden_size, tokens)
+    flops = flops_per_step(n_params, mc.num_hidden_layers, seq_len, mc.hidden_size, tokens,
+                           windows=attention_windows(mc))  # fmt: skip
     return StepSetup(mesh, graphdef, state, shardings, step_fn, eval_fn, mc, n_params, flops)
 
 

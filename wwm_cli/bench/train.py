@@ -14,7 +14,7 @@ the end of one optimizer update to the end of the next (data, masking, forward, 
 the trainer's own bookkeeping), the median over the timed steps after `warmup` untimed ones (the first
 compiles or warms caches). tokens/s counts every position of the batch (padding included, as the
 trainers' metrics do). MFU = FLOPs per step / step time / peak, FLOPs per step =
-6 * N_params * T + 12 * layers * L * H * T (docs/jax_trainer.md); peak from `--peak-flops`, else the
+6 * N_params * T + 12 * H * T * (keys per query, summed over layers: L, or 2w + 1 on local layers) (wwm/flops.py); peak from `--peak-flops`, else the
 chip's dense bf16 peak when known (none on a CPU).
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import wwm.flops
-from wwm.flops import flops_per_step
+from wwm.flops import attention_windows, flops_per_step
 
 # BERT shapes (model.type bert) and ModernBERT shapes (model.type modernbert, the model.modernbert defaults:
 # ModernBERT-base's global attention every 3rd layer, local window 128, rope thetas): base and large are the
@@ -249,7 +249,8 @@ def run_torch(
     n_params = sum(p.numel() for p in model.parameters())
     tokens = config.train.global_batch_size * config.data.max_seq_len
     c = model.config
-    flops = flops_per_step(n_params, c.num_hidden_layers, config.data.max_seq_len, c.hidden_size, tokens)
+    flops = flops_per_step(n_params, c.num_hidden_layers, config.data.max_seq_len, c.hidden_size, tokens,
+                           windows=attention_windows(c))  # fmt: skip
     del trainer
     out = {"params": n_params, "losses": losses, **_summary(timer.step_times(), tokens, flops, peak)}
     return {**out, "top_ops": profile} if profile else out
@@ -312,7 +313,9 @@ def run_hf_run_mlm(config, data, warmup: int, steps: int, peak: float | None, pr
     n_params = sum(p.numel() for p in model.parameters())
     tokens = config.train.global_batch_size * L
     c = model.config
-    flops = flops_per_step(n_params, c.num_hidden_layers, L, c.hidden_size, tokens)
+    flops = flops_per_step(
+        n_params, c.num_hidden_layers, L, c.hidden_size, tokens, windows=attention_windows(c)
+    )
     out = {"params": n_params, **_summary(timer.step_times(), tokens, flops, peak)}
     return {**out, "top_ops": profile} if profile else out
 
