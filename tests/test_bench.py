@@ -113,10 +113,19 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["impl"] for r in summary["results"]] == ["jax", "torch", "hf_run_mlm"]
+    rows = [(r["model"], r["impl"], r["attn"], r["packing"]) for r in summary["results"]]
+    assert rows == [
+        ("modernbert-tiny", "jax", "flash", "packed_documents"),
+        ("modernbert-tiny", "torch", "flash", "packed_documents"),
+        ("modernbert-tiny", "torch", "sdpa", "packed_documents"),
+        ("tiny", "jax", "auto", "full_sentences"),
+        ("tiny", "torch", "auto", "full_sentences"),
+        ("tiny", "hf_run_mlm", "auto", "full_sentences"),
+    ]
     assert all(r["tokens_per_s"] > 0 for r in summary["results"])
     md = (out / "summary.md").read_text()
-    assert "| jax | tiny |" in md and "hf_run_mlm" in md
+    assert "| jax | auto | full_sentences | tiny |" in md and "hf_run_mlm" in md
+    assert "| jax | flash | packed_documents | modernbert-tiny | 128 |" in md
 
 
 def test_masked_bound():
@@ -211,13 +220,28 @@ def test_torch_masked_head_equals_full_head():
 
 @pytest.mark.slow
 def test_bench_attention_reports_every_backend_per_length_in_its_own_process():
+    """modernbert-tiny, torch's three backends at L = 64 and JAX's flash, each point in its own process;
+    the JSON rows carry impl, backend, seq_len, peak_mib and step_s; a backend that cannot run here (cuDNN
+    on a CPU) is a row with its one-line reason."""
     from wwm_cli.bench import attention
 
-    report = attention.run(lengths=(64,), frameworks=("torch",), steps=1)
+    report = attention.run(
+        lengths=(64,), steps=1, model="modernbert-tiny", backends=("eager", "sdpa", "flash", "cudnn")
+    )
     rows = report["results"]
     assert [(r["impl"], r["backend"], r["seq_len"]) for r in rows] == [
+        ("jax", "eager", 64),
+        ("jax", "flash", 64),
+        ("jax", "cudnn", 64),
         ("torch", "eager", 64),
         ("torch", "sdpa", 64),
+        ("torch", "flash", 64),
     ]
-    assert all("error" not in r and r["step_time_s"] > 0 and r["peak_memory_bytes"] >= 0 for r in rows), rows
+    ok = [r for r in rows if r["backend"] != "cudnn"]
+    assert all("error" not in r and r["step_s"] > 0 and r["peak_mib"] >= 0 and r["model"] == "modernbert-tiny"
+               for r in ok), rows  # fmt: skip
+    assert "needs an NVIDIA GPU" in rows[2]["error"]
+    # One model, one loss: every backend computes the same first steps.
+    losses = [r["loss"] for r in ok]
+    assert max(losses) - min(losses) < 1e-3 * abs(losses[0])
     assert "L=64" in attention.format_table(report)
