@@ -181,9 +181,9 @@ def _gpu_only(platform: str) -> str | None:
 
 # Block sizes (static). Global layers: query chunks of FLASH_CHUNK_Q x key blocks of FLASH_BLOCK_K; local
 # layers: query blocks of FLASH_BLOCK_LOCAL against their key span (block + 2w).
-FLASH_CHUNK_Q = 1024
+FLASH_CHUNK_Q = 512
 FLASH_BLOCK_K = 512
-FLASH_BLOCK_LOCAL = 128
+FLASH_BLOCK_LOCAL = 64
 
 
 def _round_up(n: int, m: int) -> int:
