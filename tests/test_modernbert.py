@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from wwm_jax import convert
+from wwm_jax.attention import AttentionMask
 from wwm_jax.modernbert import (
     ModernBertConfig,
     alternating_layer_types,
-    attention_bias,
     build_model,
     packed_position_ids,
 )
@@ -37,7 +37,7 @@ def model():
 
 
 def _keep(segments, window):
-    return np.asarray(attention_bias(jnp.asarray([segments]), window))[0, 0] == 0  # (L, L) bool
+    return np.asarray(AttentionMask(jnp.asarray([segments]), True).keep(window))[0, 0]  # (L, L) bool
 
 
 def test_attention_mask_keeps_documents_apart_and_windows_local_layers():
@@ -45,14 +45,13 @@ def test_attention_mask_keeps_documents_apart_and_windows_local_layers():
     full = _keep(segments, None)
     assert full[0].tolist() == [True, True, True, False, False, False, False, False]
     assert full[4].tolist() == [False, False, False, True, True, True, True, False]
-    # Padding queries see every real key (transformers' key-padding mask), padding keys are never seen.
-    assert full[7].tolist() == [True] * 7 + [False]
+    # Padding is a segment of its own: padding queries see padding keys only, real queries never see them.
+    assert full[7].tolist() == [False] * 7 + [True]
     local = _keep(segments, 1)
     assert local[4].tolist() == [False, False, False, True, True, True, False, False]
     assert local[3].tolist() == [False, False, False, True, True, False, False, False]
-    # The bias is finite, so a row without any key (all padding) stays finite after softmax.
-    bias = np.asarray(attention_bias(jnp.zeros((1, 4), jnp.int32), None))
-    assert np.isfinite(bias).all() and (bias < -1e30).all()
+    # Every query keeps itself: no softmax row is empty, an all-padding row included.
+    assert np.diagonal(local).all() and np.diagonal(_keep([0, 0, 0, 0], 1)).all()
 
 
 def test_packed_position_ids_restart_per_document():

@@ -1,8 +1,10 @@
-"""Document-local attention for packed documents and the attention backends (issue 13).
+"""Document-local attention for packed documents and the attention kernels in the models.
 
 The invariance that proves packing correct: a document's per-token logits and loss are the same (fp32,
-<= 1e-5) packed with others as alone in a padded block, for BERT and RoBERTa, in JAX and in torch. And
-every attention backend that runs on CPU equals the reference (einsum) path, with and without packing.
+<= 1e-5) packed with others as alone in a padded block, for BERT, RoBERTa and ModernBERT, in JAX and in
+torch, with every attention kernel that runs on a CPU. And every kernel equals the reference (eager) in
+the models, logits, loss and every parameter's gradient, with and without packing (the kernels alone:
+tests/test_attention.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from flax import nnx
 from wwm.data import Packer, SpecialIds
 from wwm.data.packing import model_position_ids, piece_positions
 from wwm.errors import WWMError
-from wwm_jax import modeling
-from wwm_jax.modeling import EncoderConfig, build_model, check_attention
+from wwm_jax.attention import check_kernel
+from wwm_jax.modeling import EncoderConfig, build_model
 
 TOL = 1e-5
 V, L = 97, 48
@@ -95,7 +97,7 @@ def _ce(logits, labels):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
-@pytest.mark.parametrize("attention", ["einsum", "xla", "blockwise"])
+@pytest.mark.parametrize("attention", ["eager", "xla", "flash"])
 def test_packed_invariance_jax(model_type, attention):
     sp = SPECIALS[model_type]
     cfg = tiny_config(model_type)
@@ -105,7 +107,7 @@ def test_packed_invariance_jax(model_type, attention):
     assert seg.max() >= 2  # several pieces share a block
     positions = model_position_ids(piece_positions(seg), seg, model_type, sp.pad)
     packed = np.asarray(model(blocks.input_ids, seg > 0, segment_ids=seg, position_ids=positions))
-    reference = build_model(cfg, seed=3)  # the einsum path, today's (unpacked) behaviour
+    reference = build_model(cfg, seed=3)  # eager, each piece alone in a padded row
     rows, spans = alone_blocks(blocks)
     ids, mask = _alone_inputs(rows, sp.pad)
     alone = np.asarray(reference(ids, mask))
@@ -161,20 +163,36 @@ def test_packed_invariance_torch(model_type, attn):
         )
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-@pytest.mark.parametrize("backend", ["xla", "blockwise"])
-def test_backend_matches_reference(backend, packed):
-    """Forward and gradient of every CPU backend equal the einsum path (fp32, highest precision: 1e-5)."""
-    cfg = tiny_config("bert")
+def _modernbert_config():
+    from wwm_jax.modernbert import ModernBertConfig
+
+    sp = SPECIALS["bert"]
+    return ModernBertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=L, local_attention=8, layer_types=("full_attention", "sliding_attention",
+        "full_attention"), pad_token_id=sp.pad, bos_token_id=sp.cls, cls_token_id=sp.cls,
+        eos_token_id=sp.sep, sep_token_id=sp.sep,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_flash_equals_eager_in_the_models(family):
+    """Packed rows with padding: logits (every position), loss and every parameter's gradient of flash equal
+    eager's (fp32, highest precision: logits 1e-5 abs, loss 1e-5 rel, gradients 1e-5 abs + 1e-4 rel), BERT
+    (every layer global) and ModernBERT (a local layer of +-4). Every kernel alone, with and without
+    packing and windows: tests/test_attention.py."""
+    from wwm_jax import modernbert
+
     blocks = packed_blocks(documents(1, (40, 9, 30, 5, 70)), SPECIALS["bert"])
-    seg = blocks.segment_ids if packed else None
     mask = blocks.segment_ids > 0
     labels = _labels(blocks.input_ids, mask)
-    kwargs = {"segment_ids": seg, "position_ids": piece_positions(seg)} if packed else {}
+    seg = blocks.segment_ids
+    kwargs = {"segment_ids": seg, "position_ids": piece_positions(seg)}
+    build = (lambda a: build_model(tiny_config("bert"), attention=a, seed=5)) if family == "bert" else (
+        lambda a: modernbert.build_model(_modernbert_config(), attention=a, seed=5))  # fmt: skip
 
     def loss_and_grads(attention):
-        model = build_model(cfg, attention=attention, seed=5)
-        graph, params = nnx.split(model, nnx.Param)
+        graph, params = nnx.split(build(attention), nnx.Param)
 
         def loss(p):
             logits = nnx.merge(graph, p)(blocks.input_ids, mask, **kwargs)
@@ -182,48 +200,28 @@ def test_backend_matches_reference(backend, packed):
             picked = jnp.take_along_axis(ce, jnp.where(labels >= 0, labels, 0)[..., None], -1)[..., 0]
             return -jnp.sum(picked * (labels >= 0)), logits
 
-        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        return value, np.asarray(logits)[mask], jax.tree.leaves(grads)
+        (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return value, np.asarray(logits), jax.tree.leaves(grads)
 
-    ref = loss_and_grads("einsum")
-    got = loss_and_grads(backend)
+    ref, got = loss_and_grads("eager"), loss_and_grads("flash")
     np.testing.assert_allclose(got[1], ref[1], atol=TOL, rtol=0)
     assert abs(float(got[0]) - float(ref[0])) <= TOL * abs(float(ref[0]))
     for g, r in zip(got[2], ref[2], strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-4)
 
 
-def test_blockwise_memory_not_quadratic():
-    """Compiled temp memory of the blockwise gradient grows about linearly in L (einsum: as L^2)."""
-
-    def temp_bytes(backend, length):
-        b, n, d = 1, 4, 16
-        q = jax.ShapeDtypeStruct((b, length, n, d), jnp.float32)
-        seg = jax.ShapeDtypeStruct((b, length), jnp.int32)
-
-        def f(q, k, v, seg):
-            return modeling.attend(q, k, v, seg, True, backend, d**-0.5).sum()
-
-        grad = jax.jit(jax.grad(f, argnums=(0, 1, 2)))
-        return grad.lower(q, q, q, seg).compile().memory_analysis().temp_size_in_bytes
-
-    small, large = temp_bytes("blockwise", 1024), temp_bytes("blockwise", 4096)
-    assert large / small < 6  # x4 in L: linear gives ~4, quadratic ~16
-    e_small, e_large = temp_bytes("einsum", 1024), temp_bytes("einsum", 4096)
-    assert e_large / e_small > 10 and large < e_large / 8
-
-
 def test_packed_backend_refusals():
-    """A backend that cannot run here is refused with one clear line, never a silent fallback."""
+    """A kernel that cannot run here is refused with one clear line, never a silent fallback."""
+    from wwm.attention import implementation
     from wwm_torch.trainer import torch_attention
 
     if jax.default_backend() != "gpu":
-        with pytest.raises(WWMError, match="cuDNN on an NVIDIA GPU"):
-            check_attention("flash_attention_2")
+        with pytest.raises(WWMError, match="cuDNN flash attention needs an NVIDIA GPU"):
+            check_kernel(implementation("cudnn", "jax"))
     with pytest.raises(WWMError, match="no attention dropout"):
-        check_attention("blockwise", attention_dropout=0.1)
-    assert check_attention("blockwise", attention_dropout=0.1, training=False) == "blockwise"
-    assert check_attention("auto") == check_attention("eager") == "einsum"
+        check_kernel("flash", attention_dropout=0.1)
+    assert check_kernel("flash", attention_dropout=0.1, training=False).name == "flash"
+    assert implementation("auto", "jax") == implementation("eager", "jax") == "eager"
     assert torch_attention("auto") == "sdpa" and torch_attention("eager") == "eager"
     assert torch_attention("flash") == torch_attention("blockwise") == "wwm_blockwise"  # its old name
     with pytest.raises(WWMError, match="xla is a jax kernel"):

@@ -141,6 +141,17 @@ def attention(
     return fn(q, k, v, mask, window=window, scale=scale, dropout=dropout)
 
 
+def set_kernel(model: Any, kernel: str) -> Any:
+    """Switch a built (or loaded) model of any family to the attention kernel `kernel`, in place: every
+    module whose `attention` attribute names a kernel (BERT's SelfAttention, ModernBERT's attention)."""
+    if kernel not in KERNELS:
+        raise WWMError(f"unknown JAX attention kernel {kernel!r}; use one of {', '.join(KERNELS)}")
+    for _, module in model.iter_modules():
+        if isinstance(getattr(module, "attention", None), str):
+            module.attention = kernel
+    return model
+
+
 # ----------------------------------------------------------------------------------------------------
 # eager, xla, cudnn
 # ----------------------------------------------------------------------------------------------------

@@ -30,15 +30,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from wwm.attention import implementation
 from wwm.errors import WWMError
 from wwm.flops import attention_windows, flops_per_step
 from wwm.metrics_schema import truncate_after
 from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
+from wwm_jax.attention import check_kernel, set_kernel
 from wwm_jax.checkpoint import Checkpointer
-from wwm_jax.families import jax_family
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
-from wwm_jax.modeling import check_attention, logical_axes, num_params
+from wwm_jax.modeling import logical_axes, num_params
 from wwm_jax.optim import make_optimizer
 from wwm_jax.train_step import (
     PACKED_KEYS,
@@ -112,20 +113,12 @@ def make_model(config, hf_config: dict | None):
 
         state = initial_state(hf_config, config.seed)
         model, _ = convert.model_from_hf_state(state, convert.config_from_hf_dict(hf_config), dtype=dtype)
-    # train.attn_implementation -> the JAX backend; refused here, before any step, when it cannot run.
+    # train.attn_implementation -> the JAX kernel (wwm/attention.py); refused here, before any step, when it
+    # cannot run.
     mc = model.config
     dropout = getattr(mc, "attention_probs_dropout_prob", getattr(mc, "attention_dropout", 0.0))
-    backend = check_attention(config.train.attn_implementation, attention_dropout=dropout)
-    if backend == "einsum":
-        return model
-    family = jax_family(mc)
-    if family.set_attention is None:
-        raise WWMError(
-            f"train.attn_implementation {config.train.attn_implementation} is not implemented for "
-            f"{family.core.label} in JAX yet (its attention is the einsum path with the sliding window); use "
-            "auto or eager"
-        )
-    return family.set_attention(model, backend)
+    kernel = check_kernel(implementation(config.train.attn_implementation, "jax"), attention_dropout=dropout)
+    return set_kernel(model, kernel.name)
 
 
 def _dropout_off(mc) -> bool:

@@ -97,7 +97,9 @@ def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, A
         inputs[SEGMENT_KWARG] = seg
     elif getattr(cfg, "layer_types", None):
         window = {"full_attention": None, "sliding_attention": getattr(cfg, "sliding_window", None)}
-        inputs["attention_mask"] = {t: segment_mask(seg, model.dtype, window[t]) for t in set(cfg.layer_types)}
+        inputs["attention_mask"] = {
+            t: segment_mask(seg, model.dtype, window[t]) for t in set(cfg.layer_types)
+        }
     else:
         inputs["attention_mask"] = segment_mask(seg, model.dtype)
     inputs["position_ids"] = family(cfg.model_type).position_rows(positions, seg, cfg.pad_token_id)
