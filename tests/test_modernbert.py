@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from wwm_jax import convert
 from wwm_jax.attention import AttentionMask
@@ -64,9 +65,14 @@ def test_alternating_layer_types_match_transformers_rule():
     assert ModernBertConfig(num_hidden_layers=4).layer_types == alternating_layer_types(4, 3)
 
 
-def test_packed_row_equals_documents_run_alone(model):
+@pytest.mark.parametrize("kernel", ["eager", "flash"])
+def test_packed_row_equals_documents_run_alone(model, kernel):
     """Our own model: a packed row (documents longer than the window) gives each document the logits it
-    gets in a row of its own (padded after it); an attention_mask marks padding on top of segment ids."""
+    gets in a row of its own (padded after it); an attention_mask marks padding on top of segment ids.
+    With the eager and the flash kernel."""
+    from wwm_jax.attention import set_kernel
+
+    model = set_kernel(nnx.clone(model), kernel)
     rng = np.random.default_rng(0)
     lengths = (9, 5, 7)
     docs = [rng.integers(1, 60, size=n) for n in lengths]
