@@ -158,7 +158,7 @@ def test_modernbert_logits_match_transformers_max_abs_1e5(tiny):
     """Padded batch, L = 40 > the window: eager and sdpa at the real tokens (padding positions follow our
     mask rule, wwm_jax/attention.py: a padding query attends padding, transformers' the real keys; their
     outputs never reach a real token). The all-padding row is finite."""
-    _, attn, torch_model, model, _ = tiny
+    _, _, torch_model, model, _ = tiny
     ids, mask, _ = _padded_batch()
     ref = _torch_logits(torch_model, ids, mask)
     out = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
@@ -265,7 +265,7 @@ def _with_config(model, **changes):
 def test_modernbert_negative_controls_fail_the_comparison(tiny):
     """Swapped global/local rope theta, a window one token wider, every layer global, or segment ids
     ignored in a packed row: each moves logits far beyond the 1e-5 bound."""
-    _, attn, torch_model, model, _ = tiny
+    _, _, torch_model, model, _ = tiny
     ids, mask, _ = _padded_batch()
     where = mask == 1
     ref = _torch_logits(torch_model, ids, mask)

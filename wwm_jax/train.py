@@ -107,7 +107,12 @@ def make_model(config, hf_config: dict | None):
 
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     if config.model.pretrained:
-        model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
+        # The checkpoint's config.json as the section continues it (ModernBERT's context extension).
+        path = config.model.pretrained
+        hf = config.model.continue_config(convert.read_config_dict(path), config.data.max_seq_len)
+        model, _ = convert.model_from_hf_state(
+            convert.read_hf_weights(path), convert.config_from_hf_dict(hf), dtype=dtype, seed=config.seed
+        )
     else:
         from wwm.initial_weights import initial_state
 

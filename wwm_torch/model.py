@@ -131,9 +131,20 @@ def build_model(
         path = model_config.pretrained
         if not os.path.isdir(path):
             raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
+        # The checkpoint's config.json as the section continues it (ModernBERT's context extension).
+        kwargs: dict[str, Any] = {}
+        config_path = os.path.join(path, "config.json")
+        if os.path.isfile(config_path):
+            import json
+
+            with open(config_path, encoding="utf-8") as f:
+                hf = json.load(f)
+            continued = model_config.continue_config(hf, max_seq_len)
+            if continued != hf:
+                kwargs["config"] = transformers_config(continued)
         try:
             model = AutoModelForMaskedLM.from_pretrained(
-                path, use_safetensors=True, attn_implementation=attn_implementation
+                path, use_safetensors=True, attn_implementation=attn_implementation, **kwargs
             )
         except OSError as err:
             raise WWMError(

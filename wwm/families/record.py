@@ -100,6 +100,13 @@ class ModelFields:
         model's (both trainers build from it, so their models have the same shapes)."""
         raise NotImplementedError(f"{type(self).__name__} does not say its config.json fields")
 
+    def continue_config(self, hf: Mapping[str, Any], max_seq_len: int) -> dict[str, Any]:
+        """The config.json fields a run continues `model.pretrained` with: the checkpoint's own (`hf`) and
+        what this section changes on a pretrained model (nothing here; ModernBERT's context extension
+        raises its global rope theta). Both trainers load the checkpoint's weights into this config."""
+        del max_seq_len
+        return dict(hf)
+
 
 # ----------------------------------------------------------------------------------------------------
 # Reading a config.json dict (the initial-weight specs of every family)
