@@ -146,7 +146,9 @@ def set_kernel(model: Any, kernel: str) -> Any:
     module whose `attention` attribute names a kernel (BERT's SelfAttention, ModernBERT's attention)."""
     if kernel not in KERNELS:
         raise WWMError(f"unknown JAX attention kernel {kernel!r}; use one of {', '.join(KERNELS)}")
-    for _, module in model.iter_modules():
+    from flax import nnx
+
+    for _, module in nnx.iter_modules(model):
         if isinstance(getattr(module, "attention", None), str):
             module.attention = kernel
     return model
