@@ -117,7 +117,6 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     assert rows == [
         ("modernbert-tiny", "jax", "flash", "packed_documents"),
         ("modernbert-tiny", "torch", "flash", "packed_documents"),
-        ("modernbert-tiny", "torch", "sdpa", "packed_documents"),
         ("tiny", "jax", "auto", "full_sentences"),
         ("tiny", "torch", "auto", "full_sentences"),
         ("tiny", "hf_run_mlm", "auto", "full_sentences"),
@@ -220,28 +219,22 @@ def test_torch_masked_head_equals_full_head():
 
 @pytest.mark.slow
 def test_bench_attention_reports_every_backend_per_length_in_its_own_process():
-    """modernbert-tiny, torch's three backends at L = 64 and JAX's flash, each point in its own process;
+    """modernbert-tiny at L = 64, flash in both frameworks and JAX's cudnn, each point in its own process;
     the JSON rows carry impl, backend, seq_len, peak_mib and step_s; a backend that cannot run here (cuDNN
     on a CPU) is a row with its one-line reason."""
     from wwm_cli.bench import attention
 
-    report = attention.run(
-        lengths=(64,), steps=1, model="modernbert-tiny", backends=("eager", "sdpa", "flash", "cudnn")
-    )
+    report = attention.run(lengths=(64,), steps=1, model="modernbert-tiny", backends=("flash", "cudnn"))
     rows = report["results"]
     assert [(r["impl"], r["backend"], r["seq_len"]) for r in rows] == [
-        ("jax", "eager", 64),
         ("jax", "flash", 64),
         ("jax", "cudnn", 64),
-        ("torch", "eager", 64),
-        ("torch", "sdpa", 64),
         ("torch", "flash", 64),
     ]
-    ok = [r for r in rows if r["backend"] != "cudnn"]
+    ok = [rows[0], rows[2]]
     assert all("error" not in r and r["step_s"] > 0 and r["peak_mib"] >= 0 and r["model"] == "modernbert-tiny"
                for r in ok), rows  # fmt: skip
-    assert "needs an NVIDIA GPU" in rows[2]["error"]
-    # One model, one loss: every backend computes the same first steps.
-    losses = [r["loss"] for r in ok]
-    assert max(losses) - min(losses) < 1e-3 * abs(losses[0])
+    assert "needs an NVIDIA GPU" in rows[1]["error"]
+    # One model, one name, one function: both frameworks' flash compute the same first steps.
+    assert ok[0]["loss"] == pytest.approx(ok[1]["loss"], rel=1e-4)
     assert "L=64" in attention.format_table(report)

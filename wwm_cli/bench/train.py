@@ -468,8 +468,8 @@ def run(
     packing: str = "full_sentences",
 ) -> dict[str, Any]:
     """`attn`: train.attn_implementation names, comma-separated: each implementation runs with each name
-    its framework has a kernel for (wwm/attention.py; "jax": "flash,cudnn,sdpa" runs flash and cudnn, torch
-    flash and sdpa). `packing`: full_sentences (rows of running text) or packed_documents (the corpus'
+    its framework has a kernel for (wwm/attention.py; "flash,cudnn,sdpa" runs JAX's flash and cudnn,
+    torch's flash and sdpa); any other value than auto sets the attention dropout to 0 (only eager has it). `packing`: full_sentences (rows of running text) or packed_documents (the corpus'
     paragraphs packed with `wwm.data.Packer`: segment ids, positions restarting per paragraph; `wwm bench
     packing`'s data)."""
     # jax and torch may share one GPU here: jax must not preallocate 75% of it (no effect once jax runs).
@@ -494,8 +494,12 @@ def run(
             if len(names) > 1 and not _has_kernel(impl, name):
                 continue
             config = make_config(model, seq_len, batch, total, dtype, os.path.join(tmp, f"{impl}-{name}"))
+            model_config = config.model
+            if attn != "auto":  # one model for every backend: only eager has attention dropout
+                model_config = dataclasses.replace(model_config, attention_probs_dropout_prob=0.0)
             config = dataclasses.replace(
                 config,
+                model=model_config,
                 data=dataclasses.replace(config.data, packing=packing),
                 train=dataclasses.replace(config.train, attn_implementation=name),
             )
