@@ -2,12 +2,12 @@
 
     state = initial_state(hf_config, seed)   # {Hugging Face key: float32 array}
 
-`hf_config` is the config.json dict of the model (`ModelConfig.hf_config_dict`, which both trainers
+`hf_config` is the config.json dict of the model (the model section's `hf_config_dict`, which both trainers
 build their fresh models from); the keys are what transformers' `save_pretrained` writes for
 BertForMaskedLM, RobertaForMaskedLM or ModernBertForMaskedLM (the tied decoder copies left out:
 `tied_keys`, `with_tied`). The JAX trainer loads the state through `wwm_jax.convert`, the torch trainer
 with `load_state_dict`, so a fresh model is the same numbers in both frameworks, not only the same
-distributions (before, each framework drew its own and fresh runs ended visibly apart).
+distributions (two frameworks' own draws would make fresh runs end visibly apart).
 
 The distributions are transformers 5.24's own `_init_weights` for each family (its record's
 `tensor_specs`, wwm/families/, names the rule of each tensor). Each tensor is drawn from its own numpy stream, keyed by (seed, its key name):
@@ -64,6 +64,27 @@ def with_tied(state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any]) -> 
     """`state` plus its tied copies: the key set of the model's `state_dict()` (torch's strict
     `load_state_dict`)."""
     return {**state, **{k: state[v] for k, v in tied_keys(hf_config).items()}}
+
+
+_EMBEDDINGS = ("word_embeddings.weight", "tok_embeddings.weight")  # (V, H): the token embeddings
+_DECODER_BIAS = ("predictions.bias", "lm_head.bias", "decoder.bias")  # (V,): the MLM decoder's bias
+
+
+def extend_vocab(hf_state: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """`model.extend_vocab`: a pretrained model's tensors with the token embeddings (and an untied decoder
+    weight) grown to `rows` rows, each new row the mean of the old rows, and the decoder bias grown with
+    the mean of its old entries. No randomness (transformers' `mean_resizing` samples around the mean),
+    so both trainers start from the same numbers. Means in float64, stored in each tensor's dtype."""
+    out = dict(hf_state)
+    for key, value in hf_state.items():
+        grow = key.endswith(_EMBEDDINGS) or (key.endswith("decoder.weight") and value.ndim == 2)
+        if key.endswith(_DECODER_BIAS) and value.ndim == 1:
+            grow = True
+        if not grow or value.shape[0] >= rows:
+            continue
+        mean = value.astype(np.float64).mean(axis=0, keepdims=True).astype(value.dtype)
+        out[key] = np.concatenate([value, np.repeat(mean, rows - value.shape[0], axis=0)])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

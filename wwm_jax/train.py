@@ -10,16 +10,18 @@ docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -50,49 +52,97 @@ from wwm_jax.train_step import (
     to_micro_batches,
 )
 
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
+    from wwm_jax.convert import AnyConfig, AnyModel
 
-def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
-    """Check and claim the run directory, prepare the data, train, export. Returns the exit status.
 
-    `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings
-    (wwm.rundir; `wwm train --overwrite / --allow-config-change`); `on_batch`: see `train`."""
+def run(
+    config: RunConfig,
+    *,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+    restart: bool = False,
+    on_batch=None,
+) -> int:
+    """Lock and claim the run directory, prepare the data, train, export. Returns the exit status.
+
+    `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings;
+    `restart`: train it again from step 0, keeping its history (wwm.rundir; `wwm train --overwrite /
+    --allow-config-change / --restart-from-scratch`); `on_batch`: see `train`. A SIGTERM or Ctrl-C
+    before the first step stops at once (nothing to save), one line, the signal's exit status."""
     shd.initialize_distributed(config.parallel.distributed)  # before anything touches a device
+    from wwm.signals import Stopped
+
+    with StopRequest("wwm train", immediate=True) as stop:  # the loop switches it to saving first
+        try:
+            return _run(config, overwrite, allow_changes, restart, on_batch, stop)
+        except Stopped as stopped:
+            if jax.process_index() == 0:
+                print(stopped.message(), file=sys.stderr, flush=True)
+            return stopped.exit_status
+
+
+def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, stop: StopRequest) -> int:
     from wwm.data import prepare_dataset
+    from wwm.data.tokenizer import tokenizer_fingerprint
     from wwm.preflight import start_run
 
     several = jax.process_count() > 1
-    run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes,
-                        lead=jax.process_index() == 0,
-                        barrier=multihost_utils.sync_global_devices if several else None)  # fmt: skip
-
-    if jax.process_count() > 1:
-        # Process 0 builds the data cache first; the others then find it (no race on a shared disk).
-        if jax.process_index() == 0:
-            data = prepare_dataset(config)
-        multihost_utils.sync_global_devices("wwm: data prepared")
-        if jax.process_index() != 0:
-            data = prepare_dataset(config)
-    else:
-        data = prepare_dataset(config, progress=config.logging.progress_bar)
-    if config.model.pretrained:
-        hf_config = None
-    else:
-        hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
-    summary = train(
-        config,
-        train_dataset=data.train,
-        val_dataset=data.validation,
-        masker=data.masker(),
-        hf_config=hf_config,
-        tokenizer=data.tokenizer,
-        run_dir=run_dir,
-        on_batch=on_batch,
-    )
-    if jax.process_index() == 0:
+    lead = jax.process_index() == 0
+    run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes, restart=restart,
+                        lead=lead, share=shd.broadcast_json if several else None)  # fmt: skip
+    with run_dir:  # the lock is released however the run ends
+        trackers = _open_trackers(config, run_dir, lead)
+        try:
+            if several:
+                # Process 0 builds the data cache first; the others then find it (no race on a shared disk).
+                if lead:
+                    data = prepare_dataset(config)
+                multihost_utils.sync_global_devices("wwm: data prepared")
+                if not lead:
+                    data = prepare_dataset(config)
+            else:
+                data = prepare_dataset(config, progress=config.logging.progress_bar)
+            cache_path = getattr(data, "cache_path", None)  # None: streamed (or a stand-in's) data
+            cache_key = os.path.basename(cache_path) if cache_path else None
+            run_dir.prepared(tokenizer_fingerprint(data.tokenizer), cache_key)
+            if config.model.pretrained:
+                hf_config = None
+            else:
+                hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
+            summary = train(
+                config,
+                train_dataset=data.train,
+                val_dataset=data.validation,
+                masker=data.masker(),
+                hf_config=hf_config,
+                tokenizer=data.tokenizer,
+                run_dir=run_dir,
+                on_batch=on_batch,
+                trackers=trackers,
+                stop=stop,
+            )
+        except BaseException:
+            if trackers is not None:
+                trackers.close("failed")
+            raise
+        if trackers is not None:
+            trackers.close(summary.status)
+    if lead:
         print(format_summary(summary), flush=True)
-    if summary["status"] == "stopped":
-        return summary["exit_status"]
-    return 0 if summary["status"] == "done" else 1
+    if summary.status == "stopped":
+        return summary.exit_status
+    return 0 if summary.status == "done" else 1
+
+
+def _open_trackers(config, run_dir, lead: bool):
+    """The external experiment trackers (wandb, MLflow) of `logging.report_to`, opened on the lead."""
+    from wwm.trackers import EXTERNAL, Trackers
+
+    if not lead or not any(n in EXTERNAL for n in config.logging.report_to):
+        return None
+    return Trackers(config, run_dir).start()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,19 +150,32 @@ def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batc
 # ----------------------------------------------------------------------------------------------------
 
 
-def make_model(config, hf_config: dict | None):
+def make_model(config: RunConfig, hf_config: dict | None, vocab_size: int | None = None) -> AnyModel:
     """The model to train: `model.pretrained`, or a fresh one of `hf_config` whose weights are
-    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical)."""
+    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical).
+    `vocab_size`: the tokenizer's; with `model.extend_vocab` a pretrained model with fewer token
+    embeddings grows to it (`wwm.initial_weights.extend_vocab`, as the torch trainer does)."""
     from wwm_jax import convert
 
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     if config.model.pretrained:
-        # The checkpoint's config.json as the section continues it (ModernBERT's context extension).
+        # The checkpoint's config.json as the section continues it (ModernBERT's context extension); with
+        # model.extend_vocab a tokenizer with more tokens grows the embeddings (the torch trainer's numbers).
         path = config.model.pretrained
         hf = config.model.continue_config(convert.read_config_dict(path), config.data.max_seq_len)
-        model, _ = convert.model_from_hf_state(
-            convert.read_hf_weights(path), convert.config_from_hf_dict(hf), dtype=dtype, seed=config.seed
+        state = convert.read_hf_weights(path)
+        if config.model.extend_vocab and vocab_size and int(hf["vocab_size"]) < vocab_size:
+            from wwm.initial_weights import extend_vocab
+
+            state = extend_vocab(state, vocab_size)
+            hf = {**hf, "vocab_size": vocab_size}
+        model, info = convert.model_from_hf_state(
+            state, convert.config_from_hf_dict(hf), dtype=dtype, seed=config.seed
         )
+        if info.fresh_head:
+            convert.logger.info(
+                "%s has no masked-LM head; initialised a fresh one (seed %d)", path, config.seed
+            )
     else:
         from wwm.initial_weights import initial_state
 
@@ -126,7 +189,7 @@ def make_model(config, hf_config: dict | None):
     return set_kernel(model, kernel.name)
 
 
-def _dropout_off(mc) -> bool:
+def _dropout_off(mc: AnyConfig) -> bool:
     """Whether the model config (EncoderConfig or ModernBertConfig) has every dropout at 0."""
     names = ("hidden_dropout_prob", "attention_probs_dropout_prob",  # BERT, RoBERTa
              "embedding_dropout", "mlp_dropout", "attention_dropout")  # ModernBERT  # fmt: skip
@@ -171,18 +234,31 @@ def host_params(state: TrainState) -> dict:
 
 def export_hf(graphdef, params: dict, out_dir: str, tokenizer=None) -> str:
     """Write a Hugging Face directory (model + tokenizer) that AutoModelForMaskedLM loads; the
-    tokenizer's model_max_length is the model's usable positions (pipelines truncate to it)."""
+    tokenizer's model_max_length is the model's usable positions (pipelines truncate to it). Written
+    into a temporary folder beside `out_dir` and renamed into place: a kill or a full disk never leaves
+    a half-written export under its name."""
+    import shutil
+
+    from wwm.files import normalize_permissions
     from wwm.preflight import usable_positions
-    from wwm.rundir import normalize_permissions
     from wwm_jax import convert
 
     model = nnx.merge(graphdef, jax.tree.map(np.asarray, params))
-    convert.save_hf(model, out_dir)
-    if tokenizer is not None:
-        with open(os.path.join(out_dir, "config.json"), encoding="utf-8") as f:
-            positions = usable_positions(json.load(f))
-        save_tokenizer(tokenizer, out_dir, positions)
-    normalize_permissions(out_dir)
+    out_dir = os.path.abspath(out_dir)
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert.save_hf(model, tmp)
+        if tokenizer is not None:
+            with open(os.path.join(tmp, "config.json"), encoding="utf-8") as f:
+                positions = usable_positions(json.load(f))
+            save_tokenizer(tokenizer, tmp, positions)
+        normalize_permissions(tmp)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)  # the previous export (this run's: a resumed run exports again)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -261,16 +337,16 @@ def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, np.
 # ----------------------------------------------------------------------------------------------------
 
 
-def _stop_requested(stop: StopRequest) -> bool:
-    """Whether a SIGTERM/SIGINT asked the run to stop (on any host: saves are collective, so every host
-    must stop at the same step)."""
-    if jax.process_count() == 1:
-        return stop.signal is not None
-    flags = multihost_utils.process_allgather(np.array(stop.signal is not None, np.int32))
-    return bool(np.any(flags))
+def _stop_requested(stop: StopRequest, run_dir) -> tuple[bool, bool]:
+    """(a SIGTERM/SIGINT asked the run to stop, the lead lost the run's lock), on any host: saves are
+    collective, so every host must stop at the same step."""
+    flags = np.array([stop.signal is not None, run_dir is not None and run_dir.lock_lost()], np.int32)
+    if jax.process_count() > 1:
+        flags = np.any(multihost_utils.process_allgather(flags), axis=0)
+    return bool(flags[0]), bool(flags[1])
 
 
-def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[str, float]:
+def evaluate(eval_fn, params, val_dataset, masker, mesh, config: RunConfig, host) -> dict[str, float]:
     """MLM loss, accuracy and perplexity on the validation split with its fixed (epoch 0) masks."""
     from wwm.data import validation_batches
     from wwm.mlm_eval import mlm_metrics
@@ -293,7 +369,7 @@ def eval_sums(eval_fn, params, rows: Iterable[dict], mesh) -> dict[str, float]:
     return totals
 
 
-def _check_batch(config, mesh) -> None:
+def _check_batch(config: RunConfig, mesh) -> None:
     B, A = config.train.global_batch_size, config.train.grad_accum_steps
     rows = mesh.shape["data"] * mesh.shape["fsdp"]
     if (B // A) % rows:
@@ -317,17 +393,19 @@ class StepSetup:
     shardings: TrainState
     step_fn: Any  # (state, global batch) -> (state, metrics)
     eval_fn: Any  # (params, global batch) -> sums
-    model_config: Any  # EncoderConfig or ModernBertConfig
+    model_config: AnyConfig
     n_params: int
     flops_per_step: float  # model FLOPs of one optimizer step (wwm.flops)
 
 
-def build_step(config, hf_config: dict | None, masker, seq_len: int, *, full_head: bool = False) -> StepSetup:
+def build_step(
+    config: RunConfig, hf_config: dict | None, masker, seq_len: int, *, full_head: bool = False
+) -> StepSetup:
     """Mesh, model, AdamW state and the compiled steps for `config`. `full_head`: the MLM head at every
     position instead of the masked ones only (benchmarks compare the two)."""
     mesh = shd.make_mesh(config.parallel)
     _check_batch(config, mesh)
-    model = make_model(config, hf_config)
+    model = make_model(config, hf_config, masker.vocab_size)
     tx, schedule = make_optimizer(config.optim, config.train.max_steps)
     graphdef, state, shardings = init_state(model, tx, mesh, config)
     mc = model.config
@@ -368,7 +446,9 @@ def _check_finite(metrics: dict[str, float], step: int, ckpt: Checkpointer) -> N
     )
 
 
-def _export_at_end(config, setup: StepSetup, state: TrainState, tokenizer, lead: bool) -> str | None:
+def _export_at_end(
+    config: RunConfig, setup: StepSetup, state: TrainState, tokenizer, lead: bool
+) -> str | None:
     if not config.checkpoint.export_hf_at_end:
         return None
     params = host_params(state)  # every process takes part in the gather
@@ -378,19 +458,46 @@ def _export_at_end(config, setup: StepSetup, state: TrainState, tokenizer, lead:
 
 
 @dataclasses.dataclass
+class RunSummary:
+    """What `train` returns: how the run ended and what it left. `summary["loss"]` reads `summary.loss`
+    (callers written against the dict this was keep working)."""
+
+    start_step: int  # the step the run started (or resumed) at
+    steps: int  # the last step done
+    params: int  # parameters of the model
+    checkpoint_dir: str
+    status: Literal["done", "stopped", "failed"] = "done"
+    exit_status: int | None = None  # stopped: the process's exit status (SIGTERM 0, Ctrl-C 130)
+    loss: float | None = None  # the last step's training loss
+    eval: dict[str, float] | None = None  # the last evaluation (eval_loss, eval_accuracy, eval_perplexity)
+    hf_dir: str | None = None  # the Hugging Face export (done runs, the lead process)
+    tokens_per_s: float | None = None  # after the first (compiling) step
+    wall_s: float = 0.0
+    devices: int = 0
+    state: TrainState | None = None  # the final train state (on the mesh)
+    graphdef: Any = None  # with `state.params`: nnx.merge(graphdef, params) is the model
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclasses.dataclass
 class _Loop:
     """One run's loop state inside `train`: the step, the data position, the records, the summary."""
 
-    config: Any
+    config: RunConfig
     setup: StepSetup
     ckpt: Checkpointer
     writer: MetricsWriter
     state: TrainState
     step: int
     pos: dict
-    summary: dict
+    summary: RunSummary
     tokens: int  # tokens per step, padding included
     peak: float | None
+    run_dir: Any = None
     timed_tokens: int = 0
     timed_s: float = 0.0
 
@@ -398,6 +505,8 @@ class _Loop:
         meta = {"step": self.step, "data_position": self.pos, "seed": self.config.seed,
                 "rng": "dropout key = fold_in(fold_in(PRNGKey(seed), step), micro_batch)"}  # fmt: skip
         self.ckpt.save(self.step, self.state, meta)
+        if self.run_dir is not None:
+            self.run_dir.checkpointed(self.step)  # run.json: how far the run got
 
     def train_step(self, rows: dict, pos: dict) -> None:
         """One optimizer step on a global batch; stops (WWMError) on a non-finite loss or gradient norm
@@ -410,9 +519,9 @@ class _Loop:
         try:
             _check_finite(metrics, self.step, self.ckpt)
         except WWMError:
-            self.summary.update(status="failed", steps=self.step)
+            self.summary.status, self.summary.steps = "failed", self.step
             raise
-        if self.step > self.summary["start_step"] + 1:  # the first step compiles
+        if self.step > self.summary.start_step + 1:  # the first step compiles
             self.timed_tokens, self.timed_s = self.timed_tokens + self.tokens, self.timed_s + dt
         n_devices = self.setup.mesh.devices.size
         mfu = self.setup.flops_per_step / dt / (self.peak * n_devices) if self.peak else None
@@ -421,7 +530,7 @@ class _Loop:
                   "tokens_per_s": self.tokens / dt, "step_time_s": dt, "mfu": mfu}  # fmt: skip
         tc = self.config.train
         self.writer.train(record, log=self.step % tc.log_every_steps == 0 or self.step == tc.max_steps)
-        self.summary.update(steps=self.step, loss=metrics["loss"])
+        self.summary.steps, self.summary.loss = self.step, metrics["loss"]
 
     def checkpoint_and_eval(self, evaluate_now) -> None:
         """The saves and evaluations that fall on this step."""
@@ -431,22 +540,29 @@ class _Loop:
         if evaluate_now is not None and (
             self.step % c.eval.every_steps == 0 or self.step == c.train.max_steps
         ):
-            self.summary["eval"] = evaluate_now(self.state.params)
-            self.writer.eval({"step": self.step, **self.summary["eval"]})
+            self.summary.eval = evaluate_now(self.state.params)
+            self.writer.eval({"step": self.step, **self.summary.eval})
 
     def stop_if_asked(self, stop: StopRequest) -> bool:
-        """On SIGTERM/SIGINT (any host): save this step and end the loop."""
-        if self.step >= self.config.train.max_steps or not _stop_requested(stop):
+        """On SIGTERM/SIGINT (any host): save this step and end the loop. When another process took the
+        run's lock over (it judged this run gone), stop without writing anything more (WWMError)."""
+        signalled, lost = _stop_requested(stop, self.run_dir)  # every step on every host: collective
+        if lost:
+            self.summary.status, self.summary.steps = "failed", self.step
+            if self.run_dir.lock is not None:
+                self.run_dir.check_lock()
+            raise WWMError(f"process 0 lost the lock on output_dir {self.config.output_dir}; stopping")
+        if self.step >= self.config.train.max_steps or not signalled:
             return False
         self.save()
         self.writer.message(f"{stop.name or 'a signal on another host'}: saved step {self.step} to "
                             f"{self.ckpt.directory}; exiting (run the same command to resume)")  # fmt: skip
-        self.summary.update(status="stopped", exit_status=stop.exit_status)
+        self.summary.status, self.summary.exit_status = "stopped", stop.exit_status
         return True
 
 
 def train(
-    config,
+    config: RunConfig,
     *,
     train_dataset,
     val_dataset,
@@ -455,26 +571,49 @@ def train(
     tokenizer=None,
     run_dir=None,
     on_batch=None,
-) -> dict[str, Any]:
-    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns a summary.
+    trackers=None,
+    stop: StopRequest | None = None,
+) -> RunSummary:
+    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns its summary.
 
-    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here.
+    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here (and
+    releases its lock at the end). `trackers`: the open `wwm.trackers.Trackers` (None: opened here on
+    the lead when `logging.report_to` lists wandb or mlflow, and closed at the end). `stop`: the
+    `run`'s StopRequest, switched here from stopping at once to saving a checkpoint first (None: one of
+    this call's own).
     `on_batch(step, rows)`: called before each optimizer step with this process's rows of the step's
     global batch, as fed to the model: {"input_ids", "labels", "attention_mask"} (b, L) int32 and
     "example_ids" (b,), rows in order (`wwm parity` records batches with it).
     """
+    if run_dir is not None:
+        return _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run_dir, on_batch, trackers,
+                      stop)  # fmt: skip
+    from wwm.rundir import claim
+
+    several = jax.process_count() > 1
+    with claim(
+        config, "jax", lead=jax.process_index() == 0, share=shd.broadcast_json if several else None
+    ) as rd:
+        own = _open_trackers(config, rd, jax.process_index() == 0) if trackers is None else None
+        try:
+            summary = _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, rd, on_batch,
+                             trackers or own)  # fmt: skip
+        except BaseException:
+            if own is not None:
+                own.close("failed")
+            raise
+        if own is not None:
+            own.close(summary.status)
+        return summary
+
+
+def _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run_dir, on_batch, trackers,
+           stop=None):  # fmt: skip
     from wwm.data import BatchIterator
 
     t_start = time.perf_counter()
     tc, out_dir = config.train, config.output_dir
     lead = jax.process_index() == 0
-    if run_dir is None:
-        from wwm.rundir import claim
-
-        several = jax.process_count() > 1
-        run_dir = claim(
-            config, "jax", lead=lead, barrier=multihost_utils.sync_global_devices if several else None
-        )
     setup = build_step(config, hf_config, masker, train_dataset.max_seq_len)
     ckpt = Checkpointer(out_dir, config.checkpoint)
     state, position, latest = _restore(ckpt, setup.state, run_dir.resume, lead)
@@ -482,7 +621,8 @@ def train(
     if lead:
         os.makedirs(out_dir, exist_ok=True)
         truncate_after(os.path.join(out_dir, "metrics.jsonl"), start)
-    writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead)
+    writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead,
+                           trackers=trackers)  # fmt: skip
     for text in run_dir.messages:
         writer.message(f"wwm: {text}")
     if latest is not None:
@@ -496,12 +636,12 @@ def train(
     def evaluate_now(params) -> dict[str, float]:
         return evaluate(setup.eval_fn, params, val_dataset, masker, setup.mesh, config, host)
 
-    summary: dict[str, Any] = {"status": "done", "start_step": start, "steps": start, "loss": None, "eval": None,
-                               "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": setup.n_params}  # fmt: skip
+    summary = RunSummary(start_step=start, steps=start, params=setup.n_params, checkpoint_dir=ckpt.directory)
     loop = _Loop(config, setup, ckpt, writer, state, start, position.to_dict(), summary,
                  tokens=tc.global_batch_size * train_dataset.max_seq_len,
-                 peak=peak_flops_per_device(config.logging.peak_flops_per_device))  # fmt: skip
-    with StopRequest("wwm train") as stop:
+                 peak=peak_flops_per_device(config.logging.peak_flops_per_device), run_dir=run_dir)  # fmt: skip
+    with contextlib.nullcontext(stop) if stop is not None else StopRequest("wwm train") as stop:
+        stop.immediate = False  # from here on a signal saves the step in flight, then stops
         try:
             while loop.step < tc.max_steps:
                 rows, example_ids, pos = next(stream)
@@ -512,34 +652,34 @@ def train(
                 loop.checkpoint_and_eval(evaluate_now if val_dataset is not None else None)
                 if loop.stop_if_asked(stop):
                     break
-            if summary["status"] == "done":
+            if summary.status == "done":
                 loop.save()
-                summary["hf_dir"] = _export_at_end(config, setup, loop.state, tokenizer, lead)
+                summary.hf_dir = _export_at_end(config, setup, loop.state, tokenizer, lead)
         finally:
             writer.close()
             ckpt.close()
-    summary["tokens_per_s"] = loop.timed_tokens / loop.timed_s if loop.timed_s else None
-    summary.update(wall_s=time.perf_counter() - t_start, devices=setup.mesh.devices.size, state=loop.state,
-                   graphdef=setup.graphdef)  # fmt: skip
+    summary.tokens_per_s = loop.timed_tokens / loop.timed_s if loop.timed_s else None
+    summary.wall_s, summary.devices = time.perf_counter() - t_start, setup.mesh.devices.size
+    summary.state, summary.graphdef = loop.state, setup.graphdef
     return summary
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"JAX training {summary['status']}: step {summary['steps']} "
-             f"(started at {summary['start_step']}), {summary['params']:,} parameters, "
-             f"{summary['devices']} device(s), {summary['wall_s']:.1f} s"]  # fmt: skip
-    if summary["loss"] is not None:
-        lines.append(f"  final train loss {summary['loss']:.4f}")
-    if summary["eval"]:
-        e = summary["eval"]
+def format_summary(summary: RunSummary) -> str:
+    lines = [f"JAX training {summary.status}: step {summary.steps} "
+             f"(started at {summary.start_step}), {summary.params:,} parameters, "
+             f"{summary.devices} device(s), {summary.wall_s:.1f} s"]  # fmt: skip
+    if summary.loss is not None:
+        lines.append(f"  final train loss {summary.loss:.4f}")
+    if summary.eval:
+        e = summary.eval
         lines.append(f"  eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
                      f"perplexity {e['eval_perplexity']:.2f}")  # fmt: skip
-    if summary["tokens_per_s"]:
-        lines.append(f"  {summary['tokens_per_s']:,.0f} tokens/s (after the first, compiling step)")
-    lines.append(f"  checkpoints: {summary['checkpoint_dir']}")
-    if summary["hf_dir"]:
-        lines.append(f"  Hugging Face export: {summary['hf_dir']}")
+    if summary.tokens_per_s:
+        lines.append(f"  {summary.tokens_per_s:,.0f} tokens/s (after the first, compiling step)")
+    lines.append(f"  checkpoints: {summary.checkpoint_dir}")
+    if summary.hf_dir:
+        lines.append(f"  Hugging Face export: {summary.hf_dir}")
     return "\n".join(lines)
 
 
-__all__ = ["export_hf", "format_summary", "run", "train"]
+__all__ = ["RunSummary", "export_hf", "format_summary", "run", "train"]

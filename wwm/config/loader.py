@@ -5,11 +5,19 @@ A run is described by one ``RunConfig``. Each section is a dataclass whose field
 
     config = load_config("configs/tiny.yaml", ["data.max_seq_len=256", "masking.mask_prob=0.2"])
 
-* YAML is read with ``yaml.safe_load`` semantics, except that ``1e-4`` is a float (YAML 1.2), not a string.
+* YAML is read with ``yaml.safe_load`` semantics, except that ``1e-4`` is a float (YAML 1.2), not a string,
+  and that a key written twice in one mapping is refused (PyYAML would keep the last silently).
+* A float field refuses NaN and infinities (``.nan``, ``.inf``), from the file or an override.
 * An override ``a.b.c=VALUE`` parses VALUE as a YAML scalar or flow value (``null``, ``true``, ``[1, 2]``).
 * Unknown keys and values of the wrong type raise ``WWMError`` naming the key path, the expected type and,
   for a misspelt key, the closest known key. Types handled: bool, int, float (an int is promoted; a string
   never becomes a number), str, Literal, Optional / unions, tuple/list, dict and nested dataclasses.
+* A union of sections told apart by their ``type`` Literal is read as the section its ``type`` names
+  (``model``: one section per model family, ``wwm.families``); a key of another member is refused naming
+  the type it belongs to.
+* A section's ``OLD_KEYS`` are its old spellings: an old sub-section whose keys are now the section's own
+  (``model.modernbert: {...}``, checked under its old name) or a key that is ignored; each loads with one
+  deprecation line (``WWMWarning``). ``upgraded_spelling`` maps a recorded config the same way.
 * Fields marked with ``path_field`` hold file-system paths: a relative path in the file resolves relative
   to the config file's folder, one given as an override relative to the current directory; ``~`` expands.
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -183,6 +192,8 @@ def _convert_scalar(tp: Any, value: Any, path: str) -> Any:
     """bool, int, float (an int is promoted; a bool is never a number), str, or any other class."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise WWMError(f"config key '{path}' is {value}; give a finite number")
     ok = {
         bool: lambda v: isinstance(v, bool),
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -236,7 +247,8 @@ def _convert_tagged(tp: Any, value: Any, path: str) -> Any:
         others = [t for t, m in _sections_by_type(tp).items() if key in _fields(m)]
         if others:
             raise WWMError(
-                f"config key '{_join(path, key)}' is not a key of {path}.type {value.get('type', section().type)!r} "
+                f"config key '{_join(path, key)}' is not a key of {path}.type "
+                f"{value.get('type', _fields(section)['type'].default)!r} "
                 f"(it is one of {path}.type {', '.join(map(repr, others))}); remove it, or set {path}.type"
             )
     return from_dict(section, value, path)
@@ -279,7 +291,8 @@ def _old_spellings(cls: type, data: Mapping[str, Any], path: str) -> Mapping[str
 
 def upgraded_spelling(cls: type, data: Any) -> Any:
     """A config mapping of `cls` (a RunConfig's, as YAML or a run's record holds it) with every old
-    spelling mapped as `from_dict` maps it, without warnings: for comparing a recorded config with today's."""
+    spelling mapped as `from_dict` maps it, without warnings: a recorded config in this version's spelling,
+    to compare with a config of this version."""
     if not isinstance(data, Mapping):
         return data
     with warnings.catch_warnings():
@@ -372,9 +385,42 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """SafeLoader's mappings, refusing a key written twice in one mapping (YAML says keys are unique; PyYAML
+    keeps the last, so a second `masking:` section would silently replace the first). Keys brought in by
+    a merge (`<<: *anchor`) may be overridden, as YAML intends."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+        except TypeError:  # an unhashable key: SafeConstructor reports it
+            continue
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _yaml_load(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)
+    except _DuplicateKey as dup:
+        raise WWMError(
+            f"{where}: the key {dup.key!r} appears twice in one mapping (lines {dup.first} and {dup.second}); the "
+            "second would silently replace the first: merge them into one"
+        ) from None
     except yaml.YAMLError as err:
         raise WWMError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from err
 

@@ -9,6 +9,7 @@ docs/masking.md), model/optim/train/checkpoint/eval/logging/parallel -> both tra
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import typing
 import warnings
@@ -16,40 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wwm.errors import WWMError, WWMWarning
-from wwm.families import (
-    BertModelConfig,
-    ModelFields,
-    ModelSection,
-    ModernBertFields,
-    ModernBertModelConfig,
-    family,
-)
+from wwm.families import BertModelConfig, ModelSection, ModernBertModelConfig, family
+from wwm.families import ModelFields as ModelFields  # (re-exported: the model sections' common fields)
+from wwm.families import ModernBertFields as ModernBertFields  # (re-exported: the old model.modernbert)
 from wwm.fields import path_field
 from wwm.fields import positive as _positive
-
-__all__ = [
-    "BertModelConfig",
-    "CheckpointConfig",
-    "DataConfig",
-    "DistributedConfig",
-    "EvalConfig",
-    "LoggingConfig",
-    "MaskingConfig",
-    "MeshConfig",
-    "ModelConfig",
-    "ModelFields",
-    "ModelSection",
-    "ModernBertFields",
-    "ModernBertModelConfig",
-    "OptimConfig",
-    "ParallelConfig",
-    "RunConfig",
-    "TokenizerConfig",
-    "TokenizerTrainConfig",
-    "TrainConfig",
-    "path_field",
-]
-
 
 # Data and tokenizer (wwm.data, wwm.words)
 
@@ -59,12 +31,17 @@ class DataConfig:
     """Where the text comes from and how it becomes blocks of ``max_seq_len`` tokens (docs/data.md)."""
 
     source: Literal["builtin", "files", "hub"] = "builtin"
-    builtin_lang: Literal["en", "zh", "ja", "th"] = "en"
+    builtin_lang: Literal["en", "zh", "ja", "th", "lo", "km", "my", "bo", "vi"] = "en"
     # source: files. Files, folders (every file inside, recursively, sorted) or glob patterns.
     train_files: tuple[str, ...] = path_field(())
     file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
     document_separator: Literal["line", "blank_line"] = "line"
+    # Text files are decoded with `encoding`; bytes that are not valid in it stop the run with one line
+    # naming the file and the byte (on_decode_error: error), or become U+FFFD and are counted in the
+    # `wwm prepare` summary (replace). JSON lines too (read with `encoding`).
+    encoding: str = "utf-8"
+    on_decode_error: Literal["error", "replace"] = "error"
     # source: hub (needs network on the first run; the download is cached by `datasets`).
     hub_dataset: str | None = None
     hub_config: str | None = None
@@ -113,13 +90,22 @@ class DataConfig:
             raise WWMError(f"data.max_documents must be >= 1 or null; got {self.max_documents}")
         if not 0 <= self.split_seed < 2**64:
             raise WWMError(f"data.split_seed must be in [0, 2^64); got {self.split_seed}")
+        try:
+            name = codecs.lookup(self.encoding).name
+        except LookupError:
+            raise WWMError(
+                f"data.encoding {self.encoding!r} is not a known text encoding; use e.g. utf-8, latin-1, cp1252, "
+                "shift_jis, gb18030"
+            ) from None
+        object.__setattr__(self, "encoding", "utf-8" if name == "utf-8" else self.encoding)
 
 
 @dataclass(frozen=True)
 class TokenizerTrainConfig:
     """Train a tokenizer on the training documents (saved to <output_dir>/tokenizer)."""
 
-    kind: Literal["wordpiece", "bpe", "unigram", "modernbert"] = "wordpiece"  # wwm.tokenizer_train
+    # wwm.tokenizer_train; bert-japanese: cl-tohoku's BertJapaneseTokenizer (MeCab words, then WordPiece)
+    kind: Literal["wordpiece", "bpe", "unigram", "modernbert", "bert-japanese"] = "wordpiece"
     vocab_size: int = 4000
     lowercase: bool | None = None  # null: True for wordpiece, False otherwise
     min_frequency: int = 2
@@ -132,18 +118,30 @@ class TokenizerConfig:
     path: str | None = path_field(None, hub=True)
     train: TokenizerTrainConfig | None = None
     word_policy: Literal["tokenizer", "whitespace", "vocab", "segmenter", "cjk"] = "tokenizer"
-    # policy segmenter (old name cjk): auto picks jieba / fugashi / pythainlp per text run (docs/words.md)
-    segmenter: Literal["auto", "jieba", "fugashi", "pythainlp", "none"] = "auto"
+    # policy segmenter (old name cjk): auto picks a segmenter per document and script (docs/words.md)
+    segmenter: Literal[
+        "auto", "jieba", "fugashi", "pythainlp", "laonlp", "khmernltk", "pyidaungsu", "botok", "pyvi",
+        "underthesea", "none",
+    ] = "auto"  # fmt: skip
+    # split the text into `segmenter` words before the fast tokenizer, so that no token straddles two
+    # words (train the tokenizer that way too: tokenizer.train does when this is on; docs/words.md)
+    pre_segment: bool = False
 
     def __post_init__(self) -> None:
         if self.path is not None and self.train is not None:
             raise WWMError(
                 "set either tokenizer.path (an existing tokenizer) or tokenizer.train (train one), not both"
             )
-        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk"):
+        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk") and not self.pre_segment:
             raise WWMError(
-                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter', but "
-                f"word_policy is {self.word_policy!r}; set word_policy: segmenter, or remove segmenter"
+                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter' or "
+                f"pre_segment: true, but word_policy is {self.word_policy!r}; set word_policy: segmenter, "
+                "or remove segmenter"
+            )
+        if self.pre_segment and self.segmenter == "none":
+            raise WWMError(
+                "tokenizer.pre_segment: true splits the text into segmenter words, but segmenter is 'none'; "
+                "name a segmenter (or auto), or set pre_segment: false"
             )
 
 
@@ -192,6 +190,11 @@ class MaskingConfig:
                 raise WWMError(f"masking.{name} must be a probability in [0, 1]; got {value!r}")
 
         check_probability("mask_prob", self.mask_prob)
+        if self.mask_prob == 0:
+            raise WWMError(
+                "masking.mask_prob must be > 0: at 0 nothing is to be predicted (the exact budget would still mask "
+                "one token per row); use e.g. 0.15"
+            )
         check_probability("mask_token_ratio", self.mask_token_ratio)
         check_probability("random_token_ratio", self.random_token_ratio)
         if self.mask_token_ratio + self.random_token_ratio > 1.0 + 1e-9:
@@ -361,12 +364,35 @@ class EvalConfig:
         _positive("eval.batch_size", self.batch_size, allow_none=True)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
-    jsonl: bool = True  # <output_dir>/metrics.jsonl
-    tensorboard: bool = True  # <output_dir>/tensorboard
+    """Where metrics go. `report_to`: experiment trackers, each with the keys of wwm.metrics_schema:
+    tensorboard (<output_dir>/tensorboard), wandb (offline with WANDB_MODE=offline; files in
+    <output_dir>/wandb), mlflow (MLFLOW_TRACKING_URI, else a local store in <output_dir>/mlruns).
+    docs/run_directories.md, "Experiment trackers"."""
+
+    jsonl: bool = True  # <output_dir>/metrics.jsonl (always every step)
+    report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ("tensorboard",)
+    tensorboard: bool | None = None  # the older spelling: true/false adds/removes tensorboard in report_to
     progress_bar: bool = True
     peak_flops_per_device: float | None = None  # for MFU; null: from the table of known chips
+    project: str = "wwm"  # the wandb project / MLflow experiment name
+
+    def __post_init__(self) -> None:
+        report = list(dict.fromkeys(self.report_to))
+        for name in report:
+            if name not in TRACKERS:
+                raise WWMError(
+                    f"logging.report_to: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}"
+                )
+        if self.tensorboard is not None:
+            report = [n for n in report if n != "tensorboard"] + (["tensorboard"] if self.tensorboard else [])
+            object.__setattr__(self, "tensorboard", None)
+        object.__setattr__(self, "report_to", tuple(report))
+        _positive("logging.peak_flops_per_device", self.peak_flops_per_device, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -446,6 +472,10 @@ class RunConfig:
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
             )
+        if not self.model.pretrained:
+            self.model.check_positions(self.data.max_seq_len)
+        if self.optim.schedule == "wsd":  # before any data preparation, not after the tokenizer is trained
+            self.optim.wsd_decay_steps(self.train.max_steps)
         if self.data.packing == "packed_documents" and not family(self.model.type).packs_documents:
             raise WWMError(
                 f"data.packing packed_documents is not wired for model.type {self.model.type} yet (transformers' "

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +37,11 @@ from wwm.data.cache import cache_inputs, cache_key
 from wwm.data.packing import Blocks, Packer, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
-from wwm.errors import WWMError
+from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full, os_error
+
+if TYPE_CHECKING:
+    from wwm.config import DataConfig, MaskingConfig, RunConfig
+    from wwm.masking import WholeWordMasker
 
 __all__ = [
     "PrepareStats",
@@ -82,7 +86,7 @@ def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def split_documents(
-    data: Any, split: str, stats: SourceStats, counts: dict[str, int] | None = None
+    data: DataConfig, split: str, stats: SourceStats, counts: dict[str, int] | None = None
 ) -> Iterator[str]:
     """The documents of ``split`` ("train" or "validation") in source order. ``counts`` (optional) gets
     the number of documents routed to each split by the held-out fraction."""
@@ -107,7 +111,7 @@ def split_documents(
                 yield doc
 
 
-def has_validation(data: Any) -> bool:
+def has_validation(data: DataConfig) -> bool:
     """Whether the `data` config section holds documents out for validation (files or a fraction)."""
     return bool(data.validation_files) or data.validation_fraction > 0
 
@@ -157,7 +161,7 @@ class PreparedData:
     tokenizer_path: str
     specials: SpecialIds
     stats: PrepareStats
-    config: Any
+    config: RunConfig
     cache_path: str | None = None
     cache_hit: bool = False
 
@@ -169,7 +173,7 @@ class PreparedData:
     def vocab_size(self) -> int:
         return self.specials.vocab_size
 
-    def masker(self, masking: Any = None) -> Any:
+    def masker(self, masking: MaskingConfig | None = None) -> WholeWordMasker:
         """A ``WholeWordMasker`` for this tokenizer (``masking`` defaults to the run's masking config)."""
         from wwm.masking import WholeWordMasker
 
@@ -240,7 +244,7 @@ class _DocumentFile:
         self._sink.close()
 
 
-def _write_documents(data: Any, work: Path) -> tuple[dict[str, _DocumentFile], dict[str, SourceStats]]:
+def _write_documents(data: DataConfig, work: Path) -> tuple[dict[str, _DocumentFile], dict[str, SourceStats]]:
     """One pass over the source(s): the documents of each split, written to Arrow files in ``work``."""
     files = {"train": _DocumentFile(work / "train-documents.arrow")}
     stats = {"train": SourceStats()}
@@ -283,7 +287,7 @@ def _pack_tables(tables: Iterator[Any], packer: Packer) -> Iterator[Blocks]:
         yield last
 
 
-def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
+def _map_kwargs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     from wwm.data.tokenizer import tokenize_table
 
     return {
@@ -295,6 +299,7 @@ def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
             "tokenizer": tokenizer,
             "policy": config.tokenizer.word_policy,
             "segmenter": config.tokenizer.segmenter,
+            "pre_segment": config.tokenizer.pre_segment,
         },
     }
 
@@ -307,7 +312,7 @@ class StreamingBlocks:
     last complete pass.
     """
 
-    def __init__(self, config: Any, split: str, tokenizer: Any, specials: SpecialIds) -> None:
+    def __init__(self, config: RunConfig, split: str, tokenizer: Any, specials: SpecialIds) -> None:
         self.config = config
         self.split = split
         self.tokenizer = tokenizer
@@ -338,13 +343,13 @@ class StreamingBlocks:
             yield blocks
 
 
-def _generate_documents(data: Any, split: str, stats: SourceStats) -> Iterator[dict[str, str]]:
+def _generate_documents(data: DataConfig, split: str, stats: SourceStats) -> Iterator[dict[str, str]]:
     for doc in split_documents(data, split, stats):
         yield {"text": doc}
 
 
 def _build_split(
-    config: Any, split: str, documents: _DocumentFile, tokenizer: Any, specials: SpecialIds, work: Path,
+    config: RunConfig, split: str, documents: _DocumentFile, tokenizer: Any, specials: SpecialIds, work: Path,
     out: Path, progress: bool,
 ) -> dict[str, int]:  # fmt: skip
     """Tokenize, pack and store the documents of one split; returns its packing statistics."""
@@ -392,7 +397,7 @@ def _tqdm(enabled: bool, **kwargs: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def default_cache_dir(config: Any) -> Path:
+def default_cache_dir(config: RunConfig) -> Path:
     """``data.cache_dir``, else ``$WWM_CACHE_DIR``, else ``~/.cache/wwm`` (blocks go to its data/ folder)."""
     return cache.cache_root(config.data.cache_dir)
 
@@ -402,7 +407,7 @@ def default_cache_dir(config: Any) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _training_fingerprint(config: Any) -> dict[str, Any]:
+def _training_fingerprint(config: RunConfig) -> dict[str, Any]:
     data = config.data
     return {
         "source": source_fingerprint(data, "train"),
@@ -410,7 +415,7 @@ def _training_fingerprint(config: Any) -> dict[str, Any]:
     }
 
 
-def _checked_training_documents(config: Any) -> list[str]:
+def _checked_training_documents(config: RunConfig) -> list[str]:
     """The training documents (to train a tokenizer on), once the splits are known to be usable."""
     data = config.data
     stats, counts = SourceStats(), {"train": 0}
@@ -421,7 +426,32 @@ def _checked_training_documents(config: Any) -> list[str]:
     return documents
 
 
-def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
+def _warn_pre_segment(config: RunConfig, tokenizer_path: str) -> None:
+    """A tokenizer that `wwm train-tokenizer` learnt from pre-segmented text, used without pre-segmentation
+    (or the other way round): its tokens are not the ones it was trained for; say so."""
+    marker = Path(tokenizer_path) / "wwm_pre_segment.json"
+    trained = marker.is_file()
+    if trained != config.tokenizer.pre_segment and Path(tokenizer_path).is_dir():
+        import warnings
+
+        from wwm.errors import WWMWarning
+
+        if trained:
+            message = (
+                f"the tokenizer at {tokenizer_path} was trained on text cut at segmenter words "
+                "(wwm_pre_segment.json) but tokenizer.pre_segment is false: set it to true"
+            )
+        else:
+            message = (
+                f"tokenizer.pre_segment is true but the tokenizer at {tokenizer_path} was not trained "
+                "pre-segmented; its tokens then miss pieces it learnt across words (fine, but retrain "
+                "with `wwm train-tokenizer --pre-segment` for the best vocabulary)"
+            )
+        if config.tokenizer.train is None:
+            warnings.warn(message, WWMWarning, stacklevel=3)
+
+
+def prepare_dataset(config: RunConfig, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
     """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
 
     ``progress`` shows progress bars; ``rebuild`` ignores a cached result (and replaces it).
@@ -434,8 +464,8 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     source_fingerprint(data, "train")
     if data.validation_files:
         source_fingerprint(data, "validation")
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # a missing segmenter package fails here
-        from wwm.words import require_segmenter
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or config.tokenizer.pre_segment:
+        from wwm.words import require_segmenter  # a missing segmenter package fails here
 
         require_segmenter(config.tokenizer.segmenter)
 
@@ -444,6 +474,7 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
     tokenizer, tokenizer_path = prepare_tokenizer(
         config, lambda: _checked_training_documents(config), _training_fingerprint(config)
     )
+    _warn_pre_segment(config, tokenizer_path)
     specials = SpecialIds.from_tokenizer(tokenizer)
     if specials.vocab_size > np.iinfo(np.int32).max:
         raise WWMError(f"vocabulary of {specials.vocab_size} tokens does not fit int32 ids")
@@ -483,6 +514,28 @@ def prepare_dataset(config: Any, *, progress: bool = False, rebuild: bool = Fals
 
 
 def _build(
+    config: RunConfig, tokenizer: Any, specials: SpecialIds, inputs: dict[str, Any], root: Path, final: Path,
+    progress: bool, tokenizer_path: str,
+) -> None:  # fmt: skip
+    try:
+        _build_in(config, tokenizer, specials, inputs, root, final, progress, tokenizer_path)
+    except WWMError:
+        raise
+    except OSError as err:  # a read-only or full cache disk: one line naming the folder and the fix
+        in_cache = str(err.filename or "").startswith(str(root.parent)) or err.filename is None
+        raise os_error(
+            err, f"the data cache folder {root.parent} (data.cache_dir)" if in_cache else None
+        ) from err
+    except Exception as err:
+        if is_disk_full(err):  # datasets / pyarrow wrap the OSError of a full disk
+            raise DiskFull(
+                f"the data cache folder {root.parent} (data.cache_dir): no space left on device while building "
+                f"the blocks; free space or set data.cache_dir elsewhere, {RESUME_HINT}"
+            ) from err
+        raise
+
+
+def _build_in(
     config: Any, tokenizer: Any, specials: SpecialIds, inputs: dict[str, Any], root: Path, final: Path,
     progress: bool, tokenizer_path: str,
 ) -> None:  # fmt: skip
@@ -518,7 +571,7 @@ def _build(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _built_from(config: Any, tokenizer_path: str) -> dict[str, Any]:
+def _built_from(config: RunConfig, tokenizer_path: str) -> dict[str, Any]:
     """What ``wwm cache list`` shows and compares (wwm.data.cache): the configured corpus and tokenizer
     paths, and the tokenizer's files as they were (the corpus files are in the cache inputs)."""
     data = config.data
@@ -546,7 +599,7 @@ def _validation_empty(detail: str) -> WWMError:
     )
 
 
-def _check_documents(config: Any, source: dict[str, dict[str, int]], counts: dict[str, int]) -> None:
+def _check_documents(config: RunConfig, source: dict[str, dict[str, int]], counts: dict[str, int]) -> None:
     """Before any tokenizing: the source gave documents, and each split counted in ``counts`` has some
     (WWMError otherwise). ``source["train"]``: what the training source read, when known."""
     data = config.data
@@ -576,7 +629,7 @@ def _check_documents(config: Any, source: dict[str, dict[str, int]], counts: dic
         )
 
 
-def _check_blocks(config: Any, split: str, packing: dict[str, int]) -> None:
+def _check_blocks(config: RunConfig, split: str, packing: dict[str, int]) -> None:
     """After tokenizing and packing a split: it gave blocks (WWMError otherwise)."""
     if packing["blocks"]:
         return
@@ -659,8 +712,8 @@ def format_summary(prepared: PreparedData) -> str:
         label = "read (train source)" if name == "train" else "read (validation files)"
         lines.append(
             f"{label:22}{src['documents_read']:,} documents from {src['files'] or 'built-in/Hub'} file(s); "
-            f"{src['empty_skipped']:,} empty lines skipped, {src['replaced']:,} non-UTF-8 sequences "
-            f"replaced, {src['empty_files']:,} empty files"
+            f"{src['empty_skipped']:,} empty lines skipped, {src['replaced']:,} undecodable byte "
+            f"sequences replaced, {src['empty_files']:,} empty files"
         )
     took = f"time             {stats.seconds:.1f} s"
     if prepared.cache_hit:

@@ -91,13 +91,15 @@ class ModernBertModelConfig(ModernBertFields, ModelFields):
             )
 
     def continue_config(self, hf: Mapping[str, Any], max_seq_len: int) -> dict[str, Any]:
-        """The checkpoint's config.json fields, with `max_position_embeddings` at least `max_seq_len`
-        (carried: rotary embeddings have no table) and, with `context_extension_rope_theta`, that rope
-        theta on the global layers (`rope_parameters`, or the older `global_rope_theta` spelling)."""
+        """The checkpoint's config.json fields; with `context_extension_rope_theta` (the context extension,
+        asked for explicitly) that rope theta on the global layers (`rope_parameters`, or the older
+        `global_rope_theta` spelling) and `max_position_embeddings` raised to `max_seq_len` (carried:
+        rotary embeddings have no table). Without it nothing changes, and a longer `data.max_seq_len` than
+        the checkpoint's positions is refused by the preflight (never raised silently)."""
         out = dict(hf)
-        out["max_position_embeddings"] = max(int(hf.get("max_position_embeddings") or 0), max_seq_len)
         theta = self.context_extension_rope_theta
         if theta is not None:
+            out["max_position_embeddings"] = max(int(hf.get("max_position_embeddings") or 0), max_seq_len)
             if hf.get("rope_parameters"):
                 rope = {k: dict(v) for k, v in hf["rope_parameters"].items()}
                 rope.setdefault("full_attention", {"rope_type": "default"})["rope_theta"] = float(theta)
@@ -109,6 +111,7 @@ class ModernBertModelConfig(ModernBertFields, ModelFields):
     def hf_config_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
         """transformers' ModernBertConfig fields: no position table (rotary), no token types; the
         special-token ids from the tokenizer."""
+        self.check_positions(max_seq_len)  # the length it is trained for: never raised silently
 
         def first(*ids: Any) -> Any:
             return next((i for i in ids if i is not None), None)
@@ -124,7 +127,7 @@ class ModernBertModelConfig(ModernBertFields, ModelFields):
             "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_attention_heads,
             "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": max(self.max_position_embeddings, max_seq_len),
+            "max_position_embeddings": self.max_position_embeddings,
             "initializer_range": self.initializer_range,
             "pad_token_id": tokenizer.pad_token_id,
             "cls_token_id": cls_id,
