@@ -155,6 +155,7 @@ def test_flash_never_builds_scores_of_l_by_l():
     assert (1, N, length, length) in eager
 
 
+@pytest.mark.slow
 def test_flash_memory_grows_linearly():
     """Compiled temporary memory of flash's gradient: x4 in L gives < x5 (eager: > x8, its L^2 scores)."""
 

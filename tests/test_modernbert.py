@@ -65,7 +65,7 @@ def test_alternating_layer_types_match_transformers_rule():
     assert ModernBertConfig(num_hidden_layers=4).layer_types == alternating_layer_types(4, 3)
 
 
-@pytest.mark.parametrize("kernel", ["eager", "flash"])
+@pytest.mark.parametrize("kernel", ["eager", pytest.param("flash", marks=pytest.mark.slow)])
 def test_packed_row_equals_documents_run_alone(model, kernel):
     """Our own model: a packed row (documents longer than the window) gives each document the logits it
     gets in a row of its own (padded after it); an attention_mask marks padding on top of segment ids.

@@ -3,6 +3,7 @@ masked-positions head on ModernBertForMaskedLM, and a fresh model trained by eac
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -173,40 +174,50 @@ def _phase2_config(phase1, out, framework: str):
     )  # fmt: skip
 
 
-def test_context_extension_loads_the_phase1_model_with_the_new_rope_theta(phase1_jax, tmp_path):
-    """Both trainers load a phase-1 checkpoint (global rope theta 10,000, as the recipe's phase 1) into the
-    config the 8k config continues it with: global rope theta 160,000 (rotary frequencies rebuilt), local
-    10,000, max_position_embeddings >= 256, the phase-1 weights. A fresh model cannot take the key."""
+def test_context_extension_loads_the_phase1_model_with_the_new_rope_theta(modernbert_tokenizer, tmp_path):
+    """Both trainers load a phase-1 checkpoint (global rope theta 10,000 and 128 positions, as the recipe's
+    phase 1 at a shorter length) into the config the 8k config continues it with: global rope theta 160,000
+    (rotary frequencies rebuilt), local 10,000, max_position_embeddings raised to data.max_seq_len 256, the
+    phase-1 weights. Without the extension nothing changes and the longer data is refused before any work;
+    a fresh model cannot take the key."""
     import json
-    import shutil
 
+    from wwm.config import load_config
+    from wwm.preflight import check_pretrained
     from wwm_jax.train import make_model
     from wwm_torch.model import build_model
 
-    src = tmp_path / "phase1"
-    shutil.copytree(phase1_jax / "hf", src / "hf")
+    src = tmp_path / "phase1"  # a tiny phase-1 export (no training needed: only the loading is tested)
+    build_model(_model_config(local_attention=8), modernbert_tokenizer, 64, "eager").save_pretrained(
+        src / "hf"
+    )
+    modernbert_tokenizer.save_pretrained(src / "hf")
     cfg_path = src / "hf" / "config.json"
     hf = json.loads(cfg_path.read_text())
     hf["rope_parameters"]["full_attention"]["rope_theta"] = 10_000.0  # as phase 1 of the recipe
+    hf["max_position_embeddings"] = 128
     cfg_path.write_text(json.dumps(hf))
     config = _phase2_config(src, tmp_path / "out", "jax")
+    check_pretrained(config)  # the extension raises the positions: accepted
     ours = make_model(config, None)
     assert ours.config.global_rope_theta == 160_000.0 and ours.config.local_rope_theta == 10_000.0
-    assert ours.config.max_position_embeddings >= 256
-    from transformers import AutoTokenizer
-
-    theirs = build_model(config.model, AutoTokenizer.from_pretrained(src / "hf"), 256, "flash")
+    assert ours.config.max_position_embeddings == 256
+    theirs = build_model(config.model, modernbert_tokenizer, 256, "flash")
     assert theirs.config.rope_parameters["full_attention"]["rope_theta"] == 160_000.0
     assert theirs.config.rope_parameters["sliding_attention"]["rope_theta"] == 10_000.0
+    assert theirs.config.max_position_embeddings == 256
     inv = theirs.model.rotary_emb.full_attention_inv_freq
     assert float(inv[1]) == pytest.approx(160_000.0 ** (-2 / ours.config.head_dim), rel=1e-6)
     emb = np.asarray(ours.model.embeddings.tok_embeddings.embedding[...])
     assert np.array_equal(emb, theirs.model.embeddings.tok_embeddings.weight.detach().numpy())
-    # Without the extension the checkpoint's theta stays.
-    from wwm.config import load_config
-
+    # Without the extension the checkpoint's theta and positions stay, and 256 tokens are refused.
     plain = load_config(None, ["model.type=modernbert", f"model.pretrained={src / 'hf'}"])
-    assert plain.model.continue_config(hf, 64)["rope_parameters"] == hf["rope_parameters"]
+    assert plain.model.continue_config(hf, 256) == hf
+    plain = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, context_extension_rope_theta=None)
+    )
+    with pytest.raises(WWMError, match=r"data\.max_seq_len is 256 but the model in .* has 128 positions"):
+        check_pretrained(plain)
     with pytest.raises(
         WWMError, match=r"context_extension_rope_theta applies when continuing model\.pretrained"
     ):

@@ -172,6 +172,7 @@ def _model_at(params):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decouple_lr", [False, True])
 def test_jax_equals_torch_step_by_step(params, decouple_lr, tmp_path):
     import jax
