@@ -29,6 +29,7 @@ def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = No
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
     from wwm_torch.model import build_model
+    from wwm_torch.optim import optimizer_cls_and_kwargs
     from wwm_torch.trainer import WWMTrainer, training_arguments
 
     c = config
@@ -58,6 +59,7 @@ def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = No
         processing_class=tokenizer,
         on_batch=on_batch,
         masked_head=masked_head,
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(c.optim),  # None: the Trainer's AdamW
     )
     trainer.add_callback(
         MetricsCallback(
