@@ -145,6 +145,48 @@ def test_a_run_packed_by_another_rule_refuses_to_resume_and_records_the_rule(tmp
     assert rundir.claim(_config(other), "jax").status == "resume"
 
 
+def _set_order_rule(out, rule):
+    record = json.loads((out / "run.json").read_text())
+    record.pop("order_rule", None) if rule is None else record.update(order_rule=rule)
+    (out / "run.json").write_text(json.dumps(record))
+
+
+def test_order_rule_is_recorded_and_a_run_keeps_its_own_on_resume(tmp_path):
+    """run.json records the order rule; a run started before feistel-6 (no rule recorded: rule "1")
+    resumes under rule "1", so its batches stay those of the uninterrupted run; a rule this wwm does not
+    know (a newer wwm's) refuses in one line unless --allow-config-change, which continues under this
+    wwm's rule and records the change."""
+    from wwm.data.order import ORDER_RULE
+
+    out = tmp_path / "run"
+    assert rundir.claim(_config(out), "jax").order_rule == ORDER_RULE
+    assert json.loads((out / "run.json").read_text())["order_rule"] == ORDER_RULE
+    _fake_training(out)
+    assert rundir.claim(_config(out), "jax").order_rule == ORDER_RULE
+    _set_order_rule(out, None)  # a run from before the rule was recorded
+    decision = rundir.claim(_config(out), "jax")
+    assert decision.status == "resume" and decision.order_rule == "1"
+    assert any("keeps its order rule '1'" in m for m in decision.messages)
+    assert json.loads((out / "run.json").read_text())["order_rule"] == "1"
+    _set_order_rule(out, "feistel-99")
+    before = _snapshot(out)
+    with pytest.raises(WWMError) as err:
+        rundir.claim(_config(out), "jax")
+    message = str(err.value)
+    assert f'data.order_rule: "feistel-99" -> "{ORDER_RULE}"' in message and "\n" not in message
+    assert "--allow-config-change" in message and _snapshot(out) == before
+    decision = rundir.claim(_config(out), "jax", allow_changes=True)
+    assert decision.order_rule == ORDER_RULE
+    record = json.loads((out / "run.json").read_text())
+    assert record["order_rule"] == ORDER_RULE
+    assert record["history"][-1]["changed"]["data.order_rule"] == {"old": "feistel-99", "new": ORDER_RULE}
+    # Nothing trained yet: a new run, under this wwm's rule, whatever the record says.
+    fresh = tmp_path / "fresh"
+    rundir.claim(_config(fresh), "jax")
+    _set_order_rule(fresh, "1")
+    assert rundir.claim(_config(fresh), "jax").order_rule == ORDER_RULE
+
+
 def test_a_config_change_before_anything_was_trained_replaces_the_record(tmp_path):
     out = tmp_path / "run"
     rundir.claim(_config(out), "jax")  # e.g. stopped during data preparation

@@ -80,6 +80,15 @@ class RunDir:
     resume: bool
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (old, new)
     messages: list[str] = field(default_factory=list)
+    # The rule that orders this run's epochs (wwm.data.order): a new run gets this wwm's rule, a resumed
+    # run keeps the one it was started under (run.json's "order_rule"; none recorded: rule "1").
+    order_rule: str = field(default_factory=lambda: _current_order_rule())
+
+
+def _current_order_rule() -> str:
+    from wwm.data.order import ORDER_RULE
+
+    return ORDER_RULE
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -197,6 +206,23 @@ def _rule_change(record: dict | None, old: dict, config: Any) -> dict[str, tuple
     return {"data.packing_rule": (before, now)} if before != now else {}
 
 
+def _resumed_order_rule(record: dict | None, result: RunDir) -> dict[str, tuple[Any, Any]]:
+    """A trained run resumes under the order rule it was started by, when this wwm knows it (its batches
+    stay those of the uninterrupted run); a rule this wwm does not know is a change (``data.order_rule``
+    old -> new) that needs --allow-config-change and then orders the rest of the run by this wwm's rule."""
+    from wwm.data.order import ORDER_RULE, ORDER_RULES, SORT_RULE
+
+    recorded = str((record or {}).get("order_rule", SORT_RULE))
+    if recorded not in ORDER_RULES:
+        return {"data.order_rule": (recorded, ORDER_RULE)}
+    result.order_rule = recorded
+    if recorded != ORDER_RULE:
+        result.messages.append(
+            f"this run keeps its order rule {recorded!r} (new runs are ordered by {ORDER_RULE!r})"
+        )
+    return {}
+
+
 def _refusal(path: str, problem: str) -> WWMError:
     return WWMError(
         f"output_dir {path} {problem}. Fixes: another output_dir (a new run); --overwrite (delete this run and "
@@ -236,10 +262,12 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
         )
     if did_train and not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
+    order_change = _resumed_order_rule(record, result) if did_train else {}
     if old is not None:
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
         changed.update(_rule_change(record, old, config))
+        changed.update(order_change)
         blocking = {k: v for k, v in changed.items() if not resumable(k)}
         if blocking and did_train and not allow_changes:
             shown = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in blocking.items())
@@ -315,6 +343,7 @@ def _write_record(path: str, framework: str, result: RunDir, packing: str) -> No
     from wwm.data.packing import PACKING_RULE
 
     record["packing_rule"] = PACKING_RULE[packing]  # the rule that packs this run's blocks
+    record["order_rule"] = result.order_rule  # the rule that orders its epochs (wwm.data.order)
     if result.changed and result.status == "resume":
         event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
     record.setdefault("history", []).append(event)

@@ -487,8 +487,8 @@ def train(
         writer.message(f"resumed from {ckpt.directory}/{latest} (data position {position.to_dict()})")
 
     host = shd.host_share(setup.mesh, tc.global_batch_size)
-    batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed,
-                            host_index=host[0], host_count=host[1], start=position)  # fmt: skip
+    batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed, host_index=host[0],
+                            host_count=host[1], start=position, order_rule=run_dir.order_rule)  # fmt: skip
     stream = _prefetch(masked_host_batches(batches, masker, tc.grad_accum_steps))
 
     def evaluate_now(params) -> dict[str, float]:

@@ -15,9 +15,17 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
+def build_trainer(
+    config: Any,
+    prepared: Any = None,
+    *,
+    on_batch: Any = None,
+    masked_head: bool = True,
+    order_rule: str | None = None,
+):
     """(trainer, args, prepared): everything `run` trains with, for tests, benchmarks and custom scripts.
-    `on_batch`, `masked_head`: see `WWMTrainer`."""
+    `on_batch`, `masked_head`: see `WWMTrainer`. `order_rule`: the run's epoch order (`RunDir.order_rule`;
+    None: this wwm's rule for new runs)."""
     from transformers import set_seed
     from transformers.trainer_utils import IntervalStrategy
 
@@ -44,7 +52,9 @@ def build_trainer(config: Any, prepared: Any = None, *, on_batch: Any = None, ma
     set_seed(c.seed)
     model = build_model(c.model, tokenizer, c.data.max_seq_len, c.train.attn_implementation, seed=c.seed)
     collator = WholeWordMaskingCollator(tokenizer, c.masking, return_example_ids=True)
-    train_dataset = GlobalBatchDataset(prepared.train, c.train.global_batch_size, c.seed, c.train.max_steps)
+    train_dataset = GlobalBatchDataset(
+        prepared.train, c.train.global_batch_size, c.seed, c.train.max_steps, order_rule=order_rule
+    )
     eval_dataset = None
     if prepared.validation is not None:
         eval_batch = c.eval.batch_size or c.train.global_batch_size
@@ -97,7 +107,9 @@ def run(
 
     lead = int(os.environ.get("RANK", "0")) == 0
     run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
-    trainer, args, prepared = build_trainer(config, prepared, on_batch=on_batch)
+    trainer, args, prepared = build_trainer(
+        config, prepared, on_batch=on_batch, order_rule=run_dir.order_rule
+    )
     for callback in callbacks:
         trainer.add_callback(callback)
     if lead:
