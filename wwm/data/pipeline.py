@@ -52,8 +52,9 @@ __all__ = [
 ]
 
 # Bump when the blocks change for the same inputs (packing rules, storage). 2: documents longer than
-# wwm.data.tokenizer.MAX_PIECE_CHARS are tokenized in pieces.
-DATA_FORMAT = 2
+# wwm.data.tokenizer.MAX_PIECE_CHARS are tokenized in pieces. 3: storage format 2 (word starts and piece
+# starts as bits, ~2.1 bytes a token; the same batches).
+DATA_FORMAT = 3
 SPLIT_EPOCH = 0x53504C54  # "SPLT": the epoch slot of the validation hash (docs/data.md)
 _ROUTE_CHUNK = 4096
 _PACK_CHUNK = 1024  # documents per packing call
@@ -357,9 +358,13 @@ def _build_split(
 
     data = config.data
     packer = Packer(data.max_seq_len, data.packing, specials)
-    writer = BlockWriter(
-        out / split, data.max_seq_len, specials.vocab_size, segments=data.packing == "packed_documents"
-    )
+    # Token ids that never belong to a word (wwm.words: the special tokens, the unknown token excepted);
+    # the writer stores the rare exception, so this only keeps the files small.
+    unk = getattr(tokenizer, "unk_token_id", None)
+    non_word = set(specials.all) | {i for i in getattr(tokenizer, "all_special_ids", []) if i != unk}
+    writer = BlockWriter(out / split, data.max_seq_len, specials.vocab_size,
+                         segments=data.packing == "packed_documents", pad_token_id=specials.pad,
+                         non_word_ids=non_word)  # fmt: skip
     n_docs = documents.count
     if n_docs:
         dataset = datasets.Dataset.from_file(str(documents.path))
