@@ -188,6 +188,6 @@ def test_old_format_entries_are_superseded(tmp_path):
 
 
 def cache_format() -> int:
-    from wwm.data.pipeline import DATA_FORMAT
+    from wwm.data.cache import DATA_FORMAT
 
     return DATA_FORMAT

@@ -891,7 +891,7 @@ def test_streaming_checks_the_validation_split_first(tmp_path, corpus, wordpiece
 
 
 def test_text_pieces_cut_where_a_run_of_whitespace_starts_with_a_space():
-    from wwm.data.tokenizer import text_pieces
+    from wwm.data.pieces import text_pieces
 
     text = "alpha beta  gamma\tdelta \n epsilon " * 40 + "x" * 300 + " tail"
     pieces = text_pieces(text, 64)
@@ -941,7 +941,7 @@ def test_long_documents_tokenized_in_pieces_give_the_same_blocks(
 def test_tokenizer_training_on_long_documents_in_pieces_learns_the_same_tokenizer(
     kind, training_texts, monkeypatch
 ):
-    from wwm.data import tokenizer as tok_module
+    from wwm.data import pieces as tok_module
     from wwm.tokenizer_train import train_tokenizer
 
     texts = [" ".join(training_texts[i : i + 40]) for i in range(0, 400, 40)]  # ten long documents

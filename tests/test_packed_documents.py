@@ -272,8 +272,8 @@ def test_packed_documents_cache_key_carries_its_rule(packed_env, tmp_path):
     the rule, so its key differs from one built without it; the other packings' keys are as before."""
     from transformers import AutoTokenizer
 
+    from wwm.data.cache import cache_inputs, cache_key
     from wwm.data.packing import PACKING_RULE
-    from wwm.data.pipeline import cache_inputs, cache_key
 
     _, tok, corpus = packed_env
     tokenizer = AutoTokenizer.from_pretrained(str(tok))

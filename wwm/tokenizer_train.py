@@ -196,8 +196,8 @@ def _unigram(texts: list[str], vocab_size: int, min_frequency: int, lowercase: b
 
 def _pieces(texts: list[str]) -> list[str]:
     """Long documents in pieces, cut where every pre-tokenizer here splits anyway (as for tokenizing,
-    ``wwm.data.tokenizer.text_pieces``): the same words to count, without one huge string in the trainer."""
-    from wwm.data.tokenizer import MAX_PIECE_CHARS, text_pieces
+    ``wwm.data.pieces.text_pieces``): the same words to count, without one huge string in the trainer."""
+    from wwm.data.pieces import MAX_PIECE_CHARS, text_pieces
 
     if all(len(t) <= MAX_PIECE_CHARS for t in texts):
         return texts

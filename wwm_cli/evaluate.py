@@ -93,7 +93,7 @@ def resolve_model(path: str, stack: contextlib.ExitStack) -> ModelSource:
     tokenizer = _run_tokenizer(path, config)
     export = os.path.join(path, "hf")
     if framework == "torch":
-        from wwm_torch.trainer import complete_checkpoints
+        from wwm_torch.checkpoints import complete_checkpoints
 
         found = complete_checkpoints(os.path.join(path, "checkpoints"))
         if found:
@@ -272,7 +272,8 @@ def jax_sums(hf_dir: str, rows: list[dict[str, np.ndarray]], masking: Any, confi
 def torch_sums(hf_dir: str, rows: list[dict[str, np.ndarray]]) -> dict[str, float]:
     import torch
 
-    from wwm_torch.trainer import head_at_rows, masked_lm_sums, mlm_head
+    from wwm_torch.model import head_at_rows, mlm_head
+    from wwm_torch.trainer import masked_lm_sums
 
     model = load_torch(hf_dir)
     try:

@@ -89,7 +89,7 @@ def write_initial_weights(config: Any, tokenizer: Any, out_dir: str) -> str:
     through the torch trainer's `build_model`), perturbed as below, saved with safetensors."""
     import torch
 
-    from wwm_torch.trainer import build_model
+    from wwm_torch.model import build_model
 
     model = build_model(config.model, tokenizer, config.data.max_seq_len, "eager", seed=config.seed)
     # ModernBERT's norms ("norm", "attn_norm", "final_norm", ...) have weights and (norm_bias: false) no bias.

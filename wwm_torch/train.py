@@ -7,12 +7,9 @@ Launch on several processes with torchrun (docs/torch_trainer.md); each process 
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 
 def build_trainer(
@@ -30,15 +27,11 @@ def build_trainer(
     from transformers.trainer_utils import IntervalStrategy
 
     from wwm.data import has_validation, prepare_dataset
+    from wwm_torch.callbacks import MetricsCallback, install_printing
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
-    from wwm_torch.trainer import (
-        MetricsCallback,
-        WWMTrainer,
-        build_model,
-        install_printing,
-        training_arguments,
-    )
+    from wwm_torch.model import build_model
+    from wwm_torch.trainer import WWMTrainer, training_arguments
 
     c = config
     has_eval = prepared.validation is not None if prepared is not None else has_validation(c.data)
@@ -103,7 +96,8 @@ def run(
     """
     from wwm.preflight import start_run
     from wwm.signals import StopRequest
-    from wwm_torch.trainer import MetricsCallback, StopCallback, newest_intact_checkpoint
+    from wwm_torch.callbacks import MetricsCallback, StopCallback
+    from wwm_torch.checkpoints import newest_intact_checkpoint, remove_incomplete_checkpoints
 
     lead = int(os.environ.get("RANK", "0")) == 0
     run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
@@ -115,7 +109,7 @@ def run(
     if lead:
         for text in run_dir.messages:
             print(f"wwm: {text}", flush=True)
-        _remove_incomplete_checkpoints(args.output_dir)
+        remove_incomplete_checkpoints(args.output_dir)
     resume_from = (
         newest_intact_checkpoint(args.output_dir, trainer.model, lead=lead) if run_dir.resume else None
     )
@@ -145,17 +139,6 @@ def run(
         print(_summary(metrics, time.perf_counter() - start, args.output_dir, export), flush=True)
     _close_process_group()
     return 0
-
-
-def _remove_incomplete_checkpoints(folder: str) -> None:
-    """A checkpoint without trainer_state.json was cut short by a kill: never resume from it."""
-    import shutil
-
-    from wwm_torch.trainer import _checkpoints, complete_checkpoints
-
-    for partial in sorted(set(_checkpoints(folder)) - set(complete_checkpoints(folder))):
-        logger.warning("removing the incomplete checkpoint %s", partial)
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _announcement(config: Any, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:

@@ -1,15 +1,14 @@
 """The Hugging Face Trainer, fed with the JAX path's global batches and trained on the JAX path's loss.
 
-* `build_model`: BertForMaskedLM / RobertaForMaskedLM / ModernBertForMaskedLM from
-  `ModelConfig.hf_config_dict` (the one place a fresh model's config is built) or from a pretrained
-  safetensors directory.
 * `training_arguments`: TrainingArguments derived from our config sections.
 * `WWMTrainer`: a `transformers.Trainer` whose training order is `GlobalBatchDataset`'s (sequential),
   whose loss is the summed token cross-entropy over the masked positions of the whole global batch
   (all accumulation micro-batches and ranks) divided by that batch's number of masked positions,
   and whose evaluation reports token-weighted MLM loss, accuracy and perplexity.
-* `MetricsCallback`: one `metrics.jsonl` record per optimizer step (the same keys as the JAX
-  trainer), eval records, TensorBoard scalars, and a clear stop on a NaN/inf loss.
+
+The other jobs of the torch side have their own modules: the model (`wwm_torch.model`: build, attention
+choice, packed inputs, the MLM head at rows), the callbacks (`wwm_torch.callbacks`: stop, metrics,
+printing, epoch) and the checkpoints (`wwm_torch.checkpoints`: integrity and fallback).
 
 The loss, step by step (docs/torch_trainer.md): `get_batch_samples` counts the masked positions of
 the step's micro-batches and all-reduces the count over ranks (N); `compute_loss` returns
@@ -20,8 +19,6 @@ the Trainer not to divide by the accumulation steps again.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import sys
@@ -32,30 +29,39 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import Trainer, TrainingArguments
 
+from wwm.config import OptimConfig, RunConfig
 from wwm.errors import WWMError
-from wwm.flops import flops_per_step, peak_flops
 from wwm.masking import IGNORE_INDEX
-from wwm.metrics_schema import dumps_record, truncate_after
+from wwm_torch.callbacks import MetricsCallback, NonFiniteLossError, StopCallback, install_printing
+from wwm_torch.checkpoints import checkpoint_problem, complete_checkpoints, newest_intact_checkpoint
 from wwm_torch.collator import EXAMPLE_IDS_OUT
+from wwm_torch.model import build_model, head_at_rows, mlm_head, packed_inputs, torch_attention
 
+# The names this module held before the torch side was split by job stay importable from it (their homes:
+# wwm_torch.model, wwm_torch.callbacks, wwm_torch.checkpoints).
 __all__ = [
+    "SCHEDULES",
     "MetricsCallback",
     "NonFiniteLossError",
+    "StepStats",
     "StopCallback",
     "WWMTrainer",
     "build_model",
     "checkpoint_problem",
+    "complete_checkpoints",
     "head_at_rows",
     "install_printing",
     "masked_lm_sums",
     "mlm_head",
     "newest_intact_checkpoint",
+    "packed_inputs",
     "state_is_finite",
+    "torch_attention",
     "training_arguments",
 ]
+
 
 SCHEDULES = {
     "linear": "linear",
@@ -65,7 +71,7 @@ SCHEDULES = {
 }
 
 
-def _scheduler_kwargs(optim: Any, max_steps: int) -> dict[str, Any]:
+def _scheduler_kwargs(optim: OptimConfig, max_steps: int) -> dict[str, Any]:
     """transformers' get_wsd_schedule arguments for schedule wsd (linear warmup, decay to 0)."""
     if optim.schedule != "wsd":
         return {}
@@ -73,109 +79,15 @@ def _scheduler_kwargs(optim: Any, max_steps: int) -> dict[str, Any]:
             "warmup_type": "linear", "min_lr_ratio": 0.0}  # fmt: skip
 
 
-class NonFiniteLossError(WWMError):
-    """The loss of an optimizer step was NaN or infinite; training stopped before saving that step."""
-
-
-# ---------------------------------------------------------------------------------------------- model
-def torch_attention(name: str) -> str:
-    """transformers' attn_implementation for `train.attn_implementation` `name` (one switch for both
-    trainers, docs/models.md), or WWMError when it cannot run here (never a silent fallback)."""
-    if name in ("auto", "sdpa"):
-        return "sdpa"
-    if name == "eager":
-        return "eager"
-    if name == "flash_attention_2":
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
-            raise WWMError(
-                "train.attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU "
-                f"(flash_attn installed: {importlib.util.find_spec('flash_attn') is not None}, CUDA: "
-                f"{torch.cuda.is_available()}); use sdpa or eager"
-            )
-        return "flash_attention_2"
-    if name == "blockwise":
-        raise WWMError(
-            "train.attn_implementation blockwise is the JAX trainer's memory-efficient attention; in torch "
-            "use sdpa (its fused CPU/GPU kernels) or eager"
-        )
-    raise WWMError(f"unknown train.attn_implementation {name!r}; use auto, eager, sdpa or flash_attention_2")
-
-
-def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Packed documents: `segment_ids` (B, L) (0 padding, 1..k pieces) and per-piece `position_ids`
-    -> what a transformers BERT/RoBERTa honours: a (B, 1, L, L) additive float mask, block-diagonal (a
-    token sees its own piece; transformers' create_bidirectional_mask passes a 4D mask through as is,
-    eager adds it to the scores, sdpa hands it to scaled_dot_product_attention), and the position rows
-    (`model_position_ids`: RoBERTa's count from pad_token_id + 1). Other inputs pass unchanged."""
-    if "segment_ids" not in inputs:
-        return inputs
-    from wwm.data.packing import model_position_ids
-
-    inputs = dict(inputs)
-    seg = inputs.pop("segment_ids")
-    positions = inputs.pop("position_ids")
-    cfg = model.config
-    if getattr(cfg, "_attn_implementation", None) == "flash_attention_2":
-        raise WWMError("packed documents with flash_attention_2 are not wired yet; use sdpa or eager")
-    keep = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)  # (B, L, L)
-    dtype = model.dtype
-    mask = torch.zeros(keep.shape, dtype=dtype, device=seg.device).masked_fill(~keep, torch.finfo(dtype).min)
-    inputs["attention_mask"] = mask[:, None]  # (B, 1, L, L)
-    inputs["position_ids"] = model_position_ids(positions, seg, cfg.model_type, cfg.pad_token_id)
-    return inputs
-
-
-def build_model(
-    model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa", *, seed: int = 0
-):
-    """A masked-LM model: loaded from `model_config.pretrained`, or fresh from `model_config` with the
-    weights `wwm.initial_weights.initial_state(config dict, seed)` (the JAX trainer's, bit for bit)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
-    attn_implementation = torch_attention(attn_implementation)
-
-    if model_config.pretrained:
-        path = model_config.pretrained
-        if not os.path.isdir(path):
-            raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
-        try:
-            model = AutoModelForMaskedLM.from_pretrained(
-                path, use_safetensors=True, attn_implementation=attn_implementation
-            )
-        except OSError as err:
-            raise WWMError(
-                f"could not load the masked-LM model in {path!r} (safetensors weights and config.json needed): {err}"
-            ) from err
-        if model.config.vocab_size < len(tokenizer):
-            raise WWMError(
-                f"the model in {path!r} has {model.config.vocab_size} token embeddings but the tokenizer has "
-                f"{len(tokenizer)} tokens; use the model's own tokenizer (tokenizer.path: {path})"
-            )
-        return model
-    from wwm.initial_weights import initial_state, with_tied
-
-    hf_config = model_config.hf_config_dict(tokenizer, max_seq_len)
-    d = dict(hf_config)
-    model_type = d.pop("model_type")
-    architectures = d.pop("architectures")
-    config = AutoConfig.for_model(model_type, **d)
-    config.architectures = architectures
-    model = AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
-    # Strict: every tensor of the state dict, the tied decoder copies given as their (shared) sources.
-    state = with_tied(initial_state(hf_config, seed), hf_config)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    return model
-
-
 # ---------------------------------------------------------------------------------------------- args
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = None) -> TrainingArguments:
-    """TrainingArguments from our RunConfig-like `config` (sections train, optim, checkpoint, eval, logging)."""
+def training_arguments(
+    config: RunConfig, *, has_eval: bool, world_size: int | None = None
+) -> TrainingArguments:
+    """TrainingArguments from our `config` (sections train, optim, checkpoint, eval, logging)."""
     train, optim, ckpt, ev, log = config.train, config.optim, config.checkpoint, config.eval, config.logging
     world = world_size or _world_size()
     per_step = train.grad_accum_steps * world
@@ -233,37 +145,6 @@ def training_arguments(config: Any, *, has_eval: bool, world_size: int | None = 
 
 
 # ---------------------------------------------------------------------------------------------- loss
-def mlm_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The module of a masked-LM model whose input is the hidden states (..., H) on their way to the logits.
-
-    BertForMaskedLM `cls`, RobertaForMaskedLM `lm_head`: hidden -> logits. ModernBertForMaskedLM: `head`
-    (dense, act, norm), whose output goes straight to `decoder` (`logits = decoder(head(hidden))`), so rows
-    taken at its input give the logits of those rows. (transformers' own `sparse_prediction` gathers the
-    same rows but only when `labels` are passed, and then also computes its mean loss: not used.)"""
-    names = ("head",) if type(model).__name__ == "ModernBertForMaskedLM" else ("cls", "lm_head")
-    for name in names:
-        head = getattr(model, name, None)
-        if head is not None:
-            return head
-    raise WWMError(f"{type(model).__name__} has no MLM head the trainer knows (cls, lm_head, or head)")
-
-
-@contextlib.contextmanager
-def head_at_rows(model: torch.nn.Module, rows: torch.Tensor):
-    """Within the block, `model(...)` runs its MLM head on `hidden[rows]` (M, H) instead of every
-    position (B, L, H), so the logits are (M, V): the loss needs no other position's logits.
-
-    Why a scoped forward pre-hook and not `head(encoder(...)[rows])` at the call site: the forward must
-    go through `model` as the Trainer wrapped it (DDP, FSDP, torch.compile): DDP prepares its gradient
-    all-reduce in its own forward, and calling the unwrapped encoder would skip that. The hook exists
-    only inside this block (registered on entry, removed on exit)."""
-    handle = mlm_head(model).register_forward_pre_hook(lambda module, args: (args[0][rows], *args[1:]))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def masked_lm_sums(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -439,332 +320,3 @@ def state_is_finite(model: torch.nn.Module, optimizer: Any = None) -> bool:
         for per_param in optimizer.state.values():
             tensors += [v for v in per_param.values() if torch.is_tensor(v) and v.is_floating_point()]
     return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-# ---------------------------------------------------------------------------------------------- stopping
-class StopCallback(TrainerCallback):
-    """On SIGTERM/SIGINT (wwm.signals.StopRequest), save a checkpoint of the step just finished and stop.
-
-    With several processes the flag is all-reduced each step, so all ranks stop at the same step (the
-    save is collective)."""
-
-    def __init__(self, stop: Any) -> None:
-        self.stop = stop
-        self.stopped_at: int | None = None
-
-    def _requested(self, args) -> bool:
-        flag = self.stop.signal is not None
-        if args.world_size > 1:
-            import torch.distributed as dist
-
-            t = torch.tensor([int(flag)], device=args.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step < state.max_steps and self._requested(args):
-            control.should_save = True
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
-        return control
-
-
-# ---------------------------------------------------------------------------------------------- logging
-def peak_flops_per_device(configured: float | None = None) -> float | None:
-    """The configured value, else the wwm.flops table's entry for this GPU, else None (CPUs: no MFU)."""
-    return peak_flops(torch.cuda.get_device_name() if torch.cuda.is_available() else None, configured)
-
-
-class MetricsCallback(TrainerCallback):
-    """Per-step records in `<output_dir>/metrics.jsonl` and TensorBoard; stops on a NaN/inf loss.
-
-    A training record: {"step", "loss", "learning_rate", "grad_norm", "masked_tokens",
-    "tokens_per_s", "step_time_s", "mfu"} (the JAX trainer's keys); step 1 is the first optimizer
-    update, loss is the loss of that update's global batch, learning_rate the rate that update used,
-    grad_norm the norm before clipping, tokens count padding. An eval record: {"step", "eval_loss",
-    "eval_accuracy", "eval_perplexity"}. TensorBoard gets every `log_every_steps`-th step and every
-    eval. Only the main process writes.
-    """
-
-    def __init__(
-        self,
-        trainer: WWMTrainer,
-        output_dir: str,
-        *,
-        jsonl: bool = True,
-        tensorboard: bool = True,
-        log_every_steps: int = 1,
-        peak_flops: float | None = None,
-    ):
-        self.trainer = trainer
-        self.output_dir = output_dir
-        self.jsonl = jsonl
-        self.tensorboard = tensorboard
-        self.log_every_steps = log_every_steps
-        self.peak_flops = peak_flops_per_device(peak_flops)
-        self.records: list[dict[str, Any]] = []  # this run's training records (for the summary)
-        self.last_eval: dict[str, Any] | None = None
-        self._n_params: int | None = None
-        self.pending: dict[str, Any] | None = None
-        self._file = None
-        self._writer = None
-
-    # -------------------------------------------------------------- writers
-    def _open(self, state) -> None:
-        if not state.is_world_process_zero or self._file is not None or self._writer is not None:
-            return
-        os.makedirs(self.output_dir, exist_ok=True)
-        if self.jsonl:
-            path = os.path.join(self.output_dir, "metrics.jsonl")
-            self._file = open(path, "a", encoding="utf-8")
-            self._truncate_after(path, state.global_step)
-        if self.tensorboard:
-            # On resume, purge_step hides the points an earlier process logged after the checkpoint (they
-            # are computed again; TensorBoard would show both).
-            purge = state.global_step + 1 if state.global_step else None
-            self._writer = _summary_writer(os.path.join(self.output_dir, "tensorboard"), purge)
-
-    def _truncate_after(self, path: str, step: int) -> None:
-        """On resume, drop records of steps after the checkpoint (they are computed again)."""
-        self._file.close()
-        truncate_after(path, step)
-        self._file = open(path, "a", encoding="utf-8")
-
-    def _write(self, record: dict[str, Any], prefix: str, *, scalars: bool = True) -> None:
-        if self._file is not None:
-            self._file.write(dumps_record(record) + "\n")
-            self._file.flush()
-        if self._writer is not None and scalars:
-            step = record["step"]
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and value is not None:
-                    tag = key[len("eval_") :] if key.startswith("eval_") else key
-                    self._writer.add_scalar(f"{prefix}/{tag}", value, step)
-            self._writer.flush()
-
-    # -------------------------------------------------------------- events
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._open(state)
-        return control
-
-    def on_step_end(self, args, state, control, **kwargs):
-        m = self.trainer.step_metrics()
-        if not math.isfinite(m["loss"]):
-            checkpoints = complete_checkpoints(args.output_dir)
-            last = checkpoints[-1] if checkpoints else "none (no checkpoint was saved yet)"
-            raise NonFiniteLossError(
-                f"the loss is {m['loss']} at step {state.global_step} (global batch of {m['masked_tokens']} masked "
-                f"tokens); training stopped before saving this step. The last good checkpoint: {last}. Lower "
-                "optim.learning_rate, keep optim.max_grad_norm, or use train.dtype=float32."
-            )
-        mfu = None
-        if self.peak_flops:
-            cfg = self.trainer.model.config
-            if self._n_params is None:
-                self._n_params = sum(p.numel() for p in self.trainer.model.parameters())
-            rows = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-            flops = flops_per_step(
-                self._n_params, cfg.num_hidden_layers, m["tokens"] // rows, cfg.hidden_size, m["tokens"]
-            )
-            mfu = flops / m["step_time_s"] / (self.peak_flops * args.world_size)
-        self.pending = {
-            "step": state.global_step,
-            "loss": m["loss"],
-            "learning_rate": None,
-            "grad_norm": None,
-            "masked_tokens": m["masked_tokens"],
-            "tokens_per_s": m["tokens_per_s"],
-            "step_time_s": m["step_time_s"],
-            "mfu": mfu,
-        }
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "eval_loss" in logs:
-            record = {"step": state.global_step}
-            record.update({k: logs[k] for k in ("eval_loss", "eval_accuracy", "eval_perplexity")})
-            self._write(record, "eval")
-            self.last_eval = record
-        elif self.pending is not None and "learning_rate" in logs and "train_runtime" not in logs:
-            record, self.pending = self.pending, None
-            record["learning_rate"] = float(logs["learning_rate"])
-            grad_norm = logs.get("grad_norm")
-            if grad_norm is not None and not math.isfinite(grad_norm):
-                # The loss was finite but the update made the parameters NaN: stop before the save.
-                checkpoints = complete_checkpoints(args.output_dir)
-                raise NonFiniteLossError(
-                    f"the gradient norm is {grad_norm} at step {state.global_step}; training stopped before "
-                    f"saving this step. The last good checkpoint: {checkpoints[-1] if checkpoints else 'none'}. "
-                    "Lower optim.learning_rate, keep optim.max_grad_norm, or use train.dtype=float32."
-                )
-            record["grad_norm"] = None if grad_norm is None else float(grad_norm)
-            every = record["step"] % self.log_every_steps == 0 or record["step"] == state.max_steps
-            self._write(record, "train", scalars=every)
-            self.records.append(record)
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.close()
-        return control
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def _worth_printing(logs: dict[str, Any], step: int, every: int) -> bool:
-    return "eval_loss" in logs or "train_runtime" in logs or step % every == 0 or step == 1
-
-
-class ProgressBar(ProgressCallback):
-    """transformers' progress bar, printing the train logs every `every` steps only (logging_steps is 1)."""
-
-    def __init__(self, every: int) -> None:
-        super().__init__()
-        self.every = every
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and _worth_printing(logs, state.global_step, self.every):
-            super().on_log(args, state, control, logs=logs, **kwargs)
-
-
-class Printer(PrinterCallback):
-    """transformers' log printer (no progress bar), every `every` steps."""
-
-    def __init__(self, every: int) -> None:
-        self.every = every
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and _worth_printing(logs, state.global_step, self.every):
-            logs = {k: v for k, v in logs.items() if k not in ("epoch", "total_flos")}
-            super().on_log(args, state, control, logs=dict(logs, step=state.global_step), **kwargs)
-
-
-def install_printing(trainer: Trainer, every: int, progress_bar: bool) -> None:
-    """Replace the Trainer's per-log printing (every step here) with printing every `every` steps."""
-    trainer.pop_callback(PrinterCallback)
-    trainer.pop_callback(ProgressCallback)
-    trainer.add_callback(ProgressBar(every) if progress_bar else Printer(every))
-
-
-def _summary_writer(logdir: str, purge_step: int | None = None):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # the tensorboard package is missing: tensorboardX writes the same event files
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            return None
-    return SummaryWriter(logdir, purge_step=purge_step)
-
-
-def _checkpoints(folder: str) -> list[str]:
-    """The checkpoint-<step> folders in `folder`, oldest first."""
-    if not os.path.isdir(folder):
-        return []
-    found = []
-    for name in os.listdir(folder):
-        if name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
-            found.append((int(name[len("checkpoint-") :]), os.path.join(folder, name)))
-    return [path for _, path in sorted(found)]
-
-
-def complete_checkpoints(folder: str) -> list[str]:
-    """The checkpoints that were completely written (the Trainer writes trainer_state.json last)."""
-    return [path for path in _checkpoints(folder) if os.path.isfile(os.path.join(path, "trainer_state.json"))]
-
-
-def _safetensors_problem(path: str, expected: dict[str, tuple[int, ...]]) -> str | None:
-    """Why a .safetensors file is unreadable (header, length), or None. Shapes that differ from
-    `expected` (name -> shape) raise WWMError: the file belongs to another model."""
-    import struct
-
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return "truncated header"
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            return "truncated header"
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            return "corrupt header"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        return f"{size} bytes where the header describes {8 + n + end} (truncated)"
-    for name, info in header.items():
-        if name in expected and tuple(info["shape"]) != expected[name]:
-            raise WWMError(
-                f"checkpoint {os.path.dirname(path)} holds another model ({name}: shape {tuple(info['shape'])} "
-                f"there, {expected[name]} in this config); resume it with the config it was trained with, or "
-                "use another output_dir"
-            )
-    return None
-
-
-def checkpoint_problem(path: str, model: torch.nn.Module) -> str | None:
-    """Why a complete Trainer checkpoint cannot be resumed from (a truncated or corrupt file), or None.
-
-    Every torch.save file (optimizer, scheduler, RNG states) is a zip archive whose members carry CRCs:
-    `testzip` reads them all, so a file cut short by a full disk or flipped bits are found before the
-    Trainer half-loads the checkpoint."""
-    import zipfile
-
-    try:
-        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
-            json.load(f)
-    except (OSError, ValueError) as err:
-        return f"trainer_state.json: {err}"
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights = [n for n in os.listdir(path) if n.endswith(".safetensors")]
-    if not weights:
-        return "no model.safetensors"
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if name.endswith(".safetensors"):
-            problem = _safetensors_problem(full, expected)
-        elif name.endswith((".pt", ".pth", ".bin")):
-            try:
-                with zipfile.ZipFile(full) as z:
-                    bad = z.testzip()
-                problem = f"member {bad} is corrupt" if bad else None
-            except (OSError, zipfile.BadZipFile) as err:
-                problem = str(err)
-        else:
-            continue
-        if problem:
-            return f"{name}: {problem}"
-    return None
-
-
-def newest_intact_checkpoint(folder: str, model: torch.nn.Module, *, lead: bool = True) -> str | None:
-    """The newest complete checkpoint that reads back whole, or None when there is none. A corrupt one is
-    skipped with a one-line warning and moved (lead process) to <output_dir>/corrupt-checkpoints/;
-    when every one is corrupt: WWMError (never a silent restart from scratch)."""
-    from wwm.rundir import corrupt_destination
-
-    complete = complete_checkpoints(folder)
-    for path in reversed(complete):
-        problem = checkpoint_problem(path, model)
-        if problem is None:
-            return path
-        aside = corrupt_destination(folder, os.path.basename(path))
-        print(f"wwm: warning: checkpoint {path} is unreadable ({problem}); moved to {aside}, trying the one "
-              "before", file=sys.stderr, flush=True)  # fmt: skip
-        if lead:
-            os.makedirs(os.path.dirname(aside), exist_ok=True)
-            os.replace(path, aside)
-    if complete:
-        raise WWMError(
-            f"no checkpoint in {folder} can be read ({len(complete)} tried); restore them from a backup, or pass "
-            "--overwrite to start this run over"
-        )
-    return None

@@ -33,14 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wwm.data.packing import PACKING_RULE
+from wwm.data.sources import source_fingerprint
 from wwm.errors import WWMError
 
 __all__ = [
     "BUILD_PREFIX",
+    "DATA_FORMAT",
     "OWNER_FILE",
     "STALE_AFTER_S",
     "BuildFolder",
     "CacheEntry",
+    "cache_inputs",
+    "cache_key",
     "cache_root",
     "data_root",
     "holds_cache",
@@ -52,11 +57,63 @@ __all__ = [
     "scan",
 ]
 
+# Bump when the blocks change for the same inputs (packing rules, storage). 2: documents longer than
+# wwm.data.pieces.MAX_PIECE_CHARS are tokenized in pieces. 3: storage format 2 (wwm.data.storage: word
+# starts and piece starts as bits, ~2.1 bytes a token; the same batches).
+DATA_FORMAT = 3
 BUILD_PREFIX = ".build-"
 OWNER_FILE = "owner.json"
 STALE_AFTER_S = 24 * 3600  # without a checkable owner, a build folder idle this long is abandoned
 _ENTRY_NAME = re.compile(r"^[0-9a-f]{24}$")
 _BUILD_NAME = re.compile(r"^\.build-[0-9a-f]{24}-[A-Za-z0-9_]+$")
+
+
+# --------------------------------------------------------------------------------------------------
+# The key of an entry: a hash of everything its blocks depend on
+# --------------------------------------------------------------------------------------------------
+
+
+def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
+    """Everything the stored blocks depend on (hashed into the cache key)."""
+    from wwm.data.tokenizer import tokenizer_fingerprint
+
+    data = config.data
+    if data.validation_files:
+        validation: Any = {"files": source_fingerprint(data, "validation")}
+    elif data.validation_fraction > 0:
+        validation = {"fraction": data.validation_fraction, "split_seed": data.split_seed}
+    else:
+        validation = None
+    inputs = {
+        "format": DATA_FORMAT,
+        "wwm": _wwm_version(),
+        "source": source_fingerprint(data, "train"),
+        "validation": validation,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "word_policy": config.tokenizer.word_policy,
+        "max_seq_len": data.max_seq_len,
+        "packing": data.packing,
+    }
+    if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
+        inputs["packing_rule"] = PACKING_RULE[data.packing]
+    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
+        from wwm.words import segmenter_fingerprint
+
+        inputs["segmenter"] = segmenter_fingerprint(config.tokenizer.segmenter)
+    return inputs
+
+
+def _wwm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wwm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,8 +397,6 @@ def _changed_input(meta: dict[str, Any], builtin: dict[str, Any]) -> str | None:
 
 
 def _mark_superseded(entries: list[CacheEntry]) -> None:
-    from wwm.data.pipeline import DATA_FORMAT
-
     builtin: dict[str, Any] = {}
     newest: dict[str, CacheEntry] = {}
     for entry in sorted(entries, key=lambda e: (e.created, e.key)):

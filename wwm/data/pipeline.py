@@ -19,7 +19,6 @@ order.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,27 +33,22 @@ import numpy as np
 
 from wwm import rng
 from wwm.data import cache
-from wwm.data.packing import PACKING_RULE, Blocks, Packer, SpecialIds
+from wwm.data.cache import cache_inputs, cache_key
+from wwm.data.packing import Blocks, Packer, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
 from wwm.errors import WWMError
 
 __all__ = [
-    "DATA_FORMAT",
     "PrepareStats",
     "PreparedData",
     "StreamingBlocks",
-    "cache_key",
     "default_cache_dir",
     "format_summary",
     "prepare_dataset",
     "validation_mask",
 ]
 
-# Bump when the blocks change for the same inputs (packing rules, storage). 2: documents longer than
-# wwm.data.tokenizer.MAX_PIECE_CHARS are tokenized in pieces. 3: storage format 2 (word starts and piece
-# starts as bits, ~2.1 bytes a token; the same batches).
-DATA_FORMAT = 3
 SPLIT_EPOCH = 0x53504C54  # "SPLT": the epoch slot of the validation hash (docs/data.md)
 _ROUTE_CHUNK = 4096
 _PACK_CHUNK = 1024  # documents per packing call
@@ -405,49 +399,6 @@ def _tqdm(enabled: bool, **kwargs: Any) -> Any:
 def default_cache_dir(config: Any) -> Path:
     """``data.cache_dir``, else ``$WWM_CACHE_DIR``, else ``~/.cache/wwm`` (blocks go to its data/ folder)."""
     return cache.cache_root(config.data.cache_dir)
-
-
-def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
-    """Everything the stored blocks depend on (hashed into the cache key)."""
-    from wwm.data.tokenizer import tokenizer_fingerprint
-
-    data = config.data
-    if data.validation_files:
-        validation: Any = {"files": source_fingerprint(data, "validation")}
-    elif data.validation_fraction > 0:
-        validation = {"fraction": data.validation_fraction, "split_seed": data.split_seed}
-    else:
-        validation = None
-    inputs = {
-        "format": DATA_FORMAT,
-        "wwm": _wwm_version(),
-        "source": source_fingerprint(data, "train"),
-        "validation": validation,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "word_policy": config.tokenizer.word_policy,
-        "max_seq_len": data.max_seq_len,
-        "packing": data.packing,
-    }
-    if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
-        inputs["packing_rule"] = PACKING_RULE[data.packing]
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
-        from wwm.words import segmenter_fingerprint
-
-        inputs["segmenter"] = segmenter_fingerprint(config.tokenizer.segmenter)
-    return inputs
-
-
-def _wwm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("wwm")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def cache_key(inputs: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------------------------------

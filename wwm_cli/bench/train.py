@@ -20,6 +20,7 @@ chip's dense bf16 peak when known (none on a CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+import wwm.flops
 from wwm.flops import flops_per_step
 
 # BERT shapes (model.type bert) and ModernBERT shapes (model.type modernbert, the model.modernbert defaults:
@@ -230,7 +232,7 @@ def run_torch(
     from wwm_torch.train import build_trainer
 
     prepared = SimpleNamespace(train=data.blocks, validation=None, tokenizer=data.tokenizer)
-    from wwm_torch.trainer import MetricsCallback
+    from wwm_torch.callbacks import MetricsCallback
 
     trainer, _, _ = build_trainer(config, prepared, masked_head=not full_head)
     _no_saving(trainer)
@@ -315,17 +317,9 @@ def run_hf_run_mlm(config, data, warmup: int, steps: int, peak: float | None, pr
     return {**out, "top_ops": profile} if profile else out
 
 
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _torch_profile(profile_dir: str | None, warmup: int):
     if not profile_dir:
-        return _NullContext()
+        return contextlib.nullcontext()
     import torch
 
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -437,20 +431,6 @@ def device_description() -> dict[str, Any]:
     return info
 
 
-def peak_for_device(configured: float | None) -> float | None:
-    """--peak-flops, else the dense bf16 peak of a known accelerator, else None (CPU)."""
-    if configured:
-        return float(configured)
-    try:
-        from wwm_jax.metrics import peak_flops_per_device
-
-        return peak_flops_per_device(None)
-    except ImportError:
-        from wwm_torch.trainer import peak_flops_per_device as torch_peak
-
-        return torch_peak(None)
-
-
 def run(
     model: str = "tiny",
     seq_len: int = 128,
@@ -470,7 +450,9 @@ def run(
     unknown = set(impls) - set(RUNNERS)
     if unknown:
         raise ValueError(f"unknown implementations {sorted(unknown)}; choose from {list(RUNNERS)}")
-    peak = peak_for_device(peak_flops)
+    device = device_description()
+    # --peak-flops, else the dense bf16 peak of a known accelerator (jax's device, else torch's), else None (CPU)
+    peak = wwm.flops.peak_flops(device["jax_device"] or device["torch_device"], peak_flops)
     total = warmup + steps
     if data is None:
         data = make_data(seq_len, max(batch * total, 4 * batch))
@@ -498,7 +480,7 @@ def run(
         "peak_flops": peak,
         "corpus": data.corpus,
         "tokenizer": data.tokenizer_name,
-        "device": device_description(),
+        "device": device,
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }

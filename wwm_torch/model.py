@@ -1,0 +1,144 @@
+"""The torch model: built from our config (or a pretrained directory), its attention backend, packed inputs,
+and its MLM head run at chosen rows.
+
+* `build_model`: BertForMaskedLM / RobertaForMaskedLM / ModernBertForMaskedLM from the model section's
+  `hf_config_dict` (the one place a fresh model's config is built) with the weights of
+  `wwm.initial_weights` (the JAX trainer's, bit for bit), or from a pretrained safetensors directory.
+* `torch_attention`: transformers' `attn_implementation` for `train.attn_implementation`.
+* `packed_inputs`: packed documents' segment and position ids -> what a transformers model honours.
+* `mlm_head`, `head_at_rows`: the MLM head, and a scoped hook that runs it at the masked rows only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import torch
+
+from wwm.errors import WWMError
+
+__all__ = ["build_model", "head_at_rows", "mlm_head", "packed_inputs", "torch_attention"]
+
+
+def torch_attention(name: str) -> str:
+    """transformers' attn_implementation for `train.attn_implementation` `name` (one switch for both
+    trainers, docs/models.md), or WWMError when it cannot run here (never a silent fallback)."""
+    if name in ("auto", "sdpa"):
+        return "sdpa"
+    if name == "eager":
+        return "eager"
+    if name == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+            raise WWMError(
+                "train.attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU "
+                f"(flash_attn installed: {importlib.util.find_spec('flash_attn') is not None}, CUDA: "
+                f"{torch.cuda.is_available()}); use sdpa or eager"
+            )
+        return "flash_attention_2"
+    if name == "blockwise":
+        raise WWMError(
+            "train.attn_implementation blockwise is the JAX trainer's memory-efficient attention; in torch "
+            "use sdpa (its fused CPU/GPU kernels) or eager"
+        )
+    raise WWMError(f"unknown train.attn_implementation {name!r}; use auto, eager, sdpa or flash_attention_2")
+
+
+def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Packed documents: `segment_ids` (B, L) (0 padding, 1..k pieces) and per-piece `position_ids`
+    -> what a transformers BERT/RoBERTa honours: a (B, 1, L, L) additive float mask, block-diagonal (a
+    token sees its own piece; transformers' create_bidirectional_mask passes a 4D mask through as is,
+    eager adds it to the scores, sdpa hands it to scaled_dot_product_attention), and the position rows
+    (`model_position_ids`: RoBERTa's count from pad_token_id + 1). Other inputs pass unchanged."""
+    if "segment_ids" not in inputs:
+        return inputs
+    from wwm.data.packing import model_position_ids
+
+    inputs = dict(inputs)
+    seg = inputs.pop("segment_ids")
+    positions = inputs.pop("position_ids")
+    cfg = model.config
+    if getattr(cfg, "_attn_implementation", None) == "flash_attention_2":
+        raise WWMError("packed documents with flash_attention_2 are not wired yet; use sdpa or eager")
+    keep = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)  # (B, L, L)
+    dtype = model.dtype
+    mask = torch.zeros(keep.shape, dtype=dtype, device=seg.device).masked_fill(~keep, torch.finfo(dtype).min)
+    inputs["attention_mask"] = mask[:, None]  # (B, 1, L, L)
+    inputs["position_ids"] = model_position_ids(positions, seg, cfg.model_type, cfg.pad_token_id)
+    return inputs
+
+
+def build_model(
+    model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa", *, seed: int = 0
+):
+    """A masked-LM model: loaded from `model_config.pretrained`, or fresh from `model_config` with the
+    weights `wwm.initial_weights.initial_state(config dict, seed)` (the JAX trainer's, bit for bit)."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    attn_implementation = torch_attention(attn_implementation)
+
+    if model_config.pretrained:
+        path = model_config.pretrained
+        if not os.path.isdir(path):
+            raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(
+                path, use_safetensors=True, attn_implementation=attn_implementation
+            )
+        except OSError as err:
+            raise WWMError(
+                f"could not load the masked-LM model in {path!r} (safetensors weights and config.json needed): {err}"
+            ) from err
+        if model.config.vocab_size < len(tokenizer):
+            raise WWMError(
+                f"the model in {path!r} has {model.config.vocab_size} token embeddings but the tokenizer has "
+                f"{len(tokenizer)} tokens; use the model's own tokenizer (tokenizer.path: {path})"
+            )
+        return model
+    from wwm.initial_weights import initial_state, with_tied
+
+    hf_config = model_config.hf_config_dict(tokenizer, max_seq_len)
+    d = dict(hf_config)
+    model_type = d.pop("model_type")
+    architectures = d.pop("architectures")
+    config = AutoConfig.for_model(model_type, **d)
+    config.architectures = architectures
+    model = AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
+    # Strict: every tensor of the state dict, the tied decoder copies given as their (shared) sources.
+    state = with_tied(initial_state(hf_config, seed), hf_config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return model
+
+
+def mlm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The module of a masked-LM model whose input is the hidden states (..., H) on their way to the logits.
+
+    BertForMaskedLM `cls`, RobertaForMaskedLM `lm_head`: hidden -> logits. ModernBertForMaskedLM: `head`
+    (dense, act, norm), whose output goes straight to `decoder` (`logits = decoder(head(hidden))`), so rows
+    taken at its input give the logits of those rows. (transformers' own `sparse_prediction` gathers the
+    same rows but only when `labels` are passed, and then also computes its mean loss: not used.)"""
+    names = ("head",) if type(model).__name__ == "ModernBertForMaskedLM" else ("cls", "lm_head")
+    for name in names:
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    raise WWMError(f"{type(model).__name__} has no MLM head the trainer knows (cls, lm_head, or head)")
+
+
+@contextlib.contextmanager
+def head_at_rows(model: torch.nn.Module, rows: torch.Tensor):
+    """Within the block, `model(...)` runs its MLM head on `hidden[rows]` (M, H) instead of every
+    position (B, L, H), so the logits are (M, V): the loss needs no other position's logits.
+
+    Why a scoped forward pre-hook and not `head(encoder(...)[rows])` at the call site: the forward must
+    go through `model` as the Trainer wrapped it (DDP, FSDP, torch.compile): DDP prepares its gradient
+    all-reduce in its own forward, and calling the unwrapped encoder would skip that. The hook exists
+    only inside this block (registered on entry, removed on exit)."""
+    handle = mlm_head(model).register_forward_pre_hook(lambda module, args: (args[0][rows], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
