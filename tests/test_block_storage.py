@@ -123,3 +123,36 @@ def test_prepared_blocks_cost_at_most_2_25_bytes_a_token(
     meta = json.loads((tmp_path / "cache" / "data").glob("*/train/meta.json").__next__().read_text())
     assert meta["lengths"] == "derived" and meta["word_exceptions"] == 0
     assert train.disk_bytes() / (len(train) * 64) <= 2.25
+
+
+def test_split_folders_read_as_one_dataset(tmp_path):
+    """The segments of a split, read as one: part p's row r is example sum(counts[:p]) + r; a part is
+    opened when a batch needs it, and at most OPEN_PARTS stay open."""
+    from wwm.data import storage
+
+    L = 16
+    parts = [_blocks("packed_documents", L, seed=s) for s in range(5)]
+    parts.insert(2, Blocks.empty(L, segments=True))  # a segment without blocks
+    folders = []
+    for p, blocks in enumerate(parts):
+        _write(tmp_path / str(p), blocks, L, pad_token_id=0, non_word_ids=SPECIALS.all)
+        folders.append(tmp_path / str(p))
+    whole = Blocks.concat([b for b in parts if len(b)], L)
+    dataset = BlockDataset.open_parts(folders, [len(b) for b in parts], L, segments=True, pad_token_id=0)
+    memory = BlockDataset.from_blocks(whole)
+    assert len(dataset) == len(whole) and dataset.has_segments and dataset.disk_bytes() > 0
+    ids = np.random.default_rng(0).permutation(len(whole))
+    for chunk in (ids[:64], ids[64:65], ids[:0], np.arange(len(whole))):
+        a, b = dataset.batch(chunk), memory.batch(chunk)
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    storage._Parts.OPEN_PARTS = 2
+    try:
+        again = BlockDataset.open_parts(folders, [len(b) for b in parts], L, segments=True, pad_token_id=0)
+        np.testing.assert_array_equal(again.batch(ids)["input_ids"], memory.batch(ids)["input_ids"])
+        assert len(again._source._open) <= 2
+    finally:
+        storage._Parts.OPEN_PARTS = 256
+    wrong = BlockDataset.open_parts(folders, [len(b) + 1 for b in parts], L, segments=True, pad_token_id=0)
+    with pytest.raises(WWMError, match="manifest"):
+        wrong.batch(np.arange(3))

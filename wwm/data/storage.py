@@ -183,6 +183,7 @@ class _Arrays:
     def __init__(self, input_ids, word_ids, lengths, segment_ids) -> None:
         self.input_ids, self.word_ids, self.lengths = input_ids, word_ids, lengths
         self.segment_ids = segment_ids
+        self.n, self.L = int(input_ids.shape[0]), int(input_ids.shape[1])
 
     def rows(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         seg = None if self.segment_ids is None else np.asarray(self.segment_ids[rows], dtype=np.int32)
@@ -238,6 +239,61 @@ class _Stored:
         return ids, words, lengths, seg
 
 
+class _Parts:
+    """Split folders read as one: rows [offsets[p], offsets[p+1]) are part p's rows 0, 1, ... (the
+    segments of a prepared split, docs/data.md "Segments"). Parts are opened on first use, and at most
+    ``OPEN_PARTS`` stay open (each holds a few memory maps)."""
+
+    OPEN_PARTS = 256
+
+    def __init__(self, folders: list[Path], counts: list[int], max_seq_len: int, segments: bool) -> None:
+        self.folders = folders
+        self.offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+        self.n, self.L, self.segments = int(self.offsets[-1]), int(max_seq_len), segments
+        self._open: dict[int, _Stored] = {}
+
+    def part(self, p: int) -> _Stored:
+        stored = self._open.pop(p, None)
+        if stored is None:
+            stored = _open_stored(self.folders[p])
+            if (stored.n, stored.L, stored.segments) != (int(self.offsets[p + 1] - self.offsets[p]), self.L,
+                                                         self.segments):  # fmt: skip
+                raise WWMError(
+                    f"{self.folders[p]} holds {stored.n} blocks of {stored.L} tokens, not what its manifest "
+                    "says; the prepared data was modified: build it again with `wwm prepare --rebuild`"
+                )
+            if len(self._open) >= self.OPEN_PARTS:
+                self._open.pop(next(iter(self._open)))  # the least recently used
+        self._open[p] = stored
+        return stored
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        return np.concatenate([self.part(p).input_ids for p in range(len(self.folders))])
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        if not rows.size:
+            empty = np.zeros((0, self.L), np.int32)
+            return empty, empty.copy(), np.zeros(0, np.int32), empty.copy() if self.segments else None
+        part = np.searchsorted(self.offsets, rows, side="right") - 1  # rows are sorted: parts in order
+        starts = np.flatnonzero(np.diff(part, prepend=-1))  # each part's first index in rows
+        ends = np.append(starts[1:], rows.size)
+        pieces = [self.part(int(part[a])).rows(rows[a:b] - self.offsets[part[a]])
+                  for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]  # fmt: skip
+        return tuple(None if x[0] is None else np.concatenate(x) for x in zip(*pieces, strict=True))
+
+
+def _open_stored(directory: Path) -> _Stored:
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("format") != STORAGE_FORMAT:
+        raise WWMError(
+            f"{directory} holds blocks of storage format {meta.get('format')} (an older wwm; this one "
+            f"reads format {STORAGE_FORMAT}); build them again with `wwm prepare --rebuild`, and "
+            "`wwm cache prune` removes the old entry"
+        )
+    return _Stored(directory, meta)
+
+
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The indices [lo_i, hi_i) of every i, laid end to end."""
     sizes = hi - lo
@@ -272,26 +328,40 @@ class BlockDataset:
             )
         if segment_ids is not None and segment_ids.shape != input_ids.shape:
             raise ValueError(f"segment_ids {segment_ids.shape} do not match input_ids {input_ids.shape}")
-        self._source: _Arrays | _Stored = _Arrays(input_ids, word_ids, lengths, segment_ids)
+        self._source: _Arrays | _Stored | _Parts = _Arrays(input_ids, word_ids, lengths, segment_ids)
         self.has_segments = segment_ids is not None
         self.path = path
         self.pad_token_id = pad_token_id  # for the filler rows of a padded last batch
 
     @classmethod
     def open(cls, directory: str | os.PathLike, pad_token_id: int | None = None) -> BlockDataset:
-        directory = Path(directory)
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-        if meta.get("format") != STORAGE_FORMAT:
-            raise WWMError(
-                f"{directory} holds blocks of storage format {meta.get('format')} (an older wwm; this one "
-                f"reads format {STORAGE_FORMAT}); build them again with `wwm prepare --rebuild`, and "
-                "`wwm cache prune` removes the old entry"
-            )
+        """A split folder, memory-mapped."""
+        stored = _open_stored(Path(directory))
+        return cls._over(stored, str(directory), stored.pad if pad_token_id is None else pad_token_id)
+
+    @classmethod
+    def open_parts(
+        cls,
+        folders: list[str | os.PathLike],
+        counts: list[int],
+        max_seq_len: int,
+        *,
+        segments: bool,
+        pad_token_id: int,
+        path: str | None = None,
+    ) -> BlockDataset:
+        """Split folders of ``counts`` blocks each, read as one dataset (part p's row r is example
+        ``sum(counts[:p]) + r``); a part is opened when a batch first needs it."""
+        parts = _Parts([Path(f) for f in folders], counts, max_seq_len, segments)
+        return cls._over(parts, path, pad_token_id)
+
+    @classmethod
+    def _over(cls, source: _Stored | _Parts, path: str | None, pad_token_id: int) -> BlockDataset:
         dataset = cls.__new__(cls)
-        dataset._source = _Stored(directory, meta)
-        dataset.has_segments = dataset._source.segments
-        dataset.path = str(directory)
-        dataset.pad_token_id = meta.get("pad_token_id", 0) if pad_token_id is None else pad_token_id
+        dataset._source = source
+        dataset.has_segments = source.segments
+        dataset.path = path
+        dataset.pad_token_id = pad_token_id
         return dataset
 
     @classmethod
@@ -300,11 +370,11 @@ class BlockDataset:
                    segment_ids=blocks.segment_ids)  # fmt: skip
 
     def __len__(self) -> int:
-        return int(self._source.input_ids.shape[0])
+        return self._source.n
 
     @property
     def max_seq_len(self) -> int:
-        return int(self._source.input_ids.shape[1])
+        return self._source.L
 
     @property
     def input_ids(self) -> np.ndarray:
@@ -313,17 +383,17 @@ class BlockDataset:
 
     @property
     def word_ids(self) -> np.ndarray:
-        return self.as_blocks().word_ids if isinstance(self._source, _Stored) else self._source.word_ids
+        return self._source.word_ids if isinstance(self._source, _Arrays) else self.as_blocks().word_ids
 
     @property
     def lengths(self) -> np.ndarray:
-        return self.as_blocks().lengths if isinstance(self._source, _Stored) else self._source.lengths
+        return self._source.lengths if isinstance(self._source, _Arrays) else self.as_blocks().lengths
 
     @property
     def segment_ids(self) -> np.ndarray | None:
-        if isinstance(self._source, _Stored):
-            return self.as_blocks().segment_ids
-        return self._source.segment_ids
+        if isinstance(self._source, _Arrays):
+            return self._source.segment_ids
+        return self.as_blocks().segment_ids
 
     def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         indices = np.asarray(indices, dtype=np.int64)
@@ -355,6 +425,8 @@ class BlockDataset:
 
     def disk_bytes(self) -> int | None:
         """Bytes of the folder's block files (None for blocks in memory); meta.json adds < 1 KB."""
+        if isinstance(self._source, _Parts):
+            return sum(split_bytes(f) for f in self._source.folders)
         return None if self.path is None else split_bytes(self.path)
 
 
