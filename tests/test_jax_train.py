@@ -616,3 +616,33 @@ def test_the_checkpointer_never_saves_non_finite_state(tmp_path):
         ckpt.save(1, state, {})
     assert ckpt.latest_step() is None
     ckpt.close()
+
+
+def test_order_rule_of_the_run_orders_the_jax_batches(tmp_path):
+    """A run that resumes under order rule "1" (started before feistel-6) is fed rule "1"'s batches (the
+    first global batch, then the test stops the run before its first step)."""
+    from wwm.data import BatchIterator
+    from wwm.masking import MaskingConfig, WholeWordMasker
+    from wwm.rundir import RunDir
+    from wwm_jax.train import train
+
+    class Seen(Exception):
+        pass
+
+    def stop(step, rows):
+        raise Seen(rows["example_ids"])
+
+    config = worker.make_config({"output_dir": str(tmp_path / "run"), "steps": 2, "every_steps": 10})
+    data = worker.synthetic_dataset()
+    masker = WholeWordMasker(MaskingConfig(), mask_token_id=4, vocab_size=128, special_token_ids=range(5))
+    B = config.train.global_batch_size
+    for rule in ("1", "feistel-6"):
+        run_dir = RunDir(str(tmp_path / rule), "jax", "new", False, order_rule=rule)
+        with pytest.raises(Seen) as seen:
+            train(config, train_dataset=data, val_dataset=None, masker=masker, hf_config=worker.hf_config(),
+                  run_dir=run_dir, on_batch=stop)  # fmt: skip
+        expected = next(iter(BatchIterator(data, B, config.seed, order_rule=rule)))["example_ids"]
+        np.testing.assert_array_equal(seen.value.args[0], expected)
+    assert rule == "feistel-6" and not np.array_equal(
+        expected, next(iter(BatchIterator(data, B, config.seed, order_rule="1")))["example_ids"]
+    )
