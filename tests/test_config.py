@@ -282,3 +282,49 @@ def test_cli_prints_config_errors_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "data.packing" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ Literals and the code that reads them
+def _choices(section: type, name: str) -> tuple:
+    import typing
+
+    return typing.get_args(typing.get_type_hints(section)[name])
+
+
+def test_every_closed_choice_of_the_config_equals_the_constant_of_the_code_that_reads_it():
+    """A Literal of the config and the table of the module that acts on it are written in two places: they
+    must name the same choices (a value added to one only would pass the config and fail at use)."""
+    from wwm import tokenizer_train, words
+    from wwm.config import BertModelConfig, ModernBertModelConfig, OptimConfig, TrainConfig
+    from wwm.data.builtin import SAMPLE_LANGS
+    from wwm.data.packing import PACKING_RULE
+    from wwm.families import FAMILIES
+    from wwm_jax.families import JAX_FAMILIES
+    from wwm_jax.layers import ACTIVATIONS
+    from wwm_jax.modeling import ATTENTION_BACKENDS
+    from wwm_jax.modernbert import ACTIVATIONS as MODERNBERT_ACTIVATIONS
+    from wwm_torch.trainer import SCHEDULES
+
+    assert _choices(TokenizerConfig, "word_policy") == (*words.POLICIES, *words.POLICY_ALIASES)
+    assert _choices(TokenizerConfig, "segmenter") == words.SEGMENTERS
+    assert _choices(TokenizerTrainConfig, "kind") == tokenizer_train.KINDS
+    assert _choices(TrainConfig, "attn_implementation") == tuple(ATTENTION_BACKENDS)
+    assert _choices(OptimConfig, "schedule") == tuple(SCHEDULES)
+    assert _choices(DataConfig, "packing") == tuple(PACKING_RULE)
+    assert _choices(DataConfig, "builtin_lang") == SAMPLE_LANGS
+    model_types = (*_choices(BertModelConfig, "type"), *_choices(ModernBertModelConfig, "type"))
+    assert model_types == tuple(FAMILIES) == tuple(JAX_FAMILIES)
+    assert set(_choices(BertModelConfig, "hidden_act")) == set(ACTIVATIONS)
+    assert set(_choices(ModernBertModelConfig, "classifier_activation")) <= set(MODERNBERT_ACTIVATIONS)
+
+
+def test_the_literal_check_can_fail():
+    """Negative control: a Literal with one choice more than its constant is told apart."""
+
+    @dataclass(frozen=True)
+    class Section:
+        kind: Literal["wordpiece", "bpe", "unigram", "modernbert", "sentencepiece"] = "bpe"
+
+    from wwm import tokenizer_train
+
+    assert _choices(Section, "kind") != tokenizer_train.KINDS

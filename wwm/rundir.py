@@ -233,6 +233,7 @@ def _refusal(path: str, problem: str) -> WWMError:
 def decide(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False) -> RunDir:
     """What `config.output_dir` is to this run (reads only; every process may call it). See the module doc."""
     from wwm.config import RunConfig, resolved_dict
+    from wwm.config.loader import upgraded_spelling
 
     path = os.path.abspath(config.output_dir)
     if _is_remote(config.output_dir):
@@ -264,6 +265,7 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
     order_change = _resumed_order_rule(record, result) if did_train else {}
     if old is not None:
+        old = upgraded_spelling(RunConfig, old)  # a record of an earlier wwm: its keys as they are spelt now
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
         changed.update(_rule_change(record, old, config))

@@ -89,11 +89,11 @@ def write_initial_weights(config: Any, tokenizer: Any, out_dir: str) -> str:
     through the torch trainer's `build_model`), perturbed as below, saved with safetensors."""
     import torch
 
+    from wwm.families import family
     from wwm_torch.model import build_model
 
     model = build_model(config.model, tokenizer, config.data.max_seq_len, "eager", seed=config.seed)
-    # ModernBERT's norms ("norm", "attn_norm", "final_norm", ...) have weights and (norm_bias: false) no bias.
-    norms = ("norm",) if config.model.type == "modernbert" else ("LayerNorm",)
+    norms = family(config.model.type).norm_names
     with torch.no_grad():  # a fresh model's biases are 0 and its norms 1: perturb them so nothing hides
         generator = torch.Generator().manual_seed(config.seed)
         for name, param in model.named_parameters():

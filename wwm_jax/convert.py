@@ -1,9 +1,10 @@
 """Lossless conversion between Hugging Face BERT/RoBERTa/ModernBERT checkpoints and our Flax models
 (`wwm_jax.modeling`, `wwm_jax.modernbert`).
 
-Reads safetensors only (never torch.load / pickle). The whole mapping is the name table below: our module
-paths mirror the HF keys, Linear kernels are transposed (torch stores (out, in), flax (in, out)), layer-norm
-`weight` is flax's `scale`, an embedding's `weight` is flax's `embedding`.
+Reads safetensors only (never torch.load / pickle). The whole mapping is each family's name table
+(`wwm_jax.families`): our module paths mirror the HF keys, Linear kernels are transposed (torch stores
+(out, in), flax (in, out)), layer-norm `weight` is flax's `scale`, an embedding's `weight` is flax's
+`embedding`.
 
 Two on-disk formats:
 - a Hugging Face directory: config.json + model.safetensors (or a sharded model.safetensors.index.json),
@@ -22,7 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,13 +33,13 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from wwm.errors import WWMError
-from wwm_jax import modernbert
-from wwm_jax.modeling import BASE_PREFIX, MODEL_TYPES, EncoderConfig, MaskedLM, build_model
+from wwm_jax.families import JAX_FAMILIES, Entry, JaxFamily, jax_family
+from wwm_jax.modeling import EncoderConfig, MaskedLM
 from wwm_jax.modernbert import ModernBertConfig, ModernBertForMaskedLM
 
 AnyConfig = EncoderConfig | ModernBertConfig
 AnyModel = MaskedLM | ModernBertForMaskedLM
-SUPPORTED_MODEL_TYPES = (*MODEL_TYPES, modernbert.MODEL_TYPE)
+SUPPORTED_MODEL_TYPES = tuple(JAX_FAMILIES)
 
 logger = logging.getLogger(__name__)
 
@@ -59,142 +60,10 @@ TOKENIZER_FILES = (
 )
 
 
-class Entry(NamedTuple):
-    hf_key: str  # full key as transformers 5 saves it, e.g. "bert.encoder.layer.0.output.dense.weight"
-    flax_path: str  # '/'-joined flax path, e.g. "bert/encoder/layer/0/output/dense/kernel"
-    transpose: bool  # torch Linear.weight (out, in) <-> flax Linear.kernel (in, out)
-
-
-# --- The name table: (HF key, flax path, transpose), relative to the encoder ("bert." / "roberta.") ----
-_EMBEDDINGS = [
-    ("embeddings.word_embeddings.weight", "embeddings/word_embeddings/embedding", False),
-    ("embeddings.position_embeddings.weight", "embeddings/position_embeddings/embedding", False),
-    ("embeddings.token_type_embeddings.weight", "embeddings/token_type_embeddings/embedding", False),
-    ("embeddings.LayerNorm.weight", "embeddings/LayerNorm/scale", False),
-    ("embeddings.LayerNorm.bias", "embeddings/LayerNorm/bias", False),
-]
-_LAYER = [  # under "encoder.layer.{i}." / "encoder/layer/{i}/"
-    ("attention.self.query.weight", "attention/self/query/kernel", True),
-    ("attention.self.query.bias", "attention/self/query/bias", False),
-    ("attention.self.key.weight", "attention/self/key/kernel", True),
-    ("attention.self.key.bias", "attention/self/key/bias", False),
-    ("attention.self.value.weight", "attention/self/value/kernel", True),
-    ("attention.self.value.bias", "attention/self/value/bias", False),
-    ("attention.output.dense.weight", "attention/output/dense/kernel", True),
-    ("attention.output.dense.bias", "attention/output/dense/bias", False),
-    ("attention.output.LayerNorm.weight", "attention/output/LayerNorm/scale", False),
-    ("attention.output.LayerNorm.bias", "attention/output/LayerNorm/bias", False),
-    ("intermediate.dense.weight", "intermediate/dense/kernel", True),
-    ("intermediate.dense.bias", "intermediate/dense/bias", False),
-    ("output.dense.weight", "output/dense/kernel", True),
-    ("output.dense.bias", "output/dense/bias", False),
-    ("output.LayerNorm.weight", "output/LayerNorm/scale", False),
-    ("output.LayerNorm.bias", "output/LayerNorm/bias", False),
-]
-# The masked-LM heads (full keys; the flax paths mirror them).
-_HEADS = {
-    "bert": [
-        ("cls.predictions.bias", "cls/predictions/bias", False),
-        ("cls.predictions.transform.dense.weight", "cls/predictions/transform/dense/kernel", True),
-        ("cls.predictions.transform.dense.bias", "cls/predictions/transform/dense/bias", False),
-        ("cls.predictions.transform.LayerNorm.weight", "cls/predictions/transform/LayerNorm/scale", False),
-        ("cls.predictions.transform.LayerNorm.bias", "cls/predictions/transform/LayerNorm/bias", False),
-    ],
-    "roberta": [
-        ("lm_head.bias", "lm_head/bias", False),
-        ("lm_head.dense.weight", "lm_head/dense/kernel", True),
-        ("lm_head.dense.bias", "lm_head/dense/bias", False),
-        ("lm_head.layer_norm.weight", "lm_head/layer_norm/scale", False),
-        ("lm_head.layer_norm.bias", "lm_head/layer_norm/bias", False),
-    ],
-}
-# Tied copies some checkpoints store (transformers 5 does not): decoder.weight must equal the word
-# embeddings and decoder.bias the head bias; they are checked, then dropped.
-_TIED = {
-    "bert": {
-        "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
-        "cls.predictions.decoder.bias": "cls.predictions.bias",
-    },
-    "roberta": {
-        "lm_head.decoder.weight": "embeddings.word_embeddings.weight",
-        "lm_head.decoder.bias": "lm_head.bias",
-    },
-}
-# Keys that HF checkpoints may carry and masked-LM training does not use: the position-id buffer of
-# older transformers, the pooler of a bare BertModel/RobertaModel, BertForPreTraining's NSP head.
-_IGNORED = (
-    "embeddings.position_ids",
-    "pooler.dense.weight",
-    "pooler.dense.bias",
-    "cls.seq_relationship.weight",
-    "cls.seq_relationship.bias",
-)
-
-
-def _modernbert_table(config: ModernBertConfig) -> list[Entry]:
-    """ModernBertForMaskedLM: the flax paths are the HF keys with '/' (bias and norm-bias rows only where
-    the config has them; layer 0 has no attn_norm). decoder.weight is tied, so not in the table."""
-
-    def linear(hf: str, bias: bool) -> list[Entry]:
-        fx = hf.replace(".", "/")
-        rows = [Entry(f"{hf}.weight", f"{fx}/kernel", True)]
-        return rows + ([Entry(f"{hf}.bias", f"{fx}/bias", False)] if bias else [])
-
-    def norm(hf: str) -> list[Entry]:
-        fx = hf.replace(".", "/")
-        rows = [Entry(f"{hf}.weight", f"{fx}/scale", False)]
-        return rows + ([Entry(f"{hf}.bias", f"{fx}/bias", False)] if config.norm_bias else [])
-
-    rows = [
-        Entry("model.embeddings.tok_embeddings.weight", "model/embeddings/tok_embeddings/embedding", False)
-    ]
-    rows += norm("model.embeddings.norm")
-    for i in range(config.num_hidden_layers):
-        layer = f"model.layers.{i}"
-        rows += norm(f"{layer}.attn_norm") if i else []
-        rows += linear(f"{layer}.attn.Wqkv", config.attention_bias)
-        rows += linear(f"{layer}.attn.Wo", config.attention_bias)
-        rows += norm(f"{layer}.mlp_norm")
-        rows += linear(f"{layer}.mlp.Wi", config.mlp_bias)
-        rows += linear(f"{layer}.mlp.Wo", config.mlp_bias)
-    rows += norm("model.final_norm") + linear("head.dense", config.classifier_bias) + norm("head.norm")
-    return rows + ([Entry("decoder.bias", "decoder/bias", False)] if config.decoder_bias else [])
-
-
-class _Family(NamedTuple):
-    """What differs between the checkpoint families besides the name table."""
-
-    prefix: str  # the encoder's key prefix ("bert.embeddings...")
-    bare: tuple[str, ...]  # how the keys of a bare encoder saved without the prefix begin
-    head: tuple[str, ...]  # how the MLM head's keys begin
-    tied: dict[str, str]  # tied copy some checkpoints store -> the full key it must equal
-    ignored: tuple[str, ...]  # full keys of tensors masked-LM training does not use
-
-
-def _family(config: AnyConfig) -> _Family:
-    if isinstance(config, ModernBertConfig):
-        tied = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
-        return _Family(modernbert.BASE_PREFIX, ("embeddings.", "layers.", "final_norm."), ("head.", "decoder."),
-                       tied, ())  # fmt: skip
-    prefix = BASE_PREFIX[config.model_type]
-    tied = {
-        k: f"{prefix}.{v}" if v.startswith("embeddings.") else v for k, v in _TIED[config.model_type].items()
-    }
-    ignored = tuple(k if k.startswith("cls.") else f"{prefix}.{k}" for k in _IGNORED)
-    head = ("cls.predictions.",) if config.model_type == "bert" else ("lm_head.",)
-    return _Family(prefix, ("embeddings.", "encoder.", "pooler."), head, tied, ignored)
-
-
 def name_table(config: AnyConfig) -> list[Entry]:
-    """Every parameter of the model for `config`: HF key <-> flax path, in checkpoint order."""
-    if isinstance(config, ModernBertConfig):
-        return _modernbert_table(config)
-    prefix = BASE_PREFIX[config.model_type]
-    rows = list(_EMBEDDINGS)
-    for i in range(config.num_hidden_layers):
-        rows += [(f"encoder.layer.{i}.{hf}", f"encoder/layer/{i}/{fx}", t) for hf, fx, t in _LAYER]
-    entries = [Entry(f"{prefix}.{hf}", f"{prefix}/{fx}", t) for hf, fx, t in rows]
-    return entries + [Entry(*row) for row in _HEADS[config.model_type]]
+    """Every parameter of the model for `config`: HF key <-> flax path, in checkpoint order (the family's
+    record, `wwm_jax.families`)."""
+    return jax_family(config).name_table(config)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -276,7 +145,7 @@ class LoadInfo:
     checkpoint_dtype: str
 
 
-def _canonical_key(key: str, family: _Family) -> str:
+def _canonical_key(key: str, family: JaxFamily) -> str:
     """HF keys as transformers 5 names them: the encoder prefix ("bert.", "model.") before encoder keys,
     LayerNorm weight/bias."""
     for old, new in ((".gamma", ".weight"), (".beta", ".bias")):  # TF-era LayerNorm names
@@ -287,7 +156,7 @@ def _canonical_key(key: str, family: _Family) -> str:
     return key
 
 
-def _canonical_state(state: Mapping[str, np.ndarray], family: _Family) -> dict[str, np.ndarray]:
+def _canonical_state(state: Mapping[str, np.ndarray], family: JaxFamily) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         new = _canonical_key(key, family)
@@ -312,7 +181,7 @@ def hf_to_flax_params(
 
     Without any head key the head is left out of the result (the caller keeps a fresh one).
     """
-    family = _family(config)
+    family = jax_family(config)
     state = _canonical_state(hf_state, family)
     table = name_table(config)
     head_keys = {e.hf_key for e in table if e.hf_key.startswith(family.head)} | family.tied.keys()
@@ -407,13 +276,11 @@ def set_flat_params(model: nnx.Module, params: Mapping[str, np.ndarray], *, stri
 def config_from_hf_dict(hf: Mapping[str, Any]) -> AnyConfig:
     """The config for a config.json dict: EncoderConfig (bert, roberta) or ModernBertConfig (modernbert)."""
     model_type = hf.get("model_type")
-    if model_type == modernbert.MODEL_TYPE:
-        return ModernBertConfig.from_hf_dict(hf)
-    if model_type not in MODEL_TYPES:
+    if model_type not in JAX_FAMILIES:
         raise WWMError(
             f"config.json model_type {model_type!r} is not supported; use one of {SUPPORTED_MODEL_TYPES}"
         )
-    return EncoderConfig.from_hf_dict(hf)
+    return JAX_FAMILIES[model_type].config_class.from_hf_dict(hf)
 
 
 def read_config(directory: str | os.PathLike) -> AnyConfig:
@@ -428,10 +295,8 @@ def read_config(directory: str | os.PathLike) -> AnyConfig:
 
 
 def new_model(config: AnyConfig, *, dtype: Any = jnp.float32, seed: int = 0) -> AnyModel:
-    """A freshly initialised model of `config`'s family (`modeling.build_model` / `modernbert.build_model`)."""
-    if isinstance(config, ModernBertConfig):
-        return modernbert.build_model(config, dtype=dtype, seed=seed)
-    return build_model(config, dtype=dtype, seed=seed)
+    """A freshly initialised model of `config`'s family (its record's build function)."""
+    return jax_family(config).build(config, dtype=dtype, seed=seed)
 
 
 def load_hf_with_info(

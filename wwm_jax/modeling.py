@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -30,6 +30,12 @@ import numpy as np
 from flax import nnx
 
 from wwm.errors import WWMError
+from wwm.families import family
+from wwm_jax.layers import ACTIVATIONS as _ACTIVATIONS
+from wwm_jax.layers import as_rngs as _as_rngs
+from wwm_jax.layers import axis_metadata as _axes
+from wwm_jax.layers import embed_lookup as _lookup
+from wwm_jax.layers import float32_layer_norm
 
 MODEL_TYPES = ("bert", "roberta")
 
@@ -39,14 +45,6 @@ MODEL_TYPES = ("bert", "roberta")
 #   position: position-embedding rows type: token-type-embedding rows
 #   norm: layer-norm scale and bias   kv: reserved for a per-head (D) axis; unused while kernels stay 2-D
 LOGICAL_AXIS_NAMES = ("vocab", "embed", "mlp", "heads", "kv", "position", "type", "norm")
-
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # transformers' "gelu" is the exact erf form
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # the tanh approximation (GPT-2, "gelu_new")
-    "relu": jax.nn.relu,
-}
-
-_ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -105,7 +103,7 @@ class EncoderConfig:
 
     @property
     def architecture(self) -> str:
-        return _ARCHITECTURES[self.model_type]
+        return family(self.model_type).architecture
 
     @classmethod
     def from_hf_dict(cls, hf: Mapping[str, Any]) -> EncoderConfig:
@@ -180,11 +178,6 @@ def _reject_unsupported(hf: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _axes(*names: str | None) -> dict[str, Any]:
-    """Variable metadata that names a parameter's logical axes (one name or None per dimension)."""
-    return {"out_sharding": names}
-
-
 def _dense(
     config: EncoderConfig,
     d_in: int,
@@ -219,21 +212,6 @@ def _layer_norm(config: EncoderConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return float32_layer_norm(config.hidden_size, config.layer_norm_eps, use_bias=True, rngs=rngs)
 
 
-def float32_layer_norm(size: int, eps: float, *, use_bias: bool, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    """The one LayerNorm of every model family here: float32, torch's variance, logical axis "norm"."""
-    return nnx.LayerNorm(
-        size,
-        epsilon=eps,
-        use_bias=use_bias,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        use_fast_variance=False,
-        scale_metadata=_axes("norm"),
-        bias_metadata=_axes("norm"),
-        rngs=rngs,
-    )
-
-
 def _embed(
     config: EncoderConfig, rows: int, axes: tuple[str, str], *, padding_idx: int | None, rngs: nnx.Rngs
 ) -> nnx.Embed:
@@ -252,18 +230,6 @@ def _embed(
         embedding_metadata=_axes(*axes),
         rngs=rngs,
     )
-
-
-def _lookup(table: nnx.Embed, ids: jax.Array, padding_idx: int | None) -> jax.Array:
-    """Row lookup with torch's nn.Embedding(padding_idx=...) semantics.
-
-    torch never sends gradient to the padding row through the lookup (the tied decoder still does), so
-    rows looked up at `padding_idx` are cut from the gradient here too. The forward value is unchanged.
-    """
-    rows = jnp.take(table.embedding[...], ids, axis=0)  # (B, L, H) float32
-    if padding_idx is None:
-        return rows
-    return jnp.where((ids == padding_idx)[..., None], jax.lax.stop_gradient(rows), rows)
 
 
 def _position_ids(config: EncoderConfig, input_ids: jax.Array) -> jax.Array:
@@ -624,13 +590,6 @@ class AttentionMask:
 
 def _backend_name(backend: str) -> str:
     return next(name for name, value in ATTENTION_BACKENDS.items() if value == backend)
-
-
-def _as_rngs(rngs):
-    """Dropout needs a fresh key per layer: a bare key becomes an nnx.Rngs stream that splits per call."""
-    if rngs is None or isinstance(rngs, nnx.Rngs):
-        return rngs
-    return nnx.Rngs(dropout=rngs)
 
 
 # ----------------------------------------------------------------------------------------------------

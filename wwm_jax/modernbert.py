@@ -32,16 +32,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wwm.data.packing import run_positions
 from wwm.errors import WWMError
-from wwm_jax.modeling import _ACTIVATIONS, _as_rngs, _axes, _lookup, float32_layer_norm
+from wwm.families.modernbert import LAYER_TYPES, MODERNBERT
+from wwm.families.modernbert import layer_types as alternating_layer_types
+from wwm_jax import layers
+from wwm_jax.layers import as_rngs as _as_rngs
+from wwm_jax.layers import axis_metadata as _axes
+from wwm_jax.layers import embed_lookup as _lookup
+from wwm_jax.layers import float32_layer_norm
 
-MODEL_TYPE = "modernbert"
-ARCHITECTURE = "ModernBertForMaskedLM"
-LAYER_TYPES = ("full_attention", "sliding_attention")
+MODEL_TYPE = MODERNBERT.name
+ARCHITECTURE = MODERNBERT.architecture
 
 # ACT2FN names transformers maps to these functions (hidden_activation, classifier_activation).
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    **_ACTIVATIONS,
+    **layers.ACTIVATIONS,
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
@@ -51,16 +57,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 # ----------------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------------
-
-
-def alternating_layer_types(num_hidden_layers: int, global_attn_every_n_layers: int = 3) -> tuple[str, ...]:
-    """transformers' default layer_types: layer i is global iff i % n == 0 (the first layer is global)."""
-    if global_attn_every_n_layers < 1:
-        raise WWMError(f"global_attn_every_n_layers must be >= 1, got {global_attn_every_n_layers}")
-    return tuple(
-        "sliding_attention" if i % global_attn_every_n_layers else "full_attention"
-        for i in range(num_hidden_layers)
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,13 +295,9 @@ def attention_bias(segment_ids: jax.Array, window: int | None) -> jax.Array:
 
 
 def packed_position_ids(segment_ids: jax.Array) -> jax.Array:
-    """(B, L) segment ids -> (B, L) position ids that restart at 0 wherever the segment id changes."""
-    b, length = segment_ids.shape
-    index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
-    starts = jnp.concatenate(
-        [jnp.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
-    )  # (B, L) first token of each run
-    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+    """(B, L) segment ids -> (B, L) position ids that restart at 0 wherever the segment id changes (the rule
+    of `wwm.data.packing.run_positions`, in jax.numpy)."""
+    return run_positions(segment_ids, jnp)
 
 
 def rotary_cos_sin(config: ModernBertConfig, layer_type: str, position_ids: jax.Array):

@@ -36,8 +36,9 @@ from wwm.metrics_schema import truncate_after
 from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
 from wwm_jax.checkpoint import Checkpointer
+from wwm_jax.families import jax_family
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
-from wwm_jax.modeling import check_attention, logical_axes, num_params, set_attention
+from wwm_jax.modeling import check_attention, logical_axes, num_params
 from wwm_jax.optim import make_optimizer
 from wwm_jax.train_step import (
     PACKED_KEYS,
@@ -117,12 +118,14 @@ def make_model(config, hf_config: dict | None):
     backend = check_attention(config.train.attn_implementation, attention_dropout=dropout)
     if backend == "einsum":
         return model
-    if getattr(mc, "model_type", None) == "modernbert":
+    family = jax_family(mc)
+    if family.set_attention is None:
         raise WWMError(
-            f"train.attn_implementation {config.train.attn_implementation} is not implemented for ModernBERT in "
-            "JAX yet (its attention is the einsum path with the sliding window); use auto or eager"
+            f"train.attn_implementation {config.train.attn_implementation} is not implemented for "
+            f"{family.core.label} in JAX yet (its attention is the einsum path with the sliding window); use "
+            "auto or eager"
         )
-    return set_attention(model, backend)
+    return family.set_attention(model, backend)
 
 
 def _dropout_off(mc) -> bool:

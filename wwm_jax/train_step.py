@@ -91,10 +91,10 @@ def _packed_inputs(model, segment_ids, position_ids) -> dict:
     """The model's keyword arguments for packed documents (none for the other packings)."""
     if segment_ids is None:
         return {}
-    from wwm.data.packing import model_position_ids
+    from wwm.families import family
 
-    cfg = model.config
-    positions = model_position_ids(position_ids, segment_ids, cfg.model_type, cfg.pad_token_id)
+    cfg = model.config  # the position rows of its family (RoBERTa's count from pad_token_id + 1)
+    positions = family(cfg.model_type).position_rows(position_ids, segment_ids, cfg.pad_token_id)
     return {"segment_ids": segment_ids, "position_ids": positions}
 
 

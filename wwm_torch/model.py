@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from wwm.errors import WWMError
+from wwm.families import FAMILIES, family
 
-__all__ = ["build_model", "head_at_rows", "mlm_head", "packed_inputs", "torch_attention"]
+__all__ = [
+    "build_model",
+    "head_at_rows",
+    "mlm_head",
+    "packed_inputs",
+    "torch_attention",
+    "transformers_config",
+]
 
 
 def torch_attention(name: str) -> str:
@@ -52,10 +61,10 @@ def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, A
     -> what a transformers BERT/RoBERTa honours: a (B, 1, L, L) additive float mask, block-diagonal (a
     token sees its own piece; transformers' create_bidirectional_mask passes a 4D mask through as is,
     eager adds it to the scores, sdpa hands it to scaled_dot_product_attention), and the position rows
-    (`model_position_ids`: RoBERTa's count from pad_token_id + 1). Other inputs pass unchanged."""
+    (the family record's `position_rows`: RoBERTa's count from pad_token_id + 1). Other inputs pass
+    unchanged."""
     if "segment_ids" not in inputs:
         return inputs
-    from wwm.data.packing import model_position_ids
 
     inputs = dict(inputs)
     seg = inputs.pop("segment_ids")
@@ -67,8 +76,20 @@ def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, A
     dtype = model.dtype
     mask = torch.zeros(keep.shape, dtype=dtype, device=seg.device).masked_fill(~keep, torch.finfo(dtype).min)
     inputs["attention_mask"] = mask[:, None]  # (B, 1, L, L)
-    inputs["position_ids"] = model_position_ids(positions, seg, cfg.model_type, cfg.pad_token_id)
+    inputs["position_ids"] = family(cfg.model_type).position_rows(positions, seg, cfg.pad_token_id)
     return inputs
+
+
+def transformers_config(hf_config: Mapping[str, Any]) -> Any:
+    """transformers' config object (BertConfig, RobertaConfig, ModernBertConfig) of a config.json dict
+    (`hf_config_dict`): the family's class, its fields, its architectures."""
+    from transformers import AutoConfig
+
+    d = dict(hf_config)
+    architectures = d.pop("architectures", None)
+    config = AutoConfig.for_model(d.pop("model_type"), **d)
+    config.architectures = architectures
+    return config
 
 
 def build_model(
@@ -76,7 +97,7 @@ def build_model(
 ):
     """A masked-LM model: loaded from `model_config.pretrained`, or fresh from `model_config` with the
     weights `wwm.initial_weights.initial_state(config dict, seed)` (the JAX trainer's, bit for bit)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
+    from transformers import AutoModelForMaskedLM
 
     attn_implementation = torch_attention(attn_implementation)
 
@@ -101,12 +122,9 @@ def build_model(
     from wwm.initial_weights import initial_state, with_tied
 
     hf_config = model_config.hf_config_dict(tokenizer, max_seq_len)
-    d = dict(hf_config)
-    model_type = d.pop("model_type")
-    architectures = d.pop("architectures")
-    config = AutoConfig.for_model(model_type, **d)
-    config.architectures = architectures
-    model = AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation)
+    model = AutoModelForMaskedLM.from_config(
+        transformers_config(hf_config), attn_implementation=attn_implementation
+    )
     # Strict: every tensor of the state dict, the tied decoder copies given as their (shared) sources.
     state = with_tied(initial_state(hf_config, seed), hf_config)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
@@ -120,7 +138,10 @@ def mlm_head(model: torch.nn.Module) -> torch.nn.Module:
     (dense, act, norm), whose output goes straight to `decoder` (`logits = decoder(head(hidden))`), so rows
     taken at its input give the logits of those rows. (transformers' own `sparse_prediction` gathers the
     same rows but only when `labels` are passed, and then also computes its mean loss: not used.)"""
-    names = ("head",) if type(model).__name__ == "ModernBertForMaskedLM" else ("cls", "lm_head")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    # The family's head (its record); a masked-LM model of another type (xlm-roberta, camembert, ...): the
+    # BERT-style names.
+    names = (FAMILIES[model_type].mlm_head,) if model_type in FAMILIES else ("cls", "lm_head")
     for name in names:
         head = getattr(model, name, None)
         if head is not None:

@@ -15,6 +15,7 @@ from wwm.config.loader import (
     save_config,
 )
 from wwm.config.sections import (
+    BertModelConfig,
     CheckpointConfig,
     DataConfig,
     DistributedConfig,
@@ -23,6 +24,8 @@ from wwm.config.sections import (
     MaskingConfig,
     MeshConfig,
     ModelConfig,
+    ModelSection,
+    ModernBertModelConfig,
     OptimConfig,
     ParallelConfig,
     RunConfig,
@@ -33,6 +36,7 @@ from wwm.config.sections import (
 )
 
 __all__ = [
+    "BertModelConfig",
     "CheckpointConfig",
     "DataConfig",
     "DistributedConfig",
@@ -41,6 +45,8 @@ __all__ = [
     "MaskingConfig",
     "MeshConfig",
     "ModelConfig",
+    "ModelSection",
+    "ModernBertModelConfig",
     "OptimConfig",
     "ParallelConfig",
     "RunConfig",

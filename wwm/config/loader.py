@@ -25,14 +25,16 @@ import os
 import re
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from wwm.config.sections import _PATH_KEY, RunConfig
-from wwm.errors import WWMError
+from wwm.config.sections import RunConfig
+from wwm.errors import WWMError, WWMWarning
+from wwm.fields import PATH_KEY
 
 __all__ = [
     "apply_overrides",
@@ -115,6 +117,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 
 
 def _convert_union(tp: Any, value: Any, path: str) -> Any:
+    if _sections_by_type(tp) is not None:
+        return _convert_tagged(tp, value, path)
     args = typing.get_args(tp)
     if value is None:
         if type(None) in args:
@@ -192,6 +196,105 @@ def _convert_scalar(tp: Any, value: Any, path: str) -> Any:
     raise _type_error(path, tp, value)
 
 
+def _sections_by_type(tp: Any) -> dict[Any, type] | None:
+    """{type value: section} of a union of sections told apart by their `type` Literal (`RunConfig.model`:
+    one section per model family), else None."""
+    if not _is_union(tp):
+        return None
+    members = typing.get_args(tp)
+    if len(members) < 2 or not all(dataclasses.is_dataclass(m) for m in members):
+        return None
+    by_type: dict[Any, type] = {}
+    for member in members:
+        hint = typing.get_type_hints(member).get("type")
+        if typing.get_origin(hint) is not Literal:
+            return None
+        by_type.update(dict.fromkeys(typing.get_args(hint), member))
+    return by_type
+
+
+def _tagged_section(tp: Any, value: Any, path: str) -> type:
+    """The section of a tagged union that `value`'s `type` selects (absent: the first member's default)."""
+    by_type = _sections_by_type(tp)
+    first = typing.get_args(tp)[0]
+    chosen = value.get("type", _fields(first)["type"].default) if isinstance(value, Mapping) else None
+    return by_type[_convert_literal(Literal[tuple(by_type)], chosen, _join(path, "type"))]
+
+
+def _convert_tagged(tp: Any, value: Any, path: str) -> Any:
+    """A section of a tagged union: the one its `type` names. A key of another member's section gets a
+    message that names the type it belongs to."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise _type_error(path, tp, value)
+    section = _tagged_section(tp, value, path)
+    own = _fields(section).keys() | getattr(section, "OLD_KEYS", {}).keys()
+    for key in value:
+        if key in own:
+            continue
+        others = [t for t, m in _sections_by_type(tp).items() if key in _fields(m)]
+        if others:
+            raise WWMError(
+                f"config key '{_join(path, key)}' is not a key of {path}.type {value.get('type', section().type)!r} "
+                f"(it is one of {path}.type {', '.join(map(repr, others))}); remove it, or set {path}.type"
+            )
+    return from_dict(section, value, path)
+
+
+def _old_spellings(cls: type, data: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """`data` with the old spellings of section `cls` (its `OLD_KEYS`) mapped, one deprecation line each:
+    an old sub-section's keys become keys of `cls` (checked under their old name first); an ignored key
+    is dropped."""
+    old = getattr(cls, "OLD_KEYS", {})
+    found = [key for key in data if key in old and key not in _fields(cls)]
+    if not found:
+        return data
+    out = dict(data)
+    for key in found:
+        where, value, meaning = _join(path, key), out.pop(key), old[key]
+        if isinstance(meaning, str):
+            warnings.warn(
+                f"config key '{where}' is not read ({meaning}); it is ignored", WWMWarning, stacklevel=4
+            )
+            continue
+        given = dict(value or {}) if isinstance(value, Mapping) else value
+        checked = from_dict(meaning, given, where)  # its keys, types and values, named as written
+        moved = {k: getattr(checked, k) for k in given}
+        for k, v in moved.items():
+            if k in out and _convert(typing.get_type_hints(cls)[k], out[k], _join(path, k)) != v:
+                raise WWMError(
+                    f"config keys '{_join(where, k)}' and '{_join(path, k)}' set one setting to two values; "
+                    f"keep '{_join(path, k)}' only"
+                )
+        out.update(moved)
+        warnings.warn(
+            f"config key '{where}' is deprecated: its keys are keys of '{path}' now "
+            f"({', '.join(_join(path, k) for k in moved) or 'none given'}); read as such",
+            WWMWarning,
+            stacklevel=4,
+        )
+    return out
+
+
+def upgraded_spelling(cls: type, data: Any) -> Any:
+    """A config mapping of `cls` (a RunConfig's, as YAML or a run's record holds it) with every old
+    spelling mapped as `from_dict` maps it, without warnings: for comparing a recorded config with today's."""
+    if not isinstance(data, Mapping):
+        return data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WWMWarning)
+        data = _old_spellings(cls, data, "")
+        hints = typing.get_type_hints(cls)
+        out = dict(data)
+        for key, value in data.items():
+            if key in hints and isinstance(value, Mapping):
+                section = _section_of(hints[key], value)
+                if section is not None:
+                    out[key] = upgraded_spelling(section, value)
+        return out
+
+
 def _unknown_key(path: str, key: Any, known: Iterable[str]) -> WWMError:
     full = _join(path, str(key))
     known = list(known)
@@ -218,6 +321,7 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
     if not isinstance(data, Mapping):
         where = f"config key '{path}'" if path else "the config"
         raise WWMError(f"{where} must be a mapping of {cls.__name__} fields; got {data!r}")
+    data = _old_spellings(cls, data, path)
     hints = typing.get_type_hints(cls)
     fields = _fields(cls)
     kwargs = {}
@@ -297,14 +401,14 @@ def _resolve_paths(cls: type, data: Any, base: Path) -> Any:
     for key, value in data.items():
         if key not in fields:
             continue  # reported by from_dict
-        kind = fields[key].metadata.get(_PATH_KEY)
+        kind = fields[key].metadata.get(PATH_KEY)
         if kind:
             if isinstance(value, (list, tuple)):
                 out[key] = [_resolve_one(v, kind, base) for v in value]
             else:
                 out[key] = _resolve_one(value, kind, base)
             continue
-        sub = _dataclass_of(hints[key])
+        sub = _section_of(hints[key], value)
         if sub is not None:
             out[key] = _resolve_paths(sub, value, base)
     return out
@@ -321,6 +425,16 @@ def _dataclass_of(tp: Any) -> type | None:
     return None
 
 
+def _section_of(tp: Any, value: Any) -> type | None:
+    """The dataclass `value` is read as under hint `tp` (of a tagged union: the one its type selects)."""
+    if _sections_by_type(tp) is not None:
+        try:
+            return _tagged_section(tp, value, "")
+        except WWMError:
+            return None  # reported by from_dict
+    return _dataclass_of(tp)
+
+
 def parse_overrides(overrides: Iterable[str], cls: type | None = None) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``, checking each key against ``cls``."""
     cls = cls or RunConfig
@@ -331,24 +445,41 @@ def parse_overrides(overrides: Iterable[str], cls: type | None = None) -> dict[s
         if not sep or not key:
             raise WWMError(f"override {item!r} is not of the form key=value; write e.g. data.max_seq_len=256")
         parts = key.split(".")
-        section: type | None = cls
+        sections: list[type] = [cls]  # the sections the key may be in (every member of a tagged union)
         node = nested
         for depth, part in enumerate(parts):
             prefix = ".".join(parts[:depth])
-            if section is None:
+            if not sections:
                 raise WWMError(f"config key '{prefix}' has no sub-keys; cannot set '{key}'")
-            fields = _fields(section)
-            if part not in fields:
+            fields = {k: v for s in sections for k, v in _fields(s).items()}
+            old = {k: v for s in sections for k, v in getattr(s, "OLD_KEYS", {}).items()}
+            if part not in fields and part not in old:
                 raise _unknown_key(prefix, part, fields)
             if depth == len(parts) - 1:
                 node[part] = _yaml_load(raw, f"the value of override {key}") if raw.strip() else ""
             else:
-                section = _dataclass_of(typing.get_type_hints(section)[part])
+                sections = _sections_under(sections, part)
                 child = node.get(part)
                 if not isinstance(child, dict):
                     child = node[part] = {}
                 node = child
     return nested
+
+
+def _sections_under(sections: list[type], part: str) -> list[type]:
+    """The sections key `part` of any of `sections` may hold: its dataclass, every member of a tagged
+    union, or an old sub-section (`OLD_KEYS`)."""
+    found: list[type] = []
+    for section in sections:
+        hint = typing.get_type_hints(section).get(part) if part in _fields(section) else None
+        old = getattr(section, "OLD_KEYS", {}).get(part)
+        if hint is not None and _sections_by_type(hint) is not None:
+            found += typing.get_args(hint)
+        elif hint is not None and _dataclass_of(hint) is not None:
+            found.append(_dataclass_of(hint))
+        elif isinstance(old, type):
+            found.append(old)
+    return list(dict.fromkeys(found))
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

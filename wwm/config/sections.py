@@ -9,25 +9,46 @@ docs/masking.md), model/optim/train/checkpoint/eval/logging/parallel -> both tra
 
 from __future__ import annotations
 
+import dataclasses
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from wwm.errors import WWMError
+from wwm.errors import WWMError, WWMWarning
+from wwm.families import (
+    BertModelConfig,
+    ModelFields,
+    ModelSection,
+    ModernBertFields,
+    ModernBertModelConfig,
+    family,
+)
+from wwm.fields import path_field
+from wwm.fields import positive as _positive
 
-_PATH_KEY = "wwm_path"
-
-
-def path_field(default: Any = None, *, hub: bool = False, **kwargs: Any) -> Any:
-    """A dataclass field that holds a path (or a list of paths).
-
-    ``hub=True``: the value may also be a Hugging Face Hub name ("bert-base-uncased"); it is resolved as a
-    path only if that path exists or the value starts with ".", "/" or "~".
-    """
-    metadata = {_PATH_KEY: "hub" if hub else "file"}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
-    return field(default=default, metadata=metadata, **kwargs)
+__all__ = [
+    "BertModelConfig",
+    "CheckpointConfig",
+    "DataConfig",
+    "DistributedConfig",
+    "EvalConfig",
+    "LoggingConfig",
+    "MaskingConfig",
+    "MeshConfig",
+    "ModelConfig",
+    "ModelFields",
+    "ModelSection",
+    "ModernBertFields",
+    "ModernBertModelConfig",
+    "OptimConfig",
+    "ParallelConfig",
+    "RunConfig",
+    "TokenizerConfig",
+    "TokenizerTrainConfig",
+    "TrainConfig",
+    "path_field",
+]
 
 
 # Data and tokenizer (wwm.data, wwm.words)
@@ -216,171 +237,21 @@ class MaskingConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def _positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
-        raise WWMError(f"{name} must be > 0; got {value!r}")
-
-
-@dataclass(frozen=True)
-class ModernBertFields:
-    """`model.modernbert`: the ModernBERT-only fields of a fresh `model.type: modernbert` (defaults:
-    the published ModernBERT-base, transformers' ModernBertConfig). The shared fields of `model` give the
-    shape; `model.hidden_act` is the MLP's activation; `hidden_dropout_prob` is the embedding and MLP
-    dropout, `attention_probs_dropout_prob` the attention dropout (ModernBERT-base: all 0)."""
-
-    global_attn_every_n_layers: int = 3  # layer i attends globally iff i % n == 0, else within the window
-    local_attention: int = 128  # window width: a local layer's token i sees |i - j| <= local_attention // 2
-    global_rope_theta: float = 160_000.0
-    local_rope_theta: float = 10_000.0
-    norm_eps: float = 1e-5  # (model.layer_norm_eps is BERT's and is not read for modernbert)
-    norm_bias: bool = False
-    attention_bias: bool = False
-    mlp_bias: bool = False
-    decoder_bias: bool = True
-    classifier_bias: bool = False  # the MLM head's dense layer
-    classifier_activation: Literal["gelu", "gelu_new", "relu", "silu"] = "gelu"
-    initializer_cutoff_factor: float = 2.0  # truncated-normal init at +-2 std
-
-    def __post_init__(self) -> None:
-        _positive("model.modernbert.global_attn_every_n_layers", self.global_attn_every_n_layers)
-        if self.local_attention < 2 or self.local_attention % 2:
-            raise WWMError(
-                f"model.modernbert.local_attention must be an even number >= 2 (the window is +-half of it); "
-                f"got {self.local_attention}"
-            )
-        for name in ("global_rope_theta", "local_rope_theta", "norm_eps", "initializer_cutoff_factor"):
-            _positive(f"model.modernbert.{name}", getattr(self, name))
-
-    def hf_fields(self, model: ModelConfig) -> dict[str, Any]:
-        """The config.json fields of transformers' ModernBertConfig these settings give."""
-        n = self.global_attn_every_n_layers
-        layer_types = [
-            "sliding_attention" if i % n else "full_attention" for i in range(model.num_hidden_layers)
-        ]
-        thetas = {"full_attention": self.global_rope_theta, "sliding_attention": self.local_rope_theta}
-        return {
-            "hidden_activation": model.hidden_act,
-            "layer_types": layer_types,
-            "rope_parameters": {t: {"rope_type": "default", "rope_theta": v} for t, v in thetas.items()},
-            "local_attention": self.local_attention,
-            "norm_eps": self.norm_eps,
-            "norm_bias": self.norm_bias,
-            "attention_bias": self.attention_bias,
-            "mlp_bias": self.mlp_bias,
-            "decoder_bias": self.decoder_bias,
-            "classifier_bias": self.classifier_bias,
-            "classifier_activation": self.classifier_activation,
-            "initializer_cutoff_factor": self.initializer_cutoff_factor,
-            "embedding_dropout": model.hidden_dropout_prob,
-            "mlp_dropout": model.hidden_dropout_prob,
-            "attention_dropout": model.attention_probs_dropout_prob,
-        }
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The encoder. Sizes apply to a fresh model; `pretrained` starts from a Hugging Face directory.
-
-    vocab_size, pad/bos/eos ids come from the tokenizer; RoBERTa's position table gets the two
-    extra slots its position ids need (padding_idx + 1 offset).
-    """
-
-    type: Literal["bert", "roberta", "modernbert"] = "bert"
-    # A Hugging Face directory (safetensors + config.json) to start from; the sizes below are then
-    # ignored. A path (relative to the config file) or a Hub name.
-    pretrained: str | None = path_field(None, hub=True)
-    hidden_size: int = 256
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    intermediate_size: int = 1024
-    hidden_act: Literal["gelu", "gelu_new", "relu"] = "gelu"
-    max_position_embeddings: int = 512
-    type_vocab_size: int | None = None  # null: 2 for bert, 1 for roberta
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    initializer_range: float = 0.02
-    modernbert: ModernBertFields = field(default_factory=ModernBertFields)  # model.type: modernbert only
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            _positive(f"model.{name}", getattr(self, name))
-        if self.hidden_size % self.num_attention_heads:
-            raise WWMError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise WWMError(f"model.{name} must be in [0, 1); got {getattr(self, name)}")
-
-    def hf_config_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
-        """The Hugging Face config.json fields of a fresh model (BertConfig / RobertaConfig).
-
-        The one place where our config becomes the model's: both trainers build from it, so their
-        models have the same shapes.
-        """
-        if self.type == "modernbert":
-            return self._modernbert_dict(tokenizer, max_seq_len)
-        roberta = self.type == "roberta"
-        positions = max(self.max_position_embeddings, max_seq_len + (2 if roberta else 0))
-        d = {
-            "model_type": self.type,
-            "architectures": ["RobertaForMaskedLM" if roberta else "BertForMaskedLM"],
-            "vocab_size": len(tokenizer),
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "intermediate_size": self.intermediate_size,
-            "hidden_act": self.hidden_act,
-            "max_position_embeddings": positions,
-            "type_vocab_size": self.type_vocab_size or (1 if roberta else 2),
-            "layer_norm_eps": self.layer_norm_eps,
-            "hidden_dropout_prob": self.hidden_dropout_prob,
-            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
-            "initializer_range": self.initializer_range,
-            "pad_token_id": tokenizer.pad_token_id,
-            "position_embedding_type": "absolute",
-            "tie_word_embeddings": True,
-        }
-        if roberta:
-            d["bos_token_id"] = (
-                tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-            )
-            d["eos_token_id"] = (
-                tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-            )
-        return d
-
-    def _modernbert_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
-        """transformers' ModernBertConfig fields: no position table (rotary), no token types; the
-        special-token ids from the tokenizer."""
-
-        def first(*ids: Any) -> Any:
-            return next((i for i in ids if i is not None), None)
-
-        cls_id = first(tokenizer.cls_token_id, tokenizer.bos_token_id)
-        sep_id = first(tokenizer.sep_token_id, tokenizer.eos_token_id)
-        return {
-            "model_type": "modernbert",
-            "architectures": ["ModernBertForMaskedLM"],
-            "vocab_size": len(tokenizer),
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": max(self.max_position_embeddings, max_seq_len),
-            "initializer_range": self.initializer_range,
-            "pad_token_id": tokenizer.pad_token_id,
-            "cls_token_id": cls_id,
-            "bos_token_id": cls_id,
-            "sep_token_id": sep_id,
-            "eos_token_id": sep_id,
-            "tie_word_embeddings": True,
-            **self.modernbert.hf_fields(self),
-        }
+def ModelConfig(type: str = "bert", modernbert: Any = None, **fields: Any) -> ModelSection:
+    """The `model:` section of family `type` (`BertModelConfig`, `ModernBertModelConfig`: see wwm.families)
+    from keyword fields, e.g. `ModelConfig(type="modernbert", hidden_size=64, local_attention=32)`: what
+    `ModelConfig(...)` built when one class held every family. `modernbert=ModernBertFields(...)` is the old
+    spelling of the ModernBERT fields (one deprecation line; other families ignore it, as before)."""
+    section = family(type).section
+    if modernbert is not None and section is ModernBertModelConfig:
+        warnings.warn(
+            "ModelConfig(modernbert=ModernBertFields(...)) is deprecated: pass its fields to ModelConfig "
+            "(ModelConfig(type='modernbert', local_attention=...))",
+            WWMWarning,
+            stacklevel=2,
+        )
+        fields = {**{f.name: getattr(modernbert, f.name) for f in dataclasses.fields(modernbert)}, **fields}
+    return section(type=type, **fields)
 
 
 @dataclass(frozen=True)
@@ -537,8 +408,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
-    # The trainers' sections, shared by the JAX and the PyTorch trainer.
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # The trainers' sections, shared by the JAX and the PyTorch trainer. `model`: the section of the family
+    # model.type names (wwm.families).
+    model: ModelSection = field(default_factory=BertModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -560,10 +432,9 @@ class RunConfig:
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
             )
-        if self.data.packing == "packed_documents" and self.model.type == "modernbert":
-            # The Flax ModernBERT takes segment ids, but transformers' ModernBERT builds its own sliding-window
-            # masks from a 2D attention mask: the torch side would attend across documents.
+        if self.data.packing == "packed_documents" and not family(self.model.type).packs_documents:
             raise WWMError(
-                "data.packing packed_documents is not wired for model.type modernbert yet (transformers' "
-                "ModernBERT needs its unpadded varlen form); use data.packing full_sentences or doc_per_block"
+                f"data.packing packed_documents is not wired for model.type {self.model.type} yet (transformers' "
+                f"{family(self.model.type).label} needs its unpadded varlen form); use data.packing "
+                "full_sentences or doc_per_block"
             )

@@ -45,6 +45,7 @@ import numpy as np
 
 from wwm.config.sections import DataConfig
 from wwm.errors import WWMError
+from wwm.families import family
 
 __all__ = [
     "PACKINGS",
@@ -56,6 +57,7 @@ __all__ = [
     "SpecialIds",
     "model_position_ids",
     "piece_positions",
+    "run_positions",
 ]
 
 PACKINGS = typing.get_args(typing.get_type_hints(DataConfig)["packing"])  # the Literal's choices
@@ -157,26 +159,29 @@ class PackStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+def run_positions(segment_ids, xp=np):
+    """(b, L) segment ids -> (b, L) int32 positions counting 0, 1, ... from the first token of each run of
+    equal ids (padding runs count too). The one home of the rule: `piece_positions` (numpy) and the Flax
+    ModernBERT's default positions (`xp=jax.numpy`) both call it."""
+    b, L = segment_ids.shape
+    index = xp.broadcast_to(xp.arange(L, dtype=xp.int32), (b, L))
+    starts = xp.concatenate([xp.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    return index - xp.maximum.accumulate(xp.where(starts, index, 0), axis=1)
+
+
 def piece_positions(segment_ids: np.ndarray) -> np.ndarray:
     """(b, L) segment ids -> (b, L) int32 positions counting 0, 1, ... from each piece's first token (its
     CLS); 0 for padding (segment 0)."""
     seg = np.asarray(segment_ids)
-    b, L = seg.shape
-    index = np.broadcast_to(np.arange(L, dtype=np.int32), (b, L))
-    starts = np.ones((b, L), dtype=bool)
-    starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
-    first = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
-    return np.where(seg > 0, index - first, 0).astype(np.int32)
+    return np.where(seg > 0, run_positions(seg), 0).astype(np.int32)
 
 
 def model_position_ids(positions, segment_ids, model_type: str, pad_token_id: int):
-    """Per-piece positions (``piece_positions``) -> the position-embedding rows each model looks up, as
-    transformers computes them for the piece alone in a padded block: BERT the position itself; RoBERTa
-    ``pad_token_id + 1 + position``, and ``pad_token_id`` on padding (its zero row). The one place both
-    trainers get them from; plain arithmetic, so numpy, jax.numpy and torch arrays all work."""
-    if model_type == "roberta":
-        return (segment_ids > 0) * (positions + 1) + pad_token_id
-    return positions
+    """Per-piece positions (``piece_positions``) -> the position-embedding rows the model of `model_type`
+    looks up, as transformers computes them for the piece alone in a padded block (the family record's
+    `position_rows`: BERT and ModernBERT the position itself; RoBERTa ``pad_token_id + 1 + position``, and
+    ``pad_token_id`` on padding, its zero row). Plain arithmetic: numpy, jax.numpy and torch arrays work."""
+    return family(model_type).position_rows(positions, segment_ids, pad_token_id)
 
 
 def word_flags(word_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 import wwm.flops
 from wwm.flops import flops_per_step
 
-# BERT shapes (model.type bert) and ModernBERT shapes (model.type modernbert, the model.modernbert defaults:
+# BERT shapes (model.type bert) and ModernBERT shapes (model.type modernbert, its section's defaults:
 # ModernBERT-base's global attention every 3rd layer, local window 128, rope thetas): base and large are the
 # published ModernBERT-base / -large shapes.
 MODELS: dict[str, dict[str, int | str]] = {
@@ -259,7 +259,6 @@ def run_hf_run_mlm(config, data, warmup: int, steps: int, peak: float | None, pr
     """run_mlm.py's set-up: plain Trainer, transformers' WWM collator, the model's own (mean) loss."""
     import torch
     from transformers import (
-        AutoConfig,
         AutoModelForMaskedLM,
         DataCollatorForLanguageModeling,
         Trainer,
@@ -267,11 +266,11 @@ def run_hf_run_mlm(config, data, warmup: int, steps: int, peak: float | None, pr
         set_seed,
     )
 
-    d = dict(config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len))
-    model_type = d.pop("model_type")
-    d.pop("architectures", None)
+    from wwm_torch.model import transformers_config
+
     set_seed(config.seed)
-    model = AutoModelForMaskedLM.from_config(AutoConfig.for_model(model_type, **d))
+    hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
+    model = AutoModelForMaskedLM.from_config(transformers_config(hf_config))
     r = data.rows
     n, L = r["ids"].shape
     features = [
