@@ -19,6 +19,7 @@ bytes up to its first line start. docs/data.md ("Segments") has the rules and th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -92,7 +93,7 @@ def text_ranges(path: str, segment_bytes: int) -> list[tuple[int, int]]:
     count = max(1, -(-size // segment_bytes))
     with open(path, "rb") as f:
         starts = [line_start(f, k * segment_bytes, size) for k in range(count)] + [size]
-    return list(zip(starts[:-1], starts[1:], strict=True))
+    return list(itertools.pairwise(starts))
 
 
 def parse_worker(text: str) -> tuple[int, int]:
