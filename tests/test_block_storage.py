@@ -120,7 +120,9 @@ def test_prepared_blocks_cost_at_most_2_25_bytes_a_token(
          f"tokenizer.path={tmp_path / 'tok'}", "data.max_seq_len=64", f"data.packing={packing}"],
     )  # fmt: skip
     train = prepare_dataset(config).train
-    meta = json.loads((tmp_path / "cache" / "data").glob("*/train/meta.json").__next__().read_text())
+    meta = json.loads(
+        (tmp_path / "cache" / "data").glob("*/segments/*/train/meta.json").__next__().read_text()
+    )
     assert meta["lengths"] == "derived" and meta["word_exceptions"] == 0
     assert train.disk_bytes() / (len(train) * 64) <= 2.25
 

@@ -19,38 +19,52 @@ bytes up to its first line start. docs/data.md ("Segments") has the rules and th
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import itertools
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from wwm.data.sources import SourceStats, file_format, iter_documents, iter_file_documents, resolve_files
 from wwm.errors import WWMError
 
 __all__ = [
     "DONE_FILE",
     "MANIFEST_FILE",
+    "SEGMENTS_DIR",
     "Segment",
+    "document_ids",
+    "documents",
     "line_start",
+    "owned",
     "parse_worker",
+    "plan",
     "text_ranges",
 ]
 
 MANIFEST_FILE = "manifest.json"
 DONE_FILE = "done.json"
 SEGMENTS_DIR = "segments"
+MANIFEST_FORMAT = 1
 _SCAN = 1 << 16
+_COMPRESSED = (".gz", ".bz2", ".xz")
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One unit of preparation. ``index``: its place among the segments of its list (the training source,
-    or ``data.validation_files``); ``path``: the file (None: the whole source); ``start``/``stop``: its
-    byte range (stop None: to the end of the file)."""
+    """One unit of preparation. ``index``: its place among the segments of its list (``which`` "train": the
+    training source, whose documents may be held out for validation; "validation": data.validation_files);
+    ``path``: the file (None: the whole source); ``start``/``stop``: its byte range (stop None: to the end)."""
 
     index: int
-    which: str  # "train": the training source (its documents may be held out); "validation": validation_files
+    which: str
     path: str | None = None
     start: int = 0
     stop: int | None = None
@@ -65,6 +79,11 @@ class Segment:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
         return cls(**data)
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan: which segments a source has
+# --------------------------------------------------------------------------------------------------
 
 
 def line_start(f: Any, offset: int, size: int) -> int:
@@ -96,6 +115,76 @@ def text_ranges(path: str, segment_bytes: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(starts))
 
 
+def _cuttable(path: str, data: Any) -> bool:
+    """Whether a file may be cut into byte ranges: line-separated text, not compressed, in an encoding
+    whose newline is the byte 0x0A and never part of another character (UTF-8, ASCII, Latin-1, cp125x)."""
+    if data.document_separator != "line" or path.lower().endswith(_COMPRESSED):
+        return False
+    if file_format(path, data.file_format) != "text":
+        return False
+    try:
+        encoding = codecs.lookup(getattr(data, "encoding", "utf-8")).name
+    except LookupError:
+        return False
+    return (
+        encoding == "utf-8"
+        or encoding == "ascii"
+        or encoding in ("iso8859-1", "latin-1")
+        or (encoding.startswith("cp125"))
+    )
+
+
+def plan(data: Any, which: str = "train") -> list[Segment]:
+    """The segments of ``which``: "train" (the configured source) or "validation" (data.validation_files).
+
+    Files give one segment each, or, for line-separated text files larger than ``data.segment_bytes``,
+    one per byte range; the built-in corpus, a Hub dataset and a source cut by ``max_documents`` are one
+    segment (their documents are counted from the start of the source)."""
+    if which == "train" and (data.source != "files" or data.max_documents is not None):
+        return [Segment(0, "train")]
+    patterns = data.validation_files if which == "validation" else data.train_files
+    files = resolve_files(patterns, "data.validation_files" if which == "validation" else "data.train_files")
+    out: list[Segment] = []
+    for path in files:
+        if _cuttable(path, data) and os.path.getsize(path) > data.segment_bytes:
+            out += [Segment(len(out) + i, which, path, a, b) for i, (a, b) in
+                    enumerate(text_ranges(path, data.segment_bytes))]  # fmt: skip
+        else:
+            out.append(Segment(len(out), which, path))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The documents of a segment
+# --------------------------------------------------------------------------------------------------
+
+
+def documents(data: Any, segment: Segment, stats: SourceStats) -> Iterator[str]:
+    """The non-empty documents of a segment, in source order (``stats`` counts as ``iter_documents``)."""
+    if segment.path is None:
+        yield from iter_documents(data, segment.which, stats)
+        return
+    yield from iter_file_documents(segment.path, data, stats, segment.start, segment.stop)
+
+
+def document_ids(segment: Segment, first: int, count: int) -> np.ndarray:
+    """Document ids of the segment's documents ``first .. first + count - 1`` (their index in the segment):
+    ``segment.index * 2^32 + index``. A source of one segment numbers its documents 0, 1, 2, ... as the
+    validation hash always did (docs/data.md, "Validation split")."""
+    local = np.arange(first, first + count, dtype=np.int64)
+    if first + count > 1 << 32:
+        raise WWMError(
+            f"{segment.path or 'the source'} holds more than 2^32 documents in one segment; lower "
+            "data.segment_bytes (or split the file)"
+        )
+    return (np.int64(segment.index) << np.int64(32)) + local
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers, done markers, the manifest
+# --------------------------------------------------------------------------------------------------
+
+
 def parse_worker(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n) with 0 <= i < n (``wwm prepare --worker i/n``)."""
     try:
@@ -111,13 +200,58 @@ def parse_worker(text: str) -> tuple[int, int]:
 
 
 def owned(segments: list[Segment], worker: int, workers: int) -> list[Segment]:
-    """The segments worker ``worker`` of ``workers`` prepares: every workers-th one, from ``worker`` on
-    (contiguous byte ranges go to different workers, so a large file is shared out evenly)."""
+    """The segments worker ``worker`` of ``workers`` prepares: every workers-th one from ``worker`` on (the
+    byte ranges of a large file go to different workers, so it is shared out evenly)."""
     return segments[worker::workers]
+
+
+def segment_folder(entry: Path, segment: Segment) -> Path:
+    return entry / SEGMENTS_DIR / segment.name
+
+
+def done_record(entry: Path, segment: Segment) -> dict[str, Any] | None:
+    """What a finished segment recorded (its blocks and statistics), or None when it is not done."""
+    record = read_json(segment_folder(entry, segment) / DONE_FILE)
+    if record is None or record.get("segment") != segment.to_dict():
+        return None
+    return record
+
+
+def mark_done(work: Path, entry: Path, segment: Segment, record: dict[str, Any]) -> None:
+    """Write ``done.json`` last into the segment's work folder and rename it into place. Another process
+    that finished the same segment first wins (its blocks are the same); ours is removed."""
+    (work / DONE_FILE).write_text(
+        json.dumps({"segment": segment.to_dict(), **record}, indent=1), encoding="utf-8"
+    )
+    final = segment_folder(entry, segment)
+    try:
+        os.replace(work, final)
+    except OSError:
+        if done_record(entry, segment) is None:  # not a finished copy: an old unfinished folder
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(work, final)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
+
+
+def read_manifest(entry: Path) -> dict[str, Any] | None:
+    return read_json(entry / MANIFEST_FILE)
+
+
+def write_manifest(entry: Path, manifest: dict[str, Any]) -> None:
+    """The manifest, through a temporary file and a rename: a prefix without one is never read."""
+    tmp = entry / f".{MANIFEST_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"manifest_format": MANIFEST_FORMAT, **manifest}, indent=1, default=str),
+                   encoding="utf-8")  # fmt: skip
+    with contextlib.suppress(OSError):
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, entry / MANIFEST_FILE)

@@ -37,6 +37,7 @@ __all__ = [
     "SourceStats",
     "file_format",
     "iter_documents",
+    "iter_file_documents",
     "resolve_files",
     "source_fingerprint",
 ]
@@ -157,21 +158,30 @@ def _check_text(path: str, chunk: bytes, text: str, replaced: int) -> None:
         )
 
 
-def _iter_decoded_lines(path: str, stats: SourceStats) -> Iterator[str]:
-    """The lines of a file (without their "\\n" / "\\r\\n"), decoded as UTF-8 with counted replacements."""
+def _iter_decoded_lines(
+    path: str, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
+    """The lines of a file (without their "\\n" / "\\r\\n"), decoded as UTF-8 with counted replacements;
+    only those of bytes [start, stop) when given (a segment: ``start`` is a line start)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors=_HANDLER)
     tail = ""
     first = True
+    left = None if stop is None else stop - start  # bytes of the range still to read
     with _open_binary(path) as f:
+        if start:
+            f.seek(start)
         while True:
-            chunk = f.read(_TEXT_CHUNK)
+            chunk = f.read(_TEXT_CHUNK if left is None else min(_TEXT_CHUNK, left))
+            if left is not None:
+                left -= len(chunk)
             final = not chunk
             before = _ReplacementCounter.count
             text = decoder.decode(chunk, final=final)
             stats.replaced += _ReplacementCounter.count - before
             if first and text:
                 _check_text(path, chunk, text, _ReplacementCounter.count - before)
-                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+                if not start:
+                    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
                 first = False
             lines = (tail + text).split("\n")
             tail = "" if final else lines.pop()
@@ -183,9 +193,11 @@ def _iter_decoded_lines(path: str, stats: SourceStats) -> Iterator[str]:
                 return
 
 
-def _iter_text_file(path: str, separator: str, stats: SourceStats) -> Iterator[str]:
+def _iter_text_file(
+    path: str, separator: str, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
     if separator == "line":
-        for line in _iter_decoded_lines(path, stats):
+        for line in _iter_decoded_lines(path, stats, start, stop):
             if line.strip():
                 yield line
             else:
@@ -261,21 +273,44 @@ def _iter_table_file(path: str, fmt: str, column: str, stats: SourceStats) -> It
 
 def _iter_files(files: Sequence[str], data: Any, stats: SourceStats) -> Iterator[str]:
     for path in files:
+        yield from _iter_file(path, data, stats)
+
+
+def _iter_file(
+    path: str, data: Any, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
+    """The documents of one file, or of bytes [start, stop) of a line-separated text file (a segment; the
+    file is counted, as empty or not, by the segment that starts it)."""
+    whole = not start
+    if whole:
         stats.files.append(path)
-        if os.path.getsize(path) == 0:
-            stats.empty_files += 1
+    if os.path.getsize(path) == 0:
+        stats.empty_files += 1
+        return
+    fmt = file_format(path, data.file_format)
+    if fmt == "text":
+        docs = _iter_text_file(path, data.document_separator, stats, start, stop)
+    else:
+        docs = _iter_table_file(path, fmt, data.text_column, stats)
+    count = 0
+    for doc in docs:
+        count += 1
+        yield doc
+    if count == 0 and whole and stop is None:
+        stats.empty_files += 1
+
+
+def iter_file_documents(
+    path: str, data: Any, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
+    """The non-empty documents of one file (or of the byte range [start, stop) of a line-separated text
+    file, ``start`` a line start), counted as ``iter_documents`` counts them (a segment, wwm.data.segments)."""
+    for doc in _iter_file(path, data, stats, start, stop):
+        if not doc.strip():
+            stats.empty_skipped += 1
             continue
-        fmt = file_format(path, data.file_format)
-        if fmt == "text":
-            docs = _iter_text_file(path, data.document_separator, stats)
-        else:
-            docs = _iter_table_file(path, fmt, data.text_column, stats)
-        count = 0
-        for doc in docs:
-            count += 1
-            yield doc
-        if count == 0:
-            stats.empty_files += 1
+        stats.documents += 1
+        yield doc
 
 
 def _iter_hub(data: Any, stats: SourceStats) -> Iterator[str]:
