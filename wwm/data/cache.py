@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from wwm.data.packing import PACKING_RULE
-from wwm.data.segments import DONE_FILE, MANIFEST_FILE, SEGMENTS_DIR
+from wwm.data.segments import BUILD_FILE, DONE_FILE, MANIFEST_FILE, OWNER_FILE, SEGMENTS_DIR
 from wwm.data.sources import source_fingerprint
 from wwm.errors import WWMError
 
@@ -71,7 +71,6 @@ __all__ = [
 # document's index in it) with a manifest (wwm.data.segments).
 DATA_FORMAT = 4
 BUILD_PREFIX = ".build-"
-OWNER_FILE = "owner.json"
 STALE_AFTER_S = 24 * 3600  # without a checkable owner, a build folder idle this long is abandoned
 _ENTRY_NAME = re.compile(r"^[0-9a-f]{24}$")
 _BUILD_NAME = re.compile(r"^\.build-[0-9a-f]{24}-[A-Za-z0-9_]+$")
@@ -327,8 +326,12 @@ def _read_entry(path: Path) -> CacheEntry | None:
     record = path / MANIFEST_FILE if (path / MANIFEST_FILE).is_file() else path / "meta.json"  # format <= 3
     try:
         meta = json.loads(record.read_text(encoding="utf-8"))
+        with contextlib.suppress(OSError, ValueError):  # format 4: built_from beside the manifest
+            meta.setdefault(
+                "built_from", json.loads((path / BUILD_FILE).read_text(encoding="utf-8"))["built_from"]
+            )
         created = float((meta.get("built_from") or {}).get("created") or record.stat().st_mtime)
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("inputs"), dict) or "stats" not in meta:
         return None

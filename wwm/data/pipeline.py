@@ -19,6 +19,7 @@ order.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -383,7 +384,15 @@ def _build_split(
                          segments=data.packing == "packed_documents", pad_token_id=specials.pad,
                          non_word_ids=non_word)  # fmt: skip
     n_docs = documents.count
-    if n_docs:
+    if 0 < n_docs <= data.map_batch_size:  # one map batch (a small segment): no datasets.map to set up
+        import pyarrow as pa
+
+        kwargs = _map_kwargs(config, tokenizer)
+        with pa.OSFile(str(documents.path), "rb") as f:
+            table = pa.ipc.open_stream(f).read_all()
+        for blocks in _pack_tables(iter([kwargs["function"](table, **kwargs["fn_kwargs"])]), packer):
+            writer.write(blocks)
+    elif n_docs:
         dataset = datasets.Dataset.from_file(str(documents.path))
         tokenized = dataset.with_format("arrow").map(
             **_map_kwargs(config, tokenizer),
@@ -551,6 +560,13 @@ def prepare_dataset(
     return _open(setup, manifest, hit, start)
 
 
+def prepare_tokenizer_only(config: Any) -> tuple[str, int]:
+    """``wwm prepare --tokenizer-only``: the run's tokenizer, trained when it must be (before workers start,
+    which share it). Returns its path and size."""
+    setup = _setup(config)
+    return setup.tokenizer_path, setup.specials.vocab_size
+
+
 def prepare_share(
     config: Any, worker: int, workers: int, *, progress: bool = False
 ) -> tuple[PreparedData | None, dict[str, int]]:
@@ -585,6 +601,62 @@ def finalize_prepared(config: Any) -> PreparedData:
     if manifest is not None:
         return _open(setup, manifest, True, start)
     return _open(setup, _finalize(setup, write=True), False, start)
+
+
+def prepare_with_ray(
+    config: Any, address: str | None = None, *, progress: bool = False, retries: int = 3
+) -> PreparedData:
+    """``wwm prepare --ray [ADDRESS]``: the segments not done yet as Ray tasks (each ``prepare_segment``,
+    retried up to ``retries`` times when its worker dies or an OSError stops it), then the manifest. The
+    driver gets the tokenizer first (it may train it). ``address``: a running cluster (``ray start
+    --head``; "auto": the local one); None starts a Ray instance on this machine. Needs ``pip install
+    "wwm[ray]"``."""
+    start = time.perf_counter()
+    try:
+        import ray
+    except ImportError as err:
+        raise WWMError('wwm prepare --ray needs Ray: pip install "wwm[ray]" (or ray)') from err
+    if config.data.streaming:
+        raise WWMError(
+            "data.streaming stores nothing: there is nothing for Ray to prepare; set streaming: false"
+        )
+    setup = _setup(config)
+    manifest = segments.read_manifest(setup.final)
+    if manifest is not None:
+        return _open(setup, manifest, True, start)
+    todo = [seg for seg in setup.plan if segments.done_record(setup.final, seg) is None]
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(max_retries=retries, retry_exceptions=[OSError])(prepare_segment)
+        pending = {task.remote(config, seg): seg for seg in todo}
+        bar = _tqdm(progress, total=len(todo), desc="segments (Ray)", unit="segment")
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                ray.get(ref)  # a task's WWMError (bad input) stops the preparation here, in one line
+                bar.update(1)
+        bar.close()
+    except ray.exceptions.RayTaskError as err:
+        cause = err.as_instanceof_cause()
+        if isinstance(cause, WWMError):
+            raise WWMError(str(cause).splitlines()[-1]) from None
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return _open(setup, _finalize(setup, write=True), False, start)
+
+
+def prepare_segment(config: Any, segment: segments.Segment) -> dict[str, Any]:
+    """Build one segment of ``config`` and mark it done (a no-op when it is done): the unit of work of
+    every launcher (a worker's loop, a training host's share, a Ray task). Returns its done record."""
+    setup = _setup(config, may_train=False)
+    if segments.done_record(setup.final, segment) is None:
+        _build_segments(setup, [segment], False, whole=False)
+    return segments.done_record(setup.final, segment)
 
 
 def _prepare_shared(
@@ -762,17 +834,22 @@ def _finalize(setup: _Setup, write: bool, hosts: int = 1) -> dict[str, Any]:
     splits = ("train", "validation") if has_validation(data) else ("train",)
     for split in splits:
         _check_blocks(setup.config, split, packing.get(split, asdict(PackStats())))
-    stats = PrepareStats(source=source, packing={s: packing[s] for s in splits},
-                         build_seconds=sum(r.get("seconds", 0.0) for r in records.values()))  # fmt: skip
+    stats = PrepareStats(source=source, packing={s: packing[s] for s in splits})
+    # The manifest depends on the inputs only (any worker count writes the same bytes); when and where it
+    # was built goes to build.json, written just before it.
     manifest = {
         "inputs": setup.inputs,
         "stats": stats.to_dict(),
         "specials": asdict(setup.specials),
-        "built_from": _built_from(setup.config, setup.tokenizer_path),
         "max_seq_len": data.max_seq_len,
         "segments": [{"segment": seg.to_dict(), "blocks": records[seg]["blocks"]} for seg in setup.plan],
     }
     if write:
+        build = {"built_from": _built_from(setup.config, setup.tokenizer_path),
+                 "build_seconds": sum(r.get("seconds", 0.0) for r in records.values())}  # fmt: skip
+        (setup.final / segments.BUILD_FILE).write_text(
+            json.dumps(build, indent=1, default=str), encoding="utf-8"
+        )
         segments.write_manifest(setup.final, manifest)
     return manifest
 
@@ -782,6 +859,9 @@ def _open(setup: _Setup, manifest: dict[str, Any], hit: bool, start: float) -> P
     data = setup.config.data
     stats = PrepareStats.from_dict(manifest["stats"])
     stats.seconds = time.perf_counter() - start
+    stats.build_seconds = float(
+        (segments.read_json(setup.final / segments.BUILD_FILE) or {}).get("build_seconds", 0.0)
+    )
     listed = {segments.Segment.from_dict(e["segment"]): e["blocks"] for e in manifest["segments"]}
 
     def split_data(split: str) -> BlockDataset:

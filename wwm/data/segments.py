@@ -50,10 +50,12 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
+BUILD_FILE = "build.json"  # when, where and from which paths the entry was built (not in the manifest)
 DONE_FILE = "done.json"
 SEGMENTS_DIR = "segments"
 MANIFEST_FORMAT = 1
 _SCAN = 1 << 16
+OWNER_FILE = "owner.json"  # wwm.data.cache.OWNER_FILE: who builds a work folder
 _COMPRESSED = (".gz", ".bz2", ".xz")
 
 
@@ -220,6 +222,8 @@ def done_record(entry: Path, segment: Segment) -> dict[str, Any] | None:
 def mark_done(work: Path, entry: Path, segment: Segment, record: dict[str, Any]) -> None:
     """Write ``done.json`` last into the segment's work folder and rename it into place. Another process
     that finished the same segment first wins (its blocks are the same); ours is removed."""
+    with contextlib.suppress(OSError):
+        (work / OWNER_FILE).unlink()  # the folder becomes the segment's: blocks and the done marker only
     (work / DONE_FILE).write_text(
         json.dumps({"segment": segment.to_dict(), **record}, indent=1), encoding="utf-8"
     )
