@@ -195,3 +195,20 @@ def test_an_unfinished_entry_is_listed_and_pruned_only_when_stale(tmp_path, toke
         os.utime(path, (old, old))
     (stale,) = cache.scan(root)[1]
     assert stale.stale and [p for p, _, _ in cache.prune(root)] == [entry] and not entry.exists()
+
+
+@pytest.mark.slow
+def test_ray_workers_in_local_mode_give_the_blocks_of_one_machine(tmp_path, tokenizer_dir, capsys):
+    """`wwm prepare --ray`: the segments as Ray tasks on a Ray instance started here (Ray's local mode:
+    a raylet and worker processes on 127.0.0.1), then the manifest: one machine's bytes."""
+    pytest.importorskip("ray")
+    corpus = _corpus(tmp_path / "corpus", big_lines=100)
+    args = _cli_config(tmp_path, corpus, tokenizer_dir, tmp_path / "ray")
+    assert _cli(*args, "--worker", "1/3") == 0  # a third done before: Ray runs only the others
+    capsys.readouterr()
+    assert _cli(*args, "--ray") == 0
+    out = capsys.readouterr().out
+    assert "cache            miss (built)" in out
+    one = prepare_dataset(_config(corpus, tokenizer_dir, tmp_path / "one"))
+    entry = Path(one.cache_path.replace(str(tmp_path / "one"), str(tmp_path / "ray")))
+    _same_entries(Path(one.cache_path), entry)
