@@ -394,6 +394,59 @@ def test_two_processes_match_one_process(eight_device_runs, tmp_path):
     assert sorted(os.listdir(tmp_path / "mh" / "checkpoints")) == ["2", "3"]
 
 
+@pytest.mark.slow
+def test_two_processes_prepare_half_each_inside_train_and_train_the_one_process_losses(
+    tmp_path, wordpiece_tokenizer
+):
+    """`wwm train` on 2 JAX processes (gloo): each prepares its share of the segments (every other one)
+    into the shared cache, a barrier, then both read all of them: the losses of one process that prepared
+    everything itself."""
+    import numpy as np
+
+    from wwm.data import segments
+
+    wordpiece_tokenizer.save_pretrained(str(tmp_path / "tok"))
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat while dogs ran far away over green hills".split()
+    files = []
+    for name, lines in (("a.txt", 30), ("b.txt", 5), ("c.txt", 120)):
+        path = tmp_path / name
+        path.write_text(
+            "\n".join(" ".join(rng.choice(words, int(rng.integers(1, 60)))) for _ in range(lines)) + "\n"
+        )
+        files.append(str(path))
+    data = {"source": "files", "train_files": files, "max_seq_len": 32, "segment_bytes": 4096,
+            "validation_fraction": 0.1}  # fmt: skip
+    run = {"mode": "sharded", "mesh": [-1, 1, 1], "steps": 3, "batch": 8, "tokenizer": str(tmp_path / "tok")}
+    port = _free_port()
+    procs = []
+    for i in range(2):
+        spec = {"devices": 1, "distributed": {"process_id": i, "num_processes": 2, "port": port},
+                "runs": [{**run, "output_dir": str(tmp_path / "mh"), "data": {**data, "cache_dir": str(tmp_path / "shared")}}]}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, WORKER, _spec(tmp_path, f"p{i}", spec)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    from wwm_jax.train import run as train_run  # the reference: one process, one device, its own cache
+
+    alone = {**run, "mode": "single", "output_dir": str(tmp_path / "one"),
+             "data": {**data, "cache_dir": str(tmp_path / "alone")}}  # fmt: skip
+    assert train_run(worker.make_config(alone)) == 0
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    np.testing.assert_allclose(_losses(tmp_path / "mh"), _losses(tmp_path / "one"), rtol=2e-6)
+    (entry,) = (tmp_path / "shared" / "data").iterdir()
+    plan = [
+        segments.Segment.from_dict(e["segment"])
+        for e in json.loads((entry / "manifest.json").read_text())["segments"]
+    ]
+    built_by = [
+        json.loads((entry / "segments" / s.name / "done.json").read_text())["built_by"]["pid"] for s in plan
+    ]
+    assert len(plan) > 4 and built_by == [
+        procs[k % 2].pid for k in range(len(plan))
+    ]  # nobody prepared it all
+
+
 # --------------------------------------------------------------------------------------------------
 # Exact resume
 # --------------------------------------------------------------------------------------------------

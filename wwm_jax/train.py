@@ -64,13 +64,15 @@ def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batc
                         lead=jax.process_index() == 0,
                         barrier=multihost_utils.sync_global_devices if several else None)  # fmt: skip
 
-    if jax.process_count() > 1:
-        # Process 0 builds the data cache first; the others then find it (no race on a shared disk).
-        if jax.process_index() == 0:
-            data = prepare_dataset(config)
-        multihost_utils.sync_global_devices("wwm: data prepared")
-        if jax.process_index() != 0:
-            data = prepare_dataset(config)
+    if several:
+        # Every process prepares its share of the segments (data.cache_dir shared by the hosts), then all
+        # read all of them (docs/data.md, "Segments"); no host prepares the whole corpus.
+        data = prepare_dataset(config, share=(jax.process_index(), jax.process_count()),
+                               barrier=multihost_utils.sync_global_devices)  # fmt: skip
+        if config.data.streaming and jax.process_index() == 0:
+            print(f"wwm: data.streaming on {jax.process_count()} processes: each reads and tokenizes the whole "
+                  "stream and keeps its rows (the batches are the one-process ones); to split that work, "
+                  "prepare the data instead (wwm prepare --worker i/n, or streaming: false)", flush=True)  # fmt: skip
     else:
         data = prepare_dataset(config, progress=config.logging.progress_bar)
     if config.model.pretrained:

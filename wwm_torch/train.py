@@ -26,7 +26,7 @@ def build_trainer(
     from transformers import set_seed
     from transformers.trainer_utils import IntervalStrategy
 
-    from wwm.data import has_validation, prepare_dataset
+    from wwm.data import has_validation
     from wwm_torch.callbacks import MetricsCallback, install_printing
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
@@ -37,8 +37,7 @@ def build_trainer(
     has_eval = prepared.validation is not None if prepared is not None else has_validation(c.data)
     args = training_arguments(c, has_eval=has_eval)
     if prepared is None:
-        with args.main_process_first(desc="prepare the data"):  # rank 0 builds the cache, the others read it
-            prepared = prepare_dataset(config, progress=args.process_index == 0 and c.logging.progress_bar)
+        prepared = _prepare(config, args)
     if prepared.validation is None and args.eval_strategy != IntervalStrategy.NO:
         args.eval_strategy = IntervalStrategy.NO
     tokenizer = prepared.tokenizer
@@ -75,6 +74,25 @@ def build_trainer(
     )
     install_printing(trainer, c.train.log_every_steps, c.logging.progress_bar)
     return trainer, args, prepared
+
+
+def _prepare(config: Any, args: Any) -> Any:
+    """The data: on several ranks each prepares its share of the segments, then all read all of them
+    (docs/data.md, "Segments"; data.cache_dir shared by the hosts); no rank prepares the whole corpus."""
+    from wwm.data import prepare_dataset
+
+    progress = args.process_index == 0 and config.logging.progress_bar
+    if args.world_size <= 1:
+        return prepare_dataset(config, progress=progress)
+    import torch.distributed as dist
+
+    prepared = prepare_dataset(config, progress=progress, share=(args.process_index, args.world_size),
+                               barrier=lambda name: dist.barrier())  # fmt: skip
+    if config.data.streaming and args.process_index == 0:
+        print(f"wwm: data.streaming on {args.world_size} ranks: each reads and tokenizes the whole stream and "
+              "keeps its rows (the batches are the one-rank ones); to split that work, prepare the data instead "
+              "(wwm prepare --worker i/n, or streaming: false)", flush=True)  # fmt: skip
+    return prepared
 
 
 def run(

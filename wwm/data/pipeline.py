@@ -764,7 +764,8 @@ def _mark_done(
                 work / name
             ).unlink()
     record = {"blocks": {split: stats["blocks"] for split, stats in packing.items()},
-              "stats": {"source": [segment.which, _source_dict(source)], "packing": packing}, "seconds": seconds}  # fmt: skip
+              "stats": {"source": [segment.which, _source_dict(source)], "packing": packing}, "seconds": seconds,
+              "built_by": {"host": socket.gethostname(), "pid": os.getpid()}}  # fmt: skip
     segments.mark_done(work, setup.final, segment, record)
 
 
