@@ -187,6 +187,39 @@ def test_order_rule_is_recorded_and_a_run_keeps_its_own_on_resume(tmp_path):
     assert rundir.claim(_config(fresh), "jax").order_rule == ORDER_RULE
 
 
+def test_a_run_of_several_segments_from_before_segments_refuses_to_resume(tmp_path):
+    """A run started before preparation in segments (no data_layout in run.json) whose corpus has several
+    segments would get other blocks under the same example ids: refused in one line unless
+    --allow-config-change. A corpus of one segment resumes (its blocks did not change)."""
+    files = []
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("some text\n", encoding="utf-8")
+        files.append(str(tmp_path / name))
+    several = ("data.source=files", f"data.train_files=[{','.join(files)}]")
+    out = tmp_path / "run"
+    rundir.claim(_config(out, *several), "jax")
+    assert json.loads((out / "run.json").read_text())["data_layout"] == "segments"
+    _fake_training(out)
+    assert rundir.claim(_config(out, *several), "jax").status == "resume"
+    record = json.loads((out / "run.json").read_text())
+    record.pop("data_layout")
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(WWMError) as err:
+        rundir.claim(_config(out, *several), "jax")
+    assert 'data.layout: "1" -> "segments"' in str(err.value) and "--allow-config-change" in str(err.value)
+    assert rundir.claim(_config(out, *several), "jax", allow_changes=True).status == "resume"
+    one = tmp_path / "one"  # one file: one segment
+    rundir.claim(_config(one, "data.source=files", f"data.train_files=[{files[0]}]"), "jax")
+    _fake_training(one)
+    record = json.loads((one / "run.json").read_text())
+    record.pop("data_layout")
+    (one / "run.json").write_text(json.dumps(record))
+    assert (
+        rundir.claim(_config(one, "data.source=files", f"data.train_files=[{files[0]}]"), "jax").status
+        == "resume"
+    )
+
+
 def test_a_config_change_before_anything_was_trained_replaces_the_record(tmp_path):
     out = tmp_path / "run"
     rundir.claim(_config(out), "jax")  # e.g. stopped during data preparation

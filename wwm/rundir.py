@@ -223,6 +223,25 @@ def _resumed_order_rule(record: dict | None, result: RunDir) -> dict[str, tuple[
     return {}
 
 
+def _layout_change(record: dict | None, config: Any) -> dict[str, tuple[Any, Any]]:
+    """``data.layout`` ("1" -> "segments") for a run started before preparation in segments whose corpus has
+    several of them: its blocks are now packed segment by segment (and its held-out documents hashed per
+    segment), so the same example ids would name other blocks. A corpus of one segment (one file up to
+    data.segment_bytes, the built-in corpus, a Hub dataset) gives the same blocks and resumes."""
+    from wwm.data.segments import LAYOUT_RULE, plan
+
+    before = str((record or {}).get("data_layout", "1"))
+    if before == LAYOUT_RULE:
+        return {}
+    try:
+        several = len(plan(config.data, "train")) > 1 or (
+            bool(config.data.validation_files) and len(plan(config.data, "validation")) > 1
+        )
+    except WWMError:  # a missing file: the data preparation names it
+        return {}
+    return {"data.layout": (before, LAYOUT_RULE)} if several else {}
+
+
 def _refusal(path: str, problem: str) -> WWMError:
     return WWMError(
         f"output_dir {path} {problem}. Fixes: another output_dir (a new run); --overwrite (delete this run and "
@@ -270,6 +289,8 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
         changed.pop("train.framework", None)
         changed.update(_rule_change(record, old, config))
         changed.update(order_change)
+        if did_train:
+            changed.update(_layout_change(record, config))
         blocking = {k: v for k, v in changed.items() if not resumable(k)}
         if blocking and did_train and not allow_changes:
             shown = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in blocking.items())
@@ -346,6 +367,9 @@ def _write_record(path: str, framework: str, result: RunDir, packing: str) -> No
 
     record["packing_rule"] = PACKING_RULE[packing]  # the rule that packs this run's blocks
     record["order_rule"] = result.order_rule  # the rule that orders its epochs (wwm.data.order)
+    from wwm.data.segments import LAYOUT_RULE
+
+    record["data_layout"] = LAYOUT_RULE  # its blocks are prepared segment by segment (wwm.data.segments)
     if result.changed and result.status == "resume":
         event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
     record.setdefault("history", []).append(event)

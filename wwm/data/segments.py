@@ -49,6 +49,10 @@ __all__ = [
     "text_ranges",
 ]
 
+# How a run's blocks are laid out, recorded in run.json: "1" (before segments) packed the source as one
+# stream; "segments" packs each segment on its own (wwm.rundir refuses to resume a run of several segments
+# recorded under "1" unless --allow-config-change).
+LAYOUT_RULE = "segments"
 MANIFEST_FILE = "manifest.json"
 BUILD_FILE = "build.json"  # when, where and from which paths the entry was built (not in the manifest)
 DONE_FILE = "done.json"
