@@ -307,7 +307,7 @@ def test_every_closed_choice_of_the_config_equals_the_constant_of_the_code_that_
 
     assert _choices(TokenizerConfig, "word_policy") == (*words.POLICIES, *words.POLICY_ALIASES)
     assert _choices(TokenizerConfig, "segmenter") == words.SEGMENTERS
-    assert _choices(TokenizerTrainConfig, "kind") == tokenizer_train.KINDS
+    assert _choices(TokenizerTrainConfig, "kind") == tokenizer_train.ALL_KINDS
     assert _choices(TrainConfig, "attn_implementation") == tuple(ATTENTION_BACKENDS)
     assert _choices(OptimConfig, "schedule") == tuple(SCHEDULES)
     assert _choices(DataConfig, "packing") == tuple(PACKING_RULE)

@@ -237,13 +237,30 @@ def test_japanese_mixed_with_english(kind, ja_tokenizers, bert_uncased_tokenizer
     assert surfaces(ja_tokenizers["bpe"], "iPhoneを買った")[:2] == ["iPhone", "を"]
 
 
-def test_auto_picks_a_segmenter_per_sentence(bert_uncased_tokenizer):
-    # A Chinese sentence (no kana) goes to jieba, the Japanese one (kana) to fugashi.
-    text = "我们在北京大学学习。私は東京に住んでいます。"
-    assert surfaces(bert_uncased_tokenizer, text) == [
-        *["我们", "在", "北京大学", "学习", "。"],
-        *["私", "は", "東京", "に", "住ん", "で", "い", "ます", "。"],
-    ]
+def test_auto_decides_the_language_per_document(bert_uncased_tokenizer, tagger):
+    # A Japanese document (kana >= 10% of its Han and kana): every sentence gets MeCab words, also a
+    # kanji-only one (jieba would cut 気象庁 and 発表 differently); before document routing the
+    # Chinese-looking sentence went to jieba.
+    doc = "気象庁発表。東京は晴れるでしょう。"
+    mecab = [doc[s:e] for s, e in fugashi_spans(tagger, doc)]
+    assert mecab[:4] == [
+        "気象",
+        "庁",
+        "発表",
+        "。",
+    ]  # (jieba: 气象 is a word, 庁发表 are not in its dictionary)
+    assert surfaces(bert_uncased_tokenizer, doc)[:4] == mecab[:4]
+    mixed = "我们在北京大学学习。私は東京に住んでいます。"  # 7 kana of 20 Han and kana: Japanese
+    words = surfaces(bert_uncased_tokenizer, mixed)
+    assert (
+        words[:5]
+        == [mixed[s:e] for s, e in fugashi_spans(tagger, mixed)][:5]
+        != ["我们", "在", "北京大学", "学习", "。"]
+    )
+    # A Chinese document quoting a kana name (below 10%): Chinese rules, the kana sentence to fugashi.
+    zh = "我们在北京大学学习自然语言处理，也研究机器翻译和语音识别的问题。今天天气很好，我们一起去公园散步吧。她说：ドラえもん。"
+    assert surfaces(bert_uncased_tokenizer, zh)[:4] == ["我们", "在", "北京大学", "学习"]
+    assert surfaces(bert_uncased_tokenizer, zh)[-2:] == ["ドラえもん", "。"]
     # Thai between Chinese words goes to pythainlp, the Chinese around it to jieba.
     assert surfaces(bert_uncased_tokenizer, "我们 ภาษาไทย 北京大学") == ["我们", "ภาษาไทย", "北京大学"]
 
@@ -395,7 +412,7 @@ def test_missing_segmenters_name_the_extra(monkeypatch, bert_uncased_tokenizer):
 
 
 def test_unknown_segmenter(bert_uncased_tokenizer):
-    assert SEGMENTERS == ("auto", "jieba", "fugashi", "pythainlp", "none")
+    assert SEGMENTERS[:4] == ("auto", "jieba", "fugashi", "pythainlp") and SEGMENTERS[-1] == "none"
     with pytest.raises(WWMError, match=r"unknown segmenter 'mecab'.*'auto', 'jieba', 'fugashi'"):
         tokenize_with_word_ids(bert_uncased_tokenizer, ["私"], policy="segmenter", segmenter="mecab")
 
@@ -419,8 +436,9 @@ def test_japanese_config():
     from wwm.config import load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "japanese-bert-wwm.yaml")
-    assert config.tokenizer.word_policy == "segmenter" and config.tokenizer.segmenter == "fugashi"
-    assert config.tokenizer.train.kind == "wordpiece" and config.tokenizer.train.lowercase is False
+    # cl-tohoku's recipe: their tokenizer (MeCab words, then WordPiece), whole words its MeCab words
+    assert config.tokenizer.word_policy == "tokenizer"
+    assert config.tokenizer.train.kind == "bert-japanese" and config.tokenizer.train.lowercase is False
     assert config.data.hub_config.endswith(".ja")
 
 

@@ -2,12 +2,12 @@
 
     state = initial_state(hf_config, seed)   # {Hugging Face key: float32 array}
 
-`hf_config` is the config.json dict of the model (`ModelConfig.hf_config_dict`, which both trainers
+`hf_config` is the config.json dict of the model (the model section's `hf_config_dict`, which both trainers
 build their fresh models from); the keys are what transformers' `save_pretrained` writes for
 BertForMaskedLM, RobertaForMaskedLM or ModernBertForMaskedLM (the tied decoder copies left out:
 `tied_keys`, `with_tied`). The JAX trainer loads the state through `wwm_jax.convert`, the torch trainer
 with `load_state_dict`, so a fresh model is the same numbers in both frameworks, not only the same
-distributions (before, each framework drew its own and fresh runs ended visibly apart).
+distributions (two frameworks' own draws would make fresh runs end visibly apart).
 
 The distributions are transformers 5.24's own `_init_weights` for each family (its record's
 `tensor_specs`, wwm/families/, names the rule of each tensor). Each tensor is drawn from its own numpy stream, keyed by (seed, its key name):

@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm import rundir
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 
 def pretrained_config(path: str) -> dict[str, Any] | None:
@@ -49,7 +52,7 @@ def usable_positions(hf_config: dict[str, Any]) -> int:
     return positions
 
 
-def _tokenizer_size(config: Any) -> int | None:
+def _tokenizer_size(config: RunConfig) -> int | None:
     """The vocabulary the run's tokenizer will have, when known without preparing data."""
     tok = config.tokenizer
     if tok.path is not None:
@@ -61,7 +64,7 @@ def _tokenizer_size(config: Any) -> int | None:
     return None
 
 
-def check_pretrained(config: Any) -> None:
+def check_pretrained(config: RunConfig) -> None:
     """A pretrained model must fit the data: positions >= data.max_seq_len, embeddings >= vocabulary."""
     path = config.model.pretrained
     if not path:
@@ -85,7 +88,7 @@ def check_pretrained(config: Any) -> None:
         )
 
 
-def check_paths(config: Any) -> None:
+def check_paths(config: RunConfig) -> None:
     if "://" not in config.output_dir:  # a bucket (gs://...) is checked by its client
         rundir.check_writable_dir(config.output_dir, "output_dir")
     from wwm.data.pipeline import default_cache_dir
@@ -94,7 +97,7 @@ def check_paths(config: Any) -> None:
 
 
 def start_run(
-    config: Any,
+    config: RunConfig,
     framework: str,
     *,
     overwrite: bool = False,

@@ -24,9 +24,12 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -194,7 +197,7 @@ def config_differences(old: dict, new: dict, defaults: dict) -> dict[str, tuple[
     return out
 
 
-def _rule_change(record: dict | None, old: dict, config: Any) -> dict[str, tuple[Any, Any]]:
+def _rule_change(record: dict | None, old: dict, config: RunConfig) -> dict[str, tuple[Any, Any]]:
     """``data.packing_rule`` (old -> new) when this wwm packs the run's packing by another rule than the
     one that made its blocks (``wwm.data.packing.PACKING_RULE``; a record without one: rule "1"), so a
     run never resumes onto other blocks under the same config."""
@@ -249,7 +252,9 @@ def _refusal(path: str, problem: str) -> WWMError:
     )
 
 
-def decide(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False) -> RunDir:
+def decide(
+    config: RunConfig, framework: str, *, overwrite: bool = False, allow_changes: bool = False
+) -> RunDir:
     """What `config.output_dir` is to this run (reads only; every process may call it). See the module doc."""
     from wwm.config import RunConfig, resolved_dict
     from wwm.config.loader import upgraded_spelling
@@ -309,7 +314,7 @@ def decide(config: Any, framework: str, *, overwrite: bool = False, allow_change
     return result
 
 
-def apply(result: RunDir, config: Any) -> None:
+def apply(result: RunDir, config: RunConfig) -> None:
     """Carry out `decide`'s decision (the lead process only): remove an overwritten run's files, write
     `run.json` (with its history) and `config.yaml`."""
     import yaml
@@ -327,7 +332,7 @@ def apply(result: RunDir, config: Any) -> None:
 
 
 def claim(
-    config: Any,
+    config: RunConfig,
     framework: str,
     *,
     overwrite: bool = False,

@@ -43,9 +43,13 @@ from typing import Any
 
 from wwm.errors import WWMError, WWMWarning
 
-__all__ = ["KINDS", "train_tokenizer"]
+__all__ = ["ALL_KINDS", "KINDS", "WORD_STRUCTURED_KINDS", "train_tokenizer"]
 
-KINDS = ("wordpiece", "bpe", "unigram", "modernbert")
+KINDS = ("wordpiece", "bpe", "unigram", "modernbert")  # fast tokenizers
+#: Kinds that are slow, word-structured tokenizers (words first, then sub-words: wwm.words).
+WORD_STRUCTURED_KINDS = ("bert-japanese",)
+#: Every kind ``train_tokenizer`` takes (the config's ``tokenizer.train.kind``).
+ALL_KINDS = KINDS + WORD_STRUCTURED_KINDS
 
 _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -65,17 +69,26 @@ def train_tokenizer(
     *,
     min_frequency: int = 2,
     model_max_length: int = 512,
+    pre_segment: Any = None,
 ) -> Any:
-    """Train a tokenizer of ``kind`` ("wordpiece", "bpe", "unigram" or "modernbert") on ``texts``.
+    """Train a tokenizer of ``kind`` ("wordpiece", "bpe", "unigram", "modernbert" or "bert-japanese") on
+    ``texts``.
 
     ``lowercase`` defaults to True for "wordpiece" (bert-base-uncased style) and False for the others.
-    ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast; a
-    vocabulary smaller than ``vocab_size`` (too little text) gives a ``WWMWarning`` with both sizes.
+    ``min_frequency`` applies to "wordpiece" and "bpe" merges. Returns a PreTrainedTokenizerFast
+    ("bert-japanese": a slow ``BertJapaneseTokenizer``, cl-tohoku's: MeCab words with unidic-lite, then
+    WordPiece inside each word, its vocabulary learnt from the MeCab words); a vocabulary smaller than
+    ``vocab_size`` (too little text) gives a ``WWMWarning`` with both sizes.
+
+    ``pre_segment`` (a segmenter name of ``wwm.words.SEGMENTERS`` or a function): learn the vocabulary
+    from the text cut at that segmenter's words, as ``tokenize_with_word_ids(..., pre_segment=True)``
+    tokenizes it, so that no piece spans two words.
     """
     from transformers import PreTrainedTokenizerFast
 
-    if kind not in KINDS:
-        raise WWMError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(repr(k) for k in KINDS)}")
+    if kind not in ALL_KINDS:
+        known = ", ".join(repr(k) for k in ALL_KINDS)
+        raise WWMError(f"unknown tokenizer kind {kind!r}; use one of {known}")
     if isinstance(texts, str):
         raise WWMError("texts must be an iterable of strings, not one string; wrap it in a list")
     if not isinstance(vocab_size, int) or vocab_size < _min_vocab_size(kind):
@@ -91,10 +104,23 @@ def train_tokenizer(
     texts = _pieces(texts)
     if lowercase is None:
         lowercase = kind == "wordpiece"
+    if kind == "bert-japanese":
+        if pre_segment is not None:
+            raise WWMError("kind 'bert-japanese' cuts the text into MeCab words itself; drop pre_segment")
+        tokenizer = _bert_japanese(texts, vocab_size, min_frequency, lowercase, model_max_length)
+        _warn_if_short(tokenizer, kind, vocab_size, min_frequency, n_documents, sum(map(len, texts)))
+        return tokenizer
+    prepend = True
+    if pre_segment is not None:
+        texts, prepend = _pre_segmented(texts, kind, pre_segment)
     build = {"wordpiece": _wordpiece, "modernbert": _modernbert, "bpe": _roberta_bpe, "unigram": _unigram}[
         kind
     ]
-    tok, names = build(texts, vocab_size, min_frequency, lowercase)
+    tok, names = (
+        build(texts, vocab_size, min_frequency, lowercase)
+        if prepend
+        else _unigram(texts, vocab_size, min_frequency, lowercase, prepend=False)
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **names)
     _warn_if_short(tokenizer, kind, vocab_size, min_frequency, n_documents, sum(map(len, texts)))
     return tokenizer
@@ -163,14 +189,19 @@ def _roberta_bpe(texts: list[str], vocab_size: int, min_frequency: int, lowercas
     return tok, _roberta_names(tok)
 
 
-def _unigram(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool) -> tuple[Any, dict]:
-    """SentencePiece-style: Unigram over Metaspace ("▁") pieces, NFKC, RoBERTa's special tokens."""
+def _unigram(
+    texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool, *, prepend: bool = True
+) -> tuple[Any, dict]:
+    """SentencePiece-style: Unigram over Metaspace ("▁") pieces, NFKC, RoBERTa's special tokens.
+    ``prepend=False``: trained without the "▁" put before each text (pre-segmented pieces, the first of
+    each text given its leading space), then set to put it, as for tokenizing."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.Unigram())
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     tok.normalizer = normalizers.Sequence(steps)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    scheme = "always" if prepend else "never"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(
         vocab_size=vocab_size, special_tokens=_ROBERTA_SPECIALS, unk_token="<unk>", show_progress=False
@@ -186,12 +217,66 @@ def _unigram(texts: list[str], vocab_size: int, min_frequency: int, lowercase: b
             f"{n_chars} distinct characters; raise vocab_size above that"
         ) from err
     tok = _canonical_unigram(tok)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
     )
     return tok, _roberta_names(tok)
+
+
+def _pre_segmented(texts: list[str], kind: str, segmenter: Any) -> tuple[list[str], bool]:
+    """The training texts cut at segmenter words (``wwm.words.pre_segment_pieces``), laid out so that the
+    trainer sees what pre-segmented tokenizing gives: WordPiece (BERT's pre-tokenizer splits at spaces)
+    the pieces joined with spaces; byte-level BPE each piece as a text of its own (its leading space
+    kept); Unigram the same, trained without Metaspace's prepended "▁", the first piece of each text
+    given a leading space instead. Returns (texts, whether the builder may prepend as usual)."""
+    from wwm.words import pre_segment_pieces
+
+    cut = pre_segment_pieces(texts, segmenter)
+    if kind == "wordpiece":
+        return [" ".join(pieces) for pieces in cut], True
+    if kind in _BYTE_LEVEL:
+        return [p for pieces in cut for p in pieces], True
+    out = []
+    for pieces in cut:
+        out += [" " + pieces[0] if pieces and not pieces[0][:1].isspace() else pieces[0], *pieces[1:]]
+    return [p for p in out if p], False
+
+
+def _bert_japanese(
+    texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool, model_max_length: int
+) -> Any:
+    """cl-tohoku's Japanese BERT tokenizer: transformers' BertJapaneseTokenizer with MeCab (fugashi +
+    unidic-lite) words, then WordPiece inside each word; the WordPiece vocabulary is learnt from the MeCab
+    words of ``texts`` (NFKC, as its MeCab tokenizer normalizes) with the deterministic learner below."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        from transformers import BertJapaneseTokenizer
+        from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
+
+        mecab = MecabTokenizer(do_lower_case=lowercase, mecab_dic="unidic_lite")
+    except (ImportError, ModuleNotFoundError) as err:
+        raise WWMError(
+            "kind 'bert-japanese' needs fugashi and unidic-lite; install them with "
+            '`pip install "wwm[cjk]"` (or `pip install fugashi unidic-lite`)'
+        ) from err
+    words = [" ".join(w for w in mecab.tokenize(t) if not w.isspace()) for t in texts]
+    vocab = _wordpiece_vocab(words, None, vocab_size, min_frequency)
+    with tempfile.TemporaryDirectory(prefix="wwm-bert-japanese-") as tmp:
+        path = Path(tmp) / "vocab.txt"
+        path.write_text("".join(f"{t}\n" for t in sorted(vocab, key=vocab.__getitem__)), encoding="utf-8")
+        return BertJapaneseTokenizer(
+            str(path),
+            do_lower_case=lowercase,
+            word_tokenizer_type="mecab",
+            subword_tokenizer_type="wordpiece",
+            mecab_kwargs={"mecab_dic": "unidic_lite"},
+            model_max_length=model_max_length,
+        )
 
 
 def _pieces(texts: list[str]) -> list[str]:
@@ -265,19 +350,21 @@ def _wordpiece_vocab(
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     marker = "\ue000"
+    # normalizer None: the texts are words separated by spaces (BertJapaneseTokenizer's MeCab words), so
+    # a word is a whitespace chunk: WordPiece never splits it at punctuation.
+    split = pre_tokenizers.BertPreTokenizer() if normalizer is not None else pre_tokenizers.WhitespaceSplit()
     pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.BertPreTokenizer(),
-            pre_tokenizers.Metaspace(replacement=marker, prepend_scheme="always", split=False),
-        ]
+        [split, pre_tokenizers.Metaspace(replacement=marker, prepend_scheme="always", split=False)]
     )
-    chunks = " ".join(set(normalizer.normalize_str("\n".join(texts)).split()))  # distinct chunks only
+    joined = "\n".join(texts)
+    chunks = " ".join(set((normalizer.normalize_str(joined) if normalizer is not None else joined).split()))
     words = [w for w, _ in pre_tokenizer.pre_tokenize_str(chunks)]
     initial = sorted({w[1] for w in words if len(w) > 1} - {marker})
     inside = sorted(set(chain.from_iterable(w[2:] for w in words)) - {marker})
 
     bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizer
+    if normalizer is not None:
+        bpe.normalizer = normalizer
     bpe.pre_tokenizer = pre_tokenizer
     alphabet = len(set(initial) | set(inside)) + 1
     trainer = trainers.BpeTrainer(

@@ -21,13 +21,16 @@ import dataclasses
 import itertools
 import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wwm.errors import WWMError
 from wwm.masking import IGNORE_INDEX
 from wwm.mlm_eval import UnigramBaseline, mlm_metrics, token_counts
+
+if TYPE_CHECKING:
+    from wwm.config import MaskingConfig, RunConfig
 
 FRAMEWORKS = ("jax", "torch")
 TOLERANCE = 1e-5  # relative loss difference of the two frameworks, fp32 with highest matmul precision
@@ -59,7 +62,7 @@ def _tokenizer_of_hf(path: str, fallback: str | None = None) -> str:
     raise WWMError(f"{path} holds no tokenizer (tokenizer.json); save the model's tokenizer into it")
 
 
-def _run_tokenizer(run: str, config: Any) -> str:
+def _run_tokenizer(run: str, config: RunConfig) -> str:
     """A run's tokenizer: <run>/tokenizer when it trained one, else its config's tokenizer.path."""
     trained = os.path.join(run, "tokenizer")
     if os.path.isdir(trained):
@@ -109,7 +112,7 @@ def resolve_model(path: str, stack: contextlib.ExitStack) -> ModelSource:
     raise WWMError(f"run {path} has no checkpoint and no hf/ export yet; train it first")
 
 
-def _export_jax_checkpoint(run: str, config: Any, tokenizer_dir: str, stack) -> ModelSource | None:
+def _export_jax_checkpoint(run: str, config: RunConfig, tokenizer_dir: str, stack) -> ModelSource | None:
     """The newest orbax checkpoint of a JAX run, restored into the model of the run's config and written
     as an HF directory (the trainer's `export_hf`) in a temporary folder; None when there is none."""
     import jax
@@ -154,7 +157,7 @@ def _hf_config(hf_dir: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def check_positions(config: Any, hf_dir: str) -> None:
+def check_positions(config: RunConfig, hf_dir: str) -> None:
     from wwm.preflight import usable_positions
 
     positions = usable_positions(_hf_config(hf_dir))
@@ -190,13 +193,13 @@ def highest_precision() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def eval_config(config: Any, tokenizer_dir: str) -> Any:
+def eval_config(config: RunConfig, tokenizer_dir: str) -> RunConfig:
     """The config with the model's tokenizer in place of its own (path, not train)."""
     tok = dataclasses.replace(config.tokenizer, path=os.path.abspath(tokenizer_dir), train=None)
     return dataclasses.replace(config, tokenizer=tok)
 
 
-def masked_validation_rows(prepared: Any, config: Any) -> list[dict[str, np.ndarray]]:
+def masked_validation_rows(prepared: Any, config: RunConfig) -> list[dict[str, np.ndarray]]:
     """The masked validation batches, (M, L) int32 {"input_ids", "labels", "attention_mask"}: the
     trainers' evaluation batches (fixed epoch-0 masks, eval.batch_size, eval.max_batches)."""
     from wwm_jax.train import masked_host_batches  # numpy only, the trainers' own masking of batches
@@ -253,7 +256,9 @@ def load_torch(hf_dir: str):
     return model.eval()
 
 
-def jax_sums(hf_dir: str, rows: list[dict[str, np.ndarray]], masking: Any, config: Any) -> dict[str, float]:
+def jax_sums(
+    hf_dir: str, rows: list[dict[str, np.ndarray]], masking: MaskingConfig, config: RunConfig
+) -> dict[str, float]:
     import functools
 
     import jax
@@ -295,7 +300,7 @@ def torch_sums(hf_dir: str, rows: list[dict[str, np.ndarray]]) -> dict[str, floa
 
 
 # ---------------------------------------------------------------------------------------------- the command
-def evaluate(model_path: str, config: Any, frameworks: tuple[str, ...]) -> dict[str, Any]:
+def evaluate(model_path: str, config: RunConfig, frameworks: tuple[str, ...]) -> dict[str, Any]:
     """{"model", "data", "<framework>": {"loss", "accuracy", "perplexity"}, "rel_loss_diff" (both run),
     "unigram_loss", "majority_accuracy", ...}."""
     from wwm.data import prepare_dataset

@@ -31,11 +31,15 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
+    from wwm.data import PreparedData
 
 # Tolerances (docs/parity.md explains them). Float32 on CPU, dropout off, the same initial weights.
 LOSS_RTOL = 1e-4  # per-step |loss_jax - loss_torch| / |loss_torch|
@@ -50,7 +54,7 @@ PACKED_KEYS = ("segment_ids", "position_ids")  # also compared when present (dat
 # --------------------------------------------------------------------------------------------------
 
 
-def with_values(config: Any, values: dict[str, Any]) -> Any:
+def with_values(config: RunConfig, values: dict[str, Any]) -> RunConfig:
     """A copy of a (nested, frozen) dataclass config with dotted keys replaced: {"train.max_steps": 5}."""
     for key, value in values.items():
         config = _replace_path(config, key.split("."), value)
@@ -72,7 +76,7 @@ def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare(config: Any, out_dir: str) -> tuple[Any, Any]:
+def prepare(config: RunConfig, out_dir: str) -> tuple[RunConfig, PreparedData]:
     """(config with a pinned tokenizer, the prepared data). A trained tokenizer goes to <out_dir>/tokenizer."""
     from wwm.data import prepare_dataset
 
@@ -84,7 +88,7 @@ def prepare(config: Any, out_dir: str) -> tuple[Any, Any]:
     return config, prepared
 
 
-def write_initial_weights(config: Any, tokenizer: Any, out_dir: str) -> str:
+def write_initial_weights(config: RunConfig, tokenizer: Any, out_dir: str) -> str:
     """A fresh masked-LM model from `config.model` (the trainers' `wwm.initial_weights` of `config.seed`,
     through the torch trainer's `build_model`), perturbed as below, saved with safetensors."""
     import torch
@@ -153,7 +157,7 @@ def _fresh_dir(path: str) -> None:
 
 
 def _run_path(
-    framework: str, config: Any, prepared: Any, record_steps: int | None, log: Any, fresh: bool = True
+    framework: str, config: RunConfig, prepared: Any, record_steps: int | None, log: Any, fresh: bool = True
 ) -> PathResult:
     out = config.output_dir
     if fresh:
@@ -184,7 +188,7 @@ def _run_path(
 
 
 def run_jax(
-    config: Any, *, record_steps: int | None = None, log: Any = None, fresh: bool = True
+    config: RunConfig, *, record_steps: int | None = None, log: Any = None, fresh: bool = True
 ) -> PathResult:
     """`wwm_jax.train.run(config)` with its fed batches recorded. `fresh`: empty the output folder first
     (False: a resume test continues from the checkpoints there)."""
@@ -192,7 +196,12 @@ def run_jax(
 
 
 def run_torch(
-    config: Any, prepared: Any = None, *, record_steps: int | None = None, log: Any = None, fresh: bool = True
+    config: RunConfig,
+    prepared: Any = None,
+    *,
+    record_steps: int | None = None,
+    log: Any = None,
+    fresh: bool = True,
 ) -> PathResult:
     """`wwm_torch.train.run(config, prepared=prepared)` with its fed batches recorded."""
     return _run_path("torch", config, prepared, record_steps, log or sys.stderr, fresh)
@@ -310,7 +319,7 @@ def compare_runs(
             problems.append(
                 f"final parameters differ by {params['max_abs']:.3g} > {param_atol:g} ({params['worst']})"
             )
-    first_eval = lambda r: r.evals[-1]["eval_loss"] if r.evals else None  # noqa: E731
+    last_eval = lambda r: r.evals[-1]["eval_loss"] if r.evals else None  # noqa: E731
     return {
         "steps": len(rows),
         "requested_steps": steps,
@@ -320,7 +329,7 @@ def compare_runs(
         "max_abs_loss_diff": max_abs,
         "max_rel_loss_diff": max_rel,
         "max_rel_grad_norm_diff": grad_rel,
-        "final_eval_loss": {"jax": first_eval(jax_result), "torch": first_eval(torch_result)},
+        "final_eval_loss": {"jax": last_eval(jax_result), "torch": last_eval(torch_result)},
         "params": params,
         "tolerances": {"loss_rtol": loss_rtol, "param_atol": param_atol, "lr_rtol": LR_RTOL},
         "seconds": {"jax": jax_result.seconds, "torch": torch_result.seconds},
@@ -466,7 +475,7 @@ def plot_losses(report: dict[str, Any], path: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def parity_config(config: Any, steps: int | None) -> Any:
+def parity_config(config: RunConfig, steps: int | None) -> RunConfig:
     """The settings parity needs on top of a run config: float32, no dropout, no resume, HF export."""
     values: dict[str, Any] = {
         "train.dtype": "float32",
@@ -483,7 +492,7 @@ def parity_config(config: Any, steps: int | None) -> Any:
     return with_values(config, values)
 
 
-def setup(config: Any, out_dir: str, steps: int | None = None) -> tuple[Any, Any]:
+def setup(config: RunConfig, out_dir: str, steps: int | None = None) -> tuple[RunConfig, PreparedData]:
     """(the config both trainers run: parity settings, pinned tokenizer, shared initial weights; the data)."""
     config = parity_config(config, steps)
     config, prepared = prepare(config, out_dir)
@@ -494,7 +503,7 @@ def setup(config: Any, out_dir: str, steps: int | None = None) -> tuple[Any, Any
 
 
 def run_parity(
-    config: Any,
+    config: RunConfig,
     *,
     steps: int | None = None,
     out_dir: str | None = None,

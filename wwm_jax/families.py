@@ -174,7 +174,7 @@ JAX_FAMILIES: dict[str, JaxFamily] = {
 }
 
 
-def jax_family(config: Any) -> JaxFamily:
+def jax_family(config: EncoderConfig | ModernBertConfig | str) -> JaxFamily:
     """The record of a model config (EncoderConfig, ModernBertConfig) or of a model_type name."""
     name = config if isinstance(config, str) else config.model_type
     if name not in JAX_FAMILIES:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
 from wwm.flops import peak_flops
 from wwm.metrics_schema import dumps_record
+
+if TYPE_CHECKING:
+    from wwm.config import LoggingConfig
 
 
 def peak_flops_per_device(configured: float | None = None, device_kind: str | None = None) -> float | None:
@@ -29,7 +32,15 @@ def peak_flops_per_device(configured: float | None = None, device_kind: str | No
 
 
 class MetricsWriter:
-    def __init__(self, output_dir: str, logging_config, *, total_steps: int, start_step: int, enabled: bool):
+    def __init__(
+        self,
+        output_dir: str,
+        logging_config: LoggingConfig,
+        *,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+    ):
         self.enabled = enabled
         self.config = logging_config
         self.jsonl = None

@@ -255,7 +255,7 @@ def _attention_bias(attention_mask: jax.Array) -> jax.Array:
 
 def segment_keep(q_segments: jax.Array, k_segments: jax.Array, packed: bool) -> jax.Array:
     """Which keys a query may attend, from (B, Lq) and (B, Lk) segment ids (0 = padding): unpacked, every
-    non-padding key (today's key-padding mask, (B, 1, Lk)); packed, the keys of the query's own piece
+    non-padding key (the key-padding mask, (B, 1, Lk)); packed, the keys of the query's own piece
     ((B, Lq, Lk), block-diagonal; a padding query attends nowhere)."""
     k = k_segments[:, None, :]  # (B, 1, Lk)
     if not packed:
@@ -269,7 +269,7 @@ def segment_keep(q_segments: jax.Array, k_segments: jax.Array, packed: bool) -> 
 
 # The JAX meaning of each value of train.attn_implementation (one switch for both trainers).
 ATTENTION_BACKENDS = {
-    "auto": "einsum",  # today's path, the parity reference
+    "auto": "einsum",  # the default: the parity reference
     "eager": "einsum",
     "sdpa": "xla",  # jax.nn.dot_product_attention(implementation="xla")
     "flash_attention_2": "cudnn",  # jax.nn.dot_product_attention(implementation="cudnn"), NVIDIA GPUs
@@ -428,7 +428,7 @@ class SelfAttention(nnx.Module):
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
         scale = self.config.head_dim**-0.5
-        if self.attention == "einsum" and mask.bias is not None:  # today's path, bit for bit
+        if self.attention == "einsum" and mask.bias is not None:  # unpacked einsum: transformers' eager order
             scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, L, L)
             scores = scores * scale + mask.bias
             probs = jax.nn.softmax(scores, axis=-1)
@@ -552,7 +552,7 @@ class EncoderModel(nnx.Module):
         Packed documents: `segment_ids` (B, L) (0 = padding, 1..k = the pieces of a row) make attention
         block-diagonal (a token sees its own piece only), and `position_ids` (B, L) are the
         position-embedding rows (`wwm.data.packing.model_position_ids`: restarting per piece). None for
-        both keeps today's behaviour bit for bit."""
+        both: the unpacked model (key-padding mask, positions 0..L-1)."""
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -571,8 +571,8 @@ class EncoderModel(nnx.Module):
 @dataclasses.dataclass(frozen=True)
 class AttentionMask:
     """What the attention of every layer needs: `segments` (B, L) int32 (0 = padding), `packed` (static:
-    block-diagonal or key-padding only), and for the einsum path without packing today's (B, 1, 1, L)
-    additive `bias` (so that path stays bit for bit)."""
+    block-diagonal or key-padding only), and for the einsum path without packing the (B, 1, 1, L)
+    additive `bias` (transformers' eager mask, the parity reference)."""
 
     segments: jax.Array
     bias: jax.Array | None

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +49,12 @@ from wwm_jax.train_step import (
     to_micro_batches,
 )
 
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
+    from wwm_jax.convert import AnyConfig, AnyModel
 
-def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
+
+def run(config: RunConfig, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
     """Check and claim the run directory, prepare the data, train, export. Returns the exit status.
 
     `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings
@@ -91,9 +95,9 @@ def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batc
     )
     if jax.process_index() == 0:
         print(format_summary(summary), flush=True)
-    if summary["status"] == "stopped":
-        return summary["exit_status"]
-    return 0 if summary["status"] == "done" else 1
+    if summary.status == "stopped":
+        return summary.exit_status
+    return 0 if summary.status == "done" else 1
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -101,7 +105,7 @@ def run(config, *, overwrite: bool = False, allow_changes: bool = False, on_batc
 # ----------------------------------------------------------------------------------------------------
 
 
-def make_model(config, hf_config: dict | None):
+def make_model(config: RunConfig, hf_config: dict | None) -> AnyModel:
     """The model to train: `model.pretrained`, or a fresh one of `hf_config` whose weights are
     `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical)."""
     from wwm_jax import convert
@@ -130,7 +134,7 @@ def make_model(config, hf_config: dict | None):
     return family.set_attention(model, backend)
 
 
-def _dropout_off(mc) -> bool:
+def _dropout_off(mc: AnyConfig) -> bool:
     """Whether the model config (EncoderConfig or ModernBertConfig) has every dropout at 0."""
     names = ("hidden_dropout_prob", "attention_probs_dropout_prob",  # BERT, RoBERTa
              "embedding_dropout", "mlp_dropout", "attention_dropout")  # ModernBERT  # fmt: skip
@@ -274,7 +278,7 @@ def _stop_requested(stop: StopRequest) -> bool:
     return bool(np.any(flags))
 
 
-def evaluate(eval_fn, params, val_dataset, masker, mesh, config, host) -> dict[str, float]:
+def evaluate(eval_fn, params, val_dataset, masker, mesh, config: RunConfig, host) -> dict[str, float]:
     """MLM loss, accuracy and perplexity on the validation split with its fixed (epoch 0) masks."""
     from wwm.data import validation_batches
     from wwm.mlm_eval import mlm_metrics
@@ -297,7 +301,7 @@ def eval_sums(eval_fn, params, rows: Iterable[dict], mesh) -> dict[str, float]:
     return totals
 
 
-def _check_batch(config, mesh) -> None:
+def _check_batch(config: RunConfig, mesh) -> None:
     B, A = config.train.global_batch_size, config.train.grad_accum_steps
     rows = mesh.shape["data"] * mesh.shape["fsdp"]
     if (B // A) % rows:
@@ -321,12 +325,14 @@ class StepSetup:
     shardings: TrainState
     step_fn: Any  # (state, global batch) -> (state, metrics)
     eval_fn: Any  # (params, global batch) -> sums
-    model_config: Any  # EncoderConfig or ModernBertConfig
+    model_config: AnyConfig
     n_params: int
     flops_per_step: float  # model FLOPs of one optimizer step (wwm.flops)
 
 
-def build_step(config, hf_config: dict | None, masker, seq_len: int, *, full_head: bool = False) -> StepSetup:
+def build_step(
+    config: RunConfig, hf_config: dict | None, masker, seq_len: int, *, full_head: bool = False
+) -> StepSetup:
     """Mesh, model, AdamW state and the compiled steps for `config`. `full_head`: the MLM head at every
     position instead of the masked ones only (benchmarks compare the two)."""
     mesh = shd.make_mesh(config.parallel)
@@ -371,7 +377,9 @@ def _check_finite(metrics: dict[str, float], step: int, ckpt: Checkpointer) -> N
     )
 
 
-def _export_at_end(config, setup: StepSetup, state: TrainState, tokenizer, lead: bool) -> str | None:
+def _export_at_end(
+    config: RunConfig, setup: StepSetup, state: TrainState, tokenizer, lead: bool
+) -> str | None:
     if not config.checkpoint.export_hf_at_end:
         return None
     params = host_params(state)  # every process takes part in the gather
@@ -381,17 +389,43 @@ def _export_at_end(config, setup: StepSetup, state: TrainState, tokenizer, lead:
 
 
 @dataclasses.dataclass
+class RunSummary:
+    """What `train` returns: how the run ended and what it left. `summary["loss"]` reads `summary.loss`
+    (callers written against the dict this was keep working)."""
+
+    start_step: int  # the step the run started (or resumed) at
+    steps: int  # the last step done
+    params: int  # parameters of the model
+    checkpoint_dir: str
+    status: Literal["done", "stopped", "failed"] = "done"
+    exit_status: int | None = None  # stopped: the process's exit status (SIGTERM 0, Ctrl-C 130)
+    loss: float | None = None  # the last step's training loss
+    eval: dict[str, float] | None = None  # the last evaluation (eval_loss, eval_accuracy, eval_perplexity)
+    hf_dir: str | None = None  # the Hugging Face export (done runs, the lead process)
+    tokens_per_s: float | None = None  # after the first (compiling) step
+    wall_s: float = 0.0
+    devices: int = 0
+    state: TrainState | None = None  # the final train state (on the mesh)
+    graphdef: Any = None  # with `state.params`: nnx.merge(graphdef, params) is the model
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclasses.dataclass
 class _Loop:
     """One run's loop state inside `train`: the step, the data position, the records, the summary."""
 
-    config: Any
+    config: RunConfig
     setup: StepSetup
     ckpt: Checkpointer
     writer: MetricsWriter
     state: TrainState
     step: int
     pos: dict
-    summary: dict
+    summary: RunSummary
     tokens: int  # tokens per step, padding included
     peak: float | None
     timed_tokens: int = 0
@@ -413,9 +447,9 @@ class _Loop:
         try:
             _check_finite(metrics, self.step, self.ckpt)
         except WWMError:
-            self.summary.update(status="failed", steps=self.step)
+            self.summary.status, self.summary.steps = "failed", self.step
             raise
-        if self.step > self.summary["start_step"] + 1:  # the first step compiles
+        if self.step > self.summary.start_step + 1:  # the first step compiles
             self.timed_tokens, self.timed_s = self.timed_tokens + self.tokens, self.timed_s + dt
         n_devices = self.setup.mesh.devices.size
         mfu = self.setup.flops_per_step / dt / (self.peak * n_devices) if self.peak else None
@@ -424,7 +458,7 @@ class _Loop:
                   "tokens_per_s": self.tokens / dt, "step_time_s": dt, "mfu": mfu}  # fmt: skip
         tc = self.config.train
         self.writer.train(record, log=self.step % tc.log_every_steps == 0 or self.step == tc.max_steps)
-        self.summary.update(steps=self.step, loss=metrics["loss"])
+        self.summary.steps, self.summary.loss = self.step, metrics["loss"]
 
     def checkpoint_and_eval(self, evaluate_now) -> None:
         """The saves and evaluations that fall on this step."""
@@ -434,8 +468,8 @@ class _Loop:
         if evaluate_now is not None and (
             self.step % c.eval.every_steps == 0 or self.step == c.train.max_steps
         ):
-            self.summary["eval"] = evaluate_now(self.state.params)
-            self.writer.eval({"step": self.step, **self.summary["eval"]})
+            self.summary.eval = evaluate_now(self.state.params)
+            self.writer.eval({"step": self.step, **self.summary.eval})
 
     def stop_if_asked(self, stop: StopRequest) -> bool:
         """On SIGTERM/SIGINT (any host): save this step and end the loop."""
@@ -444,12 +478,12 @@ class _Loop:
         self.save()
         self.writer.message(f"{stop.name or 'a signal on another host'}: saved step {self.step} to "
                             f"{self.ckpt.directory}; exiting (run the same command to resume)")  # fmt: skip
-        self.summary.update(status="stopped", exit_status=stop.exit_status)
+        self.summary.status, self.summary.exit_status = "stopped", stop.exit_status
         return True
 
 
 def train(
-    config,
+    config: RunConfig,
     *,
     train_dataset,
     val_dataset,
@@ -458,8 +492,8 @@ def train(
     tokenizer=None,
     run_dir=None,
     on_batch=None,
-) -> dict[str, Any]:
-    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns a summary.
+) -> RunSummary:
+    """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns its summary.
 
     `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here.
     `on_batch(step, rows)`: called before each optimizer step with this process's rows of the step's
@@ -499,8 +533,7 @@ def train(
     def evaluate_now(params) -> dict[str, float]:
         return evaluate(setup.eval_fn, params, val_dataset, masker, setup.mesh, config, host)
 
-    summary: dict[str, Any] = {"status": "done", "start_step": start, "steps": start, "loss": None, "eval": None,
-                               "checkpoint_dir": ckpt.directory, "hf_dir": None, "params": setup.n_params}  # fmt: skip
+    summary = RunSummary(start_step=start, steps=start, params=setup.n_params, checkpoint_dir=ckpt.directory)
     loop = _Loop(config, setup, ckpt, writer, state, start, position.to_dict(), summary,
                  tokens=tc.global_batch_size * train_dataset.max_seq_len,
                  peak=peak_flops_per_device(config.logging.peak_flops_per_device))  # fmt: skip
@@ -515,34 +548,34 @@ def train(
                 loop.checkpoint_and_eval(evaluate_now if val_dataset is not None else None)
                 if loop.stop_if_asked(stop):
                     break
-            if summary["status"] == "done":
+            if summary.status == "done":
                 loop.save()
-                summary["hf_dir"] = _export_at_end(config, setup, loop.state, tokenizer, lead)
+                summary.hf_dir = _export_at_end(config, setup, loop.state, tokenizer, lead)
         finally:
             writer.close()
             ckpt.close()
-    summary["tokens_per_s"] = loop.timed_tokens / loop.timed_s if loop.timed_s else None
-    summary.update(wall_s=time.perf_counter() - t_start, devices=setup.mesh.devices.size, state=loop.state,
-                   graphdef=setup.graphdef)  # fmt: skip
+    summary.tokens_per_s = loop.timed_tokens / loop.timed_s if loop.timed_s else None
+    summary.wall_s, summary.devices = time.perf_counter() - t_start, setup.mesh.devices.size
+    summary.state, summary.graphdef = loop.state, setup.graphdef
     return summary
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"JAX training {summary['status']}: step {summary['steps']} "
-             f"(started at {summary['start_step']}), {summary['params']:,} parameters, "
-             f"{summary['devices']} device(s), {summary['wall_s']:.1f} s"]  # fmt: skip
-    if summary["loss"] is not None:
-        lines.append(f"  final train loss {summary['loss']:.4f}")
-    if summary["eval"]:
-        e = summary["eval"]
+def format_summary(summary: RunSummary) -> str:
+    lines = [f"JAX training {summary.status}: step {summary.steps} "
+             f"(started at {summary.start_step}), {summary.params:,} parameters, "
+             f"{summary.devices} device(s), {summary.wall_s:.1f} s"]  # fmt: skip
+    if summary.loss is not None:
+        lines.append(f"  final train loss {summary.loss:.4f}")
+    if summary.eval:
+        e = summary.eval
         lines.append(f"  eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
                      f"perplexity {e['eval_perplexity']:.2f}")  # fmt: skip
-    if summary["tokens_per_s"]:
-        lines.append(f"  {summary['tokens_per_s']:,.0f} tokens/s (after the first, compiling step)")
-    lines.append(f"  checkpoints: {summary['checkpoint_dir']}")
-    if summary["hf_dir"]:
-        lines.append(f"  Hugging Face export: {summary['hf_dir']}")
+    if summary.tokens_per_s:
+        lines.append(f"  {summary.tokens_per_s:,.0f} tokens/s (after the first, compiling step)")
+    lines.append(f"  checkpoints: {summary.checkpoint_dir}")
+    if summary.hf_dir:
+        lines.append(f"  Hugging Face export: {summary.hf_dir}")
     return "\n".join(lines)
 
 
-__all__ = ["export_hf", "format_summary", "run", "train"]
+__all__ = ["RunSummary", "export_hf", "format_summary", "run", "train"]

@@ -14,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from wwm.errors import WWMError
 from wwm.families import FAMILIES, family
+
+if TYPE_CHECKING:
+    from wwm.config import ModelSection
 
 __all__ = [
     "build_model",
@@ -93,7 +96,12 @@ def transformers_config(hf_config: Mapping[str, Any]) -> Any:
 
 
 def build_model(
-    model_config: Any, tokenizer: Any, max_seq_len: int, attn_implementation: str = "sdpa", *, seed: int = 0
+    model_config: ModelSection,
+    tokenizer: Any,
+    max_seq_len: int,
+    attn_implementation: str = "sdpa",
+    *,
+    seed: int = 0,
 ):
     """A masked-LM model: loaded from `model_config.pretrained`, or fresh from `model_config` with the
     weights `wwm.initial_weights.initial_state(config dict, seed)` (the JAX trainer's, bit for bit)."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 
 def build_trainer(
-    config: Any,
+    config: RunConfig,
     prepared: Any = None,
     *,
     on_batch: Any = None,
@@ -96,7 +99,7 @@ def _prepare(config: Any, args: Any) -> Any:
 
 
 def run(
-    config: Any,
+    config: RunConfig,
     *,
     prepared: Any = None,
     callbacks: tuple = (),
@@ -159,7 +162,7 @@ def run(
     return 0
 
 
-def _announcement(config: Any, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
+def _announcement(config: RunConfig, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
     return (

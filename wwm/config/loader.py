@@ -10,6 +10,12 @@ A run is described by one ``RunConfig``. Each section is a dataclass whose field
 * Unknown keys and values of the wrong type raise ``WWMError`` naming the key path, the expected type and,
   for a misspelt key, the closest known key. Types handled: bool, int, float (an int is promoted; a string
   never becomes a number), str, Literal, Optional / unions, tuple/list, dict and nested dataclasses.
+* A union of sections told apart by their ``type`` Literal is read as the section its ``type`` names
+  (``model``: one section per model family, ``wwm.families``); a key of another member is refused naming
+  the type it belongs to.
+* A section's ``OLD_KEYS`` are its old spellings: an old sub-section whose keys are now the section's own
+  (``model.modernbert: {...}``, checked under its old name) or a key that is ignored; each loads with one
+  deprecation line (``WWMWarning``). ``upgraded_spelling`` maps a recorded config the same way.
 * Fields marked with ``path_field`` hold file-system paths: a relative path in the file resolves relative
   to the config file's folder, one given as an override relative to the current directory; ``~`` expands.
 
@@ -236,7 +242,8 @@ def _convert_tagged(tp: Any, value: Any, path: str) -> Any:
         others = [t for t, m in _sections_by_type(tp).items() if key in _fields(m)]
         if others:
             raise WWMError(
-                f"config key '{_join(path, key)}' is not a key of {path}.type {value.get('type', section().type)!r} "
+                f"config key '{_join(path, key)}' is not a key of {path}.type "
+                f"{value.get('type', _fields(section)['type'].default)!r} "
                 f"(it is one of {path}.type {', '.join(map(repr, others))}); remove it, or set {path}.type"
             )
     return from_dict(section, value, path)
@@ -279,7 +286,8 @@ def _old_spellings(cls: type, data: Mapping[str, Any], path: str) -> Mapping[str
 
 def upgraded_spelling(cls: type, data: Any) -> Any:
     """A config mapping of `cls` (a RunConfig's, as YAML or a run's record holds it) with every old
-    spelling mapped as `from_dict` maps it, without warnings: for comparing a recorded config with today's."""
+    spelling mapped as `from_dict` maps it, without warnings: a recorded config in this version's spelling,
+    to compare with a config of this version."""
     if not isinstance(data, Mapping):
         return data
     with warnings.catch_warnings():

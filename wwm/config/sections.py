@@ -16,40 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wwm.errors import WWMError, WWMWarning
-from wwm.families import (
-    BertModelConfig,
-    ModelFields,
-    ModelSection,
-    ModernBertFields,
-    ModernBertModelConfig,
-    family,
-)
+from wwm.families import BertModelConfig, ModelSection, ModernBertModelConfig, family
+from wwm.families import ModelFields as ModelFields  # (re-exported: the model sections' common fields)
+from wwm.families import ModernBertFields as ModernBertFields  # (re-exported: the old model.modernbert)
 from wwm.fields import path_field
 from wwm.fields import positive as _positive
-
-__all__ = [
-    "BertModelConfig",
-    "CheckpointConfig",
-    "DataConfig",
-    "DistributedConfig",
-    "EvalConfig",
-    "LoggingConfig",
-    "MaskingConfig",
-    "MeshConfig",
-    "ModelConfig",
-    "ModelFields",
-    "ModelSection",
-    "ModernBertFields",
-    "ModernBertModelConfig",
-    "OptimConfig",
-    "ParallelConfig",
-    "RunConfig",
-    "TokenizerConfig",
-    "TokenizerTrainConfig",
-    "TrainConfig",
-    "path_field",
-]
-
 
 # Data and tokenizer (wwm.data, wwm.words)
 
@@ -59,7 +30,7 @@ class DataConfig:
     """Where the text comes from and how it becomes blocks of ``max_seq_len`` tokens (docs/data.md)."""
 
     source: Literal["builtin", "files", "hub"] = "builtin"
-    builtin_lang: Literal["en", "zh", "ja", "th"] = "en"
+    builtin_lang: Literal["en", "zh", "ja", "th", "lo", "km", "my", "bo", "vi"] = "en"
     # source: files. Files, folders (every file inside, recursively, sorted) or glob patterns.
     train_files: tuple[str, ...] = path_field(())
     file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
@@ -126,7 +97,8 @@ class DataConfig:
 class TokenizerTrainConfig:
     """Train a tokenizer on the training documents (saved to <output_dir>/tokenizer)."""
 
-    kind: Literal["wordpiece", "bpe", "unigram", "modernbert"] = "wordpiece"  # wwm.tokenizer_train
+    # wwm.tokenizer_train; bert-japanese: cl-tohoku's BertJapaneseTokenizer (MeCab words, then WordPiece)
+    kind: Literal["wordpiece", "bpe", "unigram", "modernbert", "bert-japanese"] = "wordpiece"
     vocab_size: int = 4000
     lowercase: bool | None = None  # null: True for wordpiece, False otherwise
     min_frequency: int = 2
@@ -139,18 +111,30 @@ class TokenizerConfig:
     path: str | None = path_field(None, hub=True)
     train: TokenizerTrainConfig | None = None
     word_policy: Literal["tokenizer", "whitespace", "vocab", "segmenter", "cjk"] = "tokenizer"
-    # policy segmenter (old name cjk): auto picks jieba / fugashi / pythainlp per text run (docs/words.md)
-    segmenter: Literal["auto", "jieba", "fugashi", "pythainlp", "none"] = "auto"
+    # policy segmenter (old name cjk): auto picks a segmenter per document and script (docs/words.md)
+    segmenter: Literal[
+        "auto", "jieba", "fugashi", "pythainlp", "laonlp", "khmernltk", "pyidaungsu", "botok", "pyvi",
+        "underthesea", "none",
+    ] = "auto"  # fmt: skip
+    # split the text into `segmenter` words before the fast tokenizer, so that no token straddles two
+    # words (train the tokenizer that way too: tokenizer.train does when this is on; docs/words.md)
+    pre_segment: bool = False
 
     def __post_init__(self) -> None:
         if self.path is not None and self.train is not None:
             raise WWMError(
                 "set either tokenizer.path (an existing tokenizer) or tokenizer.train (train one), not both"
             )
-        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk"):
+        if self.segmenter != "auto" and self.word_policy not in ("segmenter", "cjk") and not self.pre_segment:
             raise WWMError(
-                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter', but "
-                f"word_policy is {self.word_policy!r}; set word_policy: segmenter, or remove segmenter"
+                f"tokenizer.segmenter {self.segmenter!r} applies only to word_policy 'segmenter' or "
+                f"pre_segment: true, but word_policy is {self.word_policy!r}; set word_policy: segmenter, "
+                "or remove segmenter"
+            )
+        if self.pre_segment and self.segmenter == "none":
+            raise WWMError(
+                "tokenizer.pre_segment: true splits the text into segmenter words, but segmenter is 'none'; "
+                "name a segmenter (or auto), or set pre_segment: false"
             )
 
 

@@ -14,7 +14,8 @@ only modules present in CPython 3.10 to 3.13; one missing from a build (a distri
 standard library) is skipped, and the modules used are part of the fingerprint, as are the Python version
 and each source file's size and modification time, so a cache never mixes two corpora.
 
-The Chinese, Japanese and Thai built-ins (``lang="zh"``, ``"ja"``, ``"th"``) are the small samples of
+The Chinese, Japanese, Thai, Lao, Khmer, Myanmar, Tibetan and Vietnamese built-ins (``lang="zh"``,
+``"ja"``, ``"th"``, ``"lo"``, ``"km"``, ``"my"``, ``"bo"``, ``"vi"``) are the small samples of
 ``wwm/data/sample_<lang>.txt`` (written for wwm), one paragraph a document.
 """
 
@@ -120,16 +121,16 @@ def _docstrings(path: str) -> list[str]:
 
 
 _DATA = Path(__file__).resolve().parent
-#: Built-in samples written for wwm, one paragraph a line: Chinese, Japanese, Thai (with some English
-#: words and numbers in each).
-SAMPLE_FILES = {"zh": "sample_zh.txt", "ja": "sample_ja.txt", "th": "sample_th.txt"}
+#: Built-in samples written for wwm, one paragraph a line: Chinese, Japanese, Thai, Lao, Khmer, Myanmar,
+#: Tibetan, Vietnamese (with some English words and numbers in each).
+SAMPLE_FILES = {lang: f"sample_{lang}.txt" for lang in ("zh", "ja", "th", "lo", "km", "my", "bo", "vi")}
 SAMPLE_LANGS = ("en", *SAMPLE_FILES)
 
 
 def builtin_sample_text(lang: str = "en") -> list[str]:
     """A small text available on any machine without a download, as a list of paragraphs (tests,
     `wwm inspect`, benchmarks): "en" is part 1 of the English corpus (the documentation topics, ~260 KB);
-    "zh", "ja", "th" are the whole corpus of that language."""
+    the others ("zh", "ja", "th", "lo", "km", "my", "bo", "vi") are the whole corpus of that language."""
     if lang == "en":
         _topics_file()
         return _topic_paragraphs()
@@ -145,7 +146,7 @@ def builtin_sample_text(lang: str = "en") -> list[str]:
 
 
 def builtin_documents(lang: str = "en") -> list[str]:
-    """The documents of the built-in corpus of ``lang`` ("en", "zh", "ja" or "th"), in their fixed order."""
+    """The documents of the built-in corpus of ``lang`` (one of ``SAMPLE_LANGS``), in their fixed order."""
     docs = builtin_sample_text(lang)
     if lang == "en":
         for name in STDLIB_MODULES:

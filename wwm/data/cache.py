@@ -37,12 +37,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm.data.packing import PACKING_RULE
 from wwm.data.segments import BUILD_FILE, DONE_FILE, MANIFEST_FILE, OWNER_FILE, SEGMENTS_DIR
 from wwm.data.sources import source_fingerprint
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 __all__ = [
     "BUILD_PREFIX",
@@ -81,7 +84,7 @@ _BUILD_NAME = re.compile(r"^\.build-[0-9a-f]{24}-[A-Za-z0-9_]+$")
 # --------------------------------------------------------------------------------------------------
 
 
-def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
+def cache_inputs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     """Everything the stored blocks depend on (hashed into the cache key)."""
     from wwm.data.tokenizer import tokenizer_fingerprint
 
@@ -105,10 +108,13 @@ def cache_inputs(config: Any, tokenizer: Any) -> dict[str, Any]:
     }
     if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
         inputs["packing_rule"] = PACKING_RULE[data.packing]
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # its words depend on the segmenters' versions
-        from wwm.words import segmenter_fingerprint
+    pre_segment = config.tokenizer.pre_segment
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or pre_segment:  # words and tokens depend on
+        from wwm.words import segmenter_fingerprint  # the segmenters' versions
 
         inputs["segmenter"] = segmenter_fingerprint(config.tokenizer.segmenter)
+    if pre_segment:  # (absent when off: the keys of data prepared before the option stay)
+        inputs["pre_segment"] = True
     return inputs
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,10 @@ from wwm.data.packing import Blocks, Packer, PackStats, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import DataConfig, MaskingConfig, RunConfig
+    from wwm.masking import WholeWordMasker
 
 __all__ = [
     "PrepareStats",
@@ -82,7 +86,7 @@ def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def split_documents(
-    data: Any, split: str, stats: SourceStats, counts: dict[str, int] | None = None
+    data: DataConfig, split: str, stats: SourceStats, counts: dict[str, int] | None = None
 ) -> Iterator[str]:
     """The documents of ``split`` ("train" or "validation") in source order, segment after segment.
     ``counts`` (optional) gets the number of documents routed to each split by the held-out fraction."""
@@ -97,7 +101,7 @@ def split_documents(
 
 
 def _routed(
-    data: Any, segment: segments.Segment, stats: SourceStats
+    data: DataConfig, segment: segments.Segment, stats: SourceStats
 ) -> Iterator[tuple[list[str], list[bool]]]:
     """Chunks of a segment's documents with their held-out flags: document id = segment.index * 2^32 +
     its index in the segment (``segments.document_ids``), so a document's split needs nothing outside
@@ -110,7 +114,11 @@ def _routed(
 
 
 def _segment_split(
-    data: Any, segment: segments.Segment, split: str, stats: SourceStats, counts: dict[str, int] | None = None
+    data: DataConfig,
+    segment: segments.Segment,
+    split: str,
+    stats: SourceStats,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[str]:
     """The documents of one segment that go to ``split``."""
     if segment.which == "validation":
@@ -128,7 +136,7 @@ def _segment_split(
                 yield doc
 
 
-def has_validation(data: Any) -> bool:
+def has_validation(data: DataConfig) -> bool:
     """Whether the `data` config section holds documents out for validation (files or a fraction)."""
     return bool(data.validation_files) or data.validation_fraction > 0
 
@@ -178,7 +186,7 @@ class PreparedData:
     tokenizer_path: str
     specials: SpecialIds
     stats: PrepareStats
-    config: Any
+    config: RunConfig
     cache_path: str | None = None
     cache_hit: bool = False
 
@@ -190,7 +198,7 @@ class PreparedData:
     def vocab_size(self) -> int:
         return self.specials.vocab_size
 
-    def masker(self, masking: Any = None) -> Any:
+    def masker(self, masking: MaskingConfig | None = None) -> WholeWordMasker:
         """A ``WholeWordMasker`` for this tokenizer (``masking`` defaults to the run's masking config)."""
         from wwm.masking import WholeWordMasker
 
@@ -262,7 +270,7 @@ class _DocumentFile:
 
 
 def _write_documents(
-    data: Any, segment: segments.Segment, work: Path
+    data: DataConfig, segment: segments.Segment, work: Path
 ) -> tuple[dict[str, _DocumentFile], SourceStats]:
     """One pass over a segment: the documents of each split, written to Arrow files in ``work``."""
     stats = SourceStats()
@@ -300,7 +308,7 @@ def _pack_tables(tables: Iterator[Any], packer: Packer) -> Iterator[Blocks]:
         yield last
 
 
-def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
+def _map_kwargs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     from wwm.data.tokenizer import tokenize_table
 
     return {
@@ -312,6 +320,7 @@ def _map_kwargs(config: Any, tokenizer: Any) -> dict[str, Any]:
             "tokenizer": tokenizer,
             "policy": config.tokenizer.word_policy,
             "segmenter": config.tokenizer.segmenter,
+            "pre_segment": config.tokenizer.pre_segment,
         },
     }
 
@@ -324,7 +333,7 @@ class StreamingBlocks:
     last complete pass.
     """
 
-    def __init__(self, config: Any, split: str, tokenizer: Any, specials: SpecialIds) -> None:
+    def __init__(self, config: RunConfig, split: str, tokenizer: Any, specials: SpecialIds) -> None:
         self.config = config
         self.split = split
         self.tokenizer = tokenizer
@@ -361,14 +370,14 @@ class StreamingBlocks:
 
 
 def _generate_documents(
-    data: Any, segment: segments.Segment, split: str, stats: SourceStats
+    data: DataConfig, segment: segments.Segment, split: str, stats: SourceStats
 ) -> Iterator[dict[str, str]]:
     for doc in _segment_split(data, segment, split, stats):
         yield {"text": doc}
 
 
 def _build_split(
-    config: Any, split: str, documents: _DocumentFile, tokenizer: Any, specials: SpecialIds, work: Path,
+    config: RunConfig, split: str, documents: _DocumentFile, tokenizer: Any, specials: SpecialIds, work: Path,
     out: Path, progress: bool,
 ) -> dict[str, int]:  # fmt: skip
     """Tokenize, pack and store the documents of one split; returns its packing statistics."""
@@ -428,7 +437,7 @@ def _tqdm(enabled: bool, **kwargs: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def default_cache_dir(config: Any) -> Path:
+def default_cache_dir(config: RunConfig) -> Path:
     """``data.cache_dir``, else ``$WWM_CACHE_DIR``, else ``~/.cache/wwm`` (blocks go to its data/ folder)."""
     return cache.cache_root(config.data.cache_dir)
 
@@ -438,7 +447,7 @@ def default_cache_dir(config: Any) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _training_fingerprint(config: Any) -> dict[str, Any]:
+def _training_fingerprint(config: RunConfig) -> dict[str, Any]:
     data = config.data
     return {
         "source": source_fingerprint(data, "train"),
@@ -446,7 +455,7 @@ def _training_fingerprint(config: Any) -> dict[str, Any]:
     }
 
 
-def _checked_training_documents(config: Any) -> list[str]:
+def _checked_training_documents(config: RunConfig) -> list[str]:
     """The training documents (to train a tokenizer on), once the splits are known to be usable."""
     data = config.data
     stats, counts = SourceStats(), {"train": 0}
@@ -457,11 +466,36 @@ def _checked_training_documents(config: Any) -> list[str]:
     return documents
 
 
+def _warn_pre_segment(config: RunConfig, tokenizer_path: str) -> None:
+    """A tokenizer that `wwm train-tokenizer` learnt from pre-segmented text, used without pre-segmentation
+    (or the other way round): its tokens are not the ones it was trained for; say so."""
+    marker = Path(tokenizer_path) / "wwm_pre_segment.json"
+    trained = marker.is_file()
+    if trained != config.tokenizer.pre_segment and Path(tokenizer_path).is_dir():
+        import warnings
+
+        from wwm.errors import WWMWarning
+
+        if trained:
+            message = (
+                f"the tokenizer at {tokenizer_path} was trained on text cut at segmenter words "
+                "(wwm_pre_segment.json) but tokenizer.pre_segment is false: set it to true"
+            )
+        else:
+            message = (
+                f"tokenizer.pre_segment is true but the tokenizer at {tokenizer_path} was not trained "
+                "pre-segmented; its tokens then miss pieces it learnt across words (fine, but retrain "
+                "with `wwm train-tokenizer --pre-segment` for the best vocabulary)"
+            )
+        if config.tokenizer.train is None:
+            warnings.warn(message, WWMWarning, stacklevel=3)
+
+
 @dataclass
 class _Setup:
     """What every preparation of a config starts from: its tokenizer, its cache entry, its segments."""
 
-    config: Any
+    config: RunConfig
     tokenizer: Any
     tokenizer_path: str
     specials: SpecialIds
@@ -477,7 +511,7 @@ class _Setup:
         return [seg for seg in self.plan if seg.which == which]
 
 
-def _setup(config: Any, *, may_train: bool = True) -> _Setup:
+def _setup(config: RunConfig, *, may_train: bool = True) -> _Setup:
     """Check the inputs, get the tokenizer (train it when ``may_train``), find the cache entry and plan the
     segments. Raises WWMError for unusable input before any slow work."""
     data = config.data
@@ -485,8 +519,8 @@ def _setup(config: Any, *, may_train: bool = True) -> _Setup:
     source_fingerprint(data, "train")
     if data.validation_files:
         source_fingerprint(data, "validation")
-    if config.tokenizer.word_policy in ("segmenter", "cjk"):  # a missing segmenter package fails here
-        from wwm.words import require_segmenter
+    if config.tokenizer.word_policy in ("segmenter", "cjk") or config.tokenizer.pre_segment:
+        from wwm.words import require_segmenter  # a missing segmenter package fails here
 
         require_segmenter(config.tokenizer.segmenter)
 
@@ -502,6 +536,7 @@ def _setup(config: Any, *, may_train: bool = True) -> _Setup:
         return _checked_training_documents(config)
 
     tokenizer, tokenizer_path = prepare_tokenizer(config, documents, _training_fingerprint(config))
+    _warn_pre_segment(config, tokenizer_path)
     specials = SpecialIds.from_tokenizer(tokenizer)
     if specials.vocab_size > np.iinfo(np.int32).max:
         raise WWMError(f"vocabulary of {specials.vocab_size} tokens does not fit int32 ids")
@@ -516,7 +551,7 @@ def _setup(config: Any, *, may_train: bool = True) -> _Setup:
 
 
 def prepare_dataset(
-    config: Any,
+    config: RunConfig,
     *,
     progress: bool = False,
     rebuild: bool = False,
@@ -560,7 +595,7 @@ def prepare_dataset(
     return _open(setup, manifest, hit, start)
 
 
-def prepare_tokenizer_only(config: Any) -> tuple[str, int]:
+def prepare_tokenizer_only(config: RunConfig) -> tuple[str, int]:
     """``wwm prepare --tokenizer-only``: the run's tokenizer, trained when it must be (before workers start,
     which share it). Returns its path and size."""
     setup = _setup(config)
@@ -568,7 +603,7 @@ def prepare_tokenizer_only(config: Any) -> tuple[str, int]:
 
 
 def prepare_share(
-    config: Any, worker: int, workers: int, *, progress: bool = False
+    config: RunConfig, worker: int, workers: int, *, progress: bool = False
 ) -> tuple[PreparedData | None, dict[str, int]]:
     """``wwm prepare --worker i/n``: build the segments worker i of n owns that are not done yet; the worker
     that finds every segment done writes the manifest and gets the data (else None). Returns it with
@@ -592,7 +627,7 @@ def prepare_share(
     return _open(setup, _finalize(setup, write=True), False, start), counts
 
 
-def finalize_prepared(config: Any) -> PreparedData:
+def finalize_prepared(config: RunConfig) -> PreparedData:
     """``wwm prepare --finalize``: write the manifest of a preparation whose segments are all done (WWMError
     naming the missing ones otherwise) and return the data."""
     start = time.perf_counter()
@@ -604,7 +639,7 @@ def finalize_prepared(config: Any) -> PreparedData:
 
 
 def prepare_with_ray(
-    config: Any, address: str | None = None, *, progress: bool = False, retries: int = 3
+    config: RunConfig, address: str | None = None, *, progress: bool = False, retries: int = 3
 ) -> PreparedData:
     """``wwm prepare --ray [ADDRESS]``: the segments not done yet as Ray tasks (each ``prepare_segment``,
     retried up to ``retries`` times when its worker dies or an OSError stops it), then the manifest. The
@@ -650,7 +685,7 @@ def prepare_with_ray(
     return _open(setup, _finalize(setup, write=True), False, start)
 
 
-def prepare_segment(config: Any, segment: segments.Segment) -> dict[str, Any]:
+def prepare_segment(config: RunConfig, segment: segments.Segment) -> dict[str, Any]:
     """Build one segment of ``config`` and mark it done (a no-op when it is done): the unit of work of
     every launcher (a worker's loop, a training host's share, a Ray task). Returns its done record."""
     setup = _setup(config, may_train=False)
@@ -660,7 +695,7 @@ def prepare_segment(config: Any, segment: segments.Segment) -> dict[str, Any]:
 
 
 def _prepare_shared(
-    config: Any, share: tuple[int, int], barrier: Any, progress: bool, start: float
+    config: RunConfig, share: tuple[int, int], barrier: Any, progress: bool, start: float
 ) -> PreparedData:
     """Host h of H: the lead gets the tokenizer first (it may train it), then every host builds its share of
     the segments, and after a barrier every host checks that it sees all of them (a shared cache) and
@@ -878,7 +913,7 @@ def _open(setup: _Setup, manifest: dict[str, Any], hit: bool, start: float) -> P
                         stats, setup.config, cache_path=str(setup.final), cache_hit=hit)  # fmt: skip
 
 
-def _built_from(config: Any, tokenizer_path: str) -> dict[str, Any]:
+def _built_from(config: RunConfig, tokenizer_path: str) -> dict[str, Any]:
     """What ``wwm cache list`` shows and compares (wwm.data.cache): the configured corpus and tokenizer
     paths, and the tokenizer's files as they were (the corpus files are in the cache inputs)."""
     data = config.data
@@ -906,7 +941,7 @@ def _validation_empty(detail: str) -> WWMError:
     )
 
 
-def _check_documents(config: Any, source: dict[str, dict[str, int]], counts: dict[str, int]) -> None:
+def _check_documents(config: RunConfig, source: dict[str, dict[str, int]], counts: dict[str, int]) -> None:
     """Before any tokenizing: the source gave documents, and each split counted in ``counts`` has some
     (WWMError otherwise). ``source["train"]``: what the training source read, when known."""
     data = config.data
@@ -936,7 +971,7 @@ def _check_documents(config: Any, source: dict[str, dict[str, int]], counts: dic
         )
 
 
-def _check_blocks(config: Any, split: str, packing: dict[str, int]) -> None:
+def _check_blocks(config: RunConfig, split: str, packing: dict[str, int]) -> None:
     """After tokenizing and packing a split: it gave blocks (WWMError otherwise)."""
     if packing["blocks"]:
         return

@@ -29,9 +29,12 @@ import lzma
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wwm.errors import WWMError
+
+if TYPE_CHECKING:
+    from wwm.config import DataConfig
 
 __all__ = [
     "SourceStats",
@@ -271,7 +274,7 @@ def _iter_table_file(path: str, fmt: str, column: str, stats: SourceStats) -> It
         ) from err
 
 
-def _iter_files(files: Sequence[str], data: Any, stats: SourceStats) -> Iterator[str]:
+def _iter_files(files: Sequence[str], data: DataConfig, stats: SourceStats) -> Iterator[str]:
     for path in files:
         yield from _iter_file(path, data, stats)
 
@@ -313,7 +316,7 @@ def iter_file_documents(
         yield doc
 
 
-def _iter_hub(data: Any, stats: SourceStats) -> Iterator[str]:
+def _iter_hub(data: DataConfig, stats: SourceStats) -> Iterator[str]:
     import datasets
 
     where = f"the Hub dataset {data.hub_dataset!r}"
@@ -334,7 +337,7 @@ def _iter_hub(data: Any, stats: SourceStats) -> Iterator[str]:
     yield from _iter_records(dataset, data.text_column, where, stats)
 
 
-def iter_documents(data: Any, which: str = "train", stats: SourceStats | None = None) -> Iterator[str]:
+def iter_documents(data: DataConfig, which: str = "train", stats: SourceStats | None = None) -> Iterator[str]:
     """The non-empty documents of ``data`` (a DataConfig): ``which`` is "train" (the configured source)
     or "validation" (``data.validation_files``). Stops after ``data.max_documents`` documents (train)."""
     stats = stats if stats is not None else SourceStats()
@@ -364,7 +367,7 @@ def iter_documents(data: Any, which: str = "train", stats: SourceStats | None = 
             return
 
 
-def source_fingerprint(data: Any, which: str = "train") -> dict[str, Any]:
+def source_fingerprint(data: DataConfig, which: str = "train") -> dict[str, Any]:
     """What the documents of ``which`` depend on; cheap (file sizes and times, no reading)."""
     common = {"document_separator": data.document_separator, "text_column": data.text_column}
     if which == "validation" or data.source == "files":

@@ -10,13 +10,16 @@ import tempfile
 from collections.abc import Callable, Iterable
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wwm.data.pieces import MAX_PIECE_CHARS, text_pieces  # document chopping (also the tokenizer trainer's)
 from wwm.errors import WWMError
 from wwm.rundir import normalize_permissions
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 __all__ = [
     "TRAINED_META",
@@ -49,11 +52,15 @@ def _quiet(tokenizer: Any) -> Any:
 
 
 def _require_fast(tokenizer: Any, where: str) -> Any:
+    from wwm.words import is_word_structured
+
+    if is_word_structured(tokenizer):  # BertJapaneseTokenizer & co: words first, then sub-words
+        return _quiet(tokenizer)
     if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
         raise WWMError(
-            f"the tokenizer at {where} is not a fast tokenizer; word ids need one: save it with a "
-            "tokenizer.json (convert it with transformers' convert_slow_tokenizer) or train one with "
-            "`wwm train-tokenizer`"
+            f"the tokenizer at {where} is not a fast tokenizer; word ids need one (or a word-structured "
+            "slow one such as BertJapaneseTokenizer): save it with a tokenizer.json (convert it with "
+            "transformers' convert_slow_tokenizer) or train one with `wwm train-tokenizer`"
         )
     return _quiet(tokenizer)
 
@@ -129,7 +136,7 @@ def _hub_tokenizer(name: str) -> Any:
 
     try:
         cached = AutoTokenizer.from_pretrained(name, local_files_only=True)
-        if getattr(cached, "is_fast", False):
+        if getattr(cached, "is_fast", False) or hasattr(cached, "word_tokenizer"):
             return _require_fast(cached, repr(name))
     except Exception:  # not (completely) in the local cache
         pass
@@ -166,18 +173,53 @@ def _hub_tokenizer(name: str) -> Any:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of the tokenizer's full definition (tokenizer.json) and of its special-token roles."""
-    backend = tokenizer.backend_tokenizer
+    """sha256 of the tokenizer's full definition (tokenizer.json; for a word-structured slow tokenizer its
+    class, settings, vocabulary and the versions of its word tokenizer's packages) and of its
+    special-token roles."""
     roles = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
     h = hashlib.sha256()
-    h.update(backend.to_str().encode("utf-8"))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode("utf-8") if backend is not None else _slow_definition(tokenizer))
     h.update(json.dumps(roles, sort_keys=True).encode("utf-8"))
     h.update(str(len(tokenizer)).encode())
     return h.hexdigest()
 
 
+# The packages a word-structured tokenizer's words come from, by its word_tokenizer_type.
+_WORD_TOKENIZER_PACKAGES = {
+    "mecab": ("fugashi", "unidic-lite", "unidic", "ipadic"),
+    "sudachi": ("sudachipy", "sudachidict-core", "sudachidict-small", "sudachidict-full"),
+    "jumanpp": ("rhoknp",),
+}
+
+
+def _slow_definition(tokenizer: Any) -> bytes:
+    """What a slow (word-structured) tokenizer's tokens depend on, as bytes: class, init settings,
+    vocabulary and added tokens, and the versions of its word tokenizer's packages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    settings = {
+        k: v
+        for k, v in sorted(getattr(tokenizer, "init_kwargs", {}).items())
+        if k not in ("vocab_file", "spm_file", "name_or_path")
+    }
+    versions = {}
+    for package in _WORD_TOKENIZER_PACKAGES.get(getattr(tokenizer, "word_tokenizer_type", ""), ()):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    definition = {
+        "class": type(tokenizer).__name__,
+        "settings": settings,
+        "vocab": sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]),
+        "versions": versions,
+    }
+    return json.dumps(definition, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8")
+
+
 def prepare_tokenizer(
-    config: Any, train_documents: Callable[[], Iterable[str]], training_fingerprint: dict[str, Any]
+    config: RunConfig, train_documents: Callable[[], Iterable[str]], training_fingerprint: dict[str, Any]
 ) -> tuple[Any, str]:
     """The run's tokenizer and where it lives: ``tokenizer.path``, or one trained on the training
     documents and saved to ``<output_dir>/tokenizer`` (reused when it was trained with the same settings
@@ -212,8 +254,14 @@ def prepare_tokenizer(
 
     train = tok_cfg.train
     texts = list(train_documents())
+    pre_segment = tok_cfg.segmenter if tok_cfg.pre_segment else None  # learnt as it will be tokenized
     tokenizer = train_tokenizer(
-        texts, train.kind, train.vocab_size, train.lowercase, min_frequency=train.min_frequency
+        texts,
+        train.kind,
+        train.vocab_size,
+        train.lowercase,
+        min_frequency=train.min_frequency,
+        pre_segment=pre_segment,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
@@ -247,7 +295,12 @@ def _call_groups(sizes: list[int], budget: int) -> list[tuple[int, int]]:
 
 
 def tokenize_table(
-    table: Any, tokenizer: Any, policy: str, column: str = "text", segmenter: str = "auto"
+    table: Any,
+    tokenizer: Any,
+    policy: str,
+    column: str = "text",
+    segmenter: str = "auto",
+    pre_segment: bool = False,
 ) -> Any:
     """``datasets.map`` function (Arrow format): texts -> list<int32> columns input_ids and word_ids.
 
@@ -271,7 +324,12 @@ def tokenize_table(
     ids_parts, wids_parts, piece_lengths = [], [], []
     for begin, end in _call_groups([len(p) for p in pieces], _CALL_CHARS):
         out = tokenize_with_word_ids(
-            tokenizer, pieces[begin:end], policy=policy, add_special_tokens=False, segmenter=segmenter
+            tokenizer,
+            pieces[begin:end],
+            policy=policy,
+            add_special_tokens=False,
+            segmenter=segmenter,
+            pre_segment=pre_segment,
         )
         lengths = np.fromiter(map(len, out["input_ids"]), dtype=np.int64, count=end - begin)
         total = int(lengths.sum())

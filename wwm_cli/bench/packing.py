@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 PACKINGS = ("full_sentences", "doc_per_block", "packed_documents")
 
@@ -72,7 +75,7 @@ def run(seq_len: int = 512, batch: int = 8, steps: int = 3, warmup: int = 1, imp
             "date": time.strftime("%Y-%m-%d"), "results": results}  # fmt: skip
 
 
-def _with_packing(config, packing: str):
+def _with_packing(config: RunConfig, packing: str) -> RunConfig:
     import dataclasses
 
     return dataclasses.replace(config, data=dataclasses.replace(config.data, packing=packing))

@@ -9,7 +9,7 @@
   with `DataCollatorForLanguageModeling(whole_word_mask=True)` and the model's default loss.
 
 Every implementation gets the same real text (tokenized once, packed into rows of L tokens), the same
-model config (built by `ModelConfig.hf_config_dict`) and batch. A step's time is the wall time from
+model config (built by the model section's `hf_config_dict`) and batch. A step's time is the wall time from
 the end of one optimizer update to the end of the next (data, masking, forward, backward, update and
 the trainer's own bookkeeping), the median over the timed steps after `warmup` untimed ones (the first
 compiles or warms caches). tokens/s counts every position of the batch (padding included, as the
@@ -29,12 +29,15 @@ import statistics
 import tempfile
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import wwm.flops
 from wwm.flops import flops_per_step
+
+if TYPE_CHECKING:
+    from wwm.config import RunConfig
 
 # BERT shapes (model.type bert) and ModernBERT shapes (model.type modernbert, its section's defaults:
 # ModernBERT-base's global attention every 3rd layer, local window 128, rope thetas): base and large are the
@@ -154,7 +157,7 @@ def _summary(step_times: list[float], tokens: int, flops: float, peak: float | N
 def run_jax(
     config, data, warmup: int, steps: int, peak: float | None, profile_dir: str | None = None, full_head=False
 ):
-    """`full_head`: the MLM head at every position (the JAX trainer before the masked-positions head).
+    """`full_head`: the MLM head at every position (to compare with the masked-positions head).
     The step is the trainer's own (`wwm_jax.train.build_step`)."""
     import jax
 
@@ -191,7 +194,7 @@ def run_jax(
     return {**out, "top_ops": profile} if profile else out
 
 
-def _masker(tokenizer, config):
+def _masker(tokenizer, config: RunConfig):
     from wwm.masking import WholeWordMasker
 
     return WholeWordMasker.from_tokenizer(tokenizer, config.masking)
@@ -228,7 +231,7 @@ def _no_saving(trainer) -> None:
 def run_torch(
     config, data, warmup: int, steps: int, peak: float | None, profile_dir: str | None = None, full_head=False
 ):
-    """`full_head`: the MLM head at every position (WWMTrainer before the masked-positions head)."""
+    """`full_head`: the MLM head at every position (to compare with the masked-positions head)."""
     from wwm_torch.train import build_trainer
 
     prepared = SimpleNamespace(train=data.blocks, validation=None, tokenizer=data.tokenizer)
@@ -255,7 +258,9 @@ def run_torch(
     return {**out, "top_ops": profile} if profile else out
 
 
-def run_hf_run_mlm(config, data, warmup: int, steps: int, peak: float | None, profile_dir: str | None = None):
+def run_hf_run_mlm(
+    config: RunConfig, data, warmup: int, steps: int, peak: float | None, profile_dir: str | None = None
+):
     """run_mlm.py's set-up: plain Trainer, transformers' WWM collator, the model's own (mean) loss."""
     import torch
     from transformers import (
@@ -403,7 +408,7 @@ RUNNERS = {
     "jax": run_jax,
     "torch": run_torch,
     "hf_run_mlm": run_hf_run_mlm,
-    # not run by default: the JAX step with the MLM head at every position (before/after figures)
+    # not run by default: the step with the MLM head at every position (the masked-positions head's peer)
     "jax_full_head": lambda *a, **k: run_jax(*a, **k, full_head=True),
     "torch_full_head": lambda *a, **k: run_torch(*a, **k, full_head=True),
 }

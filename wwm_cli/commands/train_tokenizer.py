@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from wwm.tokenizer_train import KINDS
+from wwm.tokenizer_train import ALL_KINDS, WORD_STRUCTURED_KINDS
+
+#: Languages written without spaces between words (and Vietnamese, between syllables): --pre-segment.
+SEGMENTED_LANGS = ("zh", "ja", "th", "lo", "km", "my", "bo", "vi")
+#: The file beside a tokenizer trained pre-segmented: {"segmenter": NAME}.
+PRE_SEGMENT_FILE = "wwm_pre_segment.json"
 
 HELP = (
     "Train a WordPiece / byte-level BPE / Unigram / ModernBERT-style tokenizer with the special tokens "
@@ -23,19 +28,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--kind",
-        choices=KINDS,
+        choices=ALL_KINDS,
         default="wordpiece",
         help="wordpiece (BERT), bpe (RoBERTa), unigram (SentencePiece), modernbert (ModernBERT's byte-level "
-        "BPE with [CLS] [SEP] [MASK] [PAD] [UNK])",
+        "BPE with [CLS] [SEP] [MASK] [PAD] [UNK]), bert-japanese (cl-tohoku's: MeCab words, then WordPiece)",
     )
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to save the tokenizer to")
     p.add_argument(
         "--lang",
-        choices=("en", "zh", "ja", "th"),
+        choices=("en", *SEGMENTED_LANGS),
         default="en",
-        help="language of the corpus: picks --corpus builtin's sample; ja and th default to --no-lowercase",
+        help="language of the corpus: picks --corpus builtin's sample; all but en and zh default to "
+        "--no-lowercase; all but en to --pre-segment",
     )
+    pre = p.add_mutually_exclusive_group()
+    pre.add_argument("--pre-segment", dest="pre_segment", action="store_true", default=None,
+                     help="learn the vocabulary from the text cut at segmenter words (no token straddles "
+                     "two words; tokenize with tokenizer.pre_segment: true)")  # fmt: skip
+    pre.add_argument("--no-pre-segment", dest="pre_segment", action="store_false")
+    p.add_argument("--segmenter", default=None,
+                   help="segmenter for --pre-segment (default: auto; pyvi for --lang vi)")  # fmt: skip
     lower = p.add_mutually_exclusive_group()
     lower.add_argument("--lowercase", dest="lowercase", action="store_true", default=None)
     lower.add_argument("--no-lowercase", dest="lowercase", action="store_false")
@@ -72,13 +85,26 @@ def main(args: argparse.Namespace) -> int:
     if not texts:
         raise WWMError(f"the corpus {' '.join(args.corpus)} holds no text; give files with text")
     lowercase = args.lowercase
-    if lowercase is None and args.lang in ("ja", "th"):
-        lowercase = False  # lowercasing strips accents: Japanese voicing marks, Thai vowels and tones
+    if lowercase is None and args.lang not in ("en", "zh"):
+        lowercase = False  # lowercasing strips accents: kana voicing marks, Thai, Lao, ... vowel signs
+    pre_segment = args.pre_segment
+    if pre_segment is None:
+        pre_segment = args.lang != "en" and args.kind not in WORD_STRUCTURED_KINDS
+    segmenter = args.segmenter or ("pyvi" if args.lang == "vi" else "auto")
     tokenizer = train_tokenizer(
-        texts, args.kind, args.vocab_size, lowercase, min_frequency=args.min_frequency
+        texts,
+        args.kind,
+        args.vocab_size,
+        lowercase,
+        min_frequency=args.min_frequency,
+        pre_segment=segmenter if pre_segment else None,
     )
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))
+    if pre_segment:
+        import json
+
+        (out / PRE_SEGMENT_FILE).write_text(json.dumps({"segmenter": segmenter}) + "\n", encoding="utf-8")
 
     from transformers import AutoTokenizer
 
@@ -96,6 +122,18 @@ def main(args: argparse.Namespace) -> int:
             f"  {stats.empty_skipped:,} empty lines skipped, {stats.replaced:,} non-UTF-8 sequences replaced"
         )
     print(f"  saved to {out} (AutoTokenizer.from_pretrained loads it)")
+    if pre_segment:
+        print(f"  learnt from text cut at {segmenter} words: tokenize with tokenizer.pre_segment: true"
+              + (f", tokenizer.segmenter: {segmenter}" if segmenter != "auto" else ""))  # fmt: skip
     print(f"  special tokens: {', '.join(f'{k}={v}' for k, v in specials.items())}")
-    print(f"  {sample!r} -> {reloaded.tokenize(sample)[:24]}")
+    if pre_segment:  # as it will be used: cut at segmenter words first
+        from wwm.words import tokenize_with_word_ids
+
+        ids = tokenize_with_word_ids(
+            reloaded, [sample], add_special_tokens=False, segmenter=segmenter, pre_segment=True
+        )["input_ids"][0]
+        tokens = reloaded.convert_ids_to_tokens(ids)
+    else:
+        tokens = reloaded.tokenize(sample)
+    print(f"  {sample!r} -> {tokens[:24]}")
     return 0
