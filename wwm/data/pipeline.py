@@ -11,6 +11,12 @@ Steps (docs/data.md):
    (``wwm.data.storage``) under ``<cache_dir>/<key>``, where the key is a hash of everything the blocks
    depend on. A second run with the same inputs opens the stored blocks.
 
+Steps 1, 3 and 4 run segment by segment (``wwm.data.segments``: one file, or ``data.segment_bytes`` of a
+text file), each on its own and marked done, and ``manifest.json`` is written last. The launchers share that
+one segment function (``prepare_segment``) and give the same bytes: one machine (``prepare_dataset``),
+worker i of n (``prepare_share``, ``finalize_prepared``), host h of a training job (``prepare_dataset(...,
+share=(h, H), barrier=...)``) and Ray tasks (``prepare_with_ray``).
+
 With ``data.streaming: true`` nothing is stored: steps 3 and 4 run on the fly each time the blocks are
 iterated (``StreamingBlocks``), on a ``datasets.IterableDataset``, and give the same blocks in the same
 order.
@@ -501,9 +507,8 @@ class _Setup:
     specials: SpecialIds
     inputs: dict[str, Any] | None = None
     final: Path | None = None  # the cache entry <cache_dir>/data/<key>
-    plan: list[segments.Segment] = field(
-        default_factory=list
-    )  # the training source's, then validation files'
+    # The segments: the training source's, then the validation files'.
+    plan: list[segments.Segment] = field(default_factory=list)
 
     def parts(self, split: str) -> list[segments.Segment]:
         """The segments whose blocks make ``split``, in example-id order."""
