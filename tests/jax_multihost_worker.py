@@ -76,6 +76,7 @@ def make_config(run: dict):
     from wwm.config import RunConfig
 
     sections = {
+        "data": tc.DataConfig(max_seq_len=32),  # synthetic_dataset's blocks
         "model": tc.ModelConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=64, hidden_dropout_prob=run.get("dropout", 0.0),

@@ -139,7 +139,7 @@ def test_wrong_types_name_the_key_and_the_expected_type(override, message):
 
 
 def test_int_is_promoted_to_float():
-    config = load_config(None, ["masking.mask_prob=0", "data.validation_fraction=0"])
+    config = load_config(None, ["masking.mask_prob=1", "data.validation_fraction=0"])
     assert isinstance(config.masking.mask_prob, float)
     assert isinstance(config.data.validation_fraction, float)
 
@@ -282,6 +282,68 @@ def test_cli_prints_config_errors_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "data.packing" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ issue 21: what YAML and floats let through
+
+
+def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path, capsys):
+    """A second `masking:` section silently replaced the first (PyYAML keeps the last key)."""
+    path = write(tmp_path, "masking:\n  mask_prob: 0.3\nseed: 1\nmasking:\n  max_ngram: 3\n")
+    with pytest.raises(WWMError, match=r"the key 'masking' appears twice in one mapping \(lines 1 and 4\)"):
+        load_config(path)
+    with pytest.raises(WWMError, match=r"'mask_prob' appears twice .*lines 2 and 3"):
+        load_config(write(tmp_path, "masking:\n  mask_prob: 0.3\n  mask_prob: 0.2\n"))
+    from wwm_cli import main
+
+    assert main(["prepare", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "appears twice" in err
+    # YAML merge keys may still override what they bring in.
+    merged = load_config(
+        write(tmp_path, "masking:\n  <<: {mask_prob: 0.3, max_ngram: 2}\n  mask_prob: 0.2\n")
+    )
+    assert merged.masking.mask_prob == 0.2 and merged.masking.max_ngram == 2
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_nan_and_infinite_floats_are_refused_in_any_float_field(tmp_path, value):
+    with pytest.raises(
+        WWMError, match=r"config key 'optim.learning_rate' is (nan|inf|-inf); give a finite number"
+    ):
+        load_config(None, [f"optim.learning_rate={value}"])
+    with pytest.raises(WWMError, match=r"'model.global_rope_theta' is"):
+        load_config(write(tmp_path, f"model:\n  type: modernbert\n  global_rope_theta: {value}\n"))
+    with pytest.raises(WWMError, match=r"optim.learning_rate must be a finite number > 0"):
+        from wwm.config import OptimConfig
+
+        OptimConfig(learning_rate=float(value.replace(".", "").replace("NaN", "nan")))
+
+
+def test_the_position_table_is_never_enlarged_silently_and_wsd_is_checked_before_any_work():
+    with pytest.raises(
+        WWMError, match=r"model.max_position_embeddings is 64 but data.max_seq_len 128 needs 128"
+    ):
+        load_config(None, ["model.max_position_embeddings=64"])
+    with pytest.raises(WWMError, match=r"needs 130 \(RoBERTa's position ids start at pad \+ 1"):
+        load_config(None, ["model.type=roberta", "model.max_position_embeddings=128"])
+    assert (
+        load_config(
+            None, ["model.type=roberta", "model.max_position_embeddings=130"]
+        ).model.max_position_embeddings
+        == 130
+    )
+    with pytest.raises(WWMError, match=r"optim.warmup_steps \(100\) \+ optim.decay_steps \(950\) exceed"):
+        load_config(None, ["optim.schedule=wsd", "optim.decay_steps=950"])  # at load time, not after the data
+
+
+def test_logging_report_to_takes_the_older_tensorboard_switch():
+    assert load_config(None).logging.report_to == ("tensorboard",)
+    assert load_config(None, ["logging.tensorboard=false"]).logging.report_to == ()
+    assert load_config(None, ["logging.report_to=[wandb, mlflow]", "logging.tensorboard=true"]).logging.report_to == (
+        "wandb", "mlflow", "tensorboard")  # fmt: skip
+    with pytest.raises(WWMError, match="must be one of 'tensorboard', 'wandb', 'mlflow'; got 'comet'"):
+        load_config(None, ["logging.report_to=[comet]"])
 
 
 # ------------------------------------------------------------------ Literals and the code that reads them

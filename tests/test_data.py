@@ -704,21 +704,52 @@ def test_empty_files_and_lines(tmp_path, corpus, wordpiece_dir):
     assert source["empty_files"] == 2 and source["empty_skipped"] == 4 + 3 and source["files"] == 3
 
 
-def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, wordpiece_dir):
+def test_latin1_input_is_refused_in_one_line_unless_its_encoding_or_replace_is_set(
+    tmp_path, wordpiece_dir, capsys
+):
+    """Issue 21: a Latin-1 file read as UTF-8 lost every accented letter to U+FFFD without a word. Now the
+    first undecodable byte stops `wwm prepare` in one line naming the file, the byte and its line, before
+    any tokenizing; data.encoding reads it right, on_decode_error: replace keeps the old behaviour, counted."""
     path = tmp_path / "latin1.txt"
-    # two invalid sequences, a valid U+FFFD written in the text (not counted), CRLF line ends
-    path.write_bytes(b"caf\xe9 au lait\r\nna\xefve \xef\xbf\xbd ok\r\n" + b"plain text line\n" * 20)
+    path.write_bytes(b"plain text line\n" * 3 + "le café est très bon à Noël\r\n".encode("latin-1") * 20)
+    config = make_config(tmp_path, wordpiece_dir, [path])
+    with pytest.raises(
+        WWMError, match=r"latin1.txt' is not valid utf-8 text: byte\(s\) e9 at byte offset 54 \(line 4\)"
+    ):
+        prepare_dataset(config)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{source: files, train_files: [{path}], max_seq_len: 32, cache_dir: {tmp_path / 'c'}}}\n"
+                   f"tokenizer: {{path: {wordpiece_dir}}}\n")  # fmt: skip
+    from wwm_cli import main
+
+    assert main(["prepare", "--config", str(cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.encoding" in err and "on_decode_error: replace" in err
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("meta.json"))
+    latin1 = DataConfig(source="files", train_files=(str(path),), encoding="latin-1")
+    assert list(iter_documents(latin1))[3] == "le café est très bon à Noël"
     stats = SourceStats()
-    docs = list(iter_documents(DataConfig(source="files", train_files=(str(path),)), "train", stats))
-    assert docs[0] == "caf\ufffd au lait" and docs[1] == "na\ufffdve \ufffd ok"
-    assert stats.replaced == 2
-    prepared = prepare_dataset(make_config(tmp_path, wordpiece_dir, [path]))
-    assert prepared.stats.source["train"]["replaced"] == 2
+    replace = DataConfig(source="files", train_files=(str(path),), on_decode_error="replace")
+    assert (
+        list(iter_documents(replace, "train", stats))[3] == "le caf\ufffd est tr\ufffds bon \ufffd No\ufffdl"
+    )
+    assert stats.replaced == 80
+    prepared = prepare_dataset(
+        dataclasses.replace(config, data=dataclasses.replace(config.data, on_decode_error="replace"))
+    )
+    assert prepared.stats.source["train"]["replaced"] == 80
+    from wwm.data.pipeline import format_summary
+
+    assert "80 undecodable byte sequences replaced" in format_summary(prepared)
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_bytes(b'{"text": "caf\xe9 ok"}\n{"text": "fine"}\n')
+    with pytest.raises(WWMError, match=r"bad.jsonl' is not valid utf-8 text: byte\(s\) e9"):
+        list(iter_documents(DataConfig(source="files", train_files=(str(jsonl),))))
     stats = SourceStats()
-    docs = list(iter_documents(DataConfig(source="files", train_files=(str(jsonl),)), "train", stats))
-    assert docs == ["caf\ufffd ok", "fine"] and stats.replaced == 1
+    replace = DataConfig(source="files", train_files=(str(jsonl),), on_decode_error="replace")
+    assert list(iter_documents(replace, "train", stats)) == ["caf\ufffd ok", "fine"] and stats.replaced == 1
+    latin1 = DataConfig(source="files", train_files=(str(jsonl),), encoding="latin-1")
+    assert list(iter_documents(latin1)) == ["café ok", "fine"]
 
 
 def test_document_longer_than_a_block_is_split_not_dropped(tmp_path, wordpiece_dir, wordpiece_tokenizer):
@@ -988,24 +1019,25 @@ def test_a_2mb_line_is_tokenized_in_bounded_pieces(tmp_path, wordpiece_dir, para
 def test_a_binary_file_is_refused_before_any_work(tmp_path, corpus, wordpiece_dir, built_splits):
     binary = tmp_path / "weights.bin"
     binary.write_bytes(np.random.default_rng(0).bytes(200_000))
-    with pytest.raises(
-        WWMError, match=r"weights.bin' is not UTF-8 text: \d+% of its first [\d,]+ characters"
-    ):
+    with pytest.raises(WWMError, match=r"weights.bin' is not valid utf-8 text: byte"):
         prepare_dataset(make_config(tmp_path, wordpiece_dir, [corpus, binary]))
+    assert built_splits == []
+    # With on_decode_error: replace, a file that is mostly invalid is still refused (it is not text).
+    with pytest.raises(
+        WWMError, match=r"weights.bin' is not utf-8 text: \d+% of its first [\d,]+ characters"
+    ):
+        prepare_dataset(make_config(tmp_path, wordpiece_dir, [corpus, binary], on_decode_error="replace"))
     assert built_splits == []
     utf16 = tmp_path / "notepad.txt"
     utf16.write_text("some text saved by an old editor\n" * 20, encoding="utf-16")
-    with pytest.raises(WWMError, match=r"is not UTF-8 text \(it looks like UTF-16\)"):
+    with pytest.raises(
+        WWMError, match=r"is not valid utf-8 text \(it looks like UTF-16: data.encoding: utf-16\)"
+    ):
         list(iter_documents(DataConfig(source="files", train_files=(str(utf16),))))
-    # Text in another 8-bit encoding is mostly ASCII: it passes, its odd bytes replaced and counted.
-    latin1 = tmp_path / "latin1.txt"
-    latin1.write_bytes("le café est très bon à Noël\n".encode("latin-1") * 20)
-    stats = SourceStats()
-    assert (
-        len(list(iter_documents(DataConfig(source="files", train_files=(str(latin1),)), "train", stats)))
-        == 20
-    )
-    assert stats.replaced == 80
+    with pytest.raises(WWMError, match=r"is not utf-8 text \(it looks like UTF-16\)"):
+        list(iter_documents(DataConfig(source="files", train_files=(str(utf16),), on_decode_error="replace")))
+    utf16_config = DataConfig(source="files", train_files=(str(utf16),), encoding="utf-16")
+    assert next(iter(iter_documents(utf16_config))) == "some text saved by an old editor"
 
 
 def test_a_hub_name_offline_fails_fast_in_one_line(monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections import Counter
 
@@ -170,6 +171,12 @@ def test_eval_text_report(tiny_run, capsys):
     assert main(["eval", "--model", run_dir, "--config", config, "--framework", "jax"]) == 0
     text = capsys.readouterr().out
     assert "JAX run checkpoint" in text and "unigram" in text and "jax " in text and "torch " not in text
+    assert (
+        main(["eval", "--model", run_dir, "--config", config, "--framework", "jax", "eval.max_batches=1"])
+        == 0
+    )
+    text = capsys.readouterr().out  # says how much of the split it evaluated (issue 21)
+    assert re.search(r"data +\d+ validation blocks of \d+ \(eval.max_batches\) in 1 batches", text), text
 
 
 @pytest.mark.slow  # the 12-step training run of the fixture

@@ -96,3 +96,26 @@ def test_eval_both_on_every_family(family_model, tmp_path, capsys):
     assert status == 0, (family, out)
     assert out["rel_loss_diff"] <= 1e-5
     assert out["jax"]["accuracy"] == out["torch"]["accuracy"]
+
+
+def test_a_long_text_truncates_in_wwm_fill_mask_and_in_pipelines_given_truncation(
+    tmp_path, wordpiece_tokenizer, capsys
+):
+    """docs/run_directories.md, "Exports" (issue 21): the export's model_max_length is the model's positions,
+    but transformers' fill-mask pipeline tokenizes without truncation (and a fast tokenizer drops any stored
+    in tokenizer.json for such a call), so a long text needs tokenizer_kwargs={"truncation": True};
+    `wwm fill-mask` truncates by itself. This test fails when transformers starts truncating (the docs
+    must then say so)."""
+    from transformers import pipeline
+
+    from wwm_jax.train import save_tokenizer
+
+    directory = write_model(str(tmp_path / "bert"), "bert", wordpiece_tokenizer)  # 512 positions
+    save_tokenizer(wordpiece_tokenizer, directory, 512)  # as the trainers' export writes it
+    text = "the [MASK] of the function is returned. " + "the value of the function is returned. " * 80
+    fill = pipeline("fill-mask", model=directory)
+    with pytest.raises(Exception):  # noqa: B017 (whatever transformers raises for positions it lacks)
+        fill(text)
+    assert len(fill(text, tokenizer_kwargs={"truncation": True})) == 5
+    status, out = _fill(capsys, "--model", directory, "--framework", "torch", text)
+    assert status == 0 and len(out["texts"][0]["masks"]) == 1

@@ -19,6 +19,7 @@ import pytest
 from wwm.config import load_config
 from wwm.data import cache, prepare_dataset, segments
 from wwm.data.sources import SourceStats, iter_documents
+from wwm.errors import WWMError
 from wwm_cli import main
 
 WORDS = "the cat sat on a mat while 日本語 と café naïve über alpha beta gamma delta epsilon".split()
@@ -97,6 +98,38 @@ def test_segments_of_a_text_file_hold_its_documents_once_whatever_the_range_size
         stats = SourceStats()
         assert [d for s in plan for d in segments.documents(cut, s, stats)] == whole
         assert stats.documents == len(whole) and stats.files == [str(path)]
+
+
+def test_segments_follow_data_encoding_and_name_an_undecodable_byte_by_its_file_offset(tmp_path):
+    """data.encoding (issue 21) and byte ranges: a Latin-1 file cut in segments gives the whole file's
+    documents; UTF-16 (whose newline is not the byte 0x0A alone) is never cut; with on_decode_error: error
+    a bad byte in a later segment is named by its offset in the file."""
+    lines = [f"café naïve über {i} " * 5 for i in range(300)]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_text("\n".join(lines) + "\n", encoding="utf-16")
+
+    def data(path, *extra):
+        return load_config(None, ["data.source=files", f"data.train_files=[{path}]", *extra]).data
+
+    for path, encoding in ((latin, "latin-1"), (utf16, "utf-16")):
+        whole = list(iter_documents(data(path, f"data.encoding={encoding}"), "train", SourceStats()))
+        cut = data(path, f"data.encoding={encoding}", "data.segment_bytes=4096")
+        plan = segments.plan(cut)
+        if encoding == "utf-16":
+            assert plan == [segments.Segment(0, "train", str(path))]
+        else:
+            assert len(plan) == -(-path.stat().st_size // 4096) > 1
+        assert [d for s in plan for d in segments.documents(cut, s, SourceStats())] == whole == lines
+    raw = latin.read_bytes().replace(b"\xe9", b"e").replace(b"\xef", b"i").replace(b"\xfc", b"u")
+    bad = raw.index(b"\n", 9000) + 3
+    (tmp_path / "bad.txt").write_bytes(raw[:bad] + b"\xff" + raw[bad:])
+    cut = data(tmp_path / "bad.txt", "data.on_decode_error=error", "data.segment_bytes=4096")
+    with pytest.raises(WWMError) as err:
+        for seg in segments.plan(cut):
+            list(segments.documents(cut, seg, SourceStats()))
+    assert f"at byte offset {bad:,} (line " in str(err.value) and "of the segment from byte" in str(err.value)
 
 
 def test_workers_0_2_and_1_2_give_the_manifest_and_blocks_of_one_machine(tmp_path, tokenizer_dir, capsys):

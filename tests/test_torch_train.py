@@ -559,5 +559,14 @@ def test_the_export_loads_elsewhere_with_the_models_length_and_ordinary_modes(tm
     for name in os.listdir(hf):
         assert os.stat(os.path.join(hf, name)).st_mode & 0o777 == 0o644, name
     assert os.stat(hf).st_mode & 0o777 == 0o755
+    # No pickle in an export (issue 21: the Trainer's save_model wrote training_args.bin); no temporary left.
+    assert not [n for n in os.listdir(hf) if n.endswith((".bin", ".pt", ".pth", ".pkl"))], os.listdir(hf)
+    assert sorted(os.listdir(spec["output_dir"])) == [
+        "checkpoints",
+        "config.yaml",
+        "hf",
+        "metrics.jsonl",
+        "run.json",
+    ]
     for line in open(os.path.join(spec["output_dir"], "metrics.jsonl"), encoding="utf-8"):
         json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))

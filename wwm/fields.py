@@ -7,6 +7,7 @@ import circle.
 
 from __future__ import annotations
 
+import math
 from dataclasses import field
 from typing import Any
 
@@ -28,8 +29,9 @@ def path_field(default: Any = None, *, hub: bool = False, **kwargs: Any) -> Any:
 
 
 def positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
-    """WWMError naming config key `name` unless `value` > 0 (or None, where allowed)."""
+    """WWMError naming config key `name` unless `value` is a finite number > 0 (or None, where allowed): NaN
+    passes `value <= 0`, so it is checked by name."""
     if value is None and allow_none:
         return
-    if value is None or value <= 0:
-        raise WWMError(f"{name} must be > 0; got {value!r}")
+    if value is None or not value > 0 or not math.isfinite(value):
+        raise WWMError(f"{name} must be a finite number > 0; got {value!r}")

@@ -66,6 +66,27 @@ def with_tied(state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any]) -> 
     return {**state, **{k: state[v] for k, v in tied_keys(hf_config).items()}}
 
 
+_EMBEDDINGS = ("word_embeddings.weight", "tok_embeddings.weight")  # (V, H): the token embeddings
+_DECODER_BIAS = ("predictions.bias", "lm_head.bias", "decoder.bias")  # (V,): the MLM decoder's bias
+
+
+def extend_vocab(hf_state: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """`model.extend_vocab`: a pretrained model's tensors with the token embeddings (and an untied decoder
+    weight) grown to `rows` rows, each new row the mean of the old rows, and the decoder bias grown with
+    the mean of its old entries. No randomness (transformers' `mean_resizing` samples around the mean),
+    so both trainers start from the same numbers. Means in float64, stored in each tensor's dtype."""
+    out = dict(hf_state)
+    for key, value in hf_state.items():
+        grow = key.endswith(_EMBEDDINGS) or (key.endswith("decoder.weight") and value.ndim == 2)
+        if key.endswith(_DECODER_BIAS) and value.ndim == 1:
+            grow = True
+        if not grow or value.shape[0] >= rows:
+            continue
+        mean = value.astype(np.float64).mean(axis=0, keepdims=True).astype(value.dtype)
+        out[key] = np.concatenate([value, np.repeat(mean, rows - value.shape[0], axis=0)])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------
 # Drawing
 # ----------------------------------------------------------------------------------------------------

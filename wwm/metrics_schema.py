@@ -23,19 +23,30 @@ def dumps_record(record: dict) -> str:
 
 def truncate_after(path: str, step: int) -> None:
     """On resume, keep the records of steps <= `step` (the restored checkpoint); later ones are
-    computed again. A line cut short by a kill mid-write is dropped, not an error."""
+    computed again. A line cut short by a kill (or a full disk) mid-write is dropped, not an error."""
     import json
     import os
 
     if not os.path.isfile(path):
         return
     kept = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # a torn last character reads too
         for line in f:
             try:
                 if int(json.loads(line).get("step", 0)) <= step:
                     kept.append(line if line.endswith("\n") else line + "\n")
             except (ValueError, AttributeError, TypeError):
                 continue
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(kept)
+    from wwm.files import atomic_write_text
+
+    atomic_write_text(path, "".join(kept))  # a full disk leaves the old file, never a torn one
+
+
+def tracker_keys(values: dict, tracker: str) -> dict:
+    """A record's values under the names an experiment tracker gets them with (wwm.trackers): wandb (and
+    TensorBoard) get transformers' `rewrite_logs` names, `eval_loss` -> `eval/loss`, `loss` ->
+    `train/loss`, so that both trainers' runs line up with any Trainer run; MLflow gets the keys as
+    they are (transformers' MLflowCallback logs them unchanged)."""
+    if tracker == "mlflow":
+        return dict(values)
+    return {(f"eval/{k[5:]}" if k.startswith("eval_") else f"train/{k}"): v for k, v in values.items()}

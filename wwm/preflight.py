@@ -1,13 +1,15 @@
 """Checks both trainers run before any heavy set-up (data preparation, model building, compilation).
 
 `start_run(config, framework, ...)` is the first thing `wwm_jax.train.run` and `wwm_torch.train.run`
-do: it fails in a second, with one line naming the fix, on what would otherwise fail minutes later
-or with a traceback:
+do: it fails in a second, with one line naming the fix, on what would otherwise fail minutes later,
+with a traceback, or not at all while training a wrong model:
 
 * output_dir and the data cache folder: directories we can write (not files, not read-only);
 * a pretrained model (`model.pretrained`): its config.json readable, its position table long enough
-  for `data.max_seq_len`, its embeddings covering the tokenizer's vocabulary;
-* the run directory (wwm.rundir): one run per folder, nothing overwritten or mixed.
+  for `data.max_seq_len`, and the run's tokenizer its own: the vocabulary against the embedding rows
+  (config.json and the safetensors header), the special-token ids against config.json, and, when the
+  model folder holds its tokenizer, every token's id (`check_tokenizer_fits`);
+* the run directory (wwm.rundir): one live run per folder (its lock), nothing overwritten or mixed.
 
 It then records the run (lead process) and returns the `RunDir` decision the trainer resumes by.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,18 @@ from wwm.errors import WWMError
 
 if TYPE_CHECKING:
     from wwm.config import RunConfig
+
+# A tokenizer may leave this many embedding rows unused (models pad their vocabulary to a multiple of 64 or
+# 128 for speed: ModernBERT-base has 50,368 rows for 50,280 tokens); more is another model's tokenizer.
+UNUSED_ROWS = 128
+_SPECIAL_IDS = (
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "cls_token_id",
+    "sep_token_id",
+    "mask_token_id",
+)
 
 
 def pretrained_config(path: str) -> dict[str, Any] | None:
@@ -52,20 +67,89 @@ def usable_positions(hf_config: dict[str, Any]) -> int:
     return positions
 
 
-def _tokenizer_size(config: RunConfig) -> int | None:
-    """The vocabulary the run's tokenizer will have, when known without preparing data."""
-    tok = config.tokenizer
-    if tok.path is not None:
-        from wwm.data.tokenizer import load_tokenizer
+def embedding_rows(path: str, hf_config: dict[str, Any]) -> int | None:
+    """The token embedding rows of a local model: the shape in its safetensors header (the header only is
+    read), else config.json's vocab_size."""
+    files = []
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError):
+            files = []
+    elif os.path.isfile(os.path.join(path, "model.safetensors")):
+        files = ["model.safetensors"]
+    for name in files:
+        try:
+            with open(os.path.join(path, name), "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+        except (OSError, ValueError, struct.error):
+            continue
+        for key, info in header.items():
+            if key.endswith(("word_embeddings.weight", "tok_embeddings.weight")) and isinstance(info, dict):
+                return int(info["shape"][0])
+    vocab = hf_config.get("vocab_size")
+    return int(vocab) if vocab is not None else None
 
-        return len(load_tokenizer(tok.path))
-    if tok.train is not None:
-        return tok.train.vocab_size  # an upper bound: training may find fewer tokens
+
+def _model_tokenizer(path: str) -> Any | None:
+    """The tokenizer saved in a model folder, when there is one (None otherwise, or when it will not load)."""
+    if not any(os.path.isfile(os.path.join(path, n)) for n in ("tokenizer.json", "vocab.txt", "vocab.json")):
+        return None
+    from wwm.data.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except WWMError:
+        return None
+
+
+def _ids(tokenizer: Any) -> dict[str, int | None]:
+    return {name: getattr(tokenizer, name, None) for name in _SPECIAL_IDS}
+
+
+def tokenizer_mismatch(
+    tokenizer: Any, path: str, hf_config: dict[str, Any], *, extend: bool = False
+) -> str | None:
+    """Why `tokenizer` does not belong to the pretrained model in `path` (None: it does). `extend`
+    (`model.extend_vocab`): a tokenizer that keeps every id of the model's and adds tokens after them is
+    accepted (the embeddings grow)."""
+    rows = embedding_rows(path, hf_config)
+    size = len(tokenizer)
+    own = _model_tokenizer(path)
+    if own is not None:
+        theirs, ours = own.get_vocab(), tokenizer.get_vocab()
+        for token, i in sorted(theirs.items(), key=lambda kv: kv[1]):
+            if ours.get(token) != i:
+                where = f"id {ours[token]}" if token in ours else "absent"
+                return f"token {token!r} is id {i} in the model's own tokenizer and {where} in this one"
+        for name, value in _ids(own).items():
+            if value is not None and _ids(tokenizer)[name] != value:
+                return (
+                    f"{name} is {value} in the model's own tokenizer and {_ids(tokenizer)[name]} in this one"
+                )
+    else:
+        for name in _SPECIAL_IDS:
+            want = hf_config.get(name)
+            have = getattr(tokenizer, name, None)
+            if isinstance(want, int) and have is not None and have != want:
+                return f"{name} is {want} in the model's config.json and {have} in the tokenizer"
+    if rows is not None and size > rows and not extend:
+        added = f" (it adds {size - len(own)} tokens to the model's)" if own is not None else ""
+        return (
+            f"the tokenizer has {size} tokens but the model has {rows} token embeddings{added}; to grow the "
+            "embeddings on purpose set model.extend_vocab: true"
+        )
+    if own is None and rows is not None and rows - size > UNUSED_ROWS:
+        return f"the tokenizer has {size} tokens but the model has {rows} token embeddings"
     return None
 
 
 def check_pretrained(config: RunConfig) -> None:
-    """A pretrained model must fit the data: positions >= data.max_seq_len, embeddings >= vocabulary."""
+    """A pretrained model must fit the data and the tokenizer: positions >= data.max_seq_len, and the
+    tokenizer its own (`tokenizer_mismatch`)."""
     path = config.model.pretrained
     if not path:
         return
@@ -78,13 +162,24 @@ def check_pretrained(config: RunConfig) -> None:
             f"data.max_seq_len is {config.data.max_seq_len} but the model in {path!r} has {positions} positions; "
             f"set data.max_seq_len <= {positions}"
         )
-    vocab = hf.get("vocab_size")
-    size = _tokenizer_size(config)
-    if vocab is not None and size is not None and size > int(vocab):
-        which = "tokenizer.train.vocab_size" if config.tokenizer.path is None else "the tokenizer"
+    if config.tokenizer.path is None and config.tokenizer.train is None:
+        return  # no tokenizer at all: the data preparation names the fix
+    if config.tokenizer.path is None:
+        size = config.tokenizer.train.vocab_size
+        sizes = f" ({size} tokens for {embedding_rows(path, hf)} embeddings)" if size else ""
         raise WWMError(
-            f"{which} has {size} tokens but the model in {path!r} has {vocab} token embeddings; use the "
-            f"model's own tokenizer (tokenizer.path: {path})"
+            f"model.pretrained {path!r} with tokenizer.train{sizes}: a newly trained tokenizer's ids mean nothing "
+            f"to the model's embeddings; use the model's own tokenizer (tokenizer.path: {path})"
+        )
+    from wwm.data.tokenizer import load_tokenizer
+
+    problem = tokenizer_mismatch(
+        load_tokenizer(config.tokenizer.path), path, hf, extend=config.model.extend_vocab
+    )
+    if problem:
+        raise WWMError(
+            f"tokenizer.path {config.tokenizer.path!r} is not the tokenizer of model.pretrained {path!r}: {problem}; "
+            f"use the model's own tokenizer (tokenizer.path: {path}), or train a fresh model (no model.pretrained)"
         )
 
 
@@ -102,17 +197,25 @@ def start_run(
     *,
     overwrite: bool = False,
     allow_changes: bool = False,
+    restart: bool = False,
     lead: bool = True,
-    barrier: Callable[[str], None] | None = None,
+    share: Callable[[Any], Any] | None = None,
 ) -> rundir.RunDir:
-    """The pre-flight checks, then the run directory's decision, recorded by the lead process.
-
-    `barrier(name)`: with several processes, every process decides before the lead writes, and none
-    goes on before it has written (they read the same folder)."""
+    """The pre-flight checks, then the run directory's decision (wwm.rundir.claim: the lead takes the
+    folder's lock, decides and records; `share` hands its outcome to every process). The returned
+    `RunDir` holds the lock until its `close()`."""
     check_paths(config)
     check_pretrained(config)
-    return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, lead=lead,
-                        barrier=barrier)  # fmt: skip
+    return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart,
+                        lead=lead, share=share)  # fmt: skip
 
 
-__all__ = ["check_paths", "check_pretrained", "pretrained_config", "start_run", "usable_positions"]
+__all__ = [
+    "check_paths",
+    "check_pretrained",
+    "embedding_rows",
+    "pretrained_config",
+    "start_run",
+    "tokenizer_mismatch",
+    "usable_positions",
+]

@@ -1,32 +1,42 @@
 """Run directories: one run per `output_dir`, never overwritten, mixed or reinterpreted by accident.
 
-Both trainers call `claim(config, framework)` before any heavy set-up (data preparation, model
-building, compilation). It reads what the directory holds and decides:
+Both trainers call `claim(config, framework)` (through `wwm.preflight.start_run`) before any heavy set-up
+(data preparation, model building, compilation). The lead process first takes the folder's lock
+(`run.lock`, wwm.locks: one live run per folder), then reads what the directory holds and decides:
 
 * empty or missing                    -> a new run: `run.json` and `config.yaml` are written.
-* a run of the same framework whose recorded config equals this one in every key that changes the
-  training trajectory                 -> resume (keys in `RESUMABLE` may differ; the run says so).
-* a run of the other framework, a trajectory key that differs, `checkpoint.resume: false` over a
-  run that trained, or a folder that is not empty and holds no wwm run
-                                      -> `WWMError` (exit 2) naming the keys (old -> new) and the fixes.
+* a run of the same framework whose recorded config and inputs (the tokenizer's content, the corpus
+  files' content) equal this one in every key that changes the training trajectory
+                                      -> resume (keys in `RESUMABLE` may differ; the run says so).
+* a run of the other framework, a trajectory key or input that differs, `checkpoint.resume: false` over
+  a run that trained, a run that trained but has no checkpoint left, or a folder that is not empty and
+  holds no wwm run                    -> `WWMError` (exit 2) naming the keys (old -> new) and the fixes.
 
-`overwrite=True` (`wwm train --overwrite`) deletes the files a run writes (`RUN_ARTIFACTS`, nothing
-else) and starts a new run; `allow_changes=True` (`--allow-config-change`) resumes with the new values
-and records the change in `run.json`'s history. docs/run_directories.md has the rules and the why.
+`overwrite=True` (`wwm train --overwrite`) deletes what the run recorded in run.json's `artifacts`,
+nothing else, and starts a new run; a folder without a run record is refused unless it is empty.
+`restart=True` (`--restart-from-scratch`) trains again from step 0 in the same folder: what the earlier
+attempt wrote goes to `previous/<time>/`, run.json keeps its history and records the restart.
+`allow_changes=True` (`--allow-config-change`) resumes with the new values and records the change in
+run.json's history. docs/run_directories.md has the rules and the why.
 
-Only the lead process writes; every process reads, so all of them reach the same decision.
+With several processes only the lead takes the lock, decides and writes; `share(value)` hands its
+outcome (the decision, or the one-line refusal) to every process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from wwm.errors import WWMError
+from wwm.errors import DiskFull, WWMError, os_error
+from wwm.files import atomic_write_text, file_digest, normalize_permissions
 
 if TYPE_CHECKING:
     from wwm.config import RunConfig
@@ -35,8 +45,10 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-# Everything a run writes into its output_dir; `overwrite` deletes these and only these.
+LOCK_FILE = "run.lock"  # held by the live run (wwm.locks); never part of `artifacts`
 CORRUPT_DIR = "corrupt-checkpoints"  # unreadable checkpoints are moved here on resume, never deleted
+PREVIOUS_DIR = "previous"  # --restart-from-scratch moves an earlier attempt's outputs here
+# What a run of the first record format (no `artifacts` list) wrote; an unreadable record is treated alike.
 RUN_ARTIFACTS = (
     RUN_FILE,
     CONFIG_FILE,
@@ -47,7 +59,12 @@ RUN_ARTIFACTS = (
     "hf",
     "tokenizer",
 )
-FORMAT = 1
+# Outputs of one training attempt (moved to previous/<time>/ by a restart; the rest belongs to the run).
+ATTEMPT_OUTPUTS = (METRICS_FILE, CHECKPOINT_DIR, "tensorboard", "hf")
+# Temporaries a writer leaves next to an artifact while it writes it (prefix -> the artifact).
+_TEMPORARIES = {f"{RUN_FILE}.tmp-": RUN_FILE, f"{CONFIG_FILE}.tmp-": CONFIG_FILE, ".tokenizer-": "tokenizer",
+                "hf.tmp-": "hf", f"{METRICS_FILE}.tmp-": METRICS_FILE}  # fmt: skip
+FORMAT = 2
 
 # Keys that may change when a run resumes: they change how the rest of the run is executed, logged,
 # evaluated or saved, not what was already computed (prefixes end with ".").
@@ -75,17 +92,104 @@ def resumable(key: str) -> bool:
 
 @dataclass
 class RunDir:
-    """What `claim` decided. `resume`: whether the trainer may restore a checkpoint from it."""
+    """What `claim` decided. `resume`: whether the trainer may restore a checkpoint from it. `lock`: the
+    folder's lock (lead process only; `close()` releases it)."""
 
     path: str
     framework: str
-    status: str  # "new" | "resume" | "overwritten"
+    status: str  # "new" | "resume" | "overwritten" | "restarted"
     resume: bool
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (old, new)
     messages: list[str] = field(default_factory=list)
     # The rule that orders this run's epochs (wwm.data.order): a new run gets this wwm's rule, a resumed
     # run keeps the one it was started under (run.json's "order_rule"; none recorded: rule "1").
     order_rule: str = field(default_factory=lambda: _current_order_rule())
+    artifacts: list[str] = field(default_factory=list)  # what --overwrite removes (overwritten only)
+    record: dict[str, Any] | None = None  # run.json as it was found (then as written)
+    allow_changes: bool = False  # --allow-config-change: changed inputs found later are accepted too
+    lead: bool = True
+    lock: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What another process needs of the decision (JSON-able; the lock stays with the lead)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
+        out["changed"] = {k: list(v) for k, v in self.changed.items()}
+        return json.loads(json.dumps(out, default=str))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, lead: bool) -> RunDir:
+        data = dict(data, lead=lead)
+        data["changed"] = {k: tuple(v) for k, v in data.get("changed", {}).items()}
+        return cls(**data)
+
+    # ------------------------------------------------------------------ during the run
+    @property
+    def local(self) -> bool:
+        return not _is_remote(self.path)
+
+    def check_lock(self) -> None:
+        """WWMError when another process took this run's lock over (it judged this one gone): stop
+        writing into a folder that is no longer ours."""
+        if self.lock is not None and self.lock.lost:
+            raise WWMError(
+                f"the lock on output_dir {self.path} was taken over by {self.lock.lost_to()}; this process stops "
+                "without writing more (two runs must not write one folder)"
+            )
+
+    def lock_lost(self) -> bool:
+        return self.lock is not None and self.lock.lost
+
+    def prepared(self, tokenizer_fingerprint: str, cache_key: str | None) -> None:
+        """After the data are prepared: the tokenizer must be the one the run was trained with (content,
+        not path: this also covers Hub and trained tokenizers), then the lead records it and the data's
+        cache key in run.json (`inputs`)."""
+        recorded = ((self.record or {}).get("inputs") or {}).get("tokenizer")
+        if (
+            self.status == "resume"
+            and recorded
+            and recorded != tokenizer_fingerprint
+            and not self.allow_changes
+        ):
+            raise _changed_refusal(
+                self.path, {"content of the tokenizer": (_short(recorded), _short(tokenizer_fingerprint))}
+            )
+        if not (self.lead and self.local):
+            return
+        _update_record(self.path, lambda r: r.setdefault("inputs", {}).update(
+            tokenizer=tokenizer_fingerprint, data_cache_key=cache_key))  # fmt: skip
+
+    def checkpointed(self, step: int) -> None:
+        """After a checkpoint of `step` is saved (lead): run.json records the run's progress, so that a
+        run whose checkpoints vanish is never taken for an empty one."""
+        if self.lead and self.local:
+            _update_record(self.path, lambda r: r.update(steps=int(step)))
+
+    def tracker_id(self, name: str, make: Callable[[], str]) -> str:
+        """The id of this run in experiment tracker `name` (wandb, mlflow): the recorded one (a resumed run
+        continues it), else `make()` recorded by the lead. Every process gets the same id only with one
+        process; trackers log from the lead only."""
+        known = ((self.record or {}).get("trackers") or {}).get(name)
+        if known:
+            return known
+        value = make()
+        if self.lead and self.local:
+            _update_record(self.path, lambda r: r.setdefault("trackers", {}).update({name: value}))
+        self.record = dict(
+            self.record or {}, trackers={**((self.record or {}).get("trackers") or {}), name: value}
+        )
+        return value
+
+    def close(self) -> None:
+        """Release the lock (the lead's; a no-op elsewhere)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _current_order_rule() -> str:
@@ -112,24 +216,83 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _short(digest: str | None) -> str:
+    return f"sha256 {digest[:12]}" if digest else "(none)"
+
+
 def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _is_ours(name: str) -> bool:
-    """A file or folder a run writes (or its temporary: another process may be writing it right now)."""
-    return name in RUN_ARTIFACTS or name.startswith(
-        (".tokenizer-", f"{RUN_FILE}.tmp-", f"{CONFIG_FILE}.tmp-")
-    )
+def _temporary_of(name: str) -> str | None:
+    """The artifact a temporary file or folder belongs to (a writer may be writing it right now)."""
+    return next((art for prefix, art in _TEMPORARIES.items() if name.startswith(prefix)), None)
 
 
-def trained(path: str) -> bool:
-    """Whether the folder holds training results: a checkpoint or a metrics record."""
+def _is_ours(name: str, artifacts: tuple[str, ...] | list[str] = RUN_ARTIFACTS) -> bool:
+    """A file or folder a run writes (or its temporary)."""
+    if name == LOCK_FILE:
+        return True
+    return name in artifacts or _temporary_of(name) in artifacts
+
+
+def _listing(path: str) -> list[str]:
+    """What the folder holds, apart from the lock."""
+    try:
+        return [n for n in os.listdir(path) if n != LOCK_FILE] if os.path.isdir(path) else []
+    except OSError as err:
+        raise os_error(err, "output_dir") from err
+
+
+def checkpoint_names(path: str) -> list[str]:
+    """The complete checkpoints in `<path>/checkpoints`: JAX `<step>/` folders (orbax renames a step's
+    temporary folder to its number when every file is written), torch `checkpoint-<step>/` folders with
+    the `trainer_state.json` the Trainer writes last."""
+    ckpts = os.path.join(path, CHECKPOINT_DIR)
+    if not os.path.isdir(ckpts):
+        return []
+    out = []
+    for name in os.listdir(ckpts):
+        full = os.path.join(ckpts, name)
+        if name.isdigit() and os.path.isdir(full):
+            out.append(name)
+        elif name.startswith("checkpoint-") and os.path.isfile(os.path.join(full, "trainer_state.json")):
+            out.append(name)
+    return sorted(out)
+
+
+def _last_metrics_step(path: str) -> int:
+    """The last step recorded in metrics.jsonl (0 when none)."""
+    metrics = os.path.join(path, METRICS_FILE)
+    last = 0
+    if not os.path.isfile(metrics):
+        return 0
+    with open(metrics, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                last = max(last, int(json.loads(line).get("step", 0)))
+    return last
+
+
+def _moved_aside(path: str) -> int:
+    corrupt = os.path.join(path, CORRUPT_DIR)
+    return len(os.listdir(corrupt)) if os.path.isdir(corrupt) else 0
+
+
+def trained_steps(path: str, record: dict | None = None) -> int:
+    """How far the run in `path` got: its newest checkpoint's step recorded in run.json, or the last step
+    in metrics.jsonl (0: nothing trained)."""
+    recorded = int((record or {}).get("steps") or 0)
+    return max(recorded, _last_metrics_step(path))
+
+
+def trained(path: str, record: dict | None = None) -> bool:
+    """Whether the folder holds training results: a checkpoint, a metrics record, a recorded step, or a
+    checkpoint moved aside as unreadable."""
     ckpts = os.path.join(path, CHECKPOINT_DIR)
     if os.path.isdir(ckpts) and any(not n.startswith(".") for n in os.listdir(ckpts)):
         return True
-    metrics = os.path.join(path, METRICS_FILE)
-    return os.path.isfile(metrics) and os.path.getsize(metrics) > 0
+    return trained_steps(path, record) > 0 or _moved_aside(path) > 0
 
 
 def _checkpoint_layout(path: str) -> str | None:
@@ -155,6 +318,8 @@ def read_record(path: str) -> tuple[dict | None, dict | None]:
         try:
             with open(run_file, encoding="utf-8") as f:
                 record = json.load(f)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError) as err:
             raise WWMError(
                 f"{run_file} is unreadable ({err}); restore it, or pass --overwrite to replace the run"
@@ -168,6 +333,8 @@ def read_record(path: str) -> tuple[dict | None, dict | None]:
             raise WWMError(
                 f"{config_file} is unreadable ({err}); restore it, or pass --overwrite to replace the run"
             ) from err
+        if not isinstance(config, dict):
+            config = None
     return record, config
 
 
@@ -245,6 +412,96 @@ def _layout_change(record: dict | None, config: Any) -> dict[str, tuple[Any, Any
     return {"data.layout": (before, LAYOUT_RULE)} if several else {}
 
 
+# --------------------------------------------------------------------------------------------------
+# Inputs by content: the corpus files and the tokenizer
+# --------------------------------------------------------------------------------------------------
+
+
+def _input_files(config: RunConfig) -> dict[str, list[str]]:
+    """The corpus files of each split (none for the built-in corpus or a Hub dataset)."""
+    from wwm.data.sources import resolve_files
+
+    data = config.data
+    out = {}
+    if data.source == "files":
+        out["train"] = resolve_files(data.train_files)
+    if data.validation_files:
+        out["validation"] = resolve_files(data.validation_files, "data.validation_files")
+    return out
+
+
+def _file_entries(files: list[str], known: dict[str, list] | None = None) -> list[list]:
+    """[path, size, mtime_ns, sha256] of each file; a file whose size and mtime equal a `known` entry keeps
+    its digest (nothing is read again)."""
+    out = []
+    for path in files:
+        try:
+            st = os.stat(path)
+            old = (known or {}).get(path)
+            digest = old[3] if old and (old[1], old[2]) == (st.st_size, st.st_mtime_ns) else file_digest(path)
+        except OSError as err:
+            raise os_error(err, "a corpus file") from err
+        out.append([path, st.st_size, st.st_mtime_ns, digest])
+    return out
+
+
+def input_changes(
+    record: dict | None, config: RunConfig
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
+    """(changes "content of <file>" -> (old, new), the current file entries) of the corpus files against
+    those run.json recorded. Files whose size and mtime are unchanged are not read; the others are hashed,
+    so a touched or copied file with the same bytes is no change."""
+    recorded = ((record or {}).get("inputs") or {}).get("files")
+    current_files = _input_files(config)
+    if recorded is None:  # a record from before inputs were recorded: nothing to compare
+        return {}, {s: _file_entries(f) for s, f in current_files.items()}
+    changes: dict[str, tuple[Any, Any]] = {}
+    entries = {}
+    for split in sorted(set(recorded) | set(current_files)):
+        known = {e[0]: e for e in recorded.get(split, [])}
+        entries[split] = _file_entries(current_files.get(split, []), known)
+        now = {e[0]: e for e in entries[split]}
+        for path in sorted(set(known) | set(now)):
+            old, new = known.get(path), now.get(path)
+            if old is None:
+                changes[f"content of {path}"] = ("(not in the run)", f"added ({_short(new[3])})")
+            elif new is None:
+                changes[f"content of {path}"] = (_short(old[3]), "(gone from the corpus)")
+            elif old[3] != new[3]:
+                changes[f"content of {path}"] = (_short(old[3]), _short(new[3]))
+    return changes, entries
+
+
+def local_tokenizer_fingerprint(config: RunConfig, path: str) -> str | None:
+    """The content hash (wwm.data.tokenizer.tokenizer_fingerprint) of the run's tokenizer when it is on
+    this disk: `tokenizer.path` (a folder or tokenizer.json) or the one trained into `<path>/tokenizer`.
+    None for a Hub name or a tokenizer not trained yet (checked after data preparation instead)."""
+    from wwm.data.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+    where = config.tokenizer.path
+    if where is None:
+        where = os.path.join(path, "tokenizer")
+        if not os.path.isdir(where):
+            return None
+    elif not os.path.exists(os.path.expanduser(where)):
+        return None
+    return tokenizer_fingerprint(load_tokenizer(where))
+
+
+def _changed_refusal(path: str, changed: dict[str, tuple[Any, Any]]) -> WWMError:
+    shown = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in changed.items())
+    return WWMError(
+        f"output_dir {path} holds a run made with other settings or inputs ({shown}); resuming would mix "
+        "two runs. Fixes: another output_dir (a new run); --overwrite (delete this run and start "
+        "over); --allow-config-change (continue this run with the new values)"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The decision
+# --------------------------------------------------------------------------------------------------
+
+
 def _refusal(path: str, problem: str) -> WWMError:
     return WWMError(
         f"output_dir {path} {problem}. Fixes: another output_dir (a new run); --overwrite (delete this run and "
@@ -252,39 +509,97 @@ def _refusal(path: str, problem: str) -> WWMError:
     )
 
 
+def planned_artifacts(config: RunConfig) -> list[str]:
+    """The names this run may write into output_dir (recorded in run.json before it writes them, so that a
+    kill at any moment leaves them listed)."""
+    names = [RUN_FILE, CONFIG_FILE, CHECKPOINT_DIR, CORRUPT_DIR, PREVIOUS_DIR]
+    log = config.logging
+    if log.jsonl:
+        names.append(METRICS_FILE)
+    names += [name for name in tracker_folders(log) if name]
+    if config.checkpoint.export_hf_at_end:
+        names.append("hf")
+    if config.tokenizer.path is None:
+        names.append("tokenizer")
+    return sorted(set(names))
+
+
+def tracker_folders(logging_config: Any) -> list[str]:
+    """The folders the configured experiment trackers write into output_dir."""
+    out = []
+    for name in getattr(logging_config, "report_to", ()) or ():
+        if name == "tensorboard":
+            out.append("tensorboard")
+        elif name == "wandb":
+            out.append("wandb")  # wandb.init(dir=output_dir) keeps its files in <dir>/wandb
+        elif name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+            out.append("mlruns")  # the local file store (wwm_cli trackers)
+    if getattr(logging_config, "tensorboard", False):
+        out.append("tensorboard")
+    return out
+
+
+def _foreign(path: str) -> WWMError:
+    return WWMError(
+        f"output_dir {path} is not empty and holds no wwm run record ({RUN_FILE}); a run writing among these files "
+        "could overwrite them, and --overwrite deletes only what a run recorded. Choose a new or empty "
+        "output_dir (or empty this one yourself)"
+    )
+
+
 def decide(
-    config: RunConfig, framework: str, *, overwrite: bool = False, allow_changes: bool = False
+    config: RunConfig,
+    framework: str,
+    *,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+    restart: bool = False,
 ) -> RunDir:
-    """What `config.output_dir` is to this run (reads only; every process may call it). See the module doc."""
+    """What `config.output_dir` is to this run (reads only). See the module doc."""
     from wwm.config import RunConfig, resolved_dict
     from wwm.config.loader import upgraded_spelling
 
+    if overwrite and restart:
+        raise WWMError("--overwrite and --restart-from-scratch exclude each other; choose one")
     path = os.path.abspath(config.output_dir)
     if _is_remote(config.output_dir):
         return RunDir(config.output_dir, framework, "resume", config.checkpoint.resume,
                       messages=["run-directory checks apply to local folders only"])  # fmt: skip
     check_writable_dir(path, "output_dir")
-    result = RunDir(path, framework, "new", config.checkpoint.resume)
-    if not (os.path.isdir(path) and os.listdir(path)):
+    result = RunDir(path, framework, "new", config.checkpoint.resume, allow_changes=allow_changes)
+    names = _listing(path)
+    if not names:
         return result
+    try:
+        record, old = read_record(path)
+    except WWMError:
+        if not overwrite:
+            raise
+        record, old = {"artifacts": list(RUN_ARTIFACTS)}, None  # an unreadable record: what wwm writes
+    result.record = record
+    if record is None:
+        return _decide_without_record(result, config, names, old, overwrite or restart)
+    old_framework = _recorded_framework(path, record, old)
     if overwrite:
         result.status, result.resume = "overwritten", False
+        result.artifacts = list(record.get("artifacts") or RUN_ARTIFACTS)
         result.messages.append(f"--overwrite: the previous run's files in {path} are removed")
         return result
-    record, old = read_record(path)
-    did_train = trained(path)
-    if record is None and old is None and not did_train:
-        if not any(_is_ours(n) for n in os.listdir(path)):
-            # Somebody's other files: a run writing among them could overwrite them.
-            raise WWMError(
-                f"output_dir {path} is not empty and holds no wwm run (a run writing among these files could "
-                "overwrite them); choose a new or empty output_dir"
-            )
-    old_framework = _recorded_framework(path, record, old)
     if old_framework and old_framework != framework:
         raise _refusal(
             path, f"holds a {old_framework} run; a run directory holds one run (this is a {framework} run)"
         )
+    did_train = trained(path, record)
+    if restart:
+        result.status, result.resume = "restarted", False
+        if old is not None:
+            result.changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
+            result.changed.pop("train.framework", None)
+        result.messages.append(
+            f"--restart-from-scratch: training again from step 0; what the earlier attempt wrote "
+            f"({trained_steps(path, record)} steps) is moved to {PREVIOUS_DIR}/"
+        )
+        return result
     if did_train and not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
     order_change = _resumed_order_rule(record, result) if did_train else {}
@@ -296,39 +611,139 @@ def decide(
         changed.update(order_change)
         if did_train:
             changed.update(_layout_change(record, config))
+            changed.update(input_changes(record, config)[0])
+            changed.update(_tokenizer_change(record, config, path))
         blocking = {k: v for k, v in changed.items() if not resumable(k)}
         if blocking and did_train and not allow_changes:
-            shown = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in blocking.items())
-            raise WWMError(
-                f"output_dir {path} holds a run made with other settings ({shown}); resuming would mix "
-                "two runs. Fixes: another output_dir (a new run); --overwrite (delete this run and start "
-                "over); --allow-config-change (continue this run with the new values)"
-            )
+            raise _changed_refusal(path, blocking)
         result.changed = changed
         if changed and did_train:
             note = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in changed.items())
             result.messages.append(f"resuming with changed settings: {note}")
         elif changed:
             result.messages.append("nothing was trained in this folder yet: the new settings replace the old")
+    if did_train and not checkpoint_names(path) and saved_before(path, record, old):
+        raise _no_checkpoint(path, record)
     result.status = "resume" if did_train else "new"
     return result
 
 
+def saved_before(path: str, record: dict | None, old: dict | None) -> bool:
+    """Whether the run in `path` ever saved a checkpoint: run.json records the step of the newest one (format
+    2 on), an unreadable one was moved aside, or (a record from before `steps` was recorded) its metrics
+    reach `checkpoint.every_steps`, where a run saves. A run stopped before its first checkpoint (killed,
+    or its first save failed on a full disk) has none to lose: it starts again from step 0, as any resume
+    recomputes the steps after its checkpoint."""
+    if int((record or {}).get("steps") or 0) > 0 or _moved_aside(path) > 0:
+        return True
+    if int((record or {}).get("format") or 1) >= 2:
+        return False
+    every = ((old or {}).get("checkpoint") or {}).get("every_steps")
+    return isinstance(every, int) and _last_metrics_step(path) >= every
+
+
+def _tokenizer_change(record: dict, config: RunConfig, path: str) -> dict[str, tuple[Any, Any]]:
+    recorded = (record.get("inputs") or {}).get("tokenizer")
+    if not recorded:
+        return {}
+    now = local_tokenizer_fingerprint(config, path)
+    if now is None or now == recorded:
+        return {}
+    where = config.tokenizer.path or os.path.join(path, "tokenizer")
+    return {f"content of the tokenizer {where}": (_short(recorded), _short(now))}
+
+
+def _no_checkpoint(path: str, record: dict) -> WWMError:
+    steps = trained_steps(path, record)
+    aside = _moved_aside(path)
+    where = f"; {aside} unreadable one(s) are in {CORRUPT_DIR}/" if aside else ""
+    return WWMError(
+        f"output_dir {path} holds a run that trained {steps} step(s) but has no checkpoint to resume from"
+        f"{where}; starting again silently would replace its history. Fixes: restore the checkpoints from a "
+        "backup; --restart-from-scratch (train again from step 0 here, keeping the run's history); "
+        "--overwrite (delete this run and start over); another output_dir"
+    )
+
+
+def _decide_without_record(
+    result: RunDir, config: RunConfig, names: list[str], old: dict | None, flag: bool
+) -> RunDir:
+    """A non-empty folder without run.json: a run being started by another process (only temporaries), a
+    run from before run.json existed, or somebody's files."""
+    path = result.path
+    if all(_temporary_of(n) for n in names):
+        return result  # another process of this run is writing the record right now
+    framework = _recorded_framework(path, None, old)
+    if framework is None or not trained(path):
+        raise _foreign(path)
+    if flag:
+        raise WWMError(
+            f"output_dir {path} holds a run of an older wwm without a run record ({RUN_FILE}), so wwm cannot tell "
+            "its files from yours: --overwrite and --restart-from-scratch refuse; delete the files yourself, or "
+            "choose another output_dir"
+        )
+    if framework != result.framework:
+        raise _refusal(
+            path, f"holds a {framework} run; a run directory holds one run (this is a {result.framework} run)"
+        )
+    if not config.checkpoint.resume:
+        raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
+    _resumed_order_rule(None, result)  # a run from before run.json: ordered by rule "1"
+    changed: dict[str, tuple[Any, Any]] = {}
+    if old is not None:
+        from wwm.config import RunConfig, resolved_dict
+
+        changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
+        changed.pop("train.framework", None)
+    changed.update(_layout_change(None, config))
+    blocking = {k: v for k, v in changed.items() if not resumable(k)}
+    if blocking and not result.allow_changes:
+        raise _changed_refusal(path, blocking)
+    result.changed = changed
+    if not checkpoint_names(path) and saved_before(path, None, old):
+        raise _no_checkpoint(path, {})
+    result.status = "resume"
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Carrying it out
+# --------------------------------------------------------------------------------------------------
+
+
 def apply(result: RunDir, config: RunConfig) -> None:
-    """Carry out `decide`'s decision (the lead process only): remove an overwritten run's files, write
-    `run.json` (with its history) and `config.yaml`."""
+    """Carry out `decide`'s decision (the lead process only): remove an overwritten run's files or move a
+    restarted run's earlier attempt aside, write `run.json` (with its history, artifacts and inputs) and
+    `config.yaml`."""
     import yaml
 
     from wwm.config import resolved_dict
 
     if _is_remote(result.path):
         return
-    if result.status == "overwritten" and os.path.isdir(result.path):
-        remove_run(result.path)
-    os.makedirs(result.path, exist_ok=True)
-    _write_record(result.path, result.framework, result, config.data.packing)
-    text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
-    atomic_write_text(os.path.join(result.path, CONFIG_FILE), text)
+    try:
+        if result.status == "overwritten" and os.path.isdir(result.path):
+            remove_run(result.path, result.artifacts)
+        moved = _move_attempt_aside(result.path) if result.status == "restarted" else None
+        os.makedirs(result.path, exist_ok=True)
+        _write_record(result, config, moved)
+        text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
+        atomic_write_text(os.path.join(result.path, CONFIG_FILE), text)
+    except OSError as err:
+        raise os_error(err, f"output_dir {result.path}") from err
+
+
+def _move_attempt_aside(path: str) -> str | None:
+    """--restart-from-scratch: the earlier attempt's metrics, checkpoints and exports -> previous/<time>/."""
+    present = [n for n in ATTEMPT_OUTPUTS if os.path.lexists(os.path.join(path, n))]
+    if not present:
+        return None
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = os.path.join(path, PREVIOUS_DIR, f"{stamp}-{os.getpid()}")
+    os.makedirs(target)
+    for name in present:
+        os.replace(os.path.join(path, name), os.path.join(target, name))
+    return os.path.relpath(target, path)
 
 
 def claim(
@@ -337,65 +752,138 @@ def claim(
     *,
     overwrite: bool = False,
     allow_changes: bool = False,
+    restart: bool = False,
     lead: bool = True,
-    barrier: Any = None,
+    share: Callable[[Any], Any] | None = None,
+    command: str | None = None,
 ) -> RunDir:
-    """`decide` (every process), then `apply` (the lead process). `barrier(name)`: with several processes,
-    all of them decide before the lead writes, and none goes on before it has written."""
-    result = decide(config, framework, overwrite=overwrite, allow_changes=allow_changes)
-    if barrier is not None:
-        barrier("wwm: run directory read")
+    """Lock, decide and record (the lead), so that one live run uses the folder.
+
+    `share(value)`: with several processes, returns the lead's `value` on every process (a broadcast);
+    only the lead then takes the lock and reads the folder, and every process gets its decision or its
+    refusal (the same one line). Without it, each process decides for itself and only `lead` locks and
+    writes (they read the same folder). The lock stays held until `RunDir.close()`."""
+    if share is None:
+        if not lead:
+            result = decide(
+                config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart
+            )
+            result.lead = False
+            return result
+        return _claim_lead(config, framework, overwrite, allow_changes, restart, command)
+    outcome = None
+    result = None
     if lead:
+        try:
+            result = _claim_lead(config, framework, overwrite, allow_changes, restart, command)
+            outcome = {"run": result.to_dict()}
+        except WWMError as err:
+            outcome = {"error": str(err), "exit_status": err.exit_status}
+            share(outcome)
+            raise
+    try:
+        outcome = share(outcome)
+    except BaseException:
+        if result is not None:
+            result.close()
+        raise
+    if "error" in outcome:
+        cls = DiskFull if outcome.get("exit_status") == DiskFull.exit_status else WWMError
+        raise cls(outcome["error"])
+    return result if lead else RunDir.from_dict(outcome["run"], lead=False)
+
+
+def _claim_lead(config: RunConfig, framework: str, overwrite: bool, allow_changes: bool, restart: bool,
+                command: str | None) -> RunDir:  # fmt: skip
+    from wwm.locks import lock_for
+
+    path = os.path.abspath(config.output_dir)
+    lock = None
+    created = not os.path.exists(path)
+    if not _is_remote(config.output_dir):
+        check_writable_dir(path, "output_dir")
+        lock = lock_for(path, LOCK_FILE, f"output_dir {path}", command=command or _command_line())
+        lock.acquire()
+    try:
+        result = decide(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart)
+        if lock is not None and lock.took_over:
+            result.messages.append(f"took the lock of a run that is gone over ({lock.took_over})")
         apply(result, config)
-    if barrier is not None:
-        barrier("wwm: run directory recorded")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)  # a folder this refused run made for its lock only
+        raise
+    result.lock = lock
     return result
+
+
+def _command_line() -> str:
+    args = [os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]
+    text = " ".join(args)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_record(path: str, framework: str, result: RunDir, packing: str) -> None:
+def _write_record(result: RunDir, config: RunConfig, moved: str | None) -> None:
     from wwm import __version__
-
-    record_path = os.path.join(path, RUN_FILE)
-    record = None
-    if result.status == "resume" and os.path.isfile(record_path):
-        with open(record_path, encoding="utf-8") as f:
-            record = json.load(f)
-    if record is None:
-        record = {"format": FORMAT, "framework": framework, "created": _now(), "history": []}
-    event: dict[str, Any] = {"time": _now(), "event": "resumed" if result.status == "resume" else "started",
-                             "wwm_version": __version__}  # fmt: skip
     from wwm.data.packing import PACKING_RULE
 
-    record["packing_rule"] = PACKING_RULE[packing]  # the rule that packs this run's blocks
+    path = result.path
+    keep = result.status in ("resume", "restarted", "new") and result.record is not None
+    record = dict(result.record) if keep else None
+    if record is None:
+        record = {"format": FORMAT, "framework": result.framework, "created": _now(), "history": []}
+    event_name = {"resume": "resumed", "restarted": "restarted from scratch"}.get(result.status, "started")
+    event: dict[str, Any] = {"time": _now(), "event": event_name, "wwm_version": __version__}
+    if result.status == "restarted":
+        event["previous_steps"] = trained_steps(path, record)
+        if moved:
+            event["moved_to"] = moved
+        for key in ("steps", "trackers"):  # a new attempt: no progress yet, new tracker runs
+            record.pop(key, None)
+    if result.changed and result.status in ("resume", "restarted"):
+        event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
+    record["format"] = FORMAT
+    record["packing_rule"] = PACKING_RULE[config.data.packing]  # the rule that packs this run's blocks
     record["order_rule"] = result.order_rule  # the rule that orders its epochs (wwm.data.order)
     from wwm.data.segments import LAYOUT_RULE
 
     record["data_layout"] = LAYOUT_RULE  # its blocks are prepared segment by segment (wwm.data.segments)
-    if result.changed and result.status == "resume":
-        event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
+    previous = record.get("artifacts") or (list(RUN_ARTIFACTS) if keep else [])
+    record["artifacts"] = sorted(set(previous) | set(planned_artifacts(config)))
+    inputs = dict(record.get("inputs") or {})
+    inputs["files"] = input_changes(record if result.status == "resume" else None, config)[1]
+    if result.status != "resume":
+        inputs.pop("tokenizer", None)  # recorded again once the data are prepared
+    record["inputs"] = inputs
     record.setdefault("history", []).append(event)
-    atomic_write_text(record_path, json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(os.path.join(path, RUN_FILE), json.dumps(record, indent=1, default=str) + "\n")
+    result.record = record
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write `path` through a temporary file and a rename: a kill leaves the old or the new file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _update_record(path: str, change: Callable[[dict], None]) -> None:
+    """Read run.json, apply `change`, write it back atomically (the lead only)."""
+    file = os.path.join(path, RUN_FILE)
+    try:
+        with open(file, encoding="utf-8") as f:
+            record = json.load(f)
+        change(record)
+        atomic_write_text(file, json.dumps(record, indent=1, default=str) + "\n")
+    except OSError as err:
+        raise os_error(err, f"the run record {file}") from err
 
 
-def remove_run(path: str) -> None:
-    """Delete what a run wrote into `path` (RUN_ARTIFACTS and leftover temporary folders), nothing else."""
+def remove_run(path: str, artifacts: list[str] | tuple[str, ...] = RUN_ARTIFACTS) -> None:
+    """Delete what a run recorded (`artifacts`, and their leftover temporaries) from `path`, nothing else."""
     for name in os.listdir(path):
         full = os.path.join(path, name)
-        if _is_ours(name):
+        if name != LOCK_FILE and _is_ours(name, artifacts):
             if os.path.isdir(full) and not os.path.islink(full):
                 shutil.rmtree(full)
             else:
@@ -429,33 +917,26 @@ def check_writable_dir(path: str, what: str) -> None:
         raise WWMError(f"{what} {path} cannot be created: {parent} is not writable; choose another path")
 
 
-def normalize_permissions(path: str) -> None:
-    """Give an exported folder the modes a normal `open`/`mkdir` would (files 0666, folders 0777, less
-    the umask): temporary folders and some writers create 0600/0700 files others cannot read."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, dirs, files in os.walk(path):
-        os.chmod(root, 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~umask)
-
-
 __all__ = [
+    "LOCK_FILE",
     "RESUMABLE",
     "RUN_ARTIFACTS",
     "RunDir",
     "apply",
     "atomic_write_text",
     "check_writable_dir",
+    "checkpoint_names",
     "claim",
     "config_differences",
     "corrupt_destination",
     "decide",
+    "file_digest",
+    "input_changes",
     "normalize_permissions",
+    "planned_artifacts",
     "read_record",
     "remove_run",
     "resumable",
     "trained",
+    "trained_steps",
 ]

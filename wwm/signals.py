@@ -10,6 +10,11 @@ checkpoint. The previous checkpoint is intact (both trainers write checkpoints a
 
 Exit status after a signal-stop: 0 for SIGTERM (preemption: the scheduler restarts the same command,
 which resumes), 130 for SIGINT (the shell's convention for Ctrl-C).
+
+Before the first training step there is nothing to save: a `StopRequest(immediate=True)` (the trainers'
+`run`, around the data preparation, model building and compilation) raises `Stopped` at once instead,
+the trainer says so in one line and exits with the same status. Set `immediate = False` when the loop
+begins.
 """
 
 from __future__ import annotations
@@ -22,11 +27,32 @@ NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)"}
 EXIT_STATUS = {signal.SIGTERM: 0, signal.SIGINT: 130}
 
 
-class StopRequest:
-    """Context manager: installs SIGTERM/SIGINT handlers (main thread only) and restores the old ones."""
+class Stopped(BaseException):
+    """A signal arrived before training began (`StopRequest(immediate=True)`): nothing to save. A
+    BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it."""
 
-    def __init__(self, what: str = "wwm") -> None:
+    def __init__(self, signum: int) -> None:
+        super().__init__(NAMES.get(signum, str(signum)))
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_STATUS.get(self.signum, 1)
+
+    def message(self, what: str = "wwm train") -> str:
+        return (
+            f"{what}: {NAMES.get(self.signum, self.signum)} before the first training step: stopped; nothing was "
+            "trained, so there is nothing to save (run the same command to start again)"
+        )
+
+
+class StopRequest:
+    """Context manager: installs SIGTERM/SIGINT handlers (main thread only) and restores the old ones.
+    `immediate`: raise `Stopped` at once (set-up) instead of setting the flag (the training loop)."""
+
+    def __init__(self, what: str = "wwm", *, immediate: bool = False) -> None:
         self.what = what
+        self.immediate = immediate
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -37,6 +63,9 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
+        if self.immediate:
+            self.signal = signum
+            raise Stopped(signum)
         if self.signal is not None and signum == signal.SIGINT:
             # The second Ctrl-C: stop now, without the checkpoint.
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -62,4 +91,4 @@ class StopRequest:
         self._previous.clear()
 
 
-__all__ = ["EXIT_STATUS", "StopRequest"]
+__all__ = ["EXIT_STATUS", "StopRequest", "Stopped"]

@@ -317,7 +317,9 @@ def evaluate(model_path: str, config: RunConfig, frameworks: tuple[str, ...]) ->
                 "the config has no validation split; set data.validation_fraction or data.validation_files"
             )
         rows = masked_validation_rows(prepared, config)
-        out: dict[str, Any] = {"model": source.description, "blocks": len(prepared.validation),
+        # "blocks": those evaluated (eval.max_batches may stop before the end); "of_blocks": the split's.
+        out: dict[str, Any] = {"model": source.description, "blocks": int(sum(len(r["labels"]) for r in rows)),
+                               "of_blocks": len(prepared.validation), "batches": len(rows),
                                "masked_tokens": int(sum((r["labels"] != IGNORE_INDEX).sum() for r in rows))}  # fmt: skip
         for name in frameworks:
             sums = (
@@ -340,9 +342,10 @@ def evaluate(model_path: str, config: RunConfig, frameworks: tuple[str, ...]) ->
 
 
 def format_report(result: dict[str, Any]) -> str:
+    part = "" if result["blocks"] == result["of_blocks"] else f" of {result['of_blocks']} (eval.max_batches)"
     lines = [f"model          {result['model']}",
-             f"data           {result['blocks']} validation blocks, {result['masked_tokens']:,} masked tokens "
-             "(the trainers' fixed epoch-0 masks)"]  # fmt: skip
+             f"data           {result['blocks']} validation blocks{part} in {result['batches']} batches, "
+             f"{result['masked_tokens']:,} masked tokens (the trainers' fixed epoch-0 masks)"]  # fmt: skip
     for name in FRAMEWORKS:
         if name in result:
             r = result[name]

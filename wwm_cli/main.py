@@ -87,7 +87,27 @@ def _one_line_warnings(command: str):
         warnings.showwarning = shown
 
 
+def _as_user_error(err: BaseException) -> Exception | None:
+    """The one-line form of an error the user can act on, or None (a bug: the traceback is shown).
+
+    WWMError as it is; an OSError on a path (a full disk, a read-only or special file system, permissions)
+    through wwm.errors.os_error; any library error whose text says the disk is full (orbax, safetensors)
+    as DiskFull. WWM_DEBUG=1 shows the traceback of these too."""
+    from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full, os_error
+
+    if isinstance(err, WWMError):
+        return err
+    if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
+        return os_error(err)
+    if is_disk_full(err):
+        text = " ".join(str(err).split())[:200]
+        return DiskFull(f"no space left on device ({type(err).__name__}: {text}); free space, {RESUME_HINT}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = parse_args(argv)
     try:
         with _one_line_warnings(args.command):
@@ -97,12 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as err:  # user-facing errors: one clear line, no traceback
-        from wwm.errors import WWMError
-
-        if isinstance(err, WWMError):
-            print(f"wwm {args.command}: error: {err}", file=sys.stderr)
-            return 2
-        raise
+        user = _as_user_error(err)
+        if user is None or os.environ.get("WWM_DEBUG"):
+            raise
+        print(f"wwm {args.command}: error: {user}", file=sys.stderr)
+        return int(getattr(user, "exit_status", 2))
 
 
 if __name__ == "__main__":

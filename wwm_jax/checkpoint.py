@@ -10,6 +10,10 @@ a save leaves the previous step intact; the temp folder is ignored and removed o
 (`cleanup_tmp_directories`). Saves are synchronous: the step loop waits for the write (simple and safe
 under preemption; the cost is small next to `every_steps` training steps).
 
+A full disk during a save: orbax's writer threads fail (and log tracebacks through absl, held back
+here); `save` removes the partial `<step>.orbax-checkpoint-tmp*` folder and raises `DiskFull` (one line,
+exit 75) naming the newest intact checkpoint, which a rerun resumes from once there is space.
+
 Trust: `save` refuses a state with a NaN or infinite parameter or optimizer moment (it would be called
 "the last good checkpoint" later). `restore_latest` takes the newest step that restores; a step that
 does not (truncated or corrupt files: a full disk, a copy cut short) is skipped with a one-line warning.
@@ -18,9 +22,13 @@ A checkpoint of another model (other parameter shapes) is refused with one line,
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
 import os
 import shutil
 import sys
+import traceback
 from typing import Any
 
 import jax
@@ -28,7 +36,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from wwm.config import CheckpointConfig
-from wwm.errors import WWMError
+from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full
 from wwm.rundir import corrupt_destination
 
 
@@ -45,6 +53,61 @@ def all_finite(tree: Any) -> bool:
 
 class NonFiniteStateError(WWMError):
     """A state with NaN/inf values was about to be saved."""
+
+
+class _HoldErrors(logging.Filter):
+    """Holds back the ERROR records of a logger (orbax's writer threads log each failure with its
+    traceback through absl) so that a failed save is reported once, by `save`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.held.append(record)
+            return False
+        return True
+
+
+def _is_closed_loop_fallout(exc_type: type, exc: BaseException, tb: Any) -> bool:
+    """`RuntimeError: Event loop is closed` raised in asyncio by a write callback of an aborted orbax save
+    (tensorstore calls it from its own threads after the save's event loop is gone, and prints it)."""
+    if not (exc_type is RuntimeError and str(exc) == "Event loop is closed"):
+        return False
+    frames = traceback.extract_tb(tb)
+    return bool(frames) and frames[-1].filename.endswith(os.path.join("asyncio", "base_events.py"))
+
+
+def _silence_closed_loop_fallout() -> None:
+    """When a save is aborted (a full disk), tensorstore's threads keep calling back into the closed loop,
+    each failure printed as an unraisable exception (sys.unraisablehook) or through sys.excepthook:
+    those, and only those, are dropped."""
+    if getattr(sys.unraisablehook, "_wwm_closed_loop", False):
+        return
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable(info):
+        if not _is_closed_loop_fallout(info.exc_type, info.exc_value, info.exc_traceback):
+            previous_unraisable(info)
+
+    def excepthook(exc_type, exc, tb):
+        if not _is_closed_loop_fallout(exc_type, exc, tb):
+            previous_except(exc_type, exc, tb)
+
+    unraisable._wwm_closed_loop = True  # type: ignore[attr-defined]
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+
+
+@contextlib.contextmanager
+def _held_errors(name: str = "absl"):
+    logger = logging.getLogger(name)
+    hold = _HoldErrors()
+    logger.addFilter(hold)
+    try:
+        yield hold
+    finally:
+        logger.removeFilter(hold)
 
 
 def _key_name(entry: Any) -> str:
@@ -88,12 +151,37 @@ class Checkpointer:
                 f"the parameters or optimizer state hold NaN/inf at step {step}: not saving them; the newest "
                 f"checkpoint in {self.directory} stays the last good one. Lower optim.learning_rate or check the data"
             )
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True,  # our loop decides when to save, not save_interval_steps
-        )
-        self.manager.wait_until_finished()
+        newest = self.latest_step()
+        _silence_closed_loop_fallout()  # a save aborted by the disk leaves these printing from other threads
+        with _held_errors() as hold:
+            try:
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True,  # our loop decides when to save, not save_interval_steps
+                )
+                self.manager.wait_until_finished()
+            except Exception as err:
+                if not (is_disk_full(err) or any(is_disk_full(_record_error(r)) for r in hold.held)):
+                    for record in hold.held:  # not ours to explain: show what orbax said
+                        logging.getLogger(record.name).handle(record)
+                    raise
+                self._remove_partial(step)
+                where = (
+                    f"{self.directory}/{newest}" if newest is not None else "none yet (the run starts over)"
+                )
+                raise DiskFull(
+                    f"no space left on the disk of {self.directory} while saving the checkpoint of step {step}; its "
+                    f"partial files were removed and the newest intact checkpoint is {where}. Free space (or move "
+                    f"output_dir), {RESUME_HINT}"
+                ) from None
+
+    def _remove_partial(self, step: int) -> None:
+        """A failed save's temporary folder (orbax renames it to `<step>` only when it is complete)."""
+        for path in glob.glob(os.path.join(glob.escape(self.directory), f"{step}.orbax-checkpoint-tmp*")):
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            self.manager.reload()
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
         """Restore into `target`'s structure, shapes, dtypes and shardings (a pytree of jax.Arrays or
@@ -159,5 +247,20 @@ class Checkpointer:
         return None
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Wait for writes in flight and close; after a failed save (an exception on its way out) a second
+        failure here is not raised over the first."""
+        failing = sys.exc_info()[1] is not None
+        try:
+            with _held_errors():
+                self.manager.wait_until_finished()
+                self.manager.close()
+        except Exception:
+            if not failing:
+                raise
+
+
+def _record_error(record: logging.LogRecord) -> BaseException:
+    """The exception a log record carries (or its message as one)."""
+    if record.exc_info and record.exc_info[1] is not None:
+        return record.exc_info[1]
+    return RuntimeError(record.getMessage())

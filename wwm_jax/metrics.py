@@ -4,8 +4,8 @@ metrics.jsonl gets one object per training step (every step, so that the torch/J
 compare per-step losses) with the keys
   step, loss, learning_rate, grad_norm, masked_tokens, tokens_per_s, step_time_s, mfu
 and one object per evaluation with step, eval_loss, eval_accuracy, eval_perplexity. The torch trainer
-writes the same keys. TensorBoard and the console get every `log_every_steps`-th step and every eval.
-Only process 0 writes.
+writes the same keys. TensorBoard, the experiment trackers of `logging.report_to` (wwm.trackers: wandb,
+MLflow) and the console get every `log_every_steps`-th step and every eval. Only process 0 writes.
 
 MFU: the FLOPs count and the table of chip peaks are in wwm.flops (shared with the torch trainer).
 """
@@ -40,9 +40,11 @@ class MetricsWriter:
         total_steps: int,
         start_step: int,
         enabled: bool,
+        trackers=None,
     ):
         self.enabled = enabled
         self.config = logging_config
+        self.trackers = trackers if enabled else None
         self.jsonl = None
         self.tb = None
         self.bar = None
@@ -51,7 +53,7 @@ class MetricsWriter:
         os.makedirs(output_dir, exist_ok=True)
         if logging_config.jsonl:
             self.jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        if logging_config.tensorboard:
+        if "tensorboard" in logging_config.report_to:
             from tensorboardX import SummaryWriter
 
             # On resume, purge_step hides the points of the steps after the checkpoint that an earlier
@@ -83,6 +85,8 @@ class MetricsWriter:
             )
         if log:
             self._scalars("train", record)
+            if self.trackers is not None:
+                self.trackers.train(record)
             if self.bar is None:
                 print(_line(record), flush=True)
 
@@ -91,6 +95,8 @@ class MetricsWriter:
             return
         self._write(record)
         self._scalars("eval", {k.removeprefix("eval_"): v for k, v in record.items()})
+        if self.trackers is not None:
+            self.trackers.eval(record)
         self.message(_line(record))
 
     def _scalars(self, prefix: str, record: dict[str, Any]) -> None:
@@ -110,9 +116,16 @@ class MetricsWriter:
             print(text, flush=True)
 
     def close(self) -> None:
+        """Close the writers; after a failure (an exception on its way out: a full disk) a second failure
+        here is not raised over the first."""
+        failing = sys.exc_info()[1] is not None
         for thing in (self.bar, self.tb, self.jsonl):
             if thing is not None:
-                thing.close()
+                try:
+                    thing.close()
+                except OSError:
+                    if not failing:
+                        raise
         self.bar = self.tb = self.jsonl = None
 
 

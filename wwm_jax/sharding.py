@@ -12,6 +12,7 @@ One mesh serves every mode:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -183,3 +184,17 @@ def global_arrays(local: dict[str, np.ndarray], mesh: Mesh, row_axis: int) -> di
         sharding = batch_sharding(mesh, value.ndim, row_axis)
         out[key] = jax.make_array_from_process_local_data(sharding, value, tuple(shape))
     return out
+
+
+def broadcast_json(value: Any) -> Any:
+    """Process 0's `value` (JSON-able) on every process: how the run directory's lock and decision, taken
+    by process 0 alone, reach the others (wwm.rundir.claim's `share`)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    data = json.dumps(value).encode() if jax.process_index() == 0 else b""
+    size = int(multihost_utils.broadcast_one_to_all(np.array(len(data), np.int32)))
+    buffer = np.zeros(size, np.uint8)
+    buffer[: len(data)] = np.frombuffer(data, np.uint8)
+    return json.loads(np.asarray(multihost_utils.broadcast_one_to_all(buffer)).tobytes().decode())

@@ -10,12 +10,14 @@ docs/jax_trainer.md describes the design, the launch on TPU pods and GPU hosts, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -54,50 +56,95 @@ if TYPE_CHECKING:
     from wwm_jax.convert import AnyConfig, AnyModel
 
 
-def run(config: RunConfig, *, overwrite: bool = False, allow_changes: bool = False, on_batch=None) -> int:
-    """Check and claim the run directory, prepare the data, train, export. Returns the exit status.
+def run(
+    config: RunConfig,
+    *,
+    overwrite: bool = False,
+    allow_changes: bool = False,
+    restart: bool = False,
+    on_batch=None,
+) -> int:
+    """Lock and claim the run directory, prepare the data, train, export. Returns the exit status.
 
-    `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings
-    (wwm.rundir; `wwm train --overwrite / --allow-config-change`); `on_batch`: see `train`."""
+    `overwrite`: replace the run in output_dir; `allow_changes`: resume it under changed settings;
+    `restart`: train it again from step 0, keeping its history (wwm.rundir; `wwm train --overwrite /
+    --allow-config-change / --restart-from-scratch`); `on_batch`: see `train`. A SIGTERM or Ctrl-C
+    before the first step stops at once (nothing to save), one line, the signal's exit status."""
     shd.initialize_distributed(config.parallel.distributed)  # before anything touches a device
+    from wwm.signals import Stopped
+
+    with StopRequest("wwm train", immediate=True) as stop:  # the loop switches it to saving first
+        try:
+            return _run(config, overwrite, allow_changes, restart, on_batch, stop)
+        except Stopped as stopped:
+            if jax.process_index() == 0:
+                print(stopped.message(), file=sys.stderr, flush=True)
+            return stopped.exit_status
+
+
+def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, stop: StopRequest) -> int:
     from wwm.data import prepare_dataset
+    from wwm.data.tokenizer import tokenizer_fingerprint
     from wwm.preflight import start_run
 
     several = jax.process_count() > 1
-    run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes,
-                        lead=jax.process_index() == 0,
-                        barrier=multihost_utils.sync_global_devices if several else None)  # fmt: skip
-
-    if several:
-        # Every process prepares its share of the segments (data.cache_dir shared by the hosts), then all
-        # read all of them (docs/data.md, "Segments"); no host prepares the whole corpus.
-        data = prepare_dataset(config, share=(jax.process_index(), jax.process_count()),
-                               barrier=multihost_utils.sync_global_devices)  # fmt: skip
-        if config.data.streaming and jax.process_index() == 0:
-            print(f"wwm: data.streaming on {jax.process_count()} processes: each reads and tokenizes the whole "
-                  "stream and keeps its rows (the batches are the one-process ones); to split that work, "
-                  "prepare the data instead (wwm prepare --worker i/n, or streaming: false)", flush=True)  # fmt: skip
-    else:
-        data = prepare_dataset(config, progress=config.logging.progress_bar)
-    if config.model.pretrained:
-        hf_config = None
-    else:
-        hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
-    summary = train(
-        config,
-        train_dataset=data.train,
-        val_dataset=data.validation,
-        masker=data.masker(),
-        hf_config=hf_config,
-        tokenizer=data.tokenizer,
-        run_dir=run_dir,
-        on_batch=on_batch,
-    )
-    if jax.process_index() == 0:
+    lead = jax.process_index() == 0
+    run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes, restart=restart,
+                        lead=lead, share=shd.broadcast_json if several else None)  # fmt: skip
+    with run_dir:  # the lock is released however the run ends
+        trackers = _open_trackers(config, run_dir, lead)
+        try:
+            if several:
+                # Every process prepares its share of the segments (data.cache_dir shared by the hosts), then
+                # all read all of them (docs/data.md, "Segments"); no host prepares the whole corpus.
+                data = prepare_dataset(config, share=(jax.process_index(), jax.process_count()),
+                                       barrier=multihost_utils.sync_global_devices)  # fmt: skip
+                if config.data.streaming and lead:
+                    print(f"wwm: data.streaming on {jax.process_count()} processes: each reads and tokenizes the "
+                          "whole stream and keeps its rows (the batches are the one-process ones); to split that "
+                          "work, prepare the data instead (wwm prepare --worker i/n, or streaming: false)",
+                          flush=True)  # fmt: skip
+            else:
+                data = prepare_dataset(config, progress=config.logging.progress_bar)
+            cache_path = getattr(data, "cache_path", None)  # None: streamed (or a stand-in's) data
+            cache_key = os.path.basename(cache_path) if cache_path else None
+            run_dir.prepared(tokenizer_fingerprint(data.tokenizer), cache_key)
+            if config.model.pretrained:
+                hf_config = None
+            else:
+                hf_config = config.model.hf_config_dict(data.tokenizer, config.data.max_seq_len)
+            summary = train(
+                config,
+                train_dataset=data.train,
+                val_dataset=data.validation,
+                masker=data.masker(),
+                hf_config=hf_config,
+                tokenizer=data.tokenizer,
+                run_dir=run_dir,
+                on_batch=on_batch,
+                trackers=trackers,
+                stop=stop,
+            )
+        except BaseException:
+            if trackers is not None:
+                trackers.close("failed")
+            raise
+        if trackers is not None:
+            trackers.close(summary.status)
+    if lead:
         print(format_summary(summary), flush=True)
     if summary.status == "stopped":
         return summary.exit_status
     return 0 if summary.status == "done" else 1
+
+
+def _open_trackers(config, run_dir, lead: bool):
+    """The external experiment trackers (wandb, MLflow) of `logging.report_to`, opened on the lead."""
+    from wwm.trackers import EXTERNAL, Trackers
+
+    if not lead or not any(n in EXTERNAL for n in config.logging.report_to):
+        return None
+    return Trackers(config, run_dir).start()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -105,13 +152,26 @@ def run(config: RunConfig, *, overwrite: bool = False, allow_changes: bool = Fal
 # ----------------------------------------------------------------------------------------------------
 
 
-def make_model(config: RunConfig, hf_config: dict | None) -> AnyModel:
+def make_model(config: RunConfig, hf_config: dict | None, vocab_size: int | None = None) -> AnyModel:
     """The model to train: `model.pretrained`, or a fresh one of `hf_config` whose weights are
-    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical)."""
+    `wwm.initial_weights.initial_state(hf_config, seed)`, the torch trainer's too (bit-identical).
+    `vocab_size`: the tokenizer's; with `model.extend_vocab` a pretrained model with fewer token
+    embeddings grows to it (`wwm.initial_weights.extend_vocab`, as the torch trainer does)."""
     from wwm_jax import convert
 
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
-    if config.model.pretrained:
+    if config.model.pretrained and config.model.extend_vocab and vocab_size:
+        from wwm.initial_weights import extend_vocab
+
+        path = config.model.pretrained
+        model_config = convert.read_config(path)
+        if model_config.vocab_size < vocab_size:
+            state = extend_vocab(convert.read_hf_weights(path), vocab_size)
+            model_config = dataclasses.replace(model_config, vocab_size=vocab_size)
+            model, _ = convert.model_from_hf_state(state, model_config, dtype=dtype, seed=config.seed)
+        else:
+            model = convert.load_hf(path, dtype=dtype, seed=config.seed)
+    elif config.model.pretrained:
         model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
     else:
         from wwm.initial_weights import initial_state
@@ -179,18 +239,31 @@ def host_params(state: TrainState) -> dict:
 
 def export_hf(graphdef, params: dict, out_dir: str, tokenizer=None) -> str:
     """Write a Hugging Face directory (model + tokenizer) that AutoModelForMaskedLM loads; the
-    tokenizer's model_max_length is the model's usable positions (pipelines truncate to it)."""
+    tokenizer's model_max_length is the model's usable positions (pipelines truncate to it). Written
+    into a temporary folder beside `out_dir` and renamed into place: a kill or a full disk never leaves
+    a half-written export under its name."""
+    import shutil
+
+    from wwm.files import normalize_permissions
     from wwm.preflight import usable_positions
-    from wwm.rundir import normalize_permissions
     from wwm_jax import convert
 
     model = nnx.merge(graphdef, jax.tree.map(np.asarray, params))
-    convert.save_hf(model, out_dir)
-    if tokenizer is not None:
-        with open(os.path.join(out_dir, "config.json"), encoding="utf-8") as f:
-            positions = usable_positions(json.load(f))
-        save_tokenizer(tokenizer, out_dir, positions)
-    normalize_permissions(out_dir)
+    out_dir = os.path.abspath(out_dir)
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert.save_hf(model, tmp)
+        if tokenizer is not None:
+            with open(os.path.join(tmp, "config.json"), encoding="utf-8") as f:
+                positions = usable_positions(json.load(f))
+            save_tokenizer(tokenizer, tmp, positions)
+        normalize_permissions(tmp)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)  # the previous export (this run's: a resumed run exports again)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -269,13 +342,13 @@ def masked_host_batches(batches, masker, accum: int) -> Iterator[tuple[dict, np.
 # ----------------------------------------------------------------------------------------------------
 
 
-def _stop_requested(stop: StopRequest) -> bool:
-    """Whether a SIGTERM/SIGINT asked the run to stop (on any host: saves are collective, so every host
-    must stop at the same step)."""
-    if jax.process_count() == 1:
-        return stop.signal is not None
-    flags = multihost_utils.process_allgather(np.array(stop.signal is not None, np.int32))
-    return bool(np.any(flags))
+def _stop_requested(stop: StopRequest, run_dir) -> tuple[bool, bool]:
+    """(a SIGTERM/SIGINT asked the run to stop, the lead lost the run's lock), on any host: saves are
+    collective, so every host must stop at the same step."""
+    flags = np.array([stop.signal is not None, run_dir is not None and run_dir.lock_lost()], np.int32)
+    if jax.process_count() > 1:
+        flags = np.any(multihost_utils.process_allgather(flags), axis=0)
+    return bool(flags[0]), bool(flags[1])
 
 
 def evaluate(eval_fn, params, val_dataset, masker, mesh, config: RunConfig, host) -> dict[str, float]:
@@ -337,7 +410,7 @@ def build_step(
     position instead of the masked ones only (benchmarks compare the two)."""
     mesh = shd.make_mesh(config.parallel)
     _check_batch(config, mesh)
-    model = make_model(config, hf_config)
+    model = make_model(config, hf_config, masker.vocab_size)
     tx, schedule = make_optimizer(config.optim, config.train.max_steps)
     graphdef, state, shardings = init_state(model, tx, mesh, config)
     mc = model.config
@@ -428,6 +501,7 @@ class _Loop:
     summary: RunSummary
     tokens: int  # tokens per step, padding included
     peak: float | None
+    run_dir: Any = None
     timed_tokens: int = 0
     timed_s: float = 0.0
 
@@ -435,6 +509,8 @@ class _Loop:
         meta = {"step": self.step, "data_position": self.pos, "seed": self.config.seed,
                 "rng": "dropout key = fold_in(fold_in(PRNGKey(seed), step), micro_batch)"}  # fmt: skip
         self.ckpt.save(self.step, self.state, meta)
+        if self.run_dir is not None:
+            self.run_dir.checkpointed(self.step)  # run.json: how far the run got
 
     def train_step(self, rows: dict, pos: dict) -> None:
         """One optimizer step on a global batch; stops (WWMError) on a non-finite loss or gradient norm
@@ -472,8 +548,15 @@ class _Loop:
             self.writer.eval({"step": self.step, **self.summary.eval})
 
     def stop_if_asked(self, stop: StopRequest) -> bool:
-        """On SIGTERM/SIGINT (any host): save this step and end the loop."""
-        if self.step >= self.config.train.max_steps or not _stop_requested(stop):
+        """On SIGTERM/SIGINT (any host): save this step and end the loop. When another process took the
+        run's lock over (it judged this run gone), stop without writing anything more (WWMError)."""
+        signalled, lost = _stop_requested(stop, self.run_dir)  # every step on every host: collective
+        if lost:
+            self.summary.status, self.summary.steps = "failed", self.step
+            if self.run_dir.lock is not None:
+                self.run_dir.check_lock()
+            raise WWMError(f"process 0 lost the lock on output_dir {self.config.output_dir}; stopping")
+        if self.step >= self.config.train.max_steps or not signalled:
             return False
         self.save()
         self.writer.message(f"{stop.name or 'a signal on another host'}: saved step {self.step} to "
@@ -492,26 +575,49 @@ def train(
     tokenizer=None,
     run_dir=None,
     on_batch=None,
+    trackers=None,
+    stop: StopRequest | None = None,
 ) -> RunSummary:
     """Train to `train.max_steps` (resuming from the newest checkpoint if allowed). Returns its summary.
 
-    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here.
+    `run_dir`: the `wwm.rundir.RunDir` that `run` claimed; None claims `config.output_dir` here (and
+    releases its lock at the end). `trackers`: the open `wwm.trackers.Trackers` (None: opened here on
+    the lead when `logging.report_to` lists wandb or mlflow, and closed at the end). `stop`: the
+    `run`'s StopRequest, switched here from stopping at once to saving a checkpoint first (None: one of
+    this call's own).
     `on_batch(step, rows)`: called before each optimizer step with this process's rows of the step's
     global batch, as fed to the model: {"input_ids", "labels", "attention_mask"} (b, L) int32 and
     "example_ids" (b,), rows in order (`wwm parity` records batches with it).
     """
+    if run_dir is not None:
+        return _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run_dir, on_batch, trackers,
+                      stop)  # fmt: skip
+    from wwm.rundir import claim
+
+    several = jax.process_count() > 1
+    with claim(
+        config, "jax", lead=jax.process_index() == 0, share=shd.broadcast_json if several else None
+    ) as rd:
+        own = _open_trackers(config, rd, jax.process_index() == 0) if trackers is None else None
+        try:
+            summary = _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, rd, on_batch,
+                             trackers or own)  # fmt: skip
+        except BaseException:
+            if own is not None:
+                own.close("failed")
+            raise
+        if own is not None:
+            own.close(summary.status)
+        return summary
+
+
+def _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run_dir, on_batch, trackers,
+           stop=None):  # fmt: skip
     from wwm.data import BatchIterator
 
     t_start = time.perf_counter()
     tc, out_dir = config.train, config.output_dir
     lead = jax.process_index() == 0
-    if run_dir is None:
-        from wwm.rundir import claim
-
-        several = jax.process_count() > 1
-        run_dir = claim(
-            config, "jax", lead=lead, barrier=multihost_utils.sync_global_devices if several else None
-        )
     setup = build_step(config, hf_config, masker, train_dataset.max_seq_len)
     ckpt = Checkpointer(out_dir, config.checkpoint)
     state, position, latest = _restore(ckpt, setup.state, run_dir.resume, lead)
@@ -519,7 +625,8 @@ def train(
     if lead:
         os.makedirs(out_dir, exist_ok=True)
         truncate_after(os.path.join(out_dir, "metrics.jsonl"), start)
-    writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead)
+    writer = MetricsWriter(out_dir, config.logging, total_steps=tc.max_steps, start_step=start, enabled=lead,
+                           trackers=trackers)  # fmt: skip
     for text in run_dir.messages:
         writer.message(f"wwm: {text}")
     if latest is not None:
@@ -536,8 +643,9 @@ def train(
     summary = RunSummary(start_step=start, steps=start, params=setup.n_params, checkpoint_dir=ckpt.directory)
     loop = _Loop(config, setup, ckpt, writer, state, start, position.to_dict(), summary,
                  tokens=tc.global_batch_size * train_dataset.max_seq_len,
-                 peak=peak_flops_per_device(config.logging.peak_flops_per_device))  # fmt: skip
-    with StopRequest("wwm train") as stop:
+                 peak=peak_flops_per_device(config.logging.peak_flops_per_device), run_dir=run_dir)  # fmt: skip
+    with contextlib.nullcontext(stop) if stop is not None else StopRequest("wwm train") as stop:
+        stop.immediate = False  # from here on a signal saves the step in flight, then stops
         try:
             while loop.step < tc.max_steps:
                 rows, example_ids, pos = next(stream)

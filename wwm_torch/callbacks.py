@@ -47,25 +47,36 @@ class StopCallback(TrainerCallback):
     With several processes the flag is all-reduced each step, so all ranks stop at the same step (the
     save is collective)."""
 
-    def __init__(self, stop: Any) -> None:
+    def __init__(self, stop: Any, run_dir: Any = None) -> None:
         self.stop = stop
+        self.run_dir = run_dir  # wwm.rundir.RunDir: its lock lost -> stop without saving
         self.stopped_at: int | None = None
 
-    def _requested(self, args) -> bool:
-        flag = self.stop.signal is not None
+    def _requested(self, args) -> tuple[bool, bool]:
+        flags = [self.stop.signal is not None, self.run_dir is not None and self.run_dir.lock_lost()]
         if args.world_size > 1:
             import torch.distributed as dist
 
-            t = torch.tensor([int(flag)], device=args.device)
+            t = torch.tensor([int(f) for f in flags], device=args.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+            flags = [bool(v) for v in t.tolist()]
+        return flags[0], flags[1]
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step < state.max_steps and self._requested(args):
+        signalled, lost = self._requested(args)  # every step on every rank: collective
+        if lost:
+            if self.run_dir.lock is not None:
+                self.run_dir.check_lock()
+            raise WWMError(f"rank 0 lost the lock on output_dir {self.run_dir.path}; stopping")
+        if state.global_step < state.max_steps and signalled:
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.run_dir is not None:
+            self.run_dir.checkpointed(state.global_step)  # run.json: how far the run got (rank 0 writes)
         return control
 
 
@@ -175,6 +186,7 @@ class MetricsCallback(TrainerCallback):
             "step_time_s": m["step_time_s"],
             "mfu": mfu,
         }
+        self.trainer.step_record = dict(self.pending)  # WWMTrainer.log hands it to the trackers
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -216,8 +228,17 @@ class MetricsCallback(TrainerCallback):
 
 
 # ---------------------------------------------------------------------------------------------- printing
+# The Trainer's end-of-training speed figures time the whole train() call, start-up included (loading a
+# checkpoint, skipping to the data position): the summary's tokens/s, after the first step, replaces them.
+_WHOLE_CALL = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos")
+
+
 def _worth_printing(logs: dict[str, Any], step: int, every: int) -> bool:
     return "eval_loss" in logs or "train_runtime" in logs or step % every == 0 or step == 1
+
+
+def _printed(logs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in logs.items() if k not in _WHOLE_CALL and k != "epoch"}
 
 
 class ProgressBar(ProgressCallback):
@@ -229,7 +250,7 @@ class ProgressBar(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and _worth_printing(logs, state.global_step, self.every):
-            super().on_log(args, state, control, logs=logs, **kwargs)
+            super().on_log(args, state, control, logs=_printed(logs), **kwargs)
 
 
 class Printer(PrinterCallback):
@@ -240,8 +261,7 @@ class Printer(PrinterCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and _worth_printing(logs, state.global_step, self.every):
-            logs = {k: v for k, v in logs.items() if k not in ("epoch", "total_flos")}
-            super().on_log(args, state, control, logs=dict(logs, step=state.global_step), **kwargs)
+            super().on_log(args, state, control, logs=dict(_printed(logs), step=state.global_step), **kwargs)
 
 
 def install_printing(trainer: Trainer, every: int, progress_bar: bool) -> None:

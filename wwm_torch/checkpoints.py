@@ -129,9 +129,14 @@ def newest_intact_checkpoint(folder: str, model: torch.nn.Module, *, lead: bool 
 
 
 def remove_incomplete_checkpoints(folder: str) -> None:
-    """A checkpoint without trainer_state.json was cut short by a kill: never resume from it."""
+    """What a kill during a save left: a `.saving-checkpoint-<step>` folder (WWMTrainer writes a checkpoint
+    there and renames it when complete), or, from an older wwm, a checkpoint without trainer_state.json.
+    Never resumed from."""
     import shutil
 
-    for partial in sorted(set(_checkpoints(folder)) - set(complete_checkpoints(folder))):
-        logger.warning("removing the incomplete checkpoint %s", partial)
-        shutil.rmtree(partial, ignore_errors=True)
+    partial = sorted(set(_checkpoints(folder)) - set(complete_checkpoints(folder)))
+    if os.path.isdir(folder):
+        partial += sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(".saving-"))
+    for path in partial:
+        logger.warning("removing the incomplete checkpoint %s", path)
+        shutil.rmtree(path, ignore_errors=True)

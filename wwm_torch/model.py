@@ -121,6 +121,8 @@ def build_model(
             raise WWMError(
                 f"could not load the masked-LM model in {path!r} (safetensors weights and config.json needed): {err}"
             ) from err
+        if model.config.vocab_size < len(tokenizer) and model_config.extend_vocab:
+            return _extend_vocab(model, len(tokenizer))
         if model.config.vocab_size < len(tokenizer):
             raise WWMError(
                 f"the model in {path!r} has {model.config.vocab_size} token embeddings but the tokenizer has "
@@ -136,6 +138,23 @@ def build_model(
     # Strict: every tensor of the state dict, the tied decoder copies given as their (shared) sources.
     state = with_tied(initial_state(hf_config, seed), hf_config)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return model
+
+
+def _extend_vocab(model: Any, rows: int) -> Any:
+    """`model.extend_vocab`: the token embeddings and the decoder bias grown to `rows`, the new rows the
+    mean of the old (`wwm.initial_weights.extend_vocab`: the JAX trainer's numbers, bit for bit)."""
+    from wwm.initial_weights import extend_vocab
+
+    before = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    grown = extend_vocab(before, rows)
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    changed = {k: torch.from_numpy(v) for k, v in grown.items() if v.shape != before[k].shape}
+    with torch.no_grad():
+        state = model.state_dict()
+        for key, value in changed.items():
+            state[key].copy_(value)
+    model.tie_weights()
     return model
 
 

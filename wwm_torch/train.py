@@ -7,7 +7,10 @@ Launch on several processes with torchrun (docs/torch_trainer.md); each process 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +73,7 @@ def build_trainer(
             trainer,
             c.output_dir,
             jsonl=c.logging.jsonl,
-            tensorboard=c.logging.tensorboard,
+            tensorboard="tensorboard" in c.logging.report_to,
             log_every_steps=c.train.log_every_steps,
             peak_flops=c.logging.peak_flops_per_device,
         )
@@ -105,6 +108,7 @@ def run(
     callbacks: tuple = (),
     overwrite: bool = False,
     allow_changes: bool = False,
+    restart: bool = False,
     on_batch: Any = None,
 ) -> int:
     """Check and claim the run directory, train (or resume from the newest intact checkpoint), export
@@ -112,18 +116,79 @@ def run(
 
     `prepared`: the data (`wwm.data.PreparedData` or any object with train, validation, tokenizer);
     None runs `prepare_dataset(config)`. `callbacks`: extra TrainerCallbacks. `overwrite` /
-    `allow_changes`: replace the run in output_dir / resume it under changed settings (wwm.rundir).
-    `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
+    `allow_changes` / `restart`: replace the run in output_dir / resume it under changed settings / train
+    it again from step 0 keeping its history (wwm.rundir). `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
     """
     from wwm.preflight import start_run
-    from wwm.signals import StopRequest
+    from wwm.signals import Stopped, StopRequest
+
+    lead = int(os.environ.get("RANK", "0")) == 0
+    with StopRequest("wwm train", immediate=True) as stop:  # switched to saving first when training begins
+        try:
+            share = _share_from_rank0()
+            run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes,
+                                restart=restart, lead=lead, share=share)  # fmt: skip
+            with run_dir:  # the lock is released however the run ends
+                return _run(config, prepared, callbacks, on_batch, run_dir, lead, stop)
+        except Stopped as stopped:
+            if lead:
+                print(stopped.message(), file=sys.stderr, flush=True)
+            return stopped.exit_status
+
+
+def _share_from_rank0():
+    """With several ranks (torchrun), the process group, started here (the Trainer then uses it), and a
+    broadcast from rank 0: rank 0 alone takes the run's lock and decides; every rank gets the outcome."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+    def share(value: Any) -> Any:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    return share
+
+
+def _run(
+    config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
+) -> int:
+    """The experiment trackers' runs around the training (the Trainer's integrations log into them)."""
+    from wwm.trackers import EXTERNAL, Trackers
+
+    _quiet_progress(config.logging.progress_bar)
+    trackers = None
+    if lead and any(n in EXTERNAL for n in config.logging.report_to):
+        trackers = Trackers(config, run_dir).start()
+    try:
+        status = _train(config, prepared, callbacks, on_batch, run_dir, lead, stop)
+    except BaseException:
+        if trackers is not None:
+            trackers.close("failed")
+        raise
+    if trackers is not None:
+        trackers.close("done" if status == 0 else "stopped")
+    return status
+
+
+def _train(
+    config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
+) -> int:
+    from wwm.data.tokenizer import tokenizer_fingerprint
     from wwm_torch.callbacks import MetricsCallback, StopCallback
     from wwm_torch.checkpoints import newest_intact_checkpoint, remove_incomplete_checkpoints
 
-    lead = int(os.environ.get("RANK", "0")) == 0
-    run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes, lead=lead)
     trainer, args, prepared = build_trainer(
         config, prepared, on_batch=on_batch, order_rule=run_dir.order_rule
+    )
+    cache_path = getattr(prepared, "cache_path", None)
+    run_dir.prepared(
+        tokenizer_fingerprint(prepared.tokenizer), os.path.basename(cache_path) if cache_path else None
     )
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -138,13 +203,14 @@ def run(
         print(_announcement(config, trainer, args, prepared, resume_from), flush=True)
     metrics = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsCallback))
     start = time.perf_counter()
-    with StopRequest("wwm train") as stop:
-        stopper = StopCallback(stop)
-        trainer.add_callback(stopper)
-        try:
+    stopper = StopCallback(stop, run_dir)
+    trainer.add_callback(stopper)
+    stop.immediate = False  # from here on a signal saves the step in flight, then stops
+    try:
+        with _tied_keys_quiet(trainer.model):
             trainer.train(resume_from_checkpoint=resume_from)
-        finally:
-            metrics.close()
+    finally:
+        metrics.close()
     if stopper.stopped_at is not None:
         if lead:
             print(f"wwm torch: {stop.name}: saved step {stopper.stopped_at} to {args.output_dir}; exiting "
@@ -162,6 +228,47 @@ def run(
     return 0
 
 
+def _quiet_progress(progress_bar: bool) -> None:
+    """`logging.progress_bar: false` also silences transformers' own bars (loading weights, writing model
+    shards), not only the training bar."""
+    from transformers.utils import logging as hf_logging
+
+    if progress_bar:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def _tied_keys_quiet(model: Any):
+    """On resume the Trainer loads a checkpoint's model.safetensors, which holds no tied decoder weights
+    (they are the embeddings), and warns "There were missing keys ... decoder"; only that warning, and only
+    when every missing key is a tied one, is held back."""
+    import logging
+
+    tied = set()
+    with contextlib.suppress(Exception):
+        tied = set(getattr(model, "all_tied_weights_keys", {}) or {}) | {
+            k for k in model.state_dict() if k.endswith(("decoder.weight", "decoder.bias"))
+        }
+
+    class Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            if "missing keys in the checkpoint" not in text:
+                return True
+            names = set(re.findall(r"'([^']+)'", text))
+            return not names or not names <= tied
+
+    logger = logging.getLogger("transformers.trainer")
+    quiet = Filter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _announcement(config: RunConfig, trainer: Any, args: Any, prepared: Any, resume_from: str | None) -> str:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     blocks = len(prepared.train) if hasattr(prepared.train, "__len__") else "streamed"
@@ -170,25 +277,44 @@ def _announcement(config: RunConfig, trainer: Any, args: Any, prepared: Any, res
         f"blocks, global batch {config.train.global_batch_size} = {args.world_size} process(es) x "
         f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation, "
         f"{config.train.max_steps} steps, "
-        + (f"resuming from {resume_from}" if resume_from else "from scratch")
+        + (
+            f"resuming from {resume_from}"
+            if resume_from
+            else f"from model.pretrained {config.model.pretrained}"
+            if config.model.pretrained
+            else "from scratch (fresh weights)"
+        )
     )
 
 
 def export_hf(trainer: Any, out_dir: str, lead: bool) -> str:
-    """The Hugging Face export (model + tokenizer; the main process writes), with the tokenizer's
-    model_max_length set to the model's usable positions and ordinary file modes."""
-    from wwm.preflight import usable_positions
-    from wwm.rundir import normalize_permissions
+    """The Hugging Face export (model + tokenizer; the main process writes): safetensors weights, config and
+    tokenizer only (no training_args.bin, a pickle), the tokenizer's model_max_length set to the model's
+    usable positions, ordinary file modes; written into a temporary folder and renamed into place, so a
+    kill or a full disk never leaves a half-written export under its name."""
+    import shutil
 
+    from wwm.files import normalize_permissions
+    from wwm.preflight import usable_positions
+
+    out_dir = os.path.abspath(out_dir)
+    if not lead:
+        return out_dir
     tokenizer = trainer.processing_class
     previous = tokenizer.model_max_length
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.model_max_length = usable_positions(trainer.model.config.to_dict())
     try:
-        trainer.save_model(out_dir)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        normalize_permissions(tmp)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)  # the previous export (a resumed run exports again)
+        os.replace(tmp, out_dir)
     finally:
         tokenizer.model_max_length = previous
-    if lead:
-        normalize_permissions(out_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from wwm.config import OptimConfig, RunConfig
-from wwm.errors import WWMError
+from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full
 from wwm.masking import IGNORE_INDEX
 from wwm_torch.callbacks import MetricsCallback, NonFiniteLossError, StopCallback, install_printing
 from wwm_torch.checkpoints import checkpoint_problem, complete_checkpoints, newest_intact_checkpoint
@@ -134,7 +135,9 @@ def training_arguments(
         save_strategy="steps",
         save_steps=ckpt.every_steps,
         save_total_limit=ckpt.keep,
-        report_to="none",  # MetricsCallback writes metrics.jsonl and TensorBoard with the JAX trainer's keys
+        # MetricsCallback writes metrics.jsonl and TensorBoard with the JAX trainer's keys; wandb and MLflow go
+        # through the Trainer's own integrations, into the runs wwm.trackers opened (resumable ids).
+        report_to=[name for name in log.report_to if name != "tensorboard"] or "none",
         disable_tqdm=not log.progress_bar,
         # Without CUDA, several processes need use_cpu (accelerate's MULTI_CPU, gloo): otherwise
         # transformers 5.24 initializes a process group but neither wraps the model in DDP nor reduces.
@@ -189,6 +192,76 @@ class WWMTrainer(Trainer):
         self.on_batch = on_batch
         self.masked_head = masked_head
         self.step_stats = StepStats()
+        self.step_record: dict[str, Any] | None = None  # MetricsCallback's record of the finished step
+        self._staging: str | None = None
+
+    # ---------------------------------------------------------------- logs
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """A training log carries the step's metrics.jsonl values (our loss over the global batch, masked
+        tokens, tokens/s, step time, MFU), so that the Trainer's integrations (wandb, MLflow) log the keys
+        of wwm.metrics_schema, as the JAX trainer does."""
+        record = self.step_record
+        if record is not None and "learning_rate" in logs and "train_runtime" not in logs:
+            extra = {k: v for k, v in record.items() if k not in ("step", "learning_rate", "grad_norm")}
+            logs.update({k: v for k, v in extra.items() if v is not None})
+            self.step_record = None
+        super().log(logs, start_time)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's checkpoint, written into `checkpoints/.saving-checkpoint-<step>/` and renamed to
+        `checkpoint-<step>` when every rank has written its files (as orbax does for JAX): a kill or a full
+        disk never leaves a half-written checkpoint under a checkpoint's name. Never saves a state with a
+        NaN/inf parameter or optimizer moment. A full disk: the partial files are removed, DiskFull (exit
+        75) names the newest intact checkpoint."""
+        from transformers.trainer_utils import rotate_checkpoints
+
+        step = self.state.global_step
+        if not state_is_finite(self.model, self.optimizer):
+            raise NonFiniteLossError(
+                f"the parameters or optimizer state hold NaN/inf at step {step}: not saving them; the newest "
+                "checkpoint stays the last good one. Lower optim.learning_rate or check the data"
+            )
+        run_dir = super()._get_output_dir(trial)
+        name = f"checkpoint-{step}"
+        staging = os.path.join(run_dir, f".saving-{name}")
+        lead = self.args.should_save
+        if lead:
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
+        self.accelerator.wait_for_everyone()
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as err:
+            full = is_disk_full(
+                err, run_dir
+            )  # before the partial files go (torch.save says "iostream error")
+            if lead:
+                shutil.rmtree(staging, ignore_errors=True)
+            if not full:
+                raise
+            newest = complete_checkpoints(run_dir)
+            raise DiskFull(
+                f"no space left on the disk of {run_dir} while saving the checkpoint of step {step}; its partial "
+                f"files were removed and the newest intact checkpoint is {newest[-1] if newest else 'none yet'}. "
+                f"Free space (or move output_dir), {RESUME_HINT}"
+            ) from None
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()
+        if lead:
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):  # the same step saved again (steps after a resumed checkpoint)
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging, name), final)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)  # fmt: skip
+        self.accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- order
     def _get_train_sampler(self, train_dataset=None):

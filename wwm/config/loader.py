@@ -5,7 +5,9 @@ A run is described by one ``RunConfig``. Each section is a dataclass whose field
 
     config = load_config("configs/tiny.yaml", ["data.max_seq_len=256", "masking.mask_prob=0.2"])
 
-* YAML is read with ``yaml.safe_load`` semantics, except that ``1e-4`` is a float (YAML 1.2), not a string.
+* YAML is read with ``yaml.safe_load`` semantics, except that ``1e-4`` is a float (YAML 1.2), not a string,
+  and that a key written twice in one mapping is refused (PyYAML would keep the last silently).
+* A float field refuses NaN and infinities (``.nan``, ``.inf``), from the file or an override.
 * An override ``a.b.c=VALUE`` parses VALUE as a YAML scalar or flow value (``null``, ``true``, ``[1, 2]``).
 * Unknown keys and values of the wrong type raise ``WWMError`` naming the key path, the expected type and,
   for a misspelt key, the closest known key. Types handled: bool, int, float (an int is promoted; a string
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -189,6 +192,8 @@ def _convert_scalar(tp: Any, value: Any, path: str) -> Any:
     """bool, int, float (an int is promoted; a bool is never a number), str, or any other class."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise WWMError(f"config key '{path}' is {value}; give a finite number")
     ok = {
         bool: lambda v: isinstance(v, bool),
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -380,9 +385,42 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """SafeLoader's mappings, refusing a key written twice in one mapping (YAML says keys are unique; PyYAML
+    keeps the last, so a second `masking:` section would silently replace the first). Keys brought in by
+    a merge (`<<: *anchor`) may be overridden, as YAML intends."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+        except TypeError:  # an unhashable key: SafeConstructor reports it
+            continue
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _yaml_load(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)
+    except _DuplicateKey as dup:
+        raise WWMError(
+            f"{where}: the key {dup.key!r} appears twice in one mapping (lines {dup.first} and {dup.second}); the "
+            "second would silently replace the first: merge them into one"
+        ) from None
     except yaml.YAMLError as err:
         raise WWMError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from err
 

@@ -9,6 +9,7 @@ docs/masking.md), model/optim/train/checkpoint/eval/logging/parallel -> both tra
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import typing
 import warnings
@@ -36,6 +37,11 @@ class DataConfig:
     file_format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
     document_separator: Literal["line", "blank_line"] = "line"
+    # Text files are decoded with `encoding`; bytes that are not valid in it stop the run with one line
+    # naming the file and the byte (on_decode_error: error), or become U+FFFD and are counted in the
+    # `wwm prepare` summary (replace). JSON lines too (read with `encoding`).
+    encoding: str = "utf-8"
+    on_decode_error: Literal["error", "replace"] = "error"
     # source: hub (needs network on the first run; the download is cached by `datasets`).
     hub_dataset: str | None = None
     hub_config: str | None = None
@@ -91,6 +97,14 @@ class DataConfig:
             raise WWMError(
                 f"data.segment_bytes must be >= 4096 (default 268435456, 256 MiB); got {self.segment_bytes}"
             )
+        try:
+            name = codecs.lookup(self.encoding).name
+        except LookupError:
+            raise WWMError(
+                f"data.encoding {self.encoding!r} is not a known text encoding; use e.g. utf-8, latin-1, cp1252, "
+                "shift_jis, gb18030"
+            ) from None
+        object.__setattr__(self, "encoding", "utf-8" if name == "utf-8" else self.encoding)
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,11 @@ class MaskingConfig:
                 raise WWMError(f"masking.{name} must be a probability in [0, 1]; got {value!r}")
 
         check_probability("mask_prob", self.mask_prob)
+        if self.mask_prob == 0:
+            raise WWMError(
+                "masking.mask_prob must be > 0: at 0 nothing is to be predicted (the exact budget would still mask "
+                "one token per row); use e.g. 0.15"
+            )
         check_probability("mask_token_ratio", self.mask_token_ratio)
         check_probability("random_token_ratio", self.random_token_ratio)
         if self.mask_token_ratio + self.random_token_ratio > 1.0 + 1e-9:
@@ -338,12 +357,35 @@ class EvalConfig:
         _positive("eval.batch_size", self.batch_size, allow_none=True)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
-    jsonl: bool = True  # <output_dir>/metrics.jsonl
-    tensorboard: bool = True  # <output_dir>/tensorboard
+    """Where metrics go. `report_to`: experiment trackers, each with the keys of wwm.metrics_schema:
+    tensorboard (<output_dir>/tensorboard), wandb (offline with WANDB_MODE=offline; files in
+    <output_dir>/wandb), mlflow (MLFLOW_TRACKING_URI, else a local store in <output_dir>/mlruns).
+    docs/run_directories.md, "Experiment trackers"."""
+
+    jsonl: bool = True  # <output_dir>/metrics.jsonl (always every step)
+    report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ("tensorboard",)
+    tensorboard: bool | None = None  # the older spelling: true/false adds/removes tensorboard in report_to
     progress_bar: bool = True
     peak_flops_per_device: float | None = None  # for MFU; null: from the table of known chips
+    project: str = "wwm"  # the wandb project / MLflow experiment name
+
+    def __post_init__(self) -> None:
+        report = list(dict.fromkeys(self.report_to))
+        for name in report:
+            if name not in TRACKERS:
+                raise WWMError(
+                    f"logging.report_to: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}"
+                )
+        if self.tensorboard is not None:
+            report = [n for n in report if n != "tensorboard"] + (["tensorboard"] if self.tensorboard else [])
+            object.__setattr__(self, "tensorboard", None)
+        object.__setattr__(self, "report_to", tuple(report))
+        _positive("logging.peak_flops_per_device", self.peak_flops_per_device, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -423,6 +465,10 @@ class RunConfig:
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
             )
+        if not self.model.pretrained:
+            self.model.check_positions(self.data.max_seq_len)
+        if self.optim.schedule == "wsd":  # before any data preparation, not after the tokenizer is trained
+            self.optim.wsd_decay_steps(self.train.max_steps)
         if self.data.packing == "packed_documents" and not family(self.model.type).packs_documents:
             raise WWMError(
                 f"data.packing packed_documents is not wired for model.type {self.model.type} yet (transformers' "

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,9 @@ from wwm.data.packing import PACKING_RULE
 from wwm.data.segments import BUILD_FILE, DONE_FILE, MANIFEST_FILE, OWNER_FILE, SEGMENTS_DIR
 from wwm.data.sources import source_fingerprint
 from wwm.errors import WWMError
+from wwm.locks import owner_gone, owner_record
+from wwm.locks import start_ticks as _start_ticks  # noqa: F401 (tests)
+from wwm.locks import this_machine as _machine  # noqa: F401 (tests)
 
 if TYPE_CHECKING:
     from wwm.config import RunConfig
@@ -153,55 +155,11 @@ def data_root(cache_dir: str | os.PathLike | None) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _boot_id() -> str | None:
-    with contextlib.suppress(OSError):
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    return None
-
-
-def _pid_namespace() -> str | None:
-    """Containers of one machine may share its host name and boot id, not their pids."""
-    with contextlib.suppress(OSError):
-        return os.readlink("/proc/self/ns/pid")
-    return None
-
-
-def _machine() -> dict[str, Any]:
-    """Where a pid means the same process: host name, boot id, pid namespace."""
-    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid_ns": _pid_namespace()}
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot (Linux), which tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": field 3 (state) onwards
-    return int(fields[19]) if len(fields) > 19 else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def new_build_folder(root: Path, key: str) -> Path:
     """A fresh ``.build-<key>-*`` folder in ``root`` with this process recorded as its owner."""
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key}-", dir=root))
-    owner = {
-        "pid": os.getpid(),
-        **_machine(),
-        "start_ticks": _start_ticks(os.getpid()),
-        "started": time.time(),
-    }
-    (work / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    (work / OWNER_FILE).write_text(json.dumps(owner_record()), encoding="utf-8")
     return work
 
 
@@ -248,20 +206,11 @@ def build_folder(path: Path, now: float | None = None) -> BuildFolder:
     idle = now - modified
     owner = _read_owner(path)
     # The pid can be checked only on the same machine, boot and pid namespace (two machines or containers
-    # may share a host name); otherwise the idle rule below decides.
-    here = _machine()
-    if owner is not None and all(owner.get(k) == v for k, v in here.items()):
-        pid = owner["pid"]
-        ticks, recorded = _start_ticks(pid), owner.get("start_ticks")
-        if not _alive(pid) or (ticks is not None and recorded is not None and ticks != recorded):
-            return BuildFolder(path, size, modified, True, f"its process {pid} has ended")
-        return BuildFolder(path, size, modified, False, f"process {pid} is writing it")
-    if owner is None:
-        who = "no owner recorded"
-    elif owner.get("host") != here["host"]:
-        who = f"process {owner['pid']} on {owner.get('host')}"
-    else:
-        who = f"process {owner['pid']} of another boot or container"
+    # may share a host name); otherwise the idle rule below decides (wwm.locks.owner_gone).
+    gone, who = owner_gone(owner)
+    if gone is not None:
+        reason = who if gone else f"process {owner['pid']} is writing it"
+        return BuildFolder(path, size, modified, gone, reason)
     if idle > STALE_AFTER_S:
         return BuildFolder(path, size, modified, True, f"{who}; nothing written for {idle / 3600:.0f} h")
     return BuildFolder(path, size, modified, False, f"{who}; written {_ago(idle)} ago")

@@ -43,7 +43,7 @@ from wwm.data.cache import cache_inputs, cache_key
 from wwm.data.packing import Blocks, Packer, PackStats, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
-from wwm.errors import WWMError
+from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full, os_error
 
 if TYPE_CHECKING:
     from wwm.config import DataConfig, MaskingConfig, RunConfig
@@ -728,6 +728,27 @@ def _prepare_shared(
 
 
 def _build_segments(setup: _Setup, todo: list[segments.Segment], progress: bool, whole: bool) -> None:
+    """``_build_segments_in`` with a read-only or full cache disk said in one line (naming the folder)."""
+    root = setup.final.parent
+    try:
+        _build_segments_in(setup, todo, progress, whole)
+    except WWMError:
+        raise
+    except OSError as err:  # a read-only or full cache disk: one line naming the folder and the fix
+        in_cache = str(err.filename or "").startswith(str(root.parent)) or err.filename is None
+        raise os_error(
+            err, f"the data cache folder {root.parent} (data.cache_dir)" if in_cache else None
+        ) from err
+    except Exception as err:
+        if is_disk_full(err):  # datasets / pyarrow wrap the OSError of a full disk
+            raise DiskFull(
+                f"the data cache folder {root.parent} (data.cache_dir): no space left on device while building "
+                f"the blocks; free space or set data.cache_dir elsewhere, {RESUME_HINT}"
+            ) from err
+        raise
+
+
+def _build_segments_in(setup: _Setup, todo: list[segments.Segment], progress: bool, whole: bool) -> None:
     """Build the segments ``todo`` and mark each done. ``whole``: they are all the source's segments not
     done yet, on one machine: read them all, check the splits, then build every validation split before any
     training split, so unusable input fails before the slow work (workers check at finalize)."""
@@ -1059,8 +1080,8 @@ def format_summary(prepared: PreparedData) -> str:
         label = "read (train source)" if name == "train" else "read (validation files)"
         lines.append(
             f"{label:22}{src['documents_read']:,} documents from {src['files'] or 'built-in/Hub'} file(s); "
-            f"{src['empty_skipped']:,} empty lines skipped, {src['replaced']:,} non-UTF-8 sequences "
-            f"replaced, {src['empty_files']:,} empty files"
+            f"{src['empty_skipped']:,} empty lines skipped, {src['replaced']:,} undecodable byte "
+            f"sequences replaced, {src['empty_files']:,} empty files"
         )
     took = f"time             {stats.seconds:.1f} s"
     if prepared.cache_hit:

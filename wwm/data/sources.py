@@ -13,8 +13,11 @@ pipelines see the same documents in the same order:
 * ``hub``: a Hugging Face Hub dataset, ``load_dataset(hub_dataset, hub_config, split=hub_split)``
   (downloaded and cached by ``datasets``, or streamed when ``data.streaming`` is true).
 
-Bytes that are not valid UTF-8 are replaced with U+FFFD and counted (``SourceStats.replaced``: one per
-invalid sequence, as Python's "replace" error handler). Empty and whitespace-only documents are skipped
+Text is decoded with ``data.encoding`` (UTF-8 by default). A byte that is not valid in it stops the
+read with one line naming the file, the byte and its line (``data.on_decode_error: error``, the default:
+a Latin-1 file read as UTF-8 would otherwise lose every accented letter), or, with ``on_decode_error:
+replace``, becomes U+FFFD and is counted (``SourceStats.replaced``: one per invalid sequence, as Python's
+"replace" error handler; ``wwm prepare`` prints the count). Empty and whitespace-only documents are skipped
 and counted (``empty_skipped``; in ``blank_line`` mode blank lines are separators and are not counted),
 as are empty files (``empty_files``). A missing path raises ``WWMError``.
 """
@@ -149,26 +152,46 @@ def _open_binary(path: str):
     return open(path, "rb")
 
 
-def _check_text(path: str, chunk: bytes, text: str, replaced: int) -> None:
+def _check_text(path: str, chunk: bytes, text: str, replaced: int, encoding: str = "utf-8") -> None:
     """Refuse a file whose first chunk is mostly invalid UTF-8 or NUL bytes (docs/data.md, Documents)."""
     bad = replaced + text.count("\0")
     if text and bad > _NOT_TEXT_SHARE * len(text):
         utf16 = chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         raise WWMError(
-            f"{path!r} is not UTF-8 text{' (it looks like UTF-16)' if utf16 else ''}: {bad / len(text):.0%} "
-            f"of its first {len(text):,} characters are invalid UTF-8 or NUL bytes; convert it to UTF-8 "
-            "(e.g. iconv -f ENCODING -t UTF-8) or remove it from the corpus"
+            f"{path!r} is not {encoding} text{' (it looks like UTF-16)' if utf16 else ''}: {bad / len(text):.0%} "
+            f"of its first {len(text):,} characters are invalid {encoding} or NUL bytes; set data.encoding to its "
+            "encoding, convert it (e.g. iconv -f ENCODING -t UTF-8) or remove it from the corpus"
         )
 
 
+def _decode_error(
+    path: str, data: Any, err: UnicodeDecodeError, offset: int, line: int, chunk: bytes, start: int = 0
+) -> WWMError:
+    """One line for the first byte of a text file that `data.encoding` cannot decode (``line``: counted from
+    byte ``start``, the first line of a segment, wwm.data.segments)."""
+    bad = err.object[err.start : err.end].hex(" ")
+    utf16 = offset == 0 and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    hint = " (it looks like UTF-16: data.encoding: utf-16)" if utf16 else ""
+    where = f"line {line:,}" if not start else f"line {line:,} of the segment from byte {start:,}"
+    return WWMError(
+        f"{path!r} is not valid {data.encoding} text{hint}: byte(s) {bad} at byte offset {offset + err.start:,} ("
+        f"{where}) cannot be decoded ({err.reason}); set data.encoding to the file's encoding (e.g. latin-1, "
+        "cp1252), or data.on_decode_error: replace to replace such bytes with U+FFFD (counted in the summary)"
+    )
+
+
 def _iter_decoded_lines(
-    path: str, stats: SourceStats, start: int = 0, stop: int | None = None
+    path: str, stats: SourceStats, data: Any = None, start: int = 0, stop: int | None = None
 ) -> Iterator[str]:
-    """The lines of a file (without their "\\n" / "\\r\\n"), decoded as UTF-8 with counted replacements;
-    only those of bytes [start, stop) when given (a segment: ``start`` is a line start)."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors=_HANDLER)
+    """The lines of a file (without their "\\n" / "\\r\\n"), decoded with `data.encoding` (UTF-8 when
+    `data` is None); invalid bytes raise WWMError (`on_decode_error: error`) or are replaced and counted.
+    Only those of bytes [start, stop) when given (a segment: ``start`` is a line start)."""
+    encoding = getattr(data, "encoding", "utf-8")
+    strict = getattr(data, "on_decode_error", "replace") == "error"
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict" if strict else _HANDLER)
     tail = ""
     first = True
+    offset, lines_before = start, 0  # bytes decoded before this chunk, lines seen before it (in the range)
     left = None if stop is None else stop - start  # bytes of the range still to read
     with _open_binary(path) as f:
         if start:
@@ -179,10 +202,17 @@ def _iter_decoded_lines(
                 left -= len(chunk)
             final = not chunk
             before = _ReplacementCounter.count
-            text = decoder.decode(chunk, final=final)
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as err:
+                pending = len(err.object) - len(chunk)  # bytes of the previous chunk the decoder held back
+                line = lines_before + err.object[: err.start].count(b"\n") + 1
+                raise _decode_error(path, data, err, offset - pending, line, chunk, start) from None
+            offset += len(chunk)
+            lines_before += text.count("\n")
             stats.replaced += _ReplacementCounter.count - before
             if first and text:
-                _check_text(path, chunk, text, _ReplacementCounter.count - before)
+                _check_text(path, chunk, text, _ReplacementCounter.count - before, encoding)
                 if not start:
                     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
                 first = False
@@ -197,17 +227,17 @@ def _iter_decoded_lines(
 
 
 def _iter_text_file(
-    path: str, separator: str, stats: SourceStats, start: int = 0, stop: int | None = None
+    path: str, data: Any, stats: SourceStats, start: int = 0, stop: int | None = None
 ) -> Iterator[str]:
-    if separator == "line":
-        for line in _iter_decoded_lines(path, stats, start, stop):
+    if data.document_separator == "line":
+        for line in _iter_decoded_lines(path, stats, data, start, stop):
             if line.strip():
                 yield line
             else:
                 stats.empty_skipped += 1
         return
     paragraph: list[str] = []
-    for line in _iter_decoded_lines(path, stats):
+    for line in _iter_decoded_lines(path, stats, data):
         if line.strip():
             paragraph.append(line)
         elif paragraph:
@@ -217,9 +247,14 @@ def _iter_text_file(
         yield "\n".join(paragraph)
 
 
-def _count_replacements(path: str) -> int:
-    """Invalid UTF-8 sequences in a file (JSON lines are read by `datasets`, which replaces them)."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors=_HANDLER)
+def _count_replacements(path: str, data: Any = None) -> int:
+    """Invalid sequences in a file under `data.encoding` (JSON lines are read by `datasets`, which replaces
+    them); with `on_decode_error: error` the first one raises WWMError instead."""
+    if getattr(data, "on_decode_error", "replace") == "error":
+        for _ in _iter_decoded_lines(path, SourceStats(), data):
+            pass
+        return 0
+    decoder = codecs.getincrementaldecoder(getattr(data, "encoding", "utf-8"))(errors=_HANDLER)
     before = _ReplacementCounter.count
     with _open_binary(path) as f:
         while chunk := f.read(_TEXT_CHUNK):
@@ -250,17 +285,19 @@ def _iter_records(dataset: Any, column: str, where: str, stats: SourceStats) -> 
             yield text
 
 
-def _iter_table_file(path: str, fmt: str, column: str, stats: SourceStats) -> Iterator[str]:
+def _iter_table_file(path: str, fmt: str, data: Any, stats: SourceStats) -> Iterator[str]:
     import datasets
 
+    column = data.text_column
     kwargs: dict[str, Any] = {}
     if fmt == "jsonl":
-        replaced = _count_replacements(path)
+        replaced = _count_replacements(path, data)
         stats.replaced += replaced
-        if replaced:
+        if replaced or data.encoding != "utf-8":
             # The json builder decodes (and applies encoding_errors) only for an encoding spelt other
             # than "utf-8"; "utf_8" is the same codec.
-            kwargs.update(encoding="utf_8", encoding_errors="replace")
+            encoding = "utf_8" if data.encoding == "utf-8" else data.encoding
+            kwargs.update(encoding=encoding, encoding_errors="replace" if replaced else "strict")
     try:
         dataset = datasets.load_dataset(fmt if fmt != "jsonl" else "json", data_files=[path], split="train",
                                         streaming=True, **kwargs)  # fmt: skip
@@ -292,9 +329,9 @@ def _iter_file(
         return
     fmt = file_format(path, data.file_format)
     if fmt == "text":
-        docs = _iter_text_file(path, data.document_separator, stats, start, stop)
+        docs = _iter_text_file(path, data, stats, start, stop)
     else:
-        docs = _iter_table_file(path, fmt, data.text_column, stats)
+        docs = _iter_table_file(path, fmt, data, stats)
     count = 0
     for doc in docs:
         count += 1
@@ -369,7 +406,8 @@ def iter_documents(data: DataConfig, which: str = "train", stats: SourceStats | 
 
 def source_fingerprint(data: DataConfig, which: str = "train") -> dict[str, Any]:
     """What the documents of ``which`` depend on; cheap (file sizes and times, no reading)."""
-    common = {"document_separator": data.document_separator, "text_column": data.text_column}
+    common = {"document_separator": data.document_separator, "text_column": data.text_column,
+              "decode": [data.encoding, data.on_decode_error]}  # fmt: skip
     if which == "validation" or data.source == "files":
         patterns = data.validation_files if which == "validation" else data.train_files
         files = resolve_files(

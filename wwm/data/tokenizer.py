@@ -16,7 +16,7 @@ import numpy as np
 
 from wwm.data.pieces import MAX_PIECE_CHARS, text_pieces  # document chopping (also the tokenizer trainer's)
 from wwm.errors import WWMError
-from wwm.rundir import normalize_permissions
+from wwm.files import normalize_permissions
 
 if TYPE_CHECKING:
     from wwm.config import RunConfig
@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 TRAINED_META = "wwm_tokenizer.json"  # written next to a tokenizer trained by `prepare`
+# A tokenizer folder holds at least one of these (the vocabulary itself, not only its settings).
+_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model", "spiece.model")
 
 # Special tokens of a bare tokenizer.json, recognised by name.
 _ROLES = {
@@ -89,12 +91,19 @@ def load_tokenizer(path: str) -> Any:
         tokenizer.add_special_tokens(roles)
         return _quiet(tokenizer)
     if p.is_dir():
+        if not any(next(p.glob(pattern), None) for pattern in _VOCABULARY_FILES):
+            # transformers would build a tokenizer of the special tokens alone from a tokenizer_config.json
+            raise WWMError(
+                f"the folder {path!r} holds no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt "
+                "or a SentencePiece .model); point tokenizer.path at a tokenizer folder, as save_pretrained writes"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(p))
         except Exception as err:
             raise WWMError(
-                f"could not load a tokenizer from the folder {path!r}: {type(err).__name__}: {err}; "
-                "it needs a tokenizer.json (and tokenizer_config.json), as save_pretrained writes"
+                f"could not load a tokenizer from the folder {path!r}: {type(err).__name__}: "
+                f"{' '.join(str(err).split())[:300]}; it needs a tokenizer.json (and tokenizer_config.json), as "
+                "save_pretrained writes"
             ) from err
         return _require_fast(tokenizer, repr(path))
     if os.path.isabs(path) or path.startswith((".", "~")):

@@ -32,7 +32,8 @@ class BertModelConfig(ModelFields):
     def hf_config_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
         """The Hugging Face config.json fields of a fresh model (BertConfig / RobertaConfig)."""
         roberta = self.type == "roberta"
-        positions = max(self.max_position_embeddings, max_seq_len + (2 if roberta else 0))
+        self.check_positions(max_seq_len)  # never enlarged silently
+        positions = self.max_position_embeddings
         d = {
             "model_type": self.type,
             "architectures": [FAMILY_OF[self.type].architecture],

@@ -84,6 +84,7 @@ class ModernBertModelConfig(ModernBertFields, ModelFields):
     def hf_config_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
         """transformers' ModernBertConfig fields: no position table (rotary), no token types; the
         special-token ids from the tokenizer."""
+        self.check_positions(max_seq_len)  # the length it is trained for: never raised silently
 
         def first(*ids: Any) -> Any:
             return next((i for i in ids if i is not None), None)
@@ -99,7 +100,7 @@ class ModernBertModelConfig(ModernBertFields, ModelFields):
             "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_attention_heads,
             "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": max(self.max_position_embeddings, max_seq_len),
+            "max_position_embeddings": self.max_position_embeddings,
             "initializer_range": self.initializer_range,
             "pad_token_id": tokenizer.pad_token_id,
             "cls_token_id": cls_id,

@@ -78,6 +78,11 @@ class ModelFields:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     initializer_range: float = 0.02
+    # With `pretrained`: a tokenizer that keeps every id of the model's own and adds tokens after them grows
+    # the token embeddings (and the MLM decoder's bias) to its size; each new row is the mean of the old
+    # rows (the same numbers in both trainers: wwm.initial_weights.extend_vocab). Without it such a
+    # tokenizer is refused (wwm.preflight). A trajectory key: the run's checkpoints hold the grown model.
+    extend_vocab: bool = False
 
     # Old spellings of this section (the config loader maps them, with one deprecation line each): a key
     # -> a dataclass (an old sub-section whose keys are now keys of this section) or a reason it is ignored.
@@ -99,6 +104,21 @@ class ModelFields:
         """The Hugging Face config.json fields of a fresh model: the one place where our config becomes the
         model's (both trainers build from it, so their models have the same shapes)."""
         raise NotImplementedError(f"{type(self).__name__} does not say its config.json fields")
+
+    def check_positions(self, max_seq_len: int) -> None:
+        """A fresh model's position table must hold `data.max_seq_len` tokens (RoBERTa: two more, its
+        position ids start at padding_idx + 1); it is never enlarged behind the user's back."""
+        extra = 2 if self.type == "roberta" else 0
+        need = max_seq_len + extra
+        if self.max_position_embeddings < need:
+            why = (
+                " (RoBERTa's position ids start at pad + 1: two more than data.max_seq_len)" if extra else ""
+            )
+            raise WWMError(
+                f"model.max_position_embeddings is {self.max_position_embeddings} but data.max_seq_len "
+                f"{max_seq_len} needs {need}{why}; set model.max_position_embeddings: {need} or lower "
+                "data.max_seq_len"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------

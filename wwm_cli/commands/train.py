@@ -1,4 +1,5 @@
-"""`wwm train --framework jax|torch --config FILE [--overwrite | --allow-config-change] [dotted.key=value ...]`."""
+"""`wwm train --framework jax|torch --config FILE [--overwrite | --allow-config-change | --restart-from-scratch]
+[dotted.key=value ...]`."""
 
 from __future__ import annotations
 
@@ -15,13 +16,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run in output_dir: delete its checkpoints, metrics, exports and record, start over",
+        help="replace the run in output_dir: delete what it recorded in run.json (checkpoints, metrics, exports, "
+        "the record) and start over; a folder without a run record is refused unless it is empty",
     )
     group.add_argument(
         "--allow-config-change",
         action="store_true",
         help="resume the run in output_dir although settings that change its trajectory differ "
         "(the change is recorded in run.json)",
+    )
+    group.add_argument(
+        "--restart-from-scratch",
+        action="store_true",
+        help="train the run in output_dir again from step 0 (e.g. when none of its checkpoints is left): what the "
+        "earlier attempt wrote moves to previous/<time>/, run.json keeps the history and records the restart",
     )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
 
@@ -34,4 +42,10 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"train.framework={args.framework}")
     config = load_config(args.config, overrides)
     trainer = importlib.import_module(f"wwm_{config.train.framework}.train")
-    return int(trainer.run(config, overwrite=args.overwrite, allow_changes=args.allow_config_change) or 0)
+    status = trainer.run(
+        config,
+        overwrite=args.overwrite,
+        allow_changes=args.allow_config_change,
+        restart=args.restart_from_scratch,
+    )
+    return int(status or 0)
