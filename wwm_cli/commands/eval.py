@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 HELP = "Masked-LM loss and accuracy of a checkpoint on a config's validation data, in JAX, torch or both."
@@ -38,7 +39,11 @@ def main(args: argparse.Namespace) -> int:
     from wwm.config import load_config
     from wwm_cli.evaluate import evaluate, format_report, frameworks_of
 
-    config = load_config(args.config, list(args.overrides))
+    # The model evaluated is --model: the config gives the data, masking and eval settings only, so a fresh
+    # model's position rule (model.max_position_embeddings >= data.max_seq_len) is not applied to its model
+    # section; `check_positions` compares data.max_seq_len with the model's own positions instead.
+    model = os.path.abspath(args.model) if "://" not in args.model else args.model
+    config = load_config(args.config, [*args.overrides, f"model.pretrained={model}"])
     result = evaluate(args.model, config, frameworks_of(args.framework))
     if args.json:
         keys = ("jax", "torch", "rel_loss_diff", "unigram_loss", "majority_accuracy")
