@@ -24,7 +24,8 @@ import transformers
 from flax import nnx
 
 from wwm_jax import convert
-from wwm_jax.modernbert import ModernBertConfig, attention_bias, build_model
+from wwm_jax.attention import AttentionMask
+from wwm_jax.modernbert import ModernBertConfig, build_model
 
 IGNORE = -100
 PAD, CLS, SEP = 3, 1, 2
@@ -154,15 +155,16 @@ def _relative_grad_errors(model, grads, torch_model) -> dict[str, float]:
 
 
 def test_modernbert_logits_match_transformers_max_abs_1e5(tiny):
-    """Padded batch, L = 40 > the window: eager at every position (all-padding row included), sdpa at
-    real tokens."""
-    _, attn, torch_model, model, _ = tiny
+    """Padded batch, L = 40 > the window: eager and sdpa at the real tokens (padding positions follow our
+    mask rule, wwm_jax/attention.py: a padding query attends padding, transformers' the real keys; their
+    outputs never reach a real token). The all-padding row is finite."""
+    _, _, torch_model, model, _ = tiny
     ids, mask, _ = _padded_batch()
     ref = _torch_logits(torch_model, ids, mask)
     out = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
     assert out.dtype == np.float32 and out.shape == ref.shape
     assert np.abs(ref).max() > 0.5  # not a comparison of near-zero tensors
-    where = np.ones(mask.shape, bool) if attn == "eager" else mask == 1
+    where = mask == 1
     assert bool(np.isfinite(out).all())
     assert float(np.abs(out - ref)[where].max()) <= 1e-5
 
@@ -263,9 +265,9 @@ def _with_config(model, **changes):
 def test_modernbert_negative_controls_fail_the_comparison(tiny):
     """Swapped global/local rope theta, a window one token wider, every layer global, or segment ids
     ignored in a packed row: each moves logits far beyond the 1e-5 bound."""
-    _, attn, torch_model, model, _ = tiny
+    _, _, torch_model, model, _ = tiny
     ids, mask, _ = _padded_batch()
-    where = np.ones(mask.shape, bool) if attn == "eager" else mask == 1
+    where = mask == 1
     ref = _torch_logits(torch_model, ids, mask)
     cfg = model.config
     wrong = {
@@ -290,7 +292,7 @@ def test_modernbert_negative_controls_fail_the_comparison(tiny):
 
 def test_modernbert_window_is_inclusive_half_of_local_attention():
     """local_attention 8: a local-layer query at i sees i-4 .. i+4 (transformers: |i - j| <= 8 // 2)."""
-    keep = np.asarray(attention_bias(jnp.ones((1, 12), jnp.int32), 4))[0, 0] == 0
+    keep = np.asarray(AttentionMask(jnp.ones((1, 12), jnp.int32)).keep(4))[0, 0]
     assert keep[6].tolist() == [False, False, True, True, True, True, True, True, True, True, True, False]
 
 

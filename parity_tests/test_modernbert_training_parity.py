@@ -3,13 +3,15 @@
 
 configs/parity-modernbert-tiny.yaml: a 3-layer hidden-64 ModernBERT (layers 0 and 2 global, layer 1 local
 with a window of +-16 tokens in 64-token blocks), a ModernBERT-style byte-level BPE tokenizer trained on
-400 built-in documents, 30% masking, batch 8, AdamW lr 1e-3, weight decay 0.1, clipping at 1.0, the wsd
-schedule (5 warmup steps, stable, 20 decay steps of 1-sqrt), float32 on CPU, dropout off, 50 steps, both
-from the same safetensors initial weights (`wwm_cli.parity.setup`, norms and biases perturbed).
+400 built-in documents, packed documents (each attends only itself), 30% masking, batch 8, StableAdamW lr
+1e-3 with fully decoupled weight decay 1e-3 and no clipping (JAX `wwm_jax.optim.stable_adamw`, torch
+torch-optimi's), the wsd schedule (5 warmup steps, stable, 20 decay steps of 1-sqrt), float32 on CPU,
+dropout off, 50 steps, both from the same safetensors initial weights (`wwm_cli.parity.setup`, norms and
+biases perturbed).
 
-Measured (2 CPU cores, jax 0.10 / torch 2.13 / transformers 5.24): per-step loss max abs diff 2.0e-6, max
-rel diff 3.1e-7; grad norm max rel diff 5.8e-6; final parameters max abs diff 5.4e-7 (the token
-embeddings), under the BERT config's tolerances (loss rel 1e-4, parameters abs 1e-5).
+Measured (2 shared CPU cores, jax 0.10 / torch 2.13 / transformers 5.25, 2026-12-06): per-step loss max abs
+diff 1.7e-6, max rel diff 2.4e-7; grad norm max rel diff 5.1e-6; final parameters max abs diff 6.3e-7 (the
+token embeddings), under the BERT config's tolerances (loss rel 1e-4, parameters abs 1e-5).
 """
 
 from __future__ import annotations

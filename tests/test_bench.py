@@ -119,21 +119,38 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["impl"] for r in summary["results"]] == ["jax", "torch", "hf_run_mlm"]
+    rows = [(r["model"], r["impl"], r["attn"], r["packing"]) for r in summary["results"]]
+    assert rows == [
+        ("modernbert-tiny", "jax", "flash", "packed_documents"),
+        ("modernbert-tiny", "torch", "flash", "packed_documents"),
+        ("tiny", "jax", "auto", "full_sentences"),
+        ("tiny", "torch", "auto", "full_sentences"),
+        ("tiny", "hf_run_mlm", "auto", "full_sentences"),
+    ]
     assert all(r["tokens_per_s"] > 0 for r in summary["results"])
     md = (out / "summary.md").read_text()
-    assert "| jax | tiny |" in md and "hf_run_mlm" in md
+    assert "| jax | auto | full_sentences | tiny |" in md and "hf_run_mlm" in md
+    assert "| jax | flash | packed_documents | modernbert-tiny | 128 |" in md
 
 
 @pytest.mark.slow
 def test_bench_attention_reports_every_backend_per_length_in_its_own_process():
+    """modernbert-tiny at L = 64, flash in both frameworks and JAX's cudnn, each point in its own process;
+    the JSON rows carry impl, backend, seq_len, peak_mib and step_s; a backend that cannot run here (cuDNN
+    on a CPU) is a row with its one-line reason."""
     from wwm_cli.bench import attention
 
-    report = attention.run(lengths=(64,), frameworks=("torch",), steps=1)
+    report = attention.run(lengths=(64,), steps=1, model="modernbert-tiny", backends=("flash", "cudnn"))
     rows = report["results"]
     assert [(r["impl"], r["backend"], r["seq_len"]) for r in rows] == [
-        ("torch", "eager", 64),
-        ("torch", "sdpa", 64),
+        ("jax", "flash", 64),
+        ("jax", "cudnn", 64),
+        ("torch", "flash", 64),
     ]
-    assert all("error" not in r and r["step_time_s"] > 0 and r["peak_memory_bytes"] >= 0 for r in rows), rows
+    ok = [rows[0], rows[2]]
+    assert all("error" not in r and r["step_s"] > 0 and r["peak_mib"] >= 0 and r["model"] == "modernbert-tiny"
+               for r in ok), rows  # fmt: skip
+    assert "needs an NVIDIA GPU" in rows[1]["error"]
+    # One model, one name, one function: both frameworks' flash compute the same first steps.
+    assert ok[0]["loss"] == pytest.approx(ok[1]["loss"], rel=1e-4)
     assert "L=64" in attention.format_table(report)

@@ -357,20 +357,20 @@ def test_every_closed_choice_of_the_config_equals_the_constant_of_the_code_that_
     """A Literal of the config and the table of the module that acts on it are written in two places: they
     must name the same choices (a value added to one only would pass the config and fail at use)."""
     from wwm import tokenizer_train, words
+    from wwm.attention import NAMES as ATTENTION_NAMES
     from wwm.config import BertModelConfig, ModernBertModelConfig, OptimConfig, TrainConfig
     from wwm.data.builtin import SAMPLE_LANGS
     from wwm.data.packing import PACKING_RULE
     from wwm.families import FAMILIES
     from wwm_jax.families import JAX_FAMILIES
     from wwm_jax.layers import ACTIVATIONS
-    from wwm_jax.modeling import ATTENTION_BACKENDS
     from wwm_jax.modernbert import ACTIVATIONS as MODERNBERT_ACTIVATIONS
     from wwm_torch.trainer import SCHEDULES
 
     assert _choices(TokenizerConfig, "word_policy") == (*words.POLICIES, *words.POLICY_ALIASES)
     assert _choices(TokenizerConfig, "segmenter") == words.SEGMENTERS
     assert _choices(TokenizerTrainConfig, "kind") == tokenizer_train.ALL_KINDS
-    assert _choices(TrainConfig, "attn_implementation") == tuple(ATTENTION_BACKENDS)
+    assert _choices(TrainConfig, "attn_implementation") == ATTENTION_NAMES
     assert _choices(OptimConfig, "schedule") == tuple(SCHEDULES)
     assert _choices(DataConfig, "packing") == tuple(PACKING_RULE)
     assert _choices(DataConfig, "builtin_lang") == SAMPLE_LANGS

@@ -275,6 +275,27 @@ def test_mfu_formula_and_peak_table():
     assert peak_flops_per_device(5e12, "cpu") == 5e12
 
 
+def test_mfu_counts_window_limited_attention_on_local_layers():
+    """ModernBERT: a local layer's query sees 2w + 1 keys, not L; both frameworks' configs give the same
+    windows (the flops of a step are the same whichever trainer logs them)."""
+    import transformers
+
+    from wwm.flops import attention_windows, flops_per_step
+    from wwm_jax.modernbert import ModernBertConfig
+
+    ours = ModernBertConfig(num_hidden_layers=4, local_attention=128)  # global every 3rd: layers 0 and 3
+    theirs = transformers.ModernBertConfig(num_hidden_layers=4, local_attention=128)
+    assert attention_windows(ours) == attention_windows(theirs) == (None, 64, 64, None)
+    assert attention_windows(transformers.BertConfig()) is None
+    n, length, h, t = 1000, 8192, 768, 8192
+    got = flops_per_step(n, 4, length, h, t, windows=attention_windows(ours))
+    assert got == 6 * n * t + 12 * h * t * (2 * length + 2 * 129)
+    assert got < flops_per_step(n, 4, length, h, t)  # all-global counting: twice the local layers' keys
+    assert flops_per_step(n, 2, 100, h, t, windows=(None, 64)) == 6 * n * t + 12 * h * t * (
+        100 + 100
+    )  # 2w+1 > L
+
+
 def _train_in_process(tmp_path, **run):
     from wwm.masking import MaskingConfig, WholeWordMasker
     from wwm_jax.train import train

@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from wwm_jax import convert
+from wwm_jax.attention import AttentionMask
 from wwm_jax.modernbert import (
     ModernBertConfig,
     alternating_layer_types,
-    attention_bias,
     build_model,
     packed_position_ids,
 )
@@ -37,7 +38,7 @@ def model():
 
 
 def _keep(segments, window):
-    return np.asarray(attention_bias(jnp.asarray([segments]), window))[0, 0] == 0  # (L, L) bool
+    return np.asarray(AttentionMask(jnp.asarray([segments]), True).keep(window))[0, 0]  # (L, L) bool
 
 
 def test_attention_mask_keeps_documents_apart_and_windows_local_layers():
@@ -45,14 +46,13 @@ def test_attention_mask_keeps_documents_apart_and_windows_local_layers():
     full = _keep(segments, None)
     assert full[0].tolist() == [True, True, True, False, False, False, False, False]
     assert full[4].tolist() == [False, False, False, True, True, True, True, False]
-    # Padding queries see every real key (transformers' key-padding mask), padding keys are never seen.
-    assert full[7].tolist() == [True] * 7 + [False]
+    # Padding is a segment of its own: padding queries see padding keys only, real queries never see them.
+    assert full[7].tolist() == [False] * 7 + [True]
     local = _keep(segments, 1)
     assert local[4].tolist() == [False, False, False, True, True, True, False, False]
     assert local[3].tolist() == [False, False, False, True, True, False, False, False]
-    # The bias is finite, so a row without any key (all padding) stays finite after softmax.
-    bias = np.asarray(attention_bias(jnp.zeros((1, 4), jnp.int32), None))
-    assert np.isfinite(bias).all() and (bias < -1e30).all()
+    # Every query keeps itself: no softmax row is empty, an all-padding row included.
+    assert np.diagonal(local).all() and np.diagonal(_keep([0, 0, 0, 0], 1)).all()
 
 
 def test_packed_position_ids_restart_per_document():
@@ -65,9 +65,14 @@ def test_alternating_layer_types_match_transformers_rule():
     assert ModernBertConfig(num_hidden_layers=4).layer_types == alternating_layer_types(4, 3)
 
 
-def test_packed_row_equals_documents_run_alone(model):
+@pytest.mark.parametrize("kernel", ["eager", pytest.param("flash", marks=pytest.mark.slow)])
+def test_packed_row_equals_documents_run_alone(model, kernel):
     """Our own model: a packed row (documents longer than the window) gives each document the logits it
-    gets in a row of its own (padded after it); an attention_mask marks padding on top of segment ids."""
+    gets in a row of its own (padded after it); an attention_mask marks padding on top of segment ids.
+    With the eager and the flash kernel."""
+    from wwm_jax.attention import set_kernel
+
+    model = set_kernel(nnx.clone(model), kernel)
     rng = np.random.default_rng(0)
     lengths = (9, 5, 7)
     docs = [rng.integers(1, 60, size=n) for n in lengths]

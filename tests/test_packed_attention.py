@@ -1,11 +1,15 @@
-"""Document-local attention for packed documents and the attention backends (issue 13).
+"""Document-local attention for packed documents and the attention kernels in the models.
 
 The invariance that proves packing correct: a document's per-token logits and loss are the same (fp32,
-<= 1e-5) packed with others as alone in a padded block, for BERT and RoBERTa, in JAX and in torch. And
-every attention backend that runs on CPU equals the reference (einsum) path, with and without packing.
+<= 1e-5) packed with others as alone in a padded block, for BERT, RoBERTa and ModernBERT, in JAX and in
+torch, with every attention kernel that runs on a CPU. And every kernel equals the reference (eager) in
+the models, logits, loss and every parameter's gradient, with and without packing (the kernels alone:
+tests/test_attention.py).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +21,8 @@ from flax import nnx
 from wwm.data import Packer, SpecialIds
 from wwm.data.packing import model_position_ids, piece_positions
 from wwm.errors import WWMError
-from wwm_jax import modeling
-from wwm_jax.modeling import EncoderConfig, build_model, check_attention
+from wwm_jax.attention import check_kernel
+from wwm_jax.modeling import EncoderConfig, build_model
 
 TOL = 1e-5
 V, L = 97, 48
@@ -95,7 +99,7 @@ def _ce(logits, labels):
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
-@pytest.mark.parametrize("attention", ["einsum", "xla", "blockwise"])
+@pytest.mark.parametrize("attention", ["eager", "xla", "flash"])
 def test_packed_invariance_jax(model_type, attention):
     sp = SPECIALS[model_type]
     cfg = tiny_config(model_type)
@@ -105,7 +109,7 @@ def test_packed_invariance_jax(model_type, attention):
     assert seg.max() >= 2  # several pieces share a block
     positions = model_position_ids(piece_positions(seg), seg, model_type, sp.pad)
     packed = np.asarray(model(blocks.input_ids, seg > 0, segment_ids=seg, position_ids=positions))
-    reference = build_model(cfg, seed=3)  # the einsum path, today's (unpacked) behaviour
+    reference = build_model(cfg, seed=3)  # eager, each piece alone in a padded row
     rows, spans = alone_blocks(blocks)
     ids, mask = _alone_inputs(rows, sp.pad)
     alone = np.asarray(reference(ids, mask))
@@ -126,12 +130,14 @@ def _torch_model(model_type, attn):
         (RobertaForMaskedLM, RobertaConfig) if model_type == "roberta" else (BertForMaskedLM, BertConfig)
     )
     hf = ccls(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "dtype")})
+    from wwm_torch.model import torch_attention
+
     torch.manual_seed(0)
-    return cls._from_config(hf, attn_implementation=attn).eval()
+    return cls._from_config(hf, attn_implementation=torch_attention(attn)).eval()
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flash"])
 def test_packed_invariance_torch(model_type, attn):
     from wwm_torch.trainer import packed_inputs
 
@@ -159,20 +165,38 @@ def test_packed_invariance_torch(model_type, attn):
         )
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-@pytest.mark.parametrize("backend", ["xla", "blockwise"])
-def test_backend_matches_reference(backend, packed):
-    """Forward and gradient of every CPU backend equal the einsum path (fp32, highest precision: 1e-5)."""
-    cfg = tiny_config("bert")
+def _modernbert_config():
+    """Two layers, one global and one local (every layer compiles its own kernel: fewer is faster)."""
+    from wwm_jax.modernbert import ModernBertConfig
+
+    sp = SPECIALS["bert"]
+    return ModernBertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=L, local_attention=8, layer_types=("full_attention", "sliding_attention"),
+        pad_token_id=sp.pad, bos_token_id=sp.cls, cls_token_id=sp.cls, eos_token_id=sp.sep, sep_token_id=sp.sep,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+def test_flash_equals_eager_in_the_models(family):
+    """Packed rows with padding: logits (every position), loss and every parameter's gradient of flash equal
+    eager's (fp32, highest precision: logits 1e-5 abs, loss 1e-5 rel, gradients 1e-5 abs + 1e-4 rel), BERT
+    (one global layer) and ModernBERT (a global and a local layer of +-4). Every kernel alone, with and without
+    packing and windows: tests/test_attention.py."""
+    from wwm_jax import modernbert
+
     blocks = packed_blocks(documents(1, (40, 9, 30, 5, 70)), SPECIALS["bert"])
-    seg = blocks.segment_ids if packed else None
     mask = blocks.segment_ids > 0
     labels = _labels(blocks.input_ids, mask)
-    kwargs = {"segment_ids": seg, "position_ids": piece_positions(seg)} if packed else {}
+    seg = blocks.segment_ids
+    kwargs = {"segment_ids": seg, "position_ids": piece_positions(seg)}
+    one_layer = dataclasses.replace(tiny_config("bert"), num_hidden_layers=1)
+    build = (lambda a: build_model(one_layer, attention=a, seed=5)) if family == "bert" else (
+        lambda a: modernbert.build_model(_modernbert_config(), attention=a, seed=5))  # fmt: skip
 
     def loss_and_grads(attention):
-        model = build_model(cfg, attention=attention, seed=5)
-        graph, params = nnx.split(model, nnx.Param)
+        graph, params = nnx.split(build(attention), nnx.Param)
 
         def loss(p):
             logits = nnx.merge(graph, p)(blocks.input_ids, mask, **kwargs)
@@ -180,51 +204,85 @@ def test_backend_matches_reference(backend, packed):
             picked = jnp.take_along_axis(ce, jnp.where(labels >= 0, labels, 0)[..., None], -1)[..., 0]
             return -jnp.sum(picked * (labels >= 0)), logits
 
-        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        return value, np.asarray(logits)[mask], jax.tree.leaves(grads)
+        (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return value, np.asarray(logits), jax.tree.leaves(grads)
 
-    ref = loss_and_grads("einsum")
-    got = loss_and_grads(backend)
+    ref, got = loss_and_grads("eager"), loss_and_grads("flash")
     np.testing.assert_allclose(got[1], ref[1], atol=TOL, rtol=0)
     assert abs(float(got[0]) - float(ref[0])) <= TOL * abs(float(ref[0]))
     for g, r in zip(got[2], ref[2], strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-4)
 
 
-def test_blockwise_memory_not_quadratic():
-    """Compiled temp memory of the blockwise gradient grows about linearly in L (einsum: as L^2)."""
-
-    def temp_bytes(backend, length):
-        b, n, d = 1, 4, 16
-        q = jax.ShapeDtypeStruct((b, length, n, d), jnp.float32)
-        seg = jax.ShapeDtypeStruct((b, length), jnp.int32)
-
-        def f(q, k, v, seg):
-            return modeling.attend(q, k, v, seg, True, backend, d**-0.5).sum()
-
-        grad = jax.jit(jax.grad(f, argnums=(0, 1, 2)))
-        return grad.lower(q, q, q, seg).compile().memory_analysis().temp_size_in_bytes
-
-    small, large = temp_bytes("blockwise", 1024), temp_bytes("blockwise", 4096)
-    assert large / small < 6  # x4 in L: linear gives ~4, quadratic ~16
-    e_small, e_large = temp_bytes("einsum", 1024), temp_bytes("einsum", 4096)
-    assert e_large / e_small > 10 and large < e_large / 8
-
-
 def test_packed_backend_refusals():
-    """A backend that cannot run here is refused with one clear line, never a silent fallback."""
+    """A kernel that cannot run here is refused with one clear line, never a silent fallback."""
+    from wwm.attention import implementation
     from wwm_torch.trainer import torch_attention
 
     if jax.default_backend() != "gpu":
-        with pytest.raises(WWMError, match="cuDNN on an NVIDIA GPU"):
-            check_attention("flash_attention_2")
+        with pytest.raises(WWMError, match="cuDNN flash attention needs an NVIDIA GPU"):
+            check_kernel(implementation("cudnn", "jax"))
     with pytest.raises(WWMError, match="no attention dropout"):
-        check_attention("blockwise", attention_dropout=0.1)
-    assert check_attention("blockwise", attention_dropout=0.1, training=False) == "blockwise"
-    assert check_attention("auto") == check_attention("eager") == "einsum"
+        check_kernel("flash", attention_dropout=0.1)
+    assert check_kernel("flash", attention_dropout=0.1, training=False).name == "flash"
+    assert implementation("auto", "jax") == implementation("eager", "jax") == "eager"
     assert torch_attention("auto") == "sdpa" and torch_attention("eager") == "eager"
-    with pytest.raises(WWMError, match="JAX trainer's memory-efficient"):
-        torch_attention("blockwise")
+    assert torch_attention("flash") == torch_attention("blockwise") == "wwm_blockwise"  # its old name
+    with pytest.raises(WWMError, match="xla is a jax kernel"):
+        torch_attention("xla")
     if not torch.cuda.is_available():
         with pytest.raises(WWMError, match="flash-attn package and a CUDA GPU"):
             torch_attention("flash_attention_2")
+
+
+def _modernbert_torch(attn: str):
+    """A tiny transformers ModernBERT (window +-4, global every 2nd layer), every parameter perturbed."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from wwm_torch.model import torch_attention
+
+    sp = SPECIALS["bert"]
+    cfg = ModernBertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=L, local_attention=8, global_attn_every_n_layers=2, pad_token_id=sp.pad,
+        bos_token_id=sp.cls, cls_token_id=sp.cls, eos_token_id=sp.sep, sep_token_id=sp.sep,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM._from_config(cfg, attn_implementation=torch_attention(attn))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flash"])
+def test_modernbert_packed_invariance_torch(attn):
+    """transformers' ModernBERT with packed documents (wwm_torch.model.packed_inputs): each piece's logits
+    equal the piece alone in a padded row (<= 1e-5), with eager, sdpa and flash attention."""
+    from wwm_torch.model import packed_inputs
+
+    sp = SPECIALS["bert"]
+    model = _modernbert_torch(attn)
+    blocks = packed_blocks(documents(), sp)
+    seg = torch.as_tensor(blocks.segment_ids, dtype=torch.long)
+    assert int(seg.max()) >= 2
+    inputs = {"input_ids": torch.as_tensor(blocks.input_ids, dtype=torch.long),
+              "attention_mask": (seg > 0).long(), "segment_ids": seg,
+              "position_ids": torch.as_tensor(piece_positions(blocks.segment_ids), dtype=torch.long)}  # fmt: skip
+    rows, spans = alone_blocks(blocks)
+    ids, mask = _alone_inputs(rows, sp.pad)
+    reference = _modernbert_torch("eager")  # transformers' own masks from a 2D padding mask
+    with torch.no_grad():
+        packed = model(**packed_inputs(model, inputs)).logits.numpy()
+        alone = reference(input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long())
+    alone = alone.logits.numpy()
+    for i, (b, cols) in enumerate(spans):
+        np.testing.assert_allclose(packed[b, cols], alone[i, : cols.size], atol=TOL, rtol=0)
+    # Negative control: the same rows without the segment ids attend across documents.
+    with torch.no_grad():
+        mixed = reference(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).logits.numpy()
+    assert (
+        max(np.abs(mixed[b, cols] - alone[i, : cols.size]).max() for i, (b, cols) in enumerate(spans)) > 1e-3
+    )

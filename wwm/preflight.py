@@ -156,6 +156,8 @@ def check_pretrained(config: RunConfig) -> None:
     hf = pretrained_config(path)
     if hf is None:
         return
+    # As the run continues it (ModernBERT's context extension raises its carried max_position_embeddings).
+    hf = config.model.continue_config(hf, config.data.max_seq_len)
     positions = usable_positions(hf)
     if config.data.max_seq_len > positions:
         raise WWMError(

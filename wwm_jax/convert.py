@@ -283,15 +283,20 @@ def config_from_hf_dict(hf: Mapping[str, Any]) -> AnyConfig:
     return JAX_FAMILIES[model_type].config_class.from_hf_dict(hf)
 
 
-def read_config(directory: str | os.PathLike) -> AnyConfig:
-    """`config_from_hf_dict` of `directory`/config.json."""
+def read_config_dict(directory: str | os.PathLike) -> dict[str, Any]:
+    """`directory`/config.json as a dict."""
     if not os.path.isdir(directory):
         raise WWMError(f"{directory} is not a directory")
     path = os.path.join(directory, CONFIG)
     if not os.path.isfile(path):
         raise WWMError(f"{directory} has no config.json")
     with open(path, encoding="utf-8") as f:
-        return config_from_hf_dict(json.load(f))
+        return json.load(f)
+
+
+def read_config(directory: str | os.PathLike) -> AnyConfig:
+    """`config_from_hf_dict` of `directory`/config.json."""
+    return config_from_hf_dict(read_config_dict(directory))
 
 
 def new_model(config: AnyConfig, *, dtype: Any = jnp.float32, seed: int = 0) -> AnyModel:

@@ -133,9 +133,6 @@ class JaxFamily:
     bare: tuple[str, ...]  # how the keys of a bare encoder saved without the prefix begin
     head: tuple[str, ...]  # how the MLM head's keys begin
     ignored: tuple[str, ...] = ()  # full keys of tensors masked-LM training does not use
-    # (model, backend) -> the model on another attention backend (`train.attn_implementation`); None: the
-    # einsum path only.
-    set_attention: Callable[[Any, str], Any] | None = None
 
     @property
     def tied(self) -> Mapping[str, str]:
@@ -155,7 +152,6 @@ def _bert(name: str, head: tuple[str, ...]) -> JaxFamily:
         bare=("embeddings.", "encoder.", "pooler."),
         head=head,
         ignored=tuple(k if k.startswith("cls.") else f"{prefix}.{k}" for k in _IGNORED),
-        set_attention=modeling.set_attention,
     )
 
 

@@ -31,6 +31,7 @@ from flax import nnx
 
 from wwm.errors import WWMError
 from wwm.families import family
+from wwm_jax import attention as attn
 from wwm_jax.layers import ACTIVATIONS as _ACTIVATIONS
 from wwm_jax.layers import as_rngs as _as_rngs
 from wwm_jax.layers import axis_metadata as _axes
@@ -243,126 +244,6 @@ def _position_ids(config: EncoderConfig, input_ids: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32)[None, :], input_ids.shape)
 
 
-def _attention_bias(attention_mask: jax.Array) -> jax.Array:
-    """(B, L) 0/1 key mask -> (B, 1, 1, L) float32 additive bias.
-
-    The scores it is added to are float32 (softmax runs in float32), and float32's most negative finite
-    value keeps a fully padded row finite (uniform weights) instead of NaN from -inf - -inf.
-    """
-    keep = attention_mask.astype(bool)[:, None, None, :]
-    return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
-
-
-def segment_keep(q_segments: jax.Array, k_segments: jax.Array, packed: bool) -> jax.Array:
-    """Which keys a query may attend, from (B, Lq) and (B, Lk) segment ids (0 = padding): unpacked, every
-    non-padding key (the key-padding mask, (B, 1, Lk)); packed, the keys of the query's own piece
-    ((B, Lq, Lk), block-diagonal; a padding query attends nowhere)."""
-    k = k_segments[:, None, :]  # (B, 1, Lk)
-    if not packed:
-        return k != 0
-    return (q_segments[:, :, None] == k) & (k != 0)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Attention backends (train.attn_implementation; docs/models.md "Attention backends")
-# ----------------------------------------------------------------------------------------------------
-
-# The JAX meaning of each value of train.attn_implementation (one switch for both trainers).
-ATTENTION_BACKENDS = {
-    "auto": "einsum",  # the default: the parity reference
-    "eager": "einsum",
-    "sdpa": "xla",  # jax.nn.dot_product_attention(implementation="xla")
-    "flash_attention_2": "cudnn",  # jax.nn.dot_product_attention(implementation="cudnn"), NVIDIA GPUs
-    "blockwise": "blockwise",  # online-softmax tiles in pure jnp: never (B, N, L, L) scores
-}
-BLOCK_SIZE = 128  # blockwise: query and key tile length
-
-
-def check_attention(name: str, *, attention_dropout: float = 0.0, training: bool = True) -> str:
-    """The JAX backend for `train.attn_implementation` `name`, or WWMError when it cannot run here."""
-    if name not in ATTENTION_BACKENDS:
-        raise WWMError(
-            f"unknown train.attn_implementation {name!r}; use one of {', '.join(ATTENTION_BACKENDS)}"
-        )
-    backend = ATTENTION_BACKENDS[name]
-    if backend == "cudnn" and jax.default_backend() != "gpu":
-        raise WWMError(
-            f"train.attn_implementation {name} needs cuDNN on an NVIDIA GPU (JAX backend here: "
-            f"{jax.default_backend()}); use blockwise (memory-efficient anywhere), sdpa or eager"
-        )
-    if backend != "einsum" and training and attention_dropout > 0:
-        raise WWMError(
-            f"train.attn_implementation {name} has no attention dropout; set "
-            "model.attention_probs_dropout_prob: 0 or use train.attn_implementation: eager"
-        )
-    return backend
-
-
-def attend(q, k, v, segments, packed: bool, backend: str, scale: float, dropout=None) -> jax.Array:
-    """Scaled dot-product attention of (B, L, N, D) q, k, v with the mask of `segment_keep`; (B, L, N, D).
-
-    `dropout` (einsum only): a function applied to the (B, N, L, L) probabilities."""
-    if backend == "einsum":
-        keep = segment_keep(segments, segments, packed)[:, None]  # (B, 1, 1|L, L)
-        bias = jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
-        # Same order as transformers' eager path: (q @ k^T) * D^-0.5, then + mask, accumulated in float32.
-        scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, L, L)
-        probs = jax.nn.softmax(scores * scale + bias, axis=-1)
-        if dropout is not None:
-            probs = dropout(probs)
-        return jnp.einsum("bnqk,bknd->bqnd", probs.astype(q.dtype), v)
-    if backend in ("xla", "cudnn"):
-        mask = segment_keep(segments, segments, packed)[:, None]  # (B, 1, 1|L, L) bool
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=backend)
-    if backend == "blockwise":
-        return blockwise_attention(q, k, v, segments, packed, scale)
-    raise WWMError(f"unknown attention backend {backend!r}")
-
-
-def blockwise_attention(q, k, v, segments, packed: bool, scale: float, block: int = BLOCK_SIZE) -> jax.Array:
-    """Flash-style attention in pure jnp: query tiles (outer scan) x key tiles (inner scan) with an online
-    softmax, the mask of each tile built from the segment ids. Live memory is O(B N L block), never the
-    (B, N, L, L) scores, in the forward and (each query tile rematerialised, `jax.checkpoint`) the
-    backward. Softmax statistics in float32. A query with no key left gets zeros."""
-    b, L, n, d = q.shape
-    t = min(block, L)
-    padded = -(-L // t) * t
-    if padded != L:  # pad to whole tiles with padding (segment 0) that no query attends
-        widths = ((0, 0), (0, padded - L), (0, 0), (0, 0))
-        q, k, v = (jnp.pad(x, widths) for x in (q, k, v))
-        segments = jnp.pad(segments, ((0, 0), (0, padded - L)))
-    tiles = padded // t
-    kt = k.reshape(b, tiles, t, n, d).swapaxes(0, 1)  # (T, B, t, N, D)
-    vt = v.reshape(b, tiles, t, n, d).swapaxes(0, 1)
-    st = segments.reshape(b, tiles, t).swapaxes(0, 1)  # (T, B, t)
-    neg = jnp.finfo(jnp.float32).min
-
-    @jax.checkpoint
-    def query_tile(qi, si):  # (B, t, N, D), (B, t) -> (B, t, N, D)
-        def key_tile(carry, xs):
-            m, l, acc = carry  # (B, N, t), (B, N, t), (B, N, t, D) float32
-            kj, vj, sj = xs
-            s = jnp.einsum("bqnd,bknd->bnqk", qi, kj, preferred_element_type=jnp.float32) * scale
-            keep = segment_keep(si, sj, packed)[:, None]  # (B, 1, 1|t, t)
-            s = jnp.where(keep, s, neg)
-            m_new = jnp.maximum(m, s.max(-1))
-            p = jnp.where(keep, jnp.exp(s - m_new[..., None]), 0.0)  # (B, N, t, t)
-            correction = jnp.exp(m - m_new)
-            l = l * correction + p.sum(-1)
-            pv = jnp.einsum("bnqk,bknd->bnqd", p.astype(vj.dtype), vj, preferred_element_type=jnp.float32)
-            return (m_new, l, acc * correction[..., None] + pv), None
-
-        init = (jnp.full((b, n, t), neg, jnp.float32), jnp.zeros((b, n, t), jnp.float32),
-                jnp.zeros((b, n, t, d), jnp.float32))  # fmt: skip
-        (_, l, acc), _ = jax.lax.scan(key_tile, init, (kt, vt, st))
-        out = acc / jnp.where(l > 0, l, 1.0)[..., None]  # (B, N, t, D)
-        return out.swapaxes(1, 2).astype(qi.dtype)  # (B, t, N, D)
-
-    qt = q.reshape(b, tiles, t, n, d).swapaxes(0, 1)
-    _, out = jax.lax.scan(lambda c, xs: (c, query_tile(*xs)), None, (qt, st))  # (T, B, t, N, D)
-    return out.swapaxes(0, 1).reshape(b, padded, n, d)[:, :L]
-
-
 # ----------------------------------------------------------------------------------------------------
 # Encoder (HF: BertModel / RobertaModel without the pooler)
 # ----------------------------------------------------------------------------------------------------
@@ -406,13 +287,13 @@ class Embeddings(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-    """HF: attention.self.{query, key, value}. Scaled dot-product attention (`attend`; default the eager
-    einsum path), softmax in float32."""
+    """HF: attention.self.{query, key, value}. Scaled dot-product attention through `wwm_jax.attention`
+    with the kernel `attention` (default eager, the parity reference), softmax in float32."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "einsum"):
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         self.config = config
         self.dtype = dtype
-        self.attention = attention  # the backend (ATTENTION_BACKENDS' values), static
+        self.attention = attention  # the kernel (a key of wwm_jax.attention.KERNELS), static
         h = config.hidden_size
         self.query = _dense(config, h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
         self.key = _dense(config, h, h, ("embed", "heads"), dtype=dtype, rngs=rngs)
@@ -423,27 +304,19 @@ class SelfAttention(nnx.Module):
         b, length, _ = x.shape
         return x.reshape(b, length, self.config.num_attention_heads, self.config.head_dim)  # (B, L, N, D)
 
-    def __call__(self, x, mask, *, deterministic: bool, rngs) -> jax.Array:
+    def __call__(self, x, mask: attn.AttentionMask, *, deterministic: bool, rngs) -> jax.Array:
         q = self._split_heads(self.query(x))  # (B, L, N, D)
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
+        dropout = None
+        if not deterministic and self.config.attention_probs_dropout_prob > 0:
+            attn.check_kernel(self.attention, attention_dropout=self.config.attention_probs_dropout_prob)
+
+            def dropout(probs):
+                return self.dropout(probs, deterministic=deterministic, rngs=rngs)
+
         scale = self.config.head_dim**-0.5
-        if self.attention == "einsum" and mask.bias is not None:  # unpacked einsum: transformers' eager order
-            scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, L, L)
-            scores = scores * scale + mask.bias
-            probs = jax.nn.softmax(scores, axis=-1)
-            probs = self.dropout(probs, deterministic=deterministic, rngs=rngs)
-            context = jnp.einsum("bnqk,bknd->bqnd", probs.astype(self.dtype), v)  # (B, L, N, D)
-            return context.reshape(x.shape)  # (B, L, H)
-        if not deterministic and self.config.attention_probs_dropout_prob > 0 and self.attention != "einsum":
-            check_attention(
-                _backend_name(self.attention), attention_dropout=self.config.attention_probs_dropout_prob
-            )
-
-        def dropout(probs):
-            return self.dropout(probs, deterministic=deterministic, rngs=rngs)
-
-        context = attend(q, k, v, mask.segments, mask.packed, self.attention, scale, dropout)
+        context = attn.attention(q, k, v, mask, kernel=self.attention, scale=scale, dropout=dropout)
         return context.reshape(x.shape)  # (B, L, H)
 
 
@@ -465,7 +338,7 @@ class SelfOutput(nnx.Module):
 class Attention(nnx.Module):
     """HF: attention.{self, output}."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "einsum"):
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         # The attribute is called `self` because the checkpoint key is `attention.self.query`.
         self.self = SelfAttention(config, dtype=dtype, rngs=rngs, attention=attention)
         self.output = SelfOutput(config, dtype=dtype, rngs=rngs)
@@ -507,7 +380,7 @@ class Output(nnx.Module):
 class Layer(nnx.Module):
     """HF: encoder.layer[i] = {attention, intermediate, output}, a post-LN transformer block."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "einsum"):
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         self.attention = Attention(config, dtype=dtype, rngs=rngs, attention=attention)
         self.intermediate = Intermediate(config, dtype=dtype, rngs=rngs)
         self.output = Output(config, dtype=dtype, rngs=rngs)
@@ -520,7 +393,7 @@ class Layer(nnx.Module):
 class Encoder(nnx.Module):
     """HF: encoder.layer[0 .. num_hidden_layers - 1]."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "einsum"):
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         self.layer = nnx.List(
             [
                 Layer(config, dtype=dtype, rngs=rngs, attention=attention)
@@ -537,9 +410,8 @@ class Encoder(nnx.Module):
 class EncoderModel(nnx.Module):
     """HF: BertModel / RobertaModel without the pooler (masked-LM pretraining does not use it)."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "einsum"):
+    def __init__(self, config: EncoderConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         self.config = config
-        self.attention = attention
         self.embeddings = Embeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = Encoder(config, dtype=dtype, rngs=rngs, attention=attention)
 
@@ -550,9 +422,9 @@ class EncoderModel(nnx.Module):
         """(B, L) int ids [, (B, L) 0/1 mask, (B, L) type ids] -> last hidden state (B, L, H).
 
         Packed documents: `segment_ids` (B, L) (0 = padding, 1..k = the pieces of a row) make attention
-        block-diagonal (a token sees its own piece only), and `position_ids` (B, L) are the
-        position-embedding rows (`wwm.data.packing.model_position_ids`: restarting per piece). None for
-        both: the unpacked model (key-padding mask, positions 0..L-1)."""
+        block-diagonal (a token sees its own piece only: `wwm_jax.attention.AttentionMask`), and
+        `position_ids` (B, L) are the position-embedding rows (the family record's `position_rows`:
+        restarting per piece). Without them a row is one document: its real tokens attend each other."""
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -563,33 +435,8 @@ class EncoderModel(nnx.Module):
             input_ids, jnp.asarray(token_type_ids), deterministic=deterministic, rngs=rngs,
             position_ids=position_ids,
         )  # fmt: skip
-        mask = AttentionMask.build(jnp.asarray(attention_mask), segment_ids, self.attention)
+        mask = attn.AttentionMask.build(jnp.asarray(attention_mask), segment_ids)
         return self.encoder(x, mask, deterministic=deterministic, rngs=rngs)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class AttentionMask:
-    """What the attention of every layer needs: `segments` (B, L) int32 (0 = padding), `packed` (static:
-    block-diagonal or key-padding only), and for the einsum path without packing the (B, 1, 1, L)
-    additive `bias` (transformers' eager mask, the parity reference)."""
-
-    segments: jax.Array
-    bias: jax.Array | None
-    packed: bool = dataclasses.field(metadata={"static": True})
-
-    @staticmethod
-    def build(attention_mask: jax.Array, segment_ids, attention: str) -> AttentionMask:
-        valid = attention_mask != 0  # (B, L)
-        if segment_ids is None:
-            bias = _attention_bias(attention_mask) if attention == "einsum" else None
-            return AttentionMask(valid.astype(jnp.int32), bias, False)
-        segments = jnp.where(valid, jnp.asarray(segment_ids).astype(jnp.int32), 0)
-        return AttentionMask(segments, None, True)
-
-
-def _backend_name(backend: str) -> str:
-    return next(name for name, value in ATTENTION_BACKENDS.items() if value == backend)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -696,7 +543,7 @@ class BertForMaskedLM(_MaskedLM):
     """HF: BertForMaskedLM = {bert, cls}."""
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs, attention: str = "einsum"
+        self, config: EncoderConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs, attention: str = "eager"
     ):
         self.config = config
         self.dtype = dtype
@@ -716,7 +563,7 @@ class RobertaForMaskedLM(_MaskedLM):
     """HF: RobertaForMaskedLM = {roberta, lm_head}."""
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs, attention: str = "einsum"
+        self, config: EncoderConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs, attention: str = "eager"
     ):
         self.config = config
         self.dtype = dtype
@@ -738,10 +585,11 @@ BASE_PREFIX = {"bert": "bert", "roberta": "roberta"}
 
 
 def build_model(
-    config: EncoderConfig, *, dtype: Any = jnp.float32, seed: int = 0, attention: str = "einsum"
+    config: EncoderConfig, *, dtype: Any = jnp.float32, seed: int = 0, attention: str = "eager"
 ) -> MaskedLM:
     """A freshly initialised masked-LM model for `config` (float32 params, `dtype` compute); `attention`
-    is the backend (a value of ATTENTION_BACKENDS: einsum, xla, cudnn, blockwise).
+    is the attention kernel (a key of `wwm_jax.attention.KERNELS`; `wwm_jax.attention.set_kernel` switches
+    a built model).
 
     Parameters are created without eager sharding (flax 0.12 would otherwise demand a mesh for every
     annotated variable); shard them afterwards from `logical_axes` / `nnx.get_partition_spec`.
@@ -749,14 +597,6 @@ def build_model(
     cls = RobertaForMaskedLM if config.model_type == "roberta" else BertForMaskedLM
     with nnx.use_eager_sharding(False):
         return cls(config, dtype=dtype, rngs=nnx.Rngs(params=seed), attention=attention)
-
-
-def set_attention(model: nnx.Module, attention: str) -> nnx.Module:
-    """Switch a built (or loaded) BERT/RoBERTa model to another attention backend, in place."""
-    for _, module in model.iter_modules():
-        if isinstance(module, (SelfAttention, EncoderModel)):
-            module.attention = attention
-    return model
 
 
 def logical_axes(model: nnx.Module) -> dict:

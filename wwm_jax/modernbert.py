@@ -15,7 +15,8 @@ The architecture (docs/models.md has the field-by-field table):
 
 Beyond transformers' inputs, the attention takes per-token segment ids (B, L) for packed documents:
 0 = padding, 1..k = documents; a token attends only to keys of its own document (and, on local layers,
-within the window), and position ids restart at 0 with each document.
+within the window: the rule of `wwm_jax.attention.AttentionMask`, run by any of its kernels), and position
+ids restart at 0 with each document.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from wwm.data.packing import run_positions
 from wwm.errors import WWMError
 from wwm.families.modernbert import LAYER_TYPES, MODERNBERT
 from wwm.families.modernbert import layer_types as alternating_layer_types
+from wwm_jax import attention as attn
 from wwm_jax import layers
 from wwm_jax.layers import as_rngs as _as_rngs
 from wwm_jax.layers import axis_metadata as _axes
@@ -277,23 +279,6 @@ def _layer_norm(config: ModernBertConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return float32_layer_norm(config.hidden_size, config.norm_eps, use_bias=config.norm_bias, rngs=rngs)
 
 
-def attention_bias(segment_ids: jax.Array, window: int | None) -> jax.Array:
-    """(B, L) int segment ids (0 = padding, 1..k = documents) -> (B, 1, L, L) float32 additive bias.
-
-    Query i may attend key j iff j is not padding, j is in i's document, and (local layers, `window`
-    not None) |i - j| <= window, by index as transformers does. A padding query (segment 0) sees every
-    non-padding key in its window, exactly as transformers' key-padding mask gives it (its output is never
-    used, and with one document it makes our padded rows equal transformers' too). Masked scores get
-    float32's most negative finite value: a row with no key left stays finite (uniform weights).
-    """
-    q, k = segment_ids[:, :, None], segment_ids[:, None, :]  # (B, L, 1), (B, 1, L)
-    keep = (k != 0) & ((q == k) | (q == 0))  # (B, L, L)
-    if window is not None:
-        index = jnp.arange(segment_ids.shape[1])
-        keep &= jnp.abs(index[:, None] - index[None, :]) <= window
-    return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[:, None]
-
-
 def packed_position_ids(segment_ids: jax.Array) -> jax.Array:
     """(B, L) segment ids -> (B, L) position ids that restart at 0 wherever the segment id changes (the rule
     of `wwm.data.packing.run_positions`, in jax.numpy)."""
@@ -351,11 +336,13 @@ class ModernBertEmbeddings(nnx.Module):
 
 
 class ModernBertAttention(nnx.Module):
-    """HF: attn.{Wqkv, Wo}. Eager attention over an additive bias, scores and softmax in float32."""
+    """HF: attn.{Wqkv, Wo}. Rotary q and k, then scaled dot-product attention through `wwm_jax.attention`
+    with the kernel `attention` (default eager, the parity reference) and this layer's window."""
 
-    def __init__(self, config: ModernBertConfig, *, dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, config: ModernBertConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         self.config = config
         self.dtype = dtype
+        self.attention = attention  # the kernel (a key of wwm_jax.attention.KERNELS), static
         h, stds = config.hidden_size, _stds(config)
         bias = config.attention_bias
         kw = dict(config=config, dtype=dtype, rngs=rngs, bias=bias)
@@ -365,18 +352,25 @@ class ModernBertAttention(nnx.Module):
         self.attn_drop = nnx.Dropout(config.attention_dropout)
         self.out_drop = nnx.Dropout(config.attention_dropout)
 
-    def __call__(self, x, cos, sin, bias, *, deterministic: bool, rngs) -> jax.Array:
+    def __call__(
+        self, x, cos, sin, mask: attn.AttentionMask, window, *, deterministic: bool, rngs
+    ) -> jax.Array:
         cfg = self.config
         b, length, _ = x.shape
         qkv = self.Wqkv(x).reshape(b, length, 3, cfg.num_attention_heads, cfg.head_dim)  # (B, L, 3, N, D)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, L, N, D)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        # transformers' eager order: (q @ k^T) * D^-0.5, then + mask, softmax in float32.
-        scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, L, L)
-        probs = jax.nn.softmax(scores * (cfg.head_dim**-0.5) + bias, axis=-1)
-        probs = self.attn_drop(probs, deterministic=deterministic, rngs=rngs)
-        context = jnp.einsum("bnqk,bknd->bqnd", probs.astype(self.dtype), v).reshape(x.shape)  # (B, L, H)
-        return self.out_drop(self.Wo(context), deterministic=deterministic, rngs=rngs)
+        dropout = None
+        if not deterministic and cfg.attention_dropout > 0:
+            attn.check_kernel(self.attention, attention_dropout=cfg.attention_dropout)
+
+            def dropout(probs):
+                return self.attn_drop(probs, deterministic=deterministic, rngs=rngs)
+
+        context = attn.attention(
+            q, k, v, mask, kernel=self.attention, window=window, scale=cfg.head_dim**-0.5, dropout=dropout
+        )  # (B, L, N, D)
+        return self.out_drop(self.Wo(context.reshape(x.shape)), deterministic=deterministic, rngs=rngs)
 
 
 class ModernBertMLP(nnx.Module):
@@ -398,17 +392,27 @@ class ModernBertMLP(nnx.Module):
 class ModernBertEncoderLayer(nnx.Module):
     """HF: layers[i] = {attn_norm (absent in layer 0), attn, mlp_norm, mlp}, a pre-norm block."""
 
-    def __init__(self, config: ModernBertConfig, layer_idx: int, *, dtype: Any, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: ModernBertConfig,
+        layer_idx: int,
+        *,
+        dtype: Any,
+        rngs: nnx.Rngs,
+        attention: str = "eager",
+    ):
         self.dtype = dtype
         self.attention_type = config.layer_types[layer_idx]
+        # +-w on a local layer (transformers' sliding_window), None: global
+        self.window = config.sliding_window if self.attention_type == "sliding_attention" else None
         self.attn_norm = _layer_norm(config, rngs=rngs) if layer_idx else None  # HF: nn.Identity
-        self.attn = ModernBertAttention(config, dtype=dtype, rngs=rngs)
+        self.attn = ModernBertAttention(config, dtype=dtype, rngs=rngs, attention=attention)
         self.mlp_norm = _layer_norm(config, rngs=rngs)
         self.mlp = ModernBertMLP(config, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, bias, *, deterministic: bool, rngs) -> jax.Array:
+    def __call__(self, x, cos, sin, mask: attn.AttentionMask, *, deterministic: bool, rngs) -> jax.Array:
         h = x if self.attn_norm is None else self.attn_norm(x).astype(self.dtype)
-        x = x + self.attn(h, cos, sin, bias, deterministic=deterministic, rngs=rngs)
+        x = x + self.attn(h, cos, sin, mask, self.window, deterministic=deterministic, rngs=rngs)
         h = self.mlp_norm(x).astype(self.dtype)
         return x + self.mlp(h, deterministic=deterministic, rngs=rngs)  # (B, L, H)
 
@@ -416,13 +420,13 @@ class ModernBertEncoderLayer(nnx.Module):
 class ModernBertModel(nnx.Module):
     """HF: ModernBertModel = {embeddings, layers, final_norm}."""
 
-    def __init__(self, config: ModernBertConfig, *, dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, config: ModernBertConfig, *, dtype: Any, rngs: nnx.Rngs, attention: str = "eager"):
         self.config = config
         self.dtype = dtype
         self.embeddings = ModernBertEmbeddings(config, dtype=dtype, rngs=rngs)
         self.layers = nnx.List(
             [
-                ModernBertEncoderLayer(config, i, dtype=dtype, rngs=rngs)
+                ModernBertEncoderLayer(config, i, dtype=dtype, rngs=rngs, attention=attention)
                 for i in range(config.num_hidden_layers)
             ]
         )
@@ -441,36 +445,20 @@ class ModernBertModel(nnx.Module):
         """(B, L) ids -> last hidden state (B, L, H). See `ModernBertForMaskedLM.__call__` for the inputs."""
         cfg = self.config
         input_ids = jnp.asarray(input_ids)
-        segments = _segments(input_ids, attention_mask, segment_ids)  # (B, L), 0 = padding
+        mask = attn.AttentionMask.build(attention_mask, segment_ids, shape=input_ids.shape)  # 0 = padding
         if position_ids is None:
             if segment_ids is None:
                 position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
             else:
-                position_ids = packed_position_ids(segments)
+                position_ids = packed_position_ids(mask.segments)
         position_ids = jnp.asarray(position_ids)
         rngs = _as_rngs(rngs)
         x = self.embeddings(input_ids, deterministic=deterministic, rngs=rngs)  # (B, L, H)
         used = sorted(set(cfg.layer_types))
         rope = {t: rotary_cos_sin(cfg, t, position_ids) for t in used}  # (B, L, D) each
-        window = {"full_attention": None, "sliding_attention": cfg.sliding_window}
-        bias = {t: attention_bias(segments, window[t]) for t in used}  # (B, 1, L, L) each
         for layer in self.layers:
-            t = layer.attention_type
-            x = layer(x, *rope[t], bias[t], deterministic=deterministic, rngs=rngs)
+            x = layer(x, *rope[layer.attention_type], mask, deterministic=deterministic, rngs=rngs)
         return self.final_norm(x).astype(self.dtype)
-
-
-def _segments(input_ids, attention_mask, segment_ids) -> jax.Array:
-    """The (B, L) int32 segment ids the attention mask is built from: `segment_ids` if given, else the
-    0/1 `attention_mask` (one document per row), else all ones; an attention_mask given with segment
-    ids marks padding on top of them."""
-    if segment_ids is None:
-        mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
-        return (mask != 0).astype(jnp.int32)
-    segments = jnp.asarray(segment_ids).astype(jnp.int32)
-    if attention_mask is not None:
-        segments = jnp.where(jnp.asarray(attention_mask) != 0, segments, 0)
-    return segments
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -520,10 +508,12 @@ class ModernBertForMaskedLM(nnx.Module):
     module, so the method cannot share its name).
     """
 
-    def __init__(self, config: ModernBertConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self, config: ModernBertConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs, attention: str = "eager"
+    ):
         self.config = config
         self.dtype = dtype
-        self.model = ModernBertModel(config, dtype=dtype, rngs=rngs)
+        self.model = ModernBertModel(config, dtype=dtype, rngs=rngs, attention=attention)
         self.head = ModernBertPredictionHead(config, dtype=dtype, rngs=rngs)
         self.decoder = ModernBertDecoder(config)
 
@@ -588,8 +578,9 @@ BASE_PREFIX = "model"  # the encoder's attribute name and HF key prefix ("model.
 
 
 def build_model(
-    config: ModernBertConfig, *, dtype: Any = jnp.float32, seed: int = 0
+    config: ModernBertConfig, *, dtype: Any = jnp.float32, seed: int = 0, attention: str = "eager"
 ) -> ModernBertForMaskedLM:
-    """A freshly initialised ModernBertForMaskedLM (float32 params, `dtype` compute); as modeling.build_model."""
+    """A freshly initialised ModernBertForMaskedLM (float32 params, `dtype` compute, the attention kernel
+    `attention`); as modeling.build_model."""
     with nnx.use_eager_sharding(False):
-        return ModernBertForMaskedLM(config, dtype=dtype, rngs=nnx.Rngs(params=seed))
+        return ModernBertForMaskedLM(config, dtype=dtype, rngs=nnx.Rngs(params=seed), attention=attention)

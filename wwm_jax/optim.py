@@ -9,16 +9,19 @@
 * Clipping by global norm as `torch.nn.utils.clip_grad_norm_`: scale by min(1, max / (norm + 1e-6)).
 * AdamW itself: optax's adamw equals torch.optim.AdamW (decoupled decay p -= lr*wd*p; eps added to
   sqrt of the bias-corrected second moment).
+* StableAdamW (`optim.name: stable_adamw`): `stable_adamw`, a GradientTransformation (chained after the
+  clipping) equal to torch-optimi's StableAdamW, ModernBERT's optimizer (the rule: its docstring).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from wwm.config import OptimConfig
@@ -107,17 +110,116 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+class StableAdamWState(NamedTuple):
+    count: jax.Array  # int32: updates done so far
+    mu: Any  # debiased first moment (m_hat), like the params
+    nu: Any  # debiased second moment (v_hat)
+
+
+def debiased_beta_table(beta: float, max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(beta_hat, 1 - beta_hat) at updates t = 1, 2, ... as float32 tables, computed in float64 as
+    torch-optimi does (debias_beta(beta, t) = (beta^t - beta) / (beta^t - 1): an EMA with this factor is
+    Adam's bias-corrected moment itself) and rounded once, as torch's float32 kernels round the scalar.
+
+    Computed in float32 inside the step instead, the factors carry ~1e-7 errors of one sign, which over 100
+    updates move the weights ~1e-6 (relative) away from torch's. The table ends where both values reach
+    their limits (beta, 1 - beta) in float32, or at `max_steps`; later updates use its last entry."""
+    t_end = 1
+    if 0.0 < beta < 1.0:  # beta^t below 2^-30: both float32 values have converged
+        t_end = math.ceil(30 * math.log(2.0) / -math.log(beta)) + 2
+    if max_steps is not None:
+        t_end = min(t_end, max_steps + 1)
+    t = np.arange(1, t_end + 1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hat = (beta**t - beta) / (beta**t - 1.0)
+    hat = np.where(np.isfinite(hat), hat, 0.0)  # beta = 0: no averaging
+    return hat.astype(np.float32), (1.0 - hat).astype(np.float32)
+
+
+def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
+    """torch.lerp's two formulas (exact at weight 1, as torch's): start + w (end - start) for w < 0.5,
+    else end - (end - start)(1 - w)."""
+    diff = end - start
+    return jnp.where(weight < 0.5, start + weight * diff, end - diff * (1.0 - weight))
+
+
+def stable_adamw(
+    learning_rate: Callable[[jax.Array], jax.Array],
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+    decay_lr_peak: float | None = None,
+    max_steps: int | None = None,
+) -> optax.GradientTransformation:
+    """StableAdamW, equal to torch-optimi's `StableAdamW` (ModernBERT's src/optimizer.py forks it).
+
+    At update t (1, 2, ...), per tensor p with gradient g and scheduled rate lr = learning_rate(t - 1):
+      m = lerp(m, g, 1 - b1_hat(t)); v = v b2_hat(t) + g^2 (1 - b2_hat(t))   (bias-corrected EMAs:
+                                                                              debiased_beta_table)
+      rms = sqrt(mean(g^2 / max(v, eps^2)));  lr_c = lr / max(1, rms)       (Adafactor-style clip)
+      p = p * (1 - lr_c * wd)        (where `mask`; decay_lr_peak set: 1 - lr_c / peak * wd, "fully
+                                      decoupled", optimi's decouple_lr)
+      p = p - lr_c * m / (sqrt(v) + eps)
+    The update is returned as new p - p, which `optax.apply_updates` adds back exactly (new p and p are
+    within a factor 2, so the difference is exact): the decay is a float32 factor as in torch, whose
+    rounding otherwise accumulates to ~1e-6 of the weights over 100 steps."""
+
+    tables = (debiased_beta_table(b1, max_steps), debiased_beta_table(b2, max_steps))
+
+    def init(params):
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
+        return StableAdamWState(jnp.zeros([], jnp.int32), zeros, jax.tree.map(jnp.copy, zeros))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("stable_adamw needs the params (weight decay, and the update is new - old)")
+        (_, b1_comp), (b2_hat, b2_comp) = (
+            (jnp.asarray(x)[jnp.minimum(state.count, x.size - 1)] for x in table) for table in tables
+        )
+        lr = jnp.asarray(learning_rate(state.count), jnp.float32)
+        decays = mask(params) if callable(mask) else mask
+        if decays is None:
+            decays = jax.tree.map(lambda _: True, params)
+
+        def one(g, m, v, p, decay):
+            g = g.astype(jnp.float32)
+            m = _lerp(m, g, b1_comp)
+            v = v * b2_hat + jnp.square(g) * b2_comp
+            rms = jnp.sqrt(jnp.mean(jnp.square(g) / jnp.maximum(v, eps * eps)))
+            lr_c = lr / jnp.maximum(1.0, rms)
+            new = p.astype(jnp.float32)
+            if decay and weight_decay:
+                rate = lr_c / decay_lr_peak if decay_lr_peak else lr_c
+                new = new * (1.0 - rate * weight_decay)
+            new = new - lr_c * (m / (jnp.sqrt(v) + eps))
+            return (new - p).astype(p.dtype), m, v
+
+        out = jax.tree.map(one, grads, state.mu, state.nu, params, decays)  # (update, m, v) leaves
+        updates, mu, nu = jax.tree.transpose(jax.tree.structure(grads), jax.tree.structure((0, 0, 0)), out)
+        return updates, StableAdamWState(state.count + 1, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(optim: OptimConfig, max_steps: int) -> tuple[optax.GradientTransformation, Callable]:
-    """(AdamW with clipping and the HF-equal schedule, the schedule)."""
+    """(`optim.name` (AdamW or StableAdamW) with clipping and the HF-equal schedule, the schedule)."""
     schedule = make_schedule(optim, max_steps)
-    adamw = optax.adamw(
-        learning_rate=schedule,
-        b1=optim.beta1,
-        b2=optim.beta2,
-        eps=optim.eps,
-        weight_decay=optim.weight_decay,
-        mask=decay_mask,
-    )
+    if optim.name == "stable_adamw":
+        tx = stable_adamw(
+            schedule, optim.beta1, optim.beta2, optim.eps, optim.weight_decay, decay_mask,
+            decay_lr_peak=optim.learning_rate if optim.decouple_lr else None, max_steps=max_steps,
+        )  # fmt: skip
+    else:
+        tx = optax.adamw(
+            learning_rate=schedule,
+            b1=optim.beta1,
+            b2=optim.beta2,
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
+            mask=decay_mask,
+        )
     if optim.max_grad_norm is None:
-        return adamw, schedule
-    return optax.chain(clip_by_global_norm_torch(optim.max_grad_norm), adamw), schedule
+        return tx, schedule
+    return optax.chain(clip_by_global_norm_torch(optim.max_grad_norm), tx), schedule

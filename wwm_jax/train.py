@@ -32,15 +32,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from wwm.attention import implementation
 from wwm.errors import WWMError
-from wwm.flops import flops_per_step
+from wwm.flops import attention_windows, flops_per_step
 from wwm.metrics_schema import truncate_after
 from wwm.signals import StopRequest
 from wwm_jax import sharding as shd
+from wwm_jax.attention import check_kernel, set_kernel
 from wwm_jax.checkpoint import Checkpointer
-from wwm_jax.families import jax_family
 from wwm_jax.metrics import MetricsWriter, peak_flops_per_device
-from wwm_jax.modeling import check_attention, logical_axes, num_params
+from wwm_jax.modeling import logical_axes, num_params
 from wwm_jax.optim import make_optimizer
 from wwm_jax.train_step import (
     PACKED_KEYS,
@@ -160,38 +161,35 @@ def make_model(config: RunConfig, hf_config: dict | None, vocab_size: int | None
     from wwm_jax import convert
 
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
-    if config.model.pretrained and config.model.extend_vocab and vocab_size:
-        from wwm.initial_weights import extend_vocab
-
+    if config.model.pretrained:
+        # The checkpoint's config.json as the section continues it (ModernBERT's context extension); with
+        # model.extend_vocab a tokenizer with more tokens grows the embeddings (the torch trainer's numbers).
         path = config.model.pretrained
-        model_config = convert.read_config(path)
-        if model_config.vocab_size < vocab_size:
-            state = extend_vocab(convert.read_hf_weights(path), vocab_size)
-            model_config = dataclasses.replace(model_config, vocab_size=vocab_size)
-            model, _ = convert.model_from_hf_state(state, model_config, dtype=dtype, seed=config.seed)
-        else:
-            model = convert.load_hf(path, dtype=dtype, seed=config.seed)
-    elif config.model.pretrained:
-        model = convert.load_hf(config.model.pretrained, dtype=dtype, seed=config.seed)
+        hf = config.model.continue_config(convert.read_config_dict(path), config.data.max_seq_len)
+        state = convert.read_hf_weights(path)
+        if config.model.extend_vocab and vocab_size and int(hf["vocab_size"]) < vocab_size:
+            from wwm.initial_weights import extend_vocab
+
+            state = extend_vocab(state, vocab_size)
+            hf = {**hf, "vocab_size": vocab_size}
+        model, info = convert.model_from_hf_state(
+            state, convert.config_from_hf_dict(hf), dtype=dtype, seed=config.seed
+        )
+        if info.fresh_head:
+            convert.logger.info(
+                "%s has no masked-LM head; initialised a fresh one (seed %d)", path, config.seed
+            )
     else:
         from wwm.initial_weights import initial_state
 
         state = initial_state(hf_config, config.seed)
         model, _ = convert.model_from_hf_state(state, convert.config_from_hf_dict(hf_config), dtype=dtype)
-    # train.attn_implementation -> the JAX backend; refused here, before any step, when it cannot run.
+    # train.attn_implementation -> the JAX kernel (wwm/attention.py); refused here, before any step, when it
+    # cannot run.
     mc = model.config
     dropout = getattr(mc, "attention_probs_dropout_prob", getattr(mc, "attention_dropout", 0.0))
-    backend = check_attention(config.train.attn_implementation, attention_dropout=dropout)
-    if backend == "einsum":
-        return model
-    family = jax_family(mc)
-    if family.set_attention is None:
-        raise WWMError(
-            f"train.attn_implementation {config.train.attn_implementation} is not implemented for "
-            f"{family.core.label} in JAX yet (its attention is the einsum path with the sliding window); use "
-            "auto or eager"
-        )
-    return family.set_attention(model, backend)
+    kernel = check_kernel(implementation(config.train.attn_implementation, "jax"), attention_dropout=dropout)
+    return set_kernel(model, kernel.name)
 
 
 def _dropout_off(mc: AnyConfig) -> bool:
@@ -421,7 +419,8 @@ def build_step(
                                      deterministic=deterministic, max_masked=max_masked)  # fmt: skip
     n_params = num_params(model)
     tokens = config.train.global_batch_size * seq_len
-    flops = flops_per_step(n_params, mc.num_hidden_layers, seq_len, mc.hidden_size, tokens)
+    flops = flops_per_step(n_params, mc.num_hidden_layers, seq_len, mc.hidden_size, tokens,
+                           windows=attention_windows(mc))  # fmt: skip
     return StepSetup(mesh, graphdef, state, shardings, step_fn, eval_fn, mc, n_params, flops)
 
 

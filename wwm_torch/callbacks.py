@@ -173,8 +173,9 @@ class MetricsCallback(TrainerCallback):
                 self._n_params = sum(p.numel() for p in self.trainer.model.parameters())
             rows = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
             per_step = flops.flops_per_step(
-                self._n_params, cfg.num_hidden_layers, m["tokens"] // rows, cfg.hidden_size, m["tokens"]
-            )
+                self._n_params, cfg.num_hidden_layers, m["tokens"] // rows, cfg.hidden_size, m["tokens"],
+                windows=flops.attention_windows(cfg),
+            )  # fmt: skip
             mfu = per_step / m["step_time_s"] / (self.peak_flops * args.world_size)
         self.pending = {
             "step": state.global_step,

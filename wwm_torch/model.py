@@ -29,43 +29,60 @@ __all__ = [
     "head_at_rows",
     "mlm_head",
     "packed_inputs",
+    "segment_mask",
     "torch_attention",
     "transformers_config",
 ]
 
 
 def torch_attention(name: str) -> str:
-    """transformers' attn_implementation for `train.attn_implementation` `name` (one switch for both
-    trainers, docs/models.md), or WWMError when it cannot run here (never a silent fallback)."""
-    if name in ("auto", "sdpa"):
-        return "sdpa"
-    if name == "eager":
-        return "eager"
-    if name == "flash_attention_2":
+    """transformers' attn_implementation for `train.attn_implementation` `name` (one name, one meaning in
+    both trainers: the table in wwm/attention.py), or WWMError when it cannot run here (never a silent
+    fallback). `flash` is `wwm_blockwise` (wwm_torch/attention.py), registered in transformers here."""
+    from wwm.attention import implementation
+
+    impl = implementation(name, "torch")
+    if impl == "flash_attention_2":
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
             raise WWMError(
                 "train.attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU "
                 f"(flash_attn installed: {importlib.util.find_spec('flash_attn') is not None}, CUDA: "
-                f"{torch.cuda.is_available()}); use sdpa or eager"
+                f"{torch.cuda.is_available()}); use flash (O(L) memory on CPU and GPU), sdpa or eager"
             )
-        return "flash_attention_2"
-    if name == "blockwise":
-        raise WWMError(
-            "train.attn_implementation blockwise is the JAX trainer's memory-efficient attention; in torch "
-            "use sdpa (its fused CPU/GPU kernels) or eager"
-        )
-    raise WWMError(f"unknown train.attn_implementation {name!r}; use auto, eager, sdpa or flash_attention_2")
+    if impl == "wwm_blockwise":
+        from wwm_torch.attention import register
+
+        register()
+    return impl
+
+
+def segment_mask(seg: torch.Tensor, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
+    """(B, L) segment ids -> (B, 1, L, L) additive float mask of the attention rule (wwm_jax/attention.py):
+    query i attends key j iff seg[i] == seg[j] (padding is a segment of its own) and, with a window,
+    |i - j| <= window. Masked entries get dtype's most negative value (eager adds the mask to the scores,
+    sdpa hands it to scaled_dot_product_attention; every row keeps at least itself)."""
+    keep = seg[:, :, None] == seg[:, None, :]  # (B, L, L)
+    if window is not None:
+        index = torch.arange(seg.shape[1], device=seg.device)
+        keep = keep & ((index[:, None] - index[None, :]).abs() <= window)
+    mask = torch.zeros(keep.shape, dtype=dtype, device=seg.device).masked_fill(~keep, torch.finfo(dtype).min)
+    return mask[:, None]
 
 
 def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Packed documents: `segment_ids` (B, L) (0 padding, 1..k pieces) and per-piece `position_ids`
-    -> what a transformers BERT/RoBERTa honours: a (B, 1, L, L) additive float mask, block-diagonal (a
-    token sees its own piece; transformers' create_bidirectional_mask passes a 4D mask through as is,
-    eager adds it to the scores, sdpa hands it to scaled_dot_product_attention), and the position rows
-    (the family record's `position_rows`: RoBERTa's count from pad_token_id + 1). Other inputs pass
-    unchanged."""
+    """Packed documents: `segment_ids` (B, L) (0 padding, 1..k pieces) and per-piece `position_ids` -> what
+    a transformers model honours, through its own mechanisms:
+
+    * `flash` (`wwm_blockwise`): the segment ids as the keyword argument `wwm_segment_ids`, which the model's
+      forward hands down to the attention function (no L x L mask is made);
+    * eager / sdpa: the attention rule as (B, 1, L, L) additive float masks — one for BERT/RoBERTa (their
+      create_bidirectional_mask passes a 4D mask through as is); a dict {layer type: mask} for a model whose
+      config has `layer_types` (ModernBERT's forward takes one mask per layer type as given: full, and the
+      +-sliding_window local one);
+    * the position rows (the family record's `position_rows`: RoBERTa's count from pad_token_id + 1;
+      ModernBERT's rotary positions restart with each piece). Other inputs pass unchanged."""
     if "segment_ids" not in inputs:
         return inputs
 
@@ -73,12 +90,21 @@ def packed_inputs(model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, A
     seg = inputs.pop("segment_ids")
     positions = inputs.pop("position_ids")
     cfg = model.config
-    if getattr(cfg, "_attn_implementation", None) == "flash_attention_2":
-        raise WWMError("packed documents with flash_attention_2 are not wired yet; use sdpa or eager")
-    keep = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)  # (B, L, L)
-    dtype = model.dtype
-    mask = torch.zeros(keep.shape, dtype=dtype, device=seg.device).masked_fill(~keep, torch.finfo(dtype).min)
-    inputs["attention_mask"] = mask[:, None]  # (B, 1, L, L)
+    impl = getattr(cfg, "_attn_implementation", None)
+    if impl == "flash_attention_2":
+        raise WWMError("packed documents with flash_attention_2 are not wired yet; use flash, sdpa or eager")
+    if impl == "wwm_blockwise":
+        from wwm_torch.attention import SEGMENT_KWARG
+
+        inputs.pop("attention_mask", None)
+        inputs[SEGMENT_KWARG] = seg
+    elif getattr(cfg, "layer_types", None):
+        window = {"full_attention": None, "sliding_attention": getattr(cfg, "sliding_window", None)}
+        inputs["attention_mask"] = {
+            t: segment_mask(seg, model.dtype, window[t]) for t in set(cfg.layer_types)
+        }
+    else:
+        inputs["attention_mask"] = segment_mask(seg, model.dtype)
     inputs["position_ids"] = family(cfg.model_type).position_rows(positions, seg, cfg.pad_token_id)
     return inputs
 
@@ -113,9 +139,20 @@ def build_model(
         path = model_config.pretrained
         if not os.path.isdir(path):
             raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
+        # The checkpoint's config.json as the section continues it (ModernBERT's context extension).
+        kwargs: dict[str, Any] = {}
+        config_path = os.path.join(path, "config.json")
+        if os.path.isfile(config_path):
+            import json
+
+            with open(config_path, encoding="utf-8") as f:
+                hf = json.load(f)
+            continued = model_config.continue_config(hf, max_seq_len)
+            if continued != hf:
+                kwargs["config"] = transformers_config(continued)
         try:
             model = AutoModelForMaskedLM.from_pretrained(
-                path, use_safetensors=True, attn_implementation=attn_implementation
+                path, use_safetensors=True, attn_implementation=attn_implementation, **kwargs
             )
         except OSError as err:
             raise WWMError(

@@ -37,6 +37,7 @@ def build_trainer(
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
     from wwm_torch.model import build_model
+    from wwm_torch.optim import optimizer_cls_and_kwargs
     from wwm_torch.trainer import WWMTrainer, training_arguments
 
     c = config
@@ -67,6 +68,7 @@ def build_trainer(
         processing_class=tokenizer,
         on_batch=on_batch,
         masked_head=masked_head,
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(c.optim),  # None: the Trainer's AdamW
     )
     trainer.add_callback(
         MetricsCallback(

@@ -266,13 +266,20 @@ def ModelConfig(type: str = "bert", modernbert: Any = None, **fields: Any) -> Mo
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (no weight decay on LayerNorm weights and biases), warmup then decay, clipping.
+    """The optimizer (no weight decay on LayerNorm weights and biases), warmup then decay, clipping.
 
+    name: adamw (torch.optim.AdamW; optax.adamw) or stable_adamw (ModernBERT's StableAdamW: AdamW whose
+    learning rate is divided, per tensor, by max(1, RMS(g / sqrt(v_hat))), Adafactor-style update clipping;
+    torch-optimi's StableAdamW, a JAX optax chain equal to it; docs/models.md "StableAdamW").
+    decouple_lr (stable_adamw only): "fully decoupled" weight decay, p *= 1 - (lr_t / learning_rate) *
+    weight_decay (ModernBERT's recipe, Loshchilov & Hutter), instead of p *= 1 - lr_t * weight_decay.
     schedule (after the linear warmup): linear / cosine to 0 at train.max_steps, constant, or wsd
     (warmup-stable-decay, "trapezoidal"): the peak rate until the last `decay_steps` updates, which
     decay to 0 with `decay_shape` (1-sqrt: ModernBERT's, 1 - sqrt(progress); linear: 1 - progress).
     """
 
+    name: Literal["adamw", "stable_adamw"] = "adamw"
+    decouple_lr: bool = False
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     beta1: float = 0.9
@@ -292,6 +299,11 @@ class OptimConfig:
             raise WWMError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise WWMError(f"optim.beta1/beta2 must be in [0, 1); got {self.beta1}, {self.beta2}")
+        if self.decouple_lr and self.name != "stable_adamw":
+            raise WWMError(
+                f"optim.decouple_lr applies to optim.name stable_adamw only (got name {self.name!r}); "
+                "set optim.name: stable_adamw, or remove decouple_lr"
+            )
 
     def wsd_decay_steps(self, max_steps: int) -> int:
         """The decay length of schedule wsd over `max_steps` updates (the one rule both trainers use)."""
@@ -317,11 +329,13 @@ class TrainConfig:
     log_every_steps: int = 10
     torch_compile: bool = False  # torch only
     dataloader_num_workers: int = 0  # torch only
-    # One attention switch for both trainers (docs/models.md "Attention backends"): auto = JAX einsum /
-    # torch sdpa (the defaults), eager = JAX einsum / torch eager (exact CPU parity), sdpa = XLA
-    # dot_product_attention / torch sdpa, flash_attention_2 = JAX cuDNN / torch flash-attn (GPU only),
-    # blockwise = JAX memory-efficient tiles (never (B, N, L, L) scores; not in torch).
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "blockwise"] = "auto"
+    # One attention switch for both trainers, one meaning per name (the table: wwm/attention.py,
+    # docs/models.md "Attention kernels"): auto (JAX eager / torch sdpa), eager (the parity reference),
+    # flash (O(L) memory, both), sdpa (torch), xla, cudnn (NVIDIA GPU), splash (TPU) (JAX),
+    # flash_attention_2 (torch, flash-attn on CUDA); blockwise is flash's old name.
+    attn_implementation: Literal[
+        "auto", "eager", "flash", "sdpa", "xla", "cudnn", "splash", "flash_attention_2", "blockwise"
+    ] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "grad_accum_steps", "max_steps", "log_every_steps"):

@@ -41,6 +41,9 @@ class ModernBertFields:
     local_attention: int = 128  # window width: a local layer's token i sees |i - j| <= local_attention // 2
     global_rope_theta: float = 160_000.0
     local_rope_theta: float = 10_000.0
+    # With model.pretrained: the global layers continue with this rope theta (null: the checkpoint's). The
+    # context-extension phase raises it: ModernBERT 10,000 at 1,024 tokens -> 160,000 at 8,192.
+    context_extension_rope_theta: float | None = None
     norm_eps: float = 1e-5
     norm_bias: bool = False
     attention_bias: bool = False
@@ -62,6 +65,7 @@ class ModernBertFields:
             )
         for name in ("global_rope_theta", "local_rope_theta", "norm_eps", "initializer_cutoff_factor"):
             positive(f"{p}.{name}", getattr(self, name))
+        positive(f"{p}.context_extension_rope_theta", self.context_extension_rope_theta, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,29 @@ class ModernBertModelConfig(ModernBertFields, ModelFields):
     def __post_init__(self) -> None:
         ModelFields.__post_init__(self)
         ModernBertFields.__post_init__(self)
+        if self.context_extension_rope_theta is not None and not self.pretrained:
+            raise WWMError(
+                "model.context_extension_rope_theta applies when continuing model.pretrained (the context "
+                "extension); for a fresh model set model.global_rope_theta"
+            )
+
+    def continue_config(self, hf: Mapping[str, Any], max_seq_len: int) -> dict[str, Any]:
+        """The checkpoint's config.json fields; with `context_extension_rope_theta` (the context extension,
+        asked for explicitly) that rope theta on the global layers (`rope_parameters`, or the older
+        `global_rope_theta` spelling) and `max_position_embeddings` raised to `max_seq_len` (carried:
+        rotary embeddings have no table). Without it nothing changes, and a longer `data.max_seq_len` than
+        the checkpoint's positions is refused by the preflight (never raised silently)."""
+        out = dict(hf)
+        theta = self.context_extension_rope_theta
+        if theta is not None:
+            out["max_position_embeddings"] = max(int(hf.get("max_position_embeddings") or 0), max_seq_len)
+            if hf.get("rope_parameters"):
+                rope = {k: dict(v) for k, v in hf["rope_parameters"].items()}
+                rope.setdefault("full_attention", {"rope_type": "default"})["rope_theta"] = float(theta)
+                out["rope_parameters"] = rope
+            else:
+                out["global_rope_theta"] = float(theta)
+        return out
 
     def hf_config_dict(self, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
         """transformers' ModernBertConfig fields: no position table (rotary), no token types; the
@@ -191,8 +218,5 @@ MODERNBERT = Family(
     # Its norms ("norm", "attn_norm", "final_norm", ...) have weights and (norm_bias: false) no bias.
     norm_names=("norm",),
     mlm_head="head",  # dense, act, norm; its output goes straight to `decoder`
-    # The Flax ModernBERT takes segment ids, but transformers' ModernBERT builds its own sliding-window masks
-    # from a 2D attention mask: the torch side would attend across documents.
-    packs_documents=False,
     layer_types=layer_types,
 )

@@ -105,6 +105,13 @@ class ModelFields:
         model's (both trainers build from it, so their models have the same shapes)."""
         raise NotImplementedError(f"{type(self).__name__} does not say its config.json fields")
 
+    def continue_config(self, hf: Mapping[str, Any], max_seq_len: int) -> dict[str, Any]:
+        """The config.json fields a run continues `model.pretrained` with: the checkpoint's own (`hf`) and
+        what this section changes on a pretrained model (nothing here; ModernBERT's context extension
+        raises its global rope theta). Both trainers load the checkpoint's weights into this config."""
+        del max_seq_len
+        return dict(hf)
+
     def check_positions(self, max_seq_len: int) -> None:
         """A fresh model's position table must hold `data.max_seq_len` tokens (RoBERTa: two more, its
         position ids start at padding_idx + 1); it is never enlarged behind the user's back."""

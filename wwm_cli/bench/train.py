@@ -14,7 +14,7 @@ the end of one optimizer update to the end of the next (data, masking, forward, 
 the trainer's own bookkeeping), the median over the timed steps after `warmup` untimed ones (the first
 compiles or warms caches). tokens/s counts every position of the batch (padding included, as the
 trainers' metrics do). MFU = FLOPs per step / step time / peak, FLOPs per step =
-6 * N_params * T + 12 * layers * L * H * T (docs/jax_trainer.md); peak from `--peak-flops`, else the
+6 * N_params * T + 12 * H * T * (keys per query, summed over layers: L, or 2w + 1 on local layers) (wwm/flops.py); peak from `--peak-flops`, else the
 chip's dense bf16 peak when known (none on a CPU).
 """
 
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import wwm.flops
-from wwm.flops import flops_per_step
+from wwm.flops import attention_windows, flops_per_step
 
 if TYPE_CHECKING:
     from wwm.config import RunConfig
@@ -112,6 +112,26 @@ def make_data(seq_len: int, rows: int, texts=None, tokenizer=None) -> SimpleName
     return SimpleNamespace(
         blocks=blocks, rows=r, tokenizer=tokenizer, corpus=corpus, tokenizer_name=tokenizer_name
     )
+
+
+def _has_kernel(impl: str, name: str) -> bool:
+    """Whether `name` is one of `impl`'s framework's own kernels (not refused, not an old alias)."""
+    from wwm.attention import IMPLEMENTATIONS
+
+    framework = "jax" if impl.startswith("jax") else "torch"
+    return framework in IMPLEMENTATIONS.get(name, {})
+
+
+def _packed_data(seq_len: int) -> SimpleNamespace:
+    """The benchmark corpus' paragraphs packed into blocks of `seq_len` with segment ids."""
+    from wwm_cli.bench.common import benchmark_texts, benchmark_tokenizer
+    from wwm_cli.bench.packing import pack_texts
+
+    texts, corpus = benchmark_texts()
+    texts = [t for t in texts if t.strip()]
+    tokenizer, tokenizer_name = benchmark_tokenizer(texts)
+    blocks, _ = pack_texts(texts, tokenizer, seq_len, "packed_documents")
+    return SimpleNamespace(blocks=blocks, tokenizer=tokenizer, corpus=corpus, tokenizer_name=tokenizer_name)
 
 
 def make_config(
@@ -252,7 +272,8 @@ def run_torch(
     n_params = sum(p.numel() for p in model.parameters())
     tokens = config.train.global_batch_size * config.data.max_seq_len
     c = model.config
-    flops = flops_per_step(n_params, c.num_hidden_layers, config.data.max_seq_len, c.hidden_size, tokens)
+    flops = flops_per_step(n_params, c.num_hidden_layers, config.data.max_seq_len, c.hidden_size, tokens,
+                           windows=attention_windows(c))  # fmt: skip
     del trainer
     out = {"params": n_params, "losses": losses, **_summary(timer.step_times(), tokens, flops, peak)}
     return {**out, "top_ops": profile} if profile else out
@@ -316,7 +337,9 @@ def run_hf_run_mlm(
     n_params = sum(p.numel() for p in model.parameters())
     tokens = config.train.global_batch_size * L
     c = model.config
-    flops = flops_per_step(n_params, c.num_hidden_layers, L, c.hidden_size, tokens)
+    flops = flops_per_step(
+        n_params, c.num_hidden_layers, L, c.hidden_size, tokens, windows=attention_windows(c)
+    )
     out = {"params": n_params, **_summary(timer.step_times(), tokens, flops, peak)}
     return {**out, "top_ops": profile} if profile else out
 
@@ -446,7 +469,14 @@ def run(
     peak_flops: float | None = None,
     profile_dir: str | None = None,
     data=None,
+    attn: str = "auto",
+    packing: str = "full_sentences",
 ) -> dict[str, Any]:
+    """`attn`: train.attn_implementation names, comma-separated: each implementation runs with each name
+    its framework has a kernel for (wwm/attention.py; "flash,cudnn,sdpa" runs JAX's flash and cudnn,
+    torch's flash and sdpa); any other value than auto sets the attention dropout to 0 (only eager has it). `packing`: full_sentences (rows of running text) or packed_documents (the corpus'
+    paragraphs packed with `wwm.data.Packer`: segment ids, positions restarting per paragraph; `wwm bench
+    packing`'s data)."""
     # jax and torch may share one GPU here: jax must not preallocate 75% of it (no effect once jax runs).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if model not in MODELS:
@@ -458,22 +488,49 @@ def run(
     # --peak-flops, else the dense bf16 peak of a known accelerator (jax's device, else torch's), else None (CPU)
     peak = wwm.flops.peak_flops(device["jax_device"] or device["torch_device"], peak_flops)
     total = warmup + steps
-    if data is None:
+    if data is None and packing == "packed_documents":
+        data = _packed_data(seq_len)
+    elif data is None:
         data = make_data(seq_len, max(batch * total, 4 * batch))
     results = []
+    names = [a for a in attn.split(",") if a]
     with tempfile.TemporaryDirectory(prefix="wwm-bench-train-") as tmp:
-        for impl in impls:
-            config = make_config(model, seq_len, batch, total, dtype, os.path.join(tmp, impl))
+        for impl, name in itertools.product(impls, names):
+            if len(names) > 1 and not _has_kernel(impl, name):
+                continue
+            config = make_config(model, seq_len, batch, total, dtype, os.path.join(tmp, f"{impl}-{name}"))
+            model_config = config.model
+            if attn != "auto":  # one model for every backend: only eager has attention dropout
+                model_config = dataclasses.replace(model_config, attention_probs_dropout_prob=0.0)
+            config = dataclasses.replace(
+                config,
+                model=model_config,
+                data=dataclasses.replace(config.data, packing=packing),
+                train=dataclasses.replace(config.train, attn_implementation=name),
+            )
             sub = os.path.join(profile_dir, impl) if profile_dir else None
             t0 = time.perf_counter()
-            out = RUNNERS[impl](config, data, warmup, steps, peak, sub)
-            out.update(impl=impl, wall_s=time.perf_counter() - t0, timed_steps=len(out["step_times_s"]))
+            try:
+                out = RUNNERS[impl](config, data, warmup, steps, peak, sub)
+            except Exception as err:  # out of memory, a kernel this device lacks: a row with its reason
+                if len(names) == 1:
+                    raise
+                results.append({"impl": impl, "attn": name, "error": f"{type(err).__name__}: {err}"[:300]})
+                continue
+            out.update(
+                impl=impl, attn=name, wall_s=time.perf_counter() - t0, timed_steps=len(out["step_times_s"])
+            )
             results.append(out)
-    base = next((r for r in results if r["impl"] == "hf_run_mlm"), results[0])
-    for r in results:
+    if not any("error" not in r for r in results):
+        raise RuntimeError("no implementation ran: " + "; ".join(r["error"] for r in results))
+    results_ok = [r for r in results if "error" not in r]
+    base = next((r for r in results_ok if r["impl"] == "hf_run_mlm"), results_ok[0])
+    for r in results_ok:
         r["x_hf_run_mlm"] = r["tokens_per_s"] / base["tokens_per_s"] if base["impl"] == "hf_run_mlm" else None
     return {
         "model": model,
+        "attn_implementation": attn,
+        "packing": packing,
         "model_sizes": MODELS[model],
         "vocab_size": len(data.tokenizer),
         "seq_len": seq_len,
@@ -492,16 +549,25 @@ def run(
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [
-        f"BERT {report['model']} {report['model_sizes']}, vocab {report['vocab_size']}, B={report['batch']}, "
-        f"L={report['seq_len']}, {report['dtype']}; median of {report['timed_steps']} steps after "
+        f"{report['model']} {report['model_sizes']}, vocab {report['vocab_size']}, B={report['batch']}, "
+        f"L={report['seq_len']}, {report['dtype']}, attention {report.get('attn_implementation', 'auto')}, "
+        f"{report.get('packing', 'full_sentences')}; median of {report['timed_steps']} steps after "
         f"{report['warmup_steps']} warm-up; device {report['device']}",
         f"{'impl':<16}{'params':>12}{'step s':>10}{'tokens/s':>12}{'MFU':>8}{'x hf_run_mlm':>14}",
     ]
     for r in report["results"]:
+        if "error" in r:
+            lines.append(f"{r['impl'] + '/' + r['attn']:<16}  failed: {r['error']}")
+            continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         ratio = f"{r['x_hf_run_mlm']:.2f}" if r["x_hf_run_mlm"] is not None else "-"
+        name = (
+            r["impl"]
+            if report.get("attn_implementation", "auto") == r.get("attn", "auto")
+            else f"{r['impl']}/{r['attn']}"
+        )
         lines.append(
-            f"{r['impl']:<16}{r['params']:>12,}{r['step_time_s']:>10.3f}{r['tokens_per_s']:>12,.0f}"
+            f"{name:<16}{r['params']:>12,}{r['step_time_s']:>10.3f}{r['tokens_per_s']:>12,.0f}"
             f"{mfu:>8}{ratio:>14}"
         )
     if report["peak_flops"] is None:
@@ -535,8 +601,15 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
         for r in report["results"]:
+            common = {"impl": r["impl"], "attn": r.get("attn", report.get("attn_implementation", "auto")),
+                      "packing": report.get("packing", "full_sentences"), "model": report["model"],
+                      "seq_len": report["seq_len"], "batch": report["batch"], "dtype": report["dtype"]}  # fmt: skip
+            if "error" in r:
+                rows.append({**common, "error": r["error"]})
+                continue
             rows.append(
                 {
+                    **common,
                     "impl": r["impl"],
                     "model": report["model"],
                     "seq_len": report["seq_len"],
@@ -549,9 +622,12 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
                     "peak_flops": report["peak_flops"],
                 }
             )
-    rows.sort(key=lambda r: (r["seq_len"], IMPLS.index(r["impl"]) if r["impl"] in IMPLS else 99))
+    rows.sort(key=lambda r: (r["model"], r["seq_len"], IMPLS.index(r["impl"]) if r["impl"] in IMPLS else 99))
     for r in rows:
-        base = next((x for x in rows if x["seq_len"] == r["seq_len"] and x["impl"] == "hf_run_mlm"), None)
+        if "error" in r:
+            continue
+        base = next((x for x in rows if (x["model"], x["seq_len"]) == (r["model"], r["seq_len"])
+                     and x["impl"] == "hf_run_mlm" and "error" not in x), None)  # fmt: skip
         r["x_hf_run_mlm"] = r["tokens_per_s"] / base["tokens_per_s"] if base else None
     summary = {"device": device, "date": time.strftime("%Y-%m-%d"), "results": rows}
     os.makedirs(out_dir, exist_ok=True)
@@ -560,16 +636,17 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
     lines = [
         f"# Training throughput on {device} ({summary['date']})",
         "",
-        "| impl | model | L | B | dtype | step s | tokens/s | MFU | x hf_run_mlm |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| impl | attention | packing | model | L | B | dtype | step s | tokens/s | MFU | x hf_run_mlm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        head = f"| {r['impl']} | {r['attn']} | {r['packing']} | {r['model']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
+        if "error" in r:
+            lines.append(head + f"failed: {r['error'][:120]} | | | |")
+            continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         ratio = f"{r['x_hf_run_mlm']:.2f}" if r["x_hf_run_mlm"] is not None else "-"
-        lines.append(
-            f"| {r['impl']} | {r['model']} | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
-            f"{r['step_time_s']:.4f} | {r['tokens_per_s']:,.0f} | {mfu} | {ratio} |"
-        )
+        lines.append(head + f"{r['step_time_s']:.4f} | {r['tokens_per_s']:,.0f} | {mfu} | {ratio} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(text)

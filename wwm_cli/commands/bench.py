@@ -51,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--steps", type=int, default=5, help="timed steps (median), after --warmup steps")
     train.add_argument("--warmup", type=int, default=3)
     train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    train.add_argument("--attn", default="auto", metavar="NAME",
+                       help="train.attn_implementation of jax and torch (eager, flash, sdpa, xla, cudnn, ...)")  # fmt: skip
+    train.add_argument("--packing", choices=("full_sentences", "packed_documents"), default="full_sentences",
+                       help="packed_documents: the corpus' paragraphs packed with segment ids")  # fmt: skip
     train.add_argument("--impls", default="jax,torch,hf_run_mlm",
                        help="comma-separated: jax, torch, hf_run_mlm, jax_full_head, torch_full_head")  # fmt: skip
     train.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s per device for MFU")
@@ -74,6 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     attention.add_argument("--lengths", default="512,1024,2048,4096,8192", help="comma-separated L")
     attention.add_argument("--frameworks", default="jax,torch", help="comma-separated: jax, torch")
     attention.add_argument("--steps", type=int, default=2, help="timed steps (median) after one warm-up")
+    attention.add_argument("--model", default="bert-tiny", choices=("bert-tiny", "modernbert-tiny"))
+    attention.add_argument(
+        "--backends", default="", help="comma-separated train.attn_implementation names (default: all)"
+    )
+    attention.add_argument("--repeats", type=int, default=1, help="runs of every point; medians reported")
     attention.add_argument("--json", action="store_true", help="print the results as JSON")
     storage = sub.add_parser(
         "storage",
@@ -200,7 +209,7 @@ def _run_more(args: argparse.Namespace) -> dict:
             bench.run(
                 model=args.model, seq_len=args.seq_len, batch=args.batch, steps=args.steps,
                 warmup=args.warmup, dtype=args.dtype, impls=tuple(x for x in args.impls.split(",") if x),
-                peak_flops=args.peak_flops, profile_dir=args.profile,
+                peak_flops=args.peak_flops, profile_dir=args.profile, attn=args.attn, packing=args.packing,
             )
         )  # fmt: skip
     elif args.what == "packing":
@@ -211,7 +220,9 @@ def _run_more(args: argparse.Namespace) -> dict:
         from wwm_cli.bench import attention as bench
 
         frameworks = tuple(x for x in args.frameworks.split(",") if x)
-        report = bench.run(lengths=_ints(args.lengths), frameworks=frameworks, steps=args.steps)
+        backends = tuple(x for x in args.backends.split(",") if x) or None
+        report = bench.run(lengths=_ints(args.lengths), frameworks=frameworks, steps=args.steps,
+                           model=args.model, repeats=args.repeats, backends=backends)  # fmt: skip
     elif args.what == "pipeline":
         from wwm_cli.bench import pipeline as bench
 
