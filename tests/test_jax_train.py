@@ -694,6 +694,7 @@ def test_the_checkpointer_never_saves_non_finite_state(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.slow  # 4.6 s alone (two train() set-ups)
 def test_order_rule_of_the_run_orders_the_jax_batches(tmp_path):
     """A run that resumes under order rule "1" (started before feistel-6) is fed rule "1"'s batches (the
     first global batch, then the test stops the run before its first step)."""
