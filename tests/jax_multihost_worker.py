@@ -12,6 +12,8 @@ RUN:  {"output_dir": ..., "mode": "single", "mesh": [data, fsdp, tensor], "accum
        "dtype": "float32", "lr": 1e-3, "warmup": 0}
 Each run writes <output_dir>/metrics.jsonl (train() does) and <output_dir>/params.npz (final parameters,
 process 0). `slow_s` makes every batch read sleep, so a test can kill the run part way.
+A RUN with "data" ({DataConfig fields}) and "tokenizer" (a path) runs `wwm train` itself (wwm_jax.train.run:
+the data prepared inside the run, each process its share) instead of train() on synthetic blocks.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ def make_config(run: dict):
                                       mesh=tc.MeshConfig(*run.get("mesh", [-1, 1, 1]))),
     }  # fmt: skip
     common = {"seed": run.get("seed", 0), "output_dir": run["output_dir"]}
+    if "data" in run:
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in run["data"].items()}
+        sections.update(data=tc.DataConfig(**data), tokenizer=tc.TokenizerConfig(path=run["tokenizer"]))
     if "model" in {f.name for f in dataclasses.fields(RunConfig)}:
         return dataclasses.replace(RunConfig(), **sections, **common)
     Config = dataclasses.make_dataclass("Config", [(k, object) for k in {**sections, **common}], frozen=True)
@@ -128,6 +133,13 @@ def main(spec_path: str) -> int:
 
     for run in spec["runs"]:
         config = make_config(run)
+        if "data" in run:
+            from wwm_jax.train import run as train_run
+
+            status = train_run(config)
+            if status:
+                return status
+            continue
         masker = WholeWordMasker(MaskingConfig(seed=run.get("seed", 0)), mask_token_id=4, vocab_size=128,
                                  special_token_ids=[0, 1, 2, 3, 4])  # fmt: skip
         cfg = hf_config()

@@ -428,11 +428,11 @@ def test_bucket_fetch_reuses_a_copy_until_the_object_changes(storage_root, tmp_p
 
 
 def test_bucket_bench_storage_reports_each_step(s3_bucket, capsys):
-    """`wwm bench storage` against the S3 server: every figure is there, the step loop's cost (the
+    """`wwm bench buckets` against the S3 server: every figure is there, the step loop's cost (the
     snapshot) is reported beside the peer's synchronous upload, and the bench leaves nothing behind."""
     from wwm_cli import main
 
-    assert main(["bench", "storage", "--url", f"{s3_bucket}/bench", "--size-mb", "0.5", "--files", "4",
+    assert main(["bench", "buckets", "--url", f"{s3_bucket}/bench", "--size-mb", "0.5", "--files", "4",
                  "--repeats", "1", "--log-steps", "5", "--json"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     for key in ("local_save_s", "snapshot_s", "upload_s", "direct_s", "complete_s", "pull_s", "lease_s",

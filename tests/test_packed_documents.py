@@ -3,6 +3,8 @@ stored blocks and batches carry segment and position ids, other packings are unc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -262,9 +264,10 @@ def test_packed_documents_leaves_other_packings_unchanged(packed_env, tmp_path):
     _, tok, corpus = packed_env
     for packing in ("full_sentences", "doc_per_block"):
         prepared = prepare_dataset(_config(tmp_path, tok, corpus, packing))
-        names = sorted(p.name for p in (tmp_path / "cache").glob("data/*/train/*.bin"))
-        assert "segment_ids.bin" not in names
-        assert isinstance(BlockDataset.open(prepared.train.path), BlockDataset)
+        names = sorted(p.name for p in (tmp_path / "cache").glob("data/*/segments/*/train/*.bin"))
+        assert names and "piece_starts.bin" not in names
+        split = Path(prepared.cache_path) / "segments" / "train-000000" / "train"
+        assert isinstance(BlockDataset.open(split), BlockDataset)
 
 
 def test_packed_documents_cache_key_carries_its_rule(packed_env, tmp_path):

@@ -151,6 +151,80 @@ def test_a_run_packed_by_another_rule_refuses_to_resume_and_records_the_rule(tmp
     assert _claim(_config(other), "jax").status == "resume"
 
 
+def _set_order_rule(out, rule):
+    record = json.loads((out / "run.json").read_text())
+    record.pop("order_rule", None) if rule is None else record.update(order_rule=rule)
+    (out / "run.json").write_text(json.dumps(record))
+
+
+def test_order_rule_is_recorded_and_a_run_keeps_its_own_on_resume(tmp_path):
+    """run.json records the order rule; a run started before feistel-6 (no rule recorded: rule "1")
+    resumes under rule "1", so its batches stay those of the uninterrupted run; a rule this wwm does not
+    know (a newer wwm's) refuses in one line unless --allow-config-change, which continues under this
+    wwm's rule and records the change."""
+    from wwm.data.order import ORDER_RULE
+
+    out = tmp_path / "run"
+    assert _claim(_config(out), "jax").order_rule == ORDER_RULE
+    assert json.loads((out / "run.json").read_text())["order_rule"] == ORDER_RULE
+    _fake_training(out)
+    assert _claim(_config(out), "jax").order_rule == ORDER_RULE
+    _set_order_rule(out, None)  # a run from before the rule was recorded
+    decision = _claim(_config(out), "jax")
+    assert decision.status == "resume" and decision.order_rule == "1"
+    assert any("keeps its order rule '1'" in m for m in decision.messages)
+    assert json.loads((out / "run.json").read_text())["order_rule"] == "1"
+    _set_order_rule(out, "feistel-99")
+    before = _snapshot(out)
+    with pytest.raises(WWMError) as err:
+        _claim(_config(out), "jax")
+    message = str(err.value)
+    assert f'data.order_rule: "feistel-99" -> "{ORDER_RULE}"' in message and "\n" not in message
+    assert "--allow-config-change" in message and _snapshot(out) == before
+    decision = _claim(_config(out), "jax", allow_changes=True)
+    assert decision.order_rule == ORDER_RULE
+    record = json.loads((out / "run.json").read_text())
+    assert record["order_rule"] == ORDER_RULE
+    assert record["history"][-1]["changed"]["data.order_rule"] == {"old": "feistel-99", "new": ORDER_RULE}
+    # Nothing trained yet: a new run, under this wwm's rule, whatever the record says.
+    fresh = tmp_path / "fresh"
+    _claim(_config(fresh), "jax")
+    _set_order_rule(fresh, "1")
+    assert _claim(_config(fresh), "jax").order_rule == ORDER_RULE
+
+
+def test_a_run_of_several_segments_from_before_segments_refuses_to_resume(tmp_path):
+    """A run started before preparation in segments (no data_layout in run.json) whose corpus has several
+    segments would get other blocks under the same example ids: refused in one line unless
+    --allow-config-change. A corpus of one segment resumes (its blocks did not change)."""
+    files = []
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("some text\n", encoding="utf-8")
+        files.append(str(tmp_path / name))
+    several = ("data.source=files", f"data.train_files=[{','.join(files)}]")
+    out = tmp_path / "run"
+    _claim(_config(out, *several), "jax")
+    assert json.loads((out / "run.json").read_text())["data_layout"] == "segments"
+    _fake_training(out)
+    assert _claim(_config(out, *several), "jax").status == "resume"
+    record = json.loads((out / "run.json").read_text())
+    record.pop("data_layout")
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(WWMError) as err:
+        _claim(_config(out, *several), "jax")
+    assert 'data.layout: "1" -> "segments"' in str(err.value) and "--allow-config-change" in str(err.value)
+    assert _claim(_config(out, *several), "jax", allow_changes=True).status == "resume"
+    one = tmp_path / "one"  # one file: one segment
+    _claim(_config(one, "data.source=files", f"data.train_files=[{files[0]}]"), "jax")
+    _fake_training(one)
+    record = json.loads((one / "run.json").read_text())
+    record.pop("data_layout")
+    (one / "run.json").write_text(json.dumps(record))
+    assert (
+        _claim(_config(one, "data.source=files", f"data.train_files=[{files[0]}]"), "jax").status == "resume"
+    )
+
+
 def test_a_config_change_before_anything_was_trained_replaces_the_record(tmp_path):
     out = tmp_path / "run"
     _claim(_config(out), "jax")  # e.g. stopped during data preparation

@@ -21,7 +21,7 @@ from safetensors.numpy import load_file
 from torch_ddp_worker import make_config, make_prepared, synthetic_blocks
 from transformers import TrainerCallback
 
-from wwm.data.loader import BatchIterator
+from wwm.data.loader import BatchIterator, DataPosition
 from wwm.masking import MaskingConfig, WholeWordMasker
 from wwm.metrics_schema import EVAL_RECORD_KEYS, TRAIN_RECORD_KEYS
 from wwm_torch import WholeWordMaskingCollator
@@ -101,6 +101,25 @@ def _reference_batches(spec, steps):
 
 
 # ------------------------------------------------------------------------------------------ batches
+def test_order_rule_of_the_run_orders_the_torch_batches(tmp_path, tokenizer_dir):
+    """build_trainer(order_rule=...) (run passes the run's RunDir.order_rule): the Trainer's global batches
+    follow that rule, as the JAX trainer's do; a run started before feistel-6 keeps rule "1"."""
+    spec = _spec(
+        tmp_path, tokenizer_dir, model=dict(hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+    )
+    prepared = make_prepared(spec)
+    for rule in ("1", "feistel-6"):
+        trainer, _, _ = build_trainer(make_config(spec), prepared, order_rule=rule)
+        dataset = trainer.train_dataset
+        reference = iter(BatchIterator(prepared.train, 8, spec["seed"], order_rule=rule))
+        for step in range(6):  # 40 blocks, B = 8: epochs 0 and 1
+            np.testing.assert_array_equal(
+                dataset.global_batch(step)["example_ids"], next(reference)["example_ids"]
+            )
+    old = BatchIterator(prepared.train, 8, spec["seed"], order_rule="1").batch_at(DataPosition(0, 0))
+    assert not np.array_equal(dataset.global_batch(0)["example_ids"], old["example_ids"])
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_each_optimizer_step_sees_the_jax_global_batch_and_masks(tmp_path, tokenizer_dir, workers):
     # 40 blocks, global batch 8: 5 steps per epoch; 11 steps cover epochs 0, 1 and 2. Accumulation 2.

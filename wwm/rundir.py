@@ -101,6 +101,9 @@ class RunDir:
     resume: bool
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (old, new)
     messages: list[str] = field(default_factory=list)
+    # The rule that orders this run's epochs (wwm.data.order): a new run gets this wwm's rule, a resumed
+    # run keeps the one it was started under (run.json's "order_rule"; none recorded: rule "1").
+    order_rule: str = field(default_factory=lambda: _current_order_rule())
     artifacts: list[str] = field(default_factory=list)  # what --overwrite removes (overwritten only)
     record: dict[str, Any] | None = None  # run.json as it was found (then as written)
     allow_changes: bool = False  # --allow-config-change: changed inputs found later are accepted too
@@ -203,6 +206,12 @@ class RunDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _current_order_rule() -> str:
+    from wwm.data.order import ORDER_RULE
+
+    return ORDER_RULE
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -388,6 +397,42 @@ def _rule_change(record: dict | None, old: dict, config: RunConfig) -> dict[str,
         return {}  # data.packing itself changed, and is named
     before, now = (record or {}).get("packing_rule", "1"), PACKING_RULE[config.data.packing]
     return {"data.packing_rule": (before, now)} if before != now else {}
+
+
+def _resumed_order_rule(record: dict | None, result: RunDir) -> dict[str, tuple[Any, Any]]:
+    """A trained run resumes under the order rule it was started by, when this wwm knows it (its batches
+    stay those of the uninterrupted run); a rule this wwm does not know is a change (``data.order_rule``
+    old -> new) that needs --allow-config-change and then orders the rest of the run by this wwm's rule."""
+    from wwm.data.order import ORDER_RULE, ORDER_RULES, SORT_RULE
+
+    recorded = str((record or {}).get("order_rule", SORT_RULE))
+    if recorded not in ORDER_RULES:
+        return {"data.order_rule": (recorded, ORDER_RULE)}
+    result.order_rule = recorded
+    if recorded != ORDER_RULE:
+        result.messages.append(
+            f"this run keeps its order rule {recorded!r} (new runs are ordered by {ORDER_RULE!r})"
+        )
+    return {}
+
+
+def _layout_change(record: dict | None, config: Any) -> dict[str, tuple[Any, Any]]:
+    """``data.layout`` ("1" -> "segments") for a run started before preparation in segments whose corpus has
+    several of them: its blocks are now packed segment by segment (and its held-out documents hashed per
+    segment), so the same example ids would name other blocks. A corpus of one segment (one file up to
+    data.segment_bytes, the built-in corpus, a Hub dataset) gives the same blocks and resumes."""
+    from wwm.data.segments import LAYOUT_RULE, plan
+
+    before = str((record or {}).get("data_layout", "1"))
+    if before == LAYOUT_RULE:
+        return {}
+    try:
+        several = len(plan(config.data, "train")) > 1 or (
+            bool(config.data.validation_files) and len(plan(config.data, "validation")) > 1
+        )
+    except WWMError:  # a missing file: the data preparation names it
+        return {}
+    return {"data.layout": (before, LAYOUT_RULE)} if several else {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -588,12 +633,15 @@ def decide(
         return result
     if did_train and not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
+    order_change = _resumed_order_rule(record, result) if did_train else {}
     if old is not None:
         old = upgraded_spelling(RunConfig, old)  # a record of an earlier wwm: its keys as they are spelt now
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
         changed.update(_rule_change(record, old, config))
+        changed.update(order_change)
         if did_train:
+            changed.update(_layout_change(record, config))
             changed.update(input_changes(record, config)[0])
             changed.update(_tokenizer_change(record, config, path))
         blocking = {k: v for k, v in changed.items() if not resumable(k)}
@@ -671,15 +719,18 @@ def _decide_without_record(
         )
     if not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
+    _resumed_order_rule(None, result)  # a run from before run.json: ordered by rule "1"
+    changed: dict[str, tuple[Any, Any]] = {}
     if old is not None:
         from wwm.config import RunConfig, resolved_dict
 
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
-        blocking = {k: v for k, v in changed.items() if not resumable(k)}
-        if blocking and not result.allow_changes:
-            raise _changed_refusal(path, blocking)
-        result.changed = changed
+    changed.update(_layout_change(None, config))
+    blocking = {k: v for k, v in changed.items() if not resumable(k)}
+    if blocking and not result.allow_changes:
+        raise _changed_refusal(path, blocking)
+    result.changed = changed
     if not checkpoint_names(path) and saved_before(path, None, old):
         raise _no_checkpoint(path, {})
     result.status = "resume"
@@ -831,6 +882,10 @@ def _write_record(result: RunDir, config: RunConfig, moved: str | None) -> None:
         event["changed"] = {k: {"old": o, "new": n} for k, (o, n) in result.changed.items()}
     record["format"] = FORMAT
     record["packing_rule"] = PACKING_RULE[config.data.packing]  # the rule that packs this run's blocks
+    record["order_rule"] = result.order_rule  # the rule that orders its epochs (wwm.data.order)
+    from wwm.data.segments import LAYOUT_RULE
+
+    record["data_layout"] = LAYOUT_RULE  # its blocks are prepared segment by segment (wwm.data.segments)
     previous = record.get("artifacts") or (list(RUN_ARTIFACTS) if keep else [])
     record["artifacts"] = sorted(set(previous) | set(planned_artifacts(config)))
     inputs = dict(record.get("inputs") or {})

@@ -97,12 +97,15 @@ def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, 
         trackers = _open_trackers(config, run_dir, lead)
         try:
             if several:
-                # Process 0 builds the data cache first; the others then find it (no race on a shared disk).
-                if lead:
-                    data = prepare_dataset(config)
-                multihost_utils.sync_global_devices("wwm: data prepared")
-                if not lead:
-                    data = prepare_dataset(config)
+                # Every process prepares its share of the segments (data.cache_dir shared by the hosts), then
+                # all read all of them (docs/data.md, "Segments"); no host prepares the whole corpus.
+                data = prepare_dataset(config, share=(jax.process_index(), jax.process_count()),
+                                       barrier=multihost_utils.sync_global_devices)  # fmt: skip
+                if config.data.streaming and lead:
+                    print(f"wwm: data.streaming on {jax.process_count()} processes: each reads and tokenizes the "
+                          "whole stream and keeps its rows (the batches are the one-process ones); to split that "
+                          "work, prepare the data instead (wwm prepare --worker i/n, or streaming: false)",
+                          flush=True)  # fmt: skip
             else:
                 data = prepare_dataset(config, progress=config.logging.progress_bar)
             cache_path = getattr(data, "cache_path", None)  # None: streamed (or a stand-in's) data
@@ -630,8 +633,8 @@ def _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run
         writer.message(f"resumed from {ckpt.directory}/{latest} (data position {position.to_dict()})")
 
     host = shd.host_share(setup.mesh, tc.global_batch_size)
-    batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed,
-                            host_index=host[0], host_count=host[1], start=position)  # fmt: skip
+    batches = BatchIterator(train_dataset, tc.global_batch_size, config.seed, host_index=host[0],
+                            host_count=host[1], start=position, order_rule=run_dir.order_rule)  # fmt: skip
     stream = _prefetch(masked_host_batches(batches, masker, tc.grad_accum_steps))
 
     def evaluate_now(params) -> dict[str, float]:

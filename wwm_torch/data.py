@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from wwm.data.loader import BatchIterator, DataPosition
+from wwm.data.order import ORDER_RULE
 from wwm.errors import WWMError
 
 __all__ = ["GlobalBatchDataset", "ValidationDataset", "row_feature"]
@@ -50,16 +51,24 @@ class GlobalBatchDataset(torch.utils.data.Dataset):
     through one cached iterator; a jump backwards restarts it from the start.
     """
 
-    def __init__(self, blocks: Any, global_batch_size: int, seed: int, num_steps: int) -> None:
+    def __init__(
+        self, blocks: Any, global_batch_size: int, seed: int, num_steps: int, order_rule: str | None = None
+    ) -> None:
         if num_steps < 1:
             raise WWMError(f"num_steps must be >= 1; got {num_steps}")
         self.blocks = blocks
         self.global_batch_size = int(global_batch_size)
         self.seed = int(seed)
         self.num_steps = int(num_steps)
-        probe = BatchIterator(blocks, self.global_batch_size, self.seed)
+        self.order_rule = order_rule or ORDER_RULE  # the run's epoch order (wwm.data.order)
+        probe = self._batches()
         self.steps_per_epoch = probe.steps_per_epoch  # None for a stream
         self._reset()
+
+    def _batches(self, start: DataPosition | None = None) -> BatchIterator:
+        return BatchIterator(
+            self.blocks, self.global_batch_size, self.seed, start=start, order_rule=self.order_rule
+        )
 
     def _reset(self) -> None:
         self._iterator = None
@@ -87,7 +96,7 @@ class GlobalBatchDataset(torch.utils.data.Dataset):
             return self._cached
         if self.steps_per_epoch is not None:
             if self._iterator is None:
-                self._iterator = BatchIterator(self.blocks, self.global_batch_size, self.seed)
+                self._iterator = self._batches()
             batch = self._iterator.batch_at(self.position(step))
             self._cached_step, self._cached = step, batch
             return batch
@@ -97,7 +106,7 @@ class GlobalBatchDataset(torch.utils.data.Dataset):
             or (self.steps_per_epoch is not None and step - self._next_step > 2)
         ):
             start = self.position(step) if self.steps_per_epoch is not None else DataPosition()
-            self._iterator = iter(BatchIterator(self.blocks, self.global_batch_size, self.seed, start=start))
+            self._iterator = iter(self._batches(start))
             self._next_step = step if self.steps_per_epoch is not None else 0
         while self._next_step <= step:
             batch = next(self._iterator)

@@ -18,13 +18,21 @@ if TYPE_CHECKING:
     from wwm.config import RunConfig
 
 
-def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = None, masked_head: bool = True):
+def build_trainer(
+    config: RunConfig,
+    prepared: Any = None,
+    *,
+    on_batch: Any = None,
+    masked_head: bool = True,
+    order_rule: str | None = None,
+):
     """(trainer, args, prepared): everything `run` trains with, for tests, benchmarks and custom scripts.
-    `on_batch`, `masked_head`: see `WWMTrainer`."""
+    `on_batch`, `masked_head`: see `WWMTrainer`. `order_rule`: the run's epoch order (`RunDir.order_rule`;
+    None: this wwm's rule for new runs)."""
     from transformers import set_seed
     from transformers.trainer_utils import IntervalStrategy
 
-    from wwm.data import has_validation, prepare_dataset
+    from wwm.data import has_validation
     from wwm_torch.callbacks import MetricsCallback, install_printing
     from wwm_torch.collator import WholeWordMaskingCollator
     from wwm_torch.data import GlobalBatchDataset, ValidationDataset
@@ -36,15 +44,16 @@ def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = No
     has_eval = prepared.validation is not None if prepared is not None else has_validation(c.data)
     args = training_arguments(c, has_eval=has_eval)
     if prepared is None:
-        with args.main_process_first(desc="prepare the data"):  # rank 0 builds the cache, the others read it
-            prepared = prepare_dataset(config, progress=args.process_index == 0 and c.logging.progress_bar)
+        prepared = _prepare(config, args)
     if prepared.validation is None and args.eval_strategy != IntervalStrategy.NO:
         args.eval_strategy = IntervalStrategy.NO
     tokenizer = prepared.tokenizer
     set_seed(c.seed)
     model = build_model(c.model, tokenizer, c.data.max_seq_len, c.train.attn_implementation, seed=c.seed)
     collator = WholeWordMaskingCollator(tokenizer, c.masking, return_example_ids=True)
-    train_dataset = GlobalBatchDataset(prepared.train, c.train.global_batch_size, c.seed, c.train.max_steps)
+    train_dataset = GlobalBatchDataset(
+        prepared.train, c.train.global_batch_size, c.seed, c.train.max_steps, order_rule=order_rule
+    )
     eval_dataset = None
     if prepared.validation is not None:
         eval_batch = c.eval.batch_size or c.train.global_batch_size
@@ -73,6 +82,25 @@ def build_trainer(config: RunConfig, prepared: Any = None, *, on_batch: Any = No
     )
     install_printing(trainer, c.train.log_every_steps, c.logging.progress_bar)
     return trainer, args, prepared
+
+
+def _prepare(config: Any, args: Any) -> Any:
+    """The data: on several ranks each prepares its share of the segments, then all read all of them
+    (docs/data.md, "Segments"; data.cache_dir shared by the hosts); no rank prepares the whole corpus."""
+    from wwm.data import prepare_dataset
+
+    progress = args.process_index == 0 and config.logging.progress_bar
+    if args.world_size <= 1:
+        return prepare_dataset(config, progress=progress)
+    import torch.distributed as dist
+
+    prepared = prepare_dataset(config, progress=progress, share=(args.process_index, args.world_size),
+                               barrier=lambda name: dist.barrier())  # fmt: skip
+    if config.data.streaming and args.process_index == 0:
+        print(f"wwm: data.streaming on {args.world_size} ranks: each reads and tokenizes the whole stream and "
+              "keeps its rows (the batches are the one-rank ones); to split that work, prepare the data instead "
+              "(wwm prepare --worker i/n, or streaming: false)", flush=True)  # fmt: skip
+    return prepared
 
 
 def run(
@@ -157,7 +185,9 @@ def _train(
     from wwm_torch.callbacks import MetricsCallback, StopCallback
     from wwm_torch.checkpoints import newest_intact_checkpoint, remove_incomplete_checkpoints
 
-    trainer, args, prepared = build_trainer(config, prepared, on_batch=on_batch)
+    trainer, args, prepared = build_trainer(
+        config, prepared, on_batch=on_batch, order_rule=run_dir.order_rule
+    )
     cache_path = getattr(prepared, "cache_path", None)
     run_dir.prepared(
         tokenizer_fingerprint(prepared.tokenizer), os.path.basename(cache_path) if cache_path else None

@@ -58,6 +58,9 @@ class DataConfig:
     num_proc: int = 1
     map_batch_size: int = 1000
     cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm
+    # Preparation splits the input into segments (one file, or this many bytes of a large text file cut at
+    # line starts), each prepared on its own (docs/data.md "Segments"); in the cache key.
+    segment_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 8 or self.max_seq_len > 1 << 20:
@@ -90,6 +93,10 @@ class DataConfig:
             raise WWMError(f"data.max_documents must be >= 1 or null; got {self.max_documents}")
         if not 0 <= self.split_seed < 2**64:
             raise WWMError(f"data.split_seed must be in [0, 2^64); got {self.split_seed}")
+        if self.segment_bytes < 4096:
+            raise WWMError(
+                f"data.segment_bytes must be >= 4096 (default 268435456, 256 MiB); got {self.segment_bytes}"
+            )
         try:
             name = codecs.lookup(self.encoding).name
         except LookupError:

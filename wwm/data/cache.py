@@ -2,14 +2,20 @@
 
 Layout of ``<cache_dir>/data/`` (docs/data.md, "Cache"):
 
-* ``<key>/``: an entry, 24 hex digits, holding ``meta.json`` (the cache inputs, the statistics and
-  ``built_from``: what it was built from and when) and ``train/``, ``validation/``;
-* ``.build-<key>-<random>/``: a build in progress, holding ``owner.json`` (pid, host, boot id, pid
-  namespace, process start time) and the intermediate files; ``wwm prepare`` renames its ``blocks/`` to ``<key>`` when done.
+* ``<key>/``: an entry, 24 hex digits, holding ``segments/<name>/{train,validation}/`` (each segment's
+  blocks, with its ``done.json``) and, written last, ``manifest.json`` (the cache inputs, the statistics,
+  ``built_from``: what it was built from and when, and the segments in order: wwm.data.segments). An entry
+  without a manifest is a build in progress (or an abandoned one), never read; entries of data format 3
+  and older hold ``meta.json`` and ``train/``, ``validation/`` instead;
+* ``.build-<name>-<random>/`` in ``<key>/segments/``: a segment being built, holding ``owner.json`` (pid,
+  host, boot id, pid namespace, process start time) and the intermediate files, renamed to ``<name>/``
+  when done; ``.build-<key>-<random>/`` in ``data/``: the build folders of older wwm versions.
 
 A build folder is **stale** when its owner is known to be gone (same host, boot and pid namespace: the
 process ended or its pid now belongs to another process) or, when that cannot be checked (another host,
 boot or container, or no owner record), when nothing in it was written for ``STALE_AFTER_S``. Every build removes the stale build folders first; a live one is never touched.
+An entry without a manifest is stale when none of its segments is being built and nothing in it was
+written for ``STALE_AFTER_S`` (only ``prune`` removes it: workers may resume it later).
 
 An entry is **superseded** when no run of this wwm can hit it again: another data format; an input it
 recorded (corpus, validation or tokenizer file) was modified or removed since; or a newer entry exists
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wwm.data.packing import PACKING_RULE
+from wwm.data.segments import BUILD_FILE, DONE_FILE, MANIFEST_FILE, OWNER_FILE, SEGMENTS_DIR
 from wwm.data.sources import source_fingerprint
 from wwm.errors import WWMError
 from wwm.locks import owner_gone, owner_record
@@ -63,10 +70,12 @@ __all__ = [
 ]
 
 # Bump when the blocks change for the same inputs (packing rules, storage). 2: documents longer than
-# wwm.data.pieces.MAX_PIECE_CHARS are tokenized in pieces.
-DATA_FORMAT = 2
+# wwm.data.pieces.MAX_PIECE_CHARS are tokenized in pieces. 3: storage format 2 (wwm.data.storage: word
+# starts and piece starts as bits, ~2.1 bytes a token; the same batches). 4: prepared in segments (one file
+# or data.segment_bytes of a text file each, packed on its own; validation hash of segment * 2^32 + the
+# document's index in it) with a manifest (wwm.data.segments).
+DATA_FORMAT = 4
 BUILD_PREFIX = ".build-"
-OWNER_FILE = "owner.json"
 STALE_AFTER_S = 24 * 3600  # without a checkable owner, a build folder idle this long is abandoned
 _ENTRY_NAME = re.compile(r"^[0-9a-f]{24}$")
 _BUILD_NAME = re.compile(r"^\.build-[0-9a-f]{24}-[A-Za-z0-9_]+$")
@@ -97,6 +106,7 @@ def cache_inputs(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
         "word_policy": config.tokenizer.word_policy,
         "max_seq_len": data.max_seq_len,
         "packing": data.packing,
+        "segment_bytes": data.segment_bytes,
     }
     if PACKING_RULE[data.packing] != "1":  # a packing's later rule (keys of unchanged packings stay)
         inputs["packing_rule"] = PACKING_RULE[data.packing]
@@ -268,10 +278,15 @@ def _read_entry(path: Path) -> CacheEntry | None:
     """The entry at ``path``, or None when the folder is not a complete wwm cache entry."""
     if not (_ENTRY_NAME.match(path.name) and path.is_dir()) or path.is_symlink():
         return None
+    record = path / MANIFEST_FILE if (path / MANIFEST_FILE).is_file() else path / "meta.json"  # format <= 3
     try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        created = float((meta.get("built_from") or {}).get("created") or (path / "meta.json").stat().st_mtime)
-    except (OSError, ValueError, AttributeError, TypeError):
+        meta = json.loads(record.read_text(encoding="utf-8"))
+        with contextlib.suppress(OSError, ValueError):  # format 4: built_from beside the manifest
+            meta.setdefault(
+                "built_from", json.loads((path / BUILD_FILE).read_text(encoding="utf-8"))["built_from"]
+            )
+        created = float((meta.get("built_from") or {}).get("created") or record.stat().st_mtime)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("inputs"), dict) or "stats" not in meta:
         return None
@@ -328,12 +343,14 @@ def _changed_input(meta: dict[str, Any], builtin: dict[str, Any]) -> str | None:
     if isinstance(validation, dict) and isinstance(validation.get("files"), dict):
         recorded += [f[:3] for f in validation["files"].get("files", [])]
     recorded += made.get("tokenizer_files", [])
+    from wwm.data.sources import stamp
+
     for path, size, mtime_ns in recorded:
         try:
-            st = os.stat(path)
-        except OSError:
+            now = stamp(path)  # (size, mtime_ns); a bucket object: (size, generation / ETag)
+        except (OSError, WWMError):
             return f"input {path} is gone"
-        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        if now != (size, mtime_ns):
             return f"input {path} was modified"
     fingerprint = (inputs.get("source") or {}).get("builtin")
     if isinstance(fingerprint, dict):
@@ -373,7 +390,27 @@ def scan(root: Path) -> tuple[list[CacheEntry], list[BuildFolder]]:
     entries = [e for p in sorted(root.iterdir()) if (e := _read_entry(p)) is not None]
     _mark_superseded(entries)
     entries.sort(key=lambda e: (e.created, e.key))
-    return entries, [build_folder(p) for p in _build_folders(root)]
+    complete = {e.path for e in entries}
+    unfinished = [_unfinished_entry(p) for p in sorted(root.iterdir())
+                  if _ENTRY_NAME.match(p.name) and p not in complete and (p / SEGMENTS_DIR).is_dir()]  # fmt: skip
+    return entries, [build_folder(p) for p in _build_folders(root)] + unfinished
+
+
+def _unfinished_entry(path: Path, now: float | None = None) -> BuildFolder:
+    """An entry without a manifest: some segments prepared (by workers that may come back), none for good."""
+    now = time.time() if now is None else now
+    size, modified = _tree(path)
+    folder = path / SEGMENTS_DIR
+    done = sum((p / DONE_FILE).is_file() for p in folder.iterdir() if p.is_dir())
+    live = [b for p in folder.glob(f"{BUILD_PREFIX}*") if not (b := build_folder(p, now)).stale]
+    if live:
+        return BuildFolder(path, size, modified, False, f"{done} segment(s) prepared; {live[0].reason}")
+    idle = now - modified
+    if idle > STALE_AFTER_S:
+        return BuildFolder(path, size, modified, True, f"no manifest, {done} segment(s) prepared, nothing "
+                           f"written for {idle / 3600:.0f} h")  # fmt: skip
+    return BuildFolder(path, size, modified, False, f"no manifest yet, {done} segment(s) prepared, written "
+                       f"{_ago(idle)} ago (workers may be running)")  # fmt: skip
 
 
 def prune(root: Path, dry_run: bool = False) -> list[tuple[Path, int, str]]:

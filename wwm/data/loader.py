@@ -61,14 +61,14 @@ def _is_streaming(dataset: Any) -> bool:
 def _has_segments(dataset: Any) -> bool:
     if _is_streaming(dataset):
         return dataset.config.data.packing == "packed_documents"
-    return getattr(dataset, "segment_ids", None) is not None
+    return bool(getattr(dataset, "has_segments", False))
 
 
 class BatchIterator:
     """This host's slice of each global batch, epoch after epoch (see the module docstring).
 
-    ``dataset``: a ``BlockDataset`` (random access: the epoch order is a permutation of all examples, see
-    ``wwm.data.order``) or a ``StreamingBlocks`` (stream order through a shuffle buffer of
+    ``dataset``: a ``BlockDataset`` (random access: the epoch order is a permutation of all examples by
+    ``order_rule``, see ``wwm.data.order``; each batch computes the example ids of this host's rows only) or a ``StreamingBlocks`` (stream order through a shuffle buffer of
     ``shuffle_buffer`` blocks, seeded by (seed, epoch); every host reads the stream and keeps its rows).
     ``epochs``: stop after this many epochs (None: never stop). ``shuffle=False`` keeps the stored order.
     ``drop_last=False`` also yields the last, incomplete global batch, padded with filler rows
@@ -88,9 +88,11 @@ class BatchIterator:
         shuffle: bool = True,
         drop_last: bool = True,
         shuffle_buffer: int | None = None,
+        order_rule: str = _order.ORDER_RULE,
     ) -> None:
         self.rows = _order.host_rows(global_batch_size, host_index, host_count)
         _order._check_seed_epoch(seed, 0)
+        self.order_rule = _order.check_order_rule(order_rule)
         self.dataset = dataset
         self.global_batch_size = int(global_batch_size)
         self.seed = int(seed)
@@ -106,7 +108,7 @@ class BatchIterator:
         # packed_documents: batches also carry segment_ids and position_ids (docs/data.md).
         self.segments = _has_segments(dataset)
         self.position = start if start is not None else DataPosition()
-        self._order_cache: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch used
+        self._order_cache: _order.EpochOrder | None = None  # the order of the last epoch used
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:
@@ -150,8 +152,9 @@ class BatchIterator:
     def batch_at(self, position: DataPosition) -> dict[str, Any]:
         """This host's rows of the global batch at `position`, without iterating (random access only).
 
-        The same batch that iteration yields there; the epoch's order is computed once and cached, so
-        readers that jump around (data-loader workers) pay one `dataset.batch` per batch.
+        The same batch that iteration yields there: the example ids of this host's rows (O(B/H) under
+        order rule feistel-6; rule "1" sorts the epoch's keys once and caches them), then one
+        `dataset.batch`, so readers that jump around (data-loader workers) read only their own rows.
         """
         if self.streaming:
             raise WWMError("a streamed dataset has no random access: iterate the BatchIterator instead")
@@ -159,32 +162,27 @@ class BatchIterator:
             raise IndexError(
                 f"step {position.step} outside the epoch's {self.steps_per_epoch} global batches"
             )
-        ids = _order.global_batch_ids(
-            self._epoch_order(position.epoch), position.step, self.global_batch_size
-        )
-        return self._host_batch(ids, position.epoch, position.step)
+        return self._host_batch(position.epoch, position.step)
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._order_cache is None or self._order_cache[0] != epoch:
-            n = len(self.dataset)
-            order = _order.epoch_order(n, self.seed, epoch) if self.shuffle else np.arange(n, dtype=np.int64)
-            self._order_cache = (epoch, order)
-        return self._order_cache[1]
+    def _example_ids(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """The example ids at these positions of the epoch's order (positions < N)."""
+        if not self.shuffle:
+            return positions
+        if self._order_cache is None or self._order_cache.epoch != epoch:
+            self._order_cache = _order.EpochOrder(len(self.dataset), self.seed, epoch, self.order_rule)
+        return self._order_cache.ids(positions)
 
     def _epoch(self, epoch: int, first_step: int) -> Iterator[dict[str, Any]]:
-        B = self.global_batch_size
-        order = self._epoch_order(epoch)
         for step in range(first_step, self.steps_per_epoch):
-            ids = _order.global_batch_ids(order, step, B)
-            yield self._host_batch(ids, epoch, step)
+            yield self._host_batch(epoch, step)
 
-    def _host_batch(self, global_ids: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
-        B = self.global_batch_size
-        valid = np.zeros(B, dtype=bool)
-        valid[: global_ids.size] = True
-        padded = np.zeros(B, dtype=np.int64)
-        padded[: global_ids.size] = global_ids
-        ids, valid = padded[self.rows], valid[self.rows]
+    def _host_batch(self, epoch: int, step: int) -> dict[str, Any]:
+        # This host's rows of global batch `step`: positions [step*B + lo, step*B + hi) of the epoch's
+        # order; positions past the end (a padded last batch) are filler rows.
+        positions = step * self.global_batch_size + np.arange(self.rows.start, self.rows.stop, dtype=np.int64)
+        valid = positions < len(self.dataset)
+        ids = np.zeros(positions.size, dtype=np.int64)
+        ids[valid] = self._example_ids(epoch, positions[valid])
         if valid.all():
             batch = self.dataset.batch(ids)
         else:

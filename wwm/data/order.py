@@ -1,14 +1,23 @@
 """The order of examples: a pure function of (seed, epoch), and the host-slicing rule.
 
-Shuffle order (docs/data.md, "Order and sharding")
-    Example i of N gets the key ``k_i = stream_keys(example_keys(seed, epoch, i), ORDER_STREAM)`` of
-    ``wwm.rng`` (uint32 hash chains, docs/masking.md section 3); the epoch's order is the example ids sorted
-    by (k_i, i). The keys are a bijection of i for N < 2^32, so there are no ties in practice. Nothing
-    depends on numpy's random generators, the number of hosts or the framework.
+Shuffle order (docs/data.md, "Order and sharding"), by the run's **order rule** (recorded in run.json):
+
+``feistel-6`` (``ORDER_RULE``, every new run)
+    Position p of epoch e holds example ``pi(p)``, where ``pi`` is a keyed permutation of [0, N): a
+    balanced Feistel network of ``FEISTEL_ROUNDS`` rounds on 2w bits (w = ceil(bits(N - 1) / 2)), its
+    round function ``hash32(k_r ^ hash32(R + golden)) mod 2^w`` with round keys
+    ``k_r = stream_keys(example_keys(seed, epoch, r), STREAM_PERMUTE)`` of ``wwm.rng``, walked until it
+    lands in [0, N) (cycle walking). The ids of any B positions cost O(B) and the order holds O(1) memory
+    (the round keys), for any N < 2^63; nothing depends on the number of hosts.
+``1`` (``SORT_RULE``, runs started before feistel-6)
+    Example i of N gets the key ``k_i = stream_keys(example_keys(seed, epoch, i), ORDER_STREAM)``; the
+    epoch's order is the example ids sorted by (k_i, i): O(N) memory and O(N log N) time per epoch, and
+    its uint32 keys tie past 2^32 examples. Kept so that such runs resume with their own batches.
 
 Global batches
-    Global batch ``s`` of an epoch is ``order[s*B : (s+1)*B]``; an epoch has ``N // B`` steps (the last,
-    incomplete global batch is dropped for training; the next epoch reshuffles everything).
+    Global batch ``s`` of an epoch is positions ``[s*B, (s+1)*B)`` of its order; an epoch has ``N // B``
+    steps (the last, incomplete global batch is dropped for training; the next epoch reshuffles
+    everything).
 
 Hosts and devices
     With H hosts (processes) and D devices per host, B must be divisible by H*D. Host h reads rows
@@ -16,7 +25,7 @@ Hosts and devices
     of that slice: device (h, d) holds global rows ``[(h*D + d) * B/(H*D), ...)``, the usual
     process-major layout of jax's ``make_array_from_process_local_data`` and of a torch
     DistributedSampler over contiguous slices. The union over hosts is the single-host global batch, row
-    for row.
+    for row. Under feistel-6 a host computes the example ids of its own rows only.
 """
 
 from __future__ import annotations
@@ -27,16 +36,31 @@ from wwm import rng
 from wwm.errors import WWMError
 
 __all__ = [
+    "FEISTEL_ROUNDS",
+    "ORDER_RULE",
+    "ORDER_RULES",
     "ORDER_STREAM",
+    "SORT_RULE",
+    "EpochOrder",
+    "FeistelPermutation",
     "check_batch_layout",
+    "check_order_rule",
     "device_rows",
     "epoch_order",
-    "global_batch_ids",
     "host_rows",
 ]
 
 ORDER_STREAM = rng.STREAM_ORDER
 BUFFER_STREAM = rng.STREAM_BUFFER
+PERMUTE_STREAM = rng.STREAM_PERMUTE
+
+FEISTEL_ROUNDS = 6
+# Which rule orders an epoch's examples; changed only with a new name, since every run's batches depend
+# on it. run.json records the rule a run was started under, and a run resumes under its own rule.
+ORDER_RULE = f"feistel-{FEISTEL_ROUNDS}"
+SORT_RULE = "1"  # sorted hash keys: the rule before feistel-6 (and of run.json files without one)
+ORDER_RULES = (SORT_RULE, ORDER_RULE)
+_MAX_EXAMPLES = 1 << 63  # example ids are int64
 
 
 def _check_seed_epoch(seed: int, epoch: int) -> None:
@@ -52,15 +76,81 @@ def order_keys(example_ids: np.ndarray, seed: int, epoch: int, stream: int = ORD
     return rng.stream_keys(rng.example_keys(int(seed), int(epoch), ids), stream)
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The example ids 0..N-1 in the shuffled order of ``epoch`` (int64)."""
-    keys = order_keys(np.arange(num_examples, dtype=np.int64), seed, epoch)
-    return np.argsort(keys, kind="stable").astype(np.int64)
+def check_order_rule(rule: str) -> str:
+    if rule not in ORDER_RULES:
+        raise WWMError(
+            f"order rule {rule!r} is unknown to this wwm (it knows {', '.join(map(repr, ORDER_RULES))}); "
+            "the run was started by a newer wwm: upgrade wwm to resume it"
+        )
+    return rule
 
 
-def global_batch_ids(order: np.ndarray, step: int, global_batch_size: int) -> np.ndarray:
-    """Example ids of global batch ``step`` (in the epoch whose order is ``order``)."""
-    return order[step * global_batch_size : (step + 1) * global_batch_size]
+class FeistelPermutation:
+    """The keyed permutation ``pi`` of [0, N) of order rule feistel-6 (module doc; spec in docs/data.md).
+
+    ``perm(positions)`` -> example ids (int64), O(len(positions)) time, O(1) state: the round keys.
+    """
+
+    def __init__(self, num_examples: int, seed: int, epoch: int, rounds: int = FEISTEL_ROUNDS) -> None:
+        _check_seed_epoch(seed, epoch)
+        if isinstance(num_examples, bool) or not 0 <= int(num_examples) < _MAX_EXAMPLES:
+            raise WWMError(f"the number of examples must be in [0, 2^63); got {num_examples!r}")
+        self.num_examples = int(num_examples)
+        bits = max(self.num_examples - 1, 1).bit_length()
+        self.half_bits = (bits + 1) // 2  # w: the domain is [0, 4^w), 4^w < 4 N
+        self._shift = np.uint64(self.half_bits)
+        self._mask = np.uint32((1 << self.half_bits) - 1)
+        round_ids = np.arange(rounds, dtype=np.int64)
+        self.round_keys = rng.stream_keys(rng.example_keys(int(seed), int(epoch), round_ids), PERMUTE_STREAM)
+
+    def _encrypt(self, x: np.ndarray) -> np.ndarray:
+        """One pass of the Feistel network over [0, 4^w): (L, R) -> (R, L ^ F_r(R)) for each round."""
+        left = (x >> self._shift).astype(np.uint32)
+        right = (x & np.uint64(self._mask)).astype(np.uint32)
+        for key in self.round_keys:
+            f = rng.draw(key, rng.counter_hash(right))
+            f &= self._mask
+            left, right = right, left ^ f
+        return (left.astype(np.uint64) << self._shift) | right.astype(np.uint64)
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= self.num_examples):
+            raise IndexError(f"positions outside [0, {self.num_examples})")
+        n = np.uint64(self.num_examples)
+        out = self._encrypt(positions.astype(np.uint64))
+        walking = np.flatnonzero(out >= n)
+        while walking.size:  # cycle walking: E(E(...)) until inside [0, N); expected < 4 passes
+            again = self._encrypt(out[walking])
+            out[walking] = again
+            walking = walking[again >= n]
+        return out.astype(np.int64)
+
+
+class EpochOrder:
+    """The order of one epoch under ``rule``: ``ids(positions)`` gives the example ids at those
+    positions. feistel-6 computes them directly; rule "1" sorts all N keys once (O(N) memory)."""
+
+    def __init__(self, num_examples: int, seed: int, epoch: int, rule: str = ORDER_RULE) -> None:
+        self.rule = check_order_rule(rule)
+        self.num_examples, self.epoch = int(num_examples), int(epoch)
+        if rule == SORT_RULE:
+            keys = order_keys(np.arange(self.num_examples, dtype=np.int64), seed, epoch)
+            self._order = np.argsort(keys, kind="stable").astype(np.int64)
+        else:
+            self._permutation = FeistelPermutation(self.num_examples, seed, epoch)
+
+    def ids(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.rule == SORT_RULE:
+            return self._order[positions]
+        return self._permutation(positions)
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int, rule: str = ORDER_RULE) -> np.ndarray:
+    """The example ids 0..N-1 in the shuffled order of ``epoch`` under ``rule`` (int64; O(N): for tests
+    and small sets; readers use ``EpochOrder.ids`` on the positions they need)."""
+    return EpochOrder(num_examples, seed, epoch, rule).ids(np.arange(num_examples, dtype=np.int64))
 
 
 def check_batch_layout(global_batch_size: int, host_count: int = 1, devices_per_host: int = 1) -> None:

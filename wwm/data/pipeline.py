@@ -11,6 +11,12 @@ Steps (docs/data.md):
    (``wwm.data.storage``) under ``<cache_dir>/<key>``, where the key is a hash of everything the blocks
    depend on. A second run with the same inputs opens the stored blocks.
 
+Steps 1, 3 and 4 run segment by segment (``wwm.data.segments``: one file, or ``data.segment_bytes`` of a
+text file), each on its own and marked done, and ``manifest.json`` is written last. The launchers share that
+one segment function (``prepare_segment``) and give the same bytes: one machine (``prepare_dataset``),
+worker i of n (``prepare_share``, ``finalize_prepared``), host h of a training job (``prepare_dataset(...,
+share=(h, H), barrier=...)``) and Ray tasks (``prepare_with_ray``).
+
 With ``data.streaming: true`` nothing is stored: steps 3 and 4 run on the fly each time the blocks are
 iterated (``StreamingBlocks``), on a ``datasets.IterableDataset``, and give the same blocks in the same
 order.
@@ -32,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wwm import rng
-from wwm.data import cache
+from wwm.data import cache, segments
 from wwm.data.cache import cache_inputs, cache_key
-from wwm.data.packing import Blocks, Packer, SpecialIds
+from wwm.data.packing import Blocks, Packer, PackStats, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
 from wwm.data.storage import BlockDataset, BlockWriter
 from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full, os_error
@@ -88,25 +94,50 @@ def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
 def split_documents(
     data: DataConfig, split: str, stats: SourceStats, counts: dict[str, int] | None = None
 ) -> Iterator[str]:
-    """The documents of ``split`` ("train" or "validation") in source order. ``counts`` (optional) gets
-    the number of documents routed to each split by the held-out fraction."""
+    """The documents of ``split`` ("train" or "validation") in source order, segment after segment.
+    ``counts`` (optional) gets the number of documents routed to each split by the held-out fraction."""
     if split == "validation" and data.validation_files:
-        yield from iter_documents(data, "validation", stats)
+        for segment in segments.plan(data, "validation"):
+            yield from segments.documents(data, segment, stats)
         return
     if split == "validation" and data.validation_fraction <= 0:
         return
+    for segment in segments.plan(data, "train"):
+        yield from _segment_split(data, segment, split, stats, counts)
+
+
+def _routed(
+    data: DataConfig, segment: segments.Segment, stats: SourceStats
+) -> Iterator[tuple[list[str], list[bool]]]:
+    """Chunks of a segment's documents with their held-out flags: document id = segment.index * 2^32 +
+    its index in the segment (``segments.document_ids``), so a document's split needs nothing outside
+    its segment."""
     first = 0
-    for chunk in _chunks(iter_documents(data, "train", stats), _ROUTE_CHUNK):
-        held_out = validation_mask(
-            np.arange(first, first + len(chunk)), data.validation_fraction, data.split_seed
-        )
+    for chunk in _chunks(segments.documents(data, segment, stats), _ROUTE_CHUNK):
+        ids = segments.document_ids(segment, first, len(chunk))
         first += len(chunk)
+        yield chunk, validation_mask(ids, data.validation_fraction, data.split_seed).tolist()
+
+
+def _segment_split(
+    data: DataConfig,
+    segment: segments.Segment,
+    split: str,
+    stats: SourceStats,
+    counts: dict[str, int] | None = None,
+) -> Iterator[str]:
+    """The documents of one segment that go to ``split``."""
+    if segment.which == "validation":
+        if split == "validation":
+            yield from segments.documents(data, segment, stats)
+        return
+    for chunk, held_out in _routed(data, segment, stats):
         if counts is not None:
-            held = int(held_out.sum())
+            held = sum(held_out)
             counts["train"] = counts.get("train", 0) + len(chunk) - held
             counts["validation"] = counts.get("validation", 0) + held
         want = split == "validation"
-        for doc, flag in zip(chunk, held_out.tolist(), strict=True):
+        for doc, flag in zip(chunk, held_out, strict=True):
             if flag == want:
                 yield doc
 
@@ -244,27 +275,23 @@ class _DocumentFile:
         self._sink.close()
 
 
-def _write_documents(data: DataConfig, work: Path) -> tuple[dict[str, _DocumentFile], dict[str, SourceStats]]:
-    """One pass over the source(s): the documents of each split, written to Arrow files in ``work``."""
-    files = {"train": _DocumentFile(work / "train-documents.arrow")}
-    stats = {"train": SourceStats()}
-    try:
-        if data.validation_files:
+def _write_documents(
+    data: DataConfig, segment: segments.Segment, work: Path
+) -> tuple[dict[str, _DocumentFile], SourceStats]:
+    """One pass over a segment: the documents of each split, written to Arrow files in ``work``."""
+    stats = SourceStats()
+    if segment.which == "validation":
+        files = {"validation": _DocumentFile(work / "validation-documents.arrow")}
+    else:
+        files = {"train": _DocumentFile(work / "train-documents.arrow")}
+        if data.validation_fraction > 0:
             files["validation"] = _DocumentFile(work / "validation-documents.arrow")
-            stats["validation"] = SourceStats()
-            for chunk in _chunks(iter_documents(data, "train", stats["train"]), _ROUTE_CHUNK):
-                files["train"].write(chunk)
-            for chunk in _chunks(iter_documents(data, "validation", stats["validation"]), _ROUTE_CHUNK):
+    try:
+        if segment.which == "validation":
+            for chunk in _chunks(segments.documents(data, segment, stats), _ROUTE_CHUNK):
                 files["validation"].write(chunk)
         else:
-            if data.validation_fraction > 0:
-                files["validation"] = _DocumentFile(work / "validation-documents.arrow")
-            first = 0
-            for chunk in _chunks(iter_documents(data, "train", stats["train"]), _ROUTE_CHUNK):
-                held_out = validation_mask(
-                    np.arange(first, first + len(chunk)), data.validation_fraction, data.split_seed
-                ).tolist()
-                first += len(chunk)
+            for chunk, held_out in _routed(data, segment, stats):
                 files["train"].write([d for d, v in zip(chunk, held_out, strict=True) if not v])
                 if "validation" in files:
                     files["validation"].write([d for d, v in zip(chunk, held_out, strict=True) if v])
@@ -327,24 +354,31 @@ class StreamingBlocks:
 
         data = self.config.data
         source_stats = SourceStats()
-        documents = datasets.IterableDataset.from_generator(
-            _generate_documents, gen_kwargs={"data": data, "split": self.split, "stats": source_stats}
-        )
-        tokenized = documents.with_format("arrow").map(**_map_kwargs(self.config, self.tokenizer))
-        packer = Packer(data.max_seq_len, data.packing, self.specials)
+        packing = PackStats()
         next_id = 0
-        for blocks in _pack_tables(tokenized.iter(batch_size=_PACK_CHUNK), packer):
-            yield blocks, next_id
-            next_id += len(blocks)
-        self.stats = {"source": _source_dict(source_stats), "packing": asdict(packer.stats)}
+        which = "validation" if self.split == "validation" and data.validation_files else "train"
+        for segment in segments.plan(data, which):  # packed segment by segment, as prepare_dataset does
+            documents = datasets.IterableDataset.from_generator(
+                _generate_documents,
+                gen_kwargs={"data": data, "segment": segment, "split": self.split, "stats": source_stats},
+            )
+            tokenized = documents.with_format("arrow").map(**_map_kwargs(self.config, self.tokenizer))
+            packer = Packer(data.max_seq_len, data.packing, self.specials)
+            for blocks in _pack_tables(tokenized.iter(batch_size=_PACK_CHUNK), packer):
+                yield blocks, next_id
+                next_id += len(blocks)
+            packing.merge(packer.stats)
+        self.stats = {"source": _source_dict(source_stats), "packing": asdict(packing)}
 
     def __iter__(self) -> Iterator[Blocks]:
         for blocks, _ in self.iter_chunks():
             yield blocks
 
 
-def _generate_documents(data: DataConfig, split: str, stats: SourceStats) -> Iterator[dict[str, str]]:
-    for doc in split_documents(data, split, stats):
+def _generate_documents(
+    data: DataConfig, segment: segments.Segment, split: str, stats: SourceStats
+) -> Iterator[dict[str, str]]:
+    for doc in _segment_split(data, segment, split, stats):
         yield {"text": doc}
 
 
@@ -357,11 +391,23 @@ def _build_split(
 
     data = config.data
     packer = Packer(data.max_seq_len, data.packing, specials)
-    writer = BlockWriter(
-        out / split, data.max_seq_len, specials.vocab_size, segments=data.packing == "packed_documents"
-    )
+    # Token ids that never belong to a word (wwm.words: the special tokens, the unknown token excepted);
+    # the writer stores the rare exception, so this only keeps the files small.
+    unk = getattr(tokenizer, "unk_token_id", None)
+    non_word = set(specials.all) | {i for i in getattr(tokenizer, "all_special_ids", []) if i != unk}
+    writer = BlockWriter(out / split, data.max_seq_len, specials.vocab_size,
+                         segments=data.packing == "packed_documents", pad_token_id=specials.pad,
+                         non_word_ids=non_word)  # fmt: skip
     n_docs = documents.count
-    if n_docs:
+    if 0 < n_docs <= data.map_batch_size:  # one map batch (a small segment): no datasets.map to set up
+        import pyarrow as pa
+
+        kwargs = _map_kwargs(config, tokenizer)
+        with pa.OSFile(str(documents.path), "rb") as f:
+            table = pa.ipc.open_stream(f).read_all()
+        for blocks in _pack_tables(iter([kwargs["function"](table, **kwargs["fn_kwargs"])]), packer):
+            writer.write(blocks)
+    elif n_docs:
         dataset = datasets.Dataset.from_file(str(documents.path))
         tokenized = dataset.with_format("arrow").map(
             **_map_kwargs(config, tokenizer),
@@ -451,14 +497,28 @@ def _warn_pre_segment(config: RunConfig, tokenizer_path: str) -> None:
             warnings.warn(message, WWMWarning, stacklevel=3)
 
 
-def prepare_dataset(config: RunConfig, *, progress: bool = False, rebuild: bool = False) -> PreparedData:
-    """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
+@dataclass
+class _Setup:
+    """What every preparation of a config starts from: its tokenizer, its cache entry, its segments."""
 
-    ``progress`` shows progress bars; ``rebuild`` ignores a cached result (and replaces it).
-    Raises ``WWMError`` for unusable input (missing files, no documents, a tokenizer without the special
-    tokens MLM needs, a corpus that gives no block).
-    """
-    start = time.perf_counter()
+    config: RunConfig
+    tokenizer: Any
+    tokenizer_path: str
+    specials: SpecialIds
+    inputs: dict[str, Any] | None = None
+    final: Path | None = None  # the cache entry <cache_dir>/data/<key>
+    # The segments: the training source's, then the validation files'.
+    plan: list[segments.Segment] = field(default_factory=list)
+
+    def parts(self, split: str) -> list[segments.Segment]:
+        """The segments whose blocks make ``split``, in example-id order."""
+        which = "validation" if split == "validation" and self.config.data.validation_files else "train"
+        return [seg for seg in self.plan if seg.which == which]
+
+
+def _setup(config: RunConfig, *, may_train: bool = True) -> _Setup:
+    """Check the inputs, get the tokenizer (train it when ``may_train``), find the cache entry and plan the
+    segments. Raises WWMError for unusable input before any slow work."""
     data = config.data
     # Resolve and check the sources before any work (a missing path fails here).
     source_fingerprint(data, "train")
@@ -471,54 +531,207 @@ def prepare_dataset(config: RunConfig, *, progress: bool = False, rebuild: bool 
 
     from wwm.data.tokenizer import prepare_tokenizer
 
-    tokenizer, tokenizer_path = prepare_tokenizer(
-        config, lambda: _checked_training_documents(config), _training_fingerprint(config)
-    )
+    def documents() -> list[str]:
+        if not may_train:
+            raise WWMError(
+                f"tokenizer.train: the tokenizer is not trained yet ({config.output_dir}/tokenizer); workers share "
+                "one tokenizer: train it once first with `wwm prepare --config FILE --tokenizer-only`, then start "
+                "the workers"
+            )
+        return _checked_training_documents(config)
+
+    tokenizer, tokenizer_path = prepare_tokenizer(config, documents, _training_fingerprint(config))
     _warn_pre_segment(config, tokenizer_path)
     specials = SpecialIds.from_tokenizer(tokenizer)
     if specials.vocab_size > np.iinfo(np.int32).max:
         raise WWMError(f"vocabulary of {specials.vocab_size} tokens does not fit int32 ids")
+    setup = _Setup(config, tokenizer, tokenizer_path, specials)
+    if not data.streaming:
+        setup.inputs = cache_inputs(config, tokenizer)
+        setup.final = default_cache_dir(config) / "data" / cache_key(setup.inputs)
+        setup.plan = segments.plan(data, "train")
+        if data.validation_files:
+            setup.plan += segments.plan(data, "validation")
+    return setup
 
-    if data.streaming:
-        train = StreamingBlocks(config, "train", tokenizer, specials)
+
+def prepare_dataset(
+    config: RunConfig,
+    *,
+    progress: bool = False,
+    rebuild: bool = False,
+    share: tuple[int, int] | None = None,
+    barrier: Any = None,
+) -> PreparedData:
+    """Run the data pipeline of a ``RunConfig`` (see the module docstring) and return the blocks.
+
+    ``progress`` shows progress bars; ``rebuild`` ignores a cached result (and replaces it).
+    ``share=(h, H)`` with ``barrier(name)``: host h of the H processes of a training job, each preparing
+    its share of the segments (docs/data.md, "Segments"); every host then reads all of them, so
+    ``data.cache_dir`` must be shared (a common disk or a bucket).
+    Raises ``WWMError`` for unusable input (missing files, no documents, a tokenizer without the special
+    tokens MLM needs, a corpus that gives no block).
+    """
+    start = time.perf_counter()
+    if share is not None and share[1] > 1 and not config.data.streaming:
+        return _prepare_shared(config, share, barrier, progress, start)
+    setup = _setup(config)
+    if config.data.streaming:
+        data = config.data
+        train = StreamingBlocks(config, "train", setup.tokenizer, setup.specials)
         validation = (
-            StreamingBlocks(config, "validation", tokenizer, specials) if has_validation(data) else None
+            StreamingBlocks(config, "validation", setup.tokenizer, setup.specials)
+            if has_validation(data)
+            else None
         )
         stats = PrepareStats(seconds=time.perf_counter() - start)
-        return PreparedData(train, validation, tokenizer, tokenizer_path, specials, stats, config)
-
-    inputs = cache_inputs(config, tokenizer)
-    root = default_cache_dir(config) / "data"
-    final = root / cache_key(inputs)
-    hit = (final / "meta.json").is_file() and not rebuild
+        return PreparedData(
+            train, validation, setup.tokenizer, setup.tokenizer_path, setup.specials, stats, config
+        )
+    final = setup.final
+    if rebuild and final.exists():
+        shutil.rmtree(final)
+    manifest = segments.read_manifest(final)
+    hit = manifest is not None
     if not hit:
-        _build(config, tokenizer, specials, inputs, root, final, progress, tokenizer_path)
-    meta = json.loads((final / "meta.json").read_text(encoding="utf-8"))
-    stats = PrepareStats.from_dict(meta["stats"])
-    stats.seconds = time.perf_counter() - start
-    train = BlockDataset.open(final / "train", pad_token_id=specials.pad)
-    validation = (
-        BlockDataset.open(final / "validation", pad_token_id=specials.pad) if has_validation(data) else None
-    )
-    return PreparedData(
-        train,
-        validation,
-        tokenizer,
-        tokenizer_path,
-        specials,
-        stats,
-        config,
-        cache_path=str(final),
-        cache_hit=hit,
-    )
+        todo = [seg for seg in setup.plan if segments.done_record(final, seg) is None]
+        _build_segments(setup, todo, progress, whole=True)
+        manifest = _finalize(setup, write=True)
+    return _open(setup, manifest, hit, start)
 
 
-def _build(
-    config: RunConfig, tokenizer: Any, specials: SpecialIds, inputs: dict[str, Any], root: Path, final: Path,
-    progress: bool, tokenizer_path: str,
-) -> None:  # fmt: skip
+def prepare_tokenizer_only(config: RunConfig) -> tuple[str, int]:
+    """``wwm prepare --tokenizer-only``: the run's tokenizer, trained when it must be (before workers start,
+    which share it). Returns its path and size."""
+    setup = _setup(config)
+    return setup.tokenizer_path, setup.specials.vocab_size
+
+
+def prepare_share(
+    config: RunConfig, worker: int, workers: int, *, progress: bool = False
+) -> tuple[PreparedData | None, dict[str, int]]:
+    """``wwm prepare --worker i/n``: build the segments worker i of n owns that are not done yet; the worker
+    that finds every segment done writes the manifest and gets the data (else None). Returns it with
+    counts: built, skipped (already done), done and total segments."""
+    start = time.perf_counter()
+    if config.data.streaming:
+        raise WWMError(
+            "data.streaming stores nothing: there is nothing for workers to prepare; set streaming: false"
+        )
+    setup = _setup(config, may_train=False)
+    mine = segments.owned(setup.plan, worker, workers)
+    if segments.read_manifest(setup.final) is not None:
+        counts = {"built": 0, "skipped": len(mine), "done": len(setup.plan), "total": len(setup.plan)}
+        return _open(setup, segments.read_manifest(setup.final), True, start), counts
+    todo = [seg for seg in mine if segments.done_record(setup.final, seg) is None]
+    _build_segments(setup, todo, progress, whole=False)
+    done = sum(segments.done_record(setup.final, seg) is not None for seg in setup.plan)
+    counts = {"built": len(todo), "skipped": len(mine) - len(todo), "done": done, "total": len(setup.plan)}
+    if done < len(setup.plan):
+        return None, counts
+    return _open(setup, _finalize(setup, write=True), False, start), counts
+
+
+def finalize_prepared(config: RunConfig) -> PreparedData:
+    """``wwm prepare --finalize``: write the manifest of a preparation whose segments are all done (WWMError
+    naming the missing ones otherwise) and return the data."""
+    start = time.perf_counter()
+    setup = _setup(config, may_train=False)
+    manifest = segments.read_manifest(setup.final)
+    if manifest is not None:
+        return _open(setup, manifest, True, start)
+    return _open(setup, _finalize(setup, write=True), False, start)
+
+
+def prepare_with_ray(
+    config: RunConfig, address: str | None = None, *, progress: bool = False, retries: int = 3
+) -> PreparedData:
+    """``wwm prepare --ray [ADDRESS]``: the segments not done yet as Ray tasks (each ``prepare_segment``,
+    retried up to ``retries`` times when its worker dies or an OSError stops it), then the manifest. The
+    driver gets the tokenizer first (it may train it). ``address``: a running cluster (``ray start
+    --head``; "auto": the local one); None starts a Ray instance on this machine. Needs ``pip install
+    "wwm[ray]"``."""
+    start = time.perf_counter()
     try:
-        _build_in(config, tokenizer, specials, inputs, root, final, progress, tokenizer_path)
+        import ray
+    except ImportError as err:
+        raise WWMError('wwm prepare --ray needs Ray: pip install "wwm[ray]" (or ray)') from err
+    if config.data.streaming:
+        raise WWMError(
+            "data.streaming stores nothing: there is nothing for Ray to prepare; set streaming: false"
+        )
+    setup = _setup(config)
+    manifest = segments.read_manifest(setup.final)
+    if manifest is not None:
+        return _open(setup, manifest, True, start)
+    todo = [seg for seg in setup.plan if segments.done_record(setup.final, seg) is None]
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(max_retries=retries, retry_exceptions=[OSError])(prepare_segment)
+        pending = {task.remote(config, seg): seg for seg in todo}
+        bar = _tqdm(progress, total=len(todo), desc="segments (Ray)", unit="segment")
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                ray.get(ref)  # a task's WWMError (bad input) stops the preparation here, in one line
+                bar.update(1)
+        bar.close()
+    except ray.exceptions.RayTaskError as err:
+        cause = err.as_instanceof_cause()
+        if isinstance(cause, WWMError):
+            raise WWMError(str(cause).splitlines()[-1]) from None
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return _open(setup, _finalize(setup, write=True), False, start)
+
+
+def prepare_segment(config: RunConfig, segment: segments.Segment) -> dict[str, Any]:
+    """Build one segment of ``config`` and mark it done (a no-op when it is done): the unit of work of
+    every launcher (a worker's loop, a training host's share, a Ray task). Returns its done record."""
+    setup = _setup(config, may_train=False)
+    if segments.done_record(setup.final, segment) is None:
+        _build_segments(setup, [segment], False, whole=False)
+    return segments.done_record(setup.final, segment)
+
+
+def _prepare_shared(
+    config: RunConfig, share: tuple[int, int], barrier: Any, progress: bool, start: float
+) -> PreparedData:
+    """Host h of H: the lead gets the tokenizer first (it may train it), then every host builds its share of
+    the segments, and after a barrier every host checks that it sees all of them (a shared cache) and
+    reads them; the lead writes the manifest."""
+    host, hosts = share
+    setup = _setup(config) if host == 0 else None
+    barrier("wwm: tokenizer ready")
+    if setup is None:
+        setup = _setup(config, may_train=False)
+    if segments.read_manifest(setup.final) is None:
+        mine = segments.owned(setup.plan, host, hosts)
+        todo = [seg for seg in mine if segments.done_record(setup.final, seg) is None]
+        _build_segments(setup, todo, progress and host == 0, whole=False)
+    barrier("wwm: segments prepared")
+    manifest = segments.read_manifest(setup.final)
+    hit = manifest is not None
+    if not hit:
+        manifest = _finalize(setup, write=host == 0, hosts=hosts)
+    return _open(setup, manifest, hit, start)
+
+
+# --------------------------------------------------------------------------------------------------
+# Segments: build, finalize, open
+# --------------------------------------------------------------------------------------------------
+
+
+def _build_segments(setup: _Setup, todo: list[segments.Segment], progress: bool, whole: bool) -> None:
+    """``_build_segments_in`` with a read-only or full cache disk said in one line (naming the folder)."""
+    root = setup.final.parent
+    try:
+        _build_segments_in(setup, todo, progress, whole)
     except WWMError:
         raise
     except OSError as err:  # a read-only or full cache disk: one line naming the folder and the fix
@@ -535,40 +748,195 @@ def _build(
         raise
 
 
-def _build_in(
-    config: Any, tokenizer: Any, specials: SpecialIds, inputs: dict[str, Any], root: Path, final: Path,
-    progress: bool, tokenizer_path: str,
-) -> None:  # fmt: skip
-    built = time.perf_counter()
-    cache.remove_stale_builds(root)  # what interrupted builds left behind (never a live build's folder)
-    work = cache.new_build_folder(root, final.name)
+def _build_segments_in(setup: _Setup, todo: list[segments.Segment], progress: bool, whole: bool) -> None:
+    """Build the segments ``todo`` and mark each done. ``whole``: they are all the source's segments not
+    done yet, on one machine: read them all, check the splits, then build every validation split before any
+    training split, so unusable input fails before the slow work (workers check at finalize)."""
+    if not todo:
+        return
+    cache.remove_stale_builds(setup.final.parent)  # interrupted builds of older wwm versions
+    folder = setup.final / segments.SEGMENTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work(folder)  # segments interrupted here (never a live build's)
+    works: dict[segments.Segment, Path] = {}
     try:
-        out = work / "blocks"
-        stats = PrepareStats()
-        documents, source_stats = _write_documents(config.data, work)
-        stats.source = {split: _source_dict(s) for split, s in source_stats.items()}
-        _check_documents(config, stats.source, {split: docs.count for split, docs in documents.items()})
-        packing = {}
         with _progress_bars(progress):
-            # The validation split first: it is small, and an empty one fails before the long train split.
-            for split in sorted(documents, key=lambda s: s != "validation"):
-                packing[split] = _build_split(config, split, documents[split], tokenizer, specials, work, out,
-                                              progress)  # fmt: skip
-                _check_blocks(config, split, packing[split])
-        stats.packing = {split: packing[split] for split in documents}
-        stats.build_seconds = time.perf_counter() - built
-        meta = {"inputs": inputs, "stats": stats.to_dict(), "specials": asdict(specials),
-                "built_from": _built_from(config, tokenizer_path)}  # fmt: skip
-        (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)  # rebuild, or a broken folder without meta.json
-        try:
-            os.replace(out, final)
-        except OSError:
-            if not (final / "meta.json").is_file():  # not another process that finished first
-                raise
+            if not whole:  # a worker: one segment after the other, each done as soon as it is built
+                for seg in todo:
+                    works[seg] = cache.new_build_folder(folder, seg.name)
+                    built = time.perf_counter()
+                    documents, stats = _write_documents(setup.config.data, seg, works[seg])
+                    packing = {split: _build_segment_split(setup, seg, split, documents, works[seg], progress)
+                               for split in sorted(documents, key=lambda s: s != "validation")}  # fmt: skip
+                    _mark_done(setup, seg, works.pop(seg), stats, packing, time.perf_counter() - built)
+                return
+            built = time.perf_counter()
+            read = {}
+            for seg in todo:
+                works[seg] = cache.new_build_folder(folder, seg.name)
+                read[seg] = _write_documents(setup.config.data, seg, works[seg])
+            records = _done_records(setup, exclude=todo)
+            source = _merge_source(setup, [r["stats"]["source"] for r in records.values()]
+                                   + [(seg.which, _source_dict(read[seg][1])) for seg in todo])  # fmt: skip
+            counts = _merge_counts([r["stats"]["packing"] for r in records.values()])
+            for seg in todo:
+                for split, docs in read[seg][0].items():
+                    counts[split] = counts.get(split, 0) + docs.count
+            _check_documents(setup.config, source, counts)
+            packing: dict[segments.Segment, dict[str, dict[str, int]]] = {seg: {} for seg in todo}
+            for split in ("validation", "train"):  # the small validation split first
+                for seg in todo:
+                    if split in read[seg][0]:
+                        packing[seg][split] = _build_segment_split(setup, seg, split, read[seg][0], works[seg],
+                                                                   progress)  # fmt: skip
+                    if split == "train":
+                        seconds = (time.perf_counter() - built) / len(todo)
+                        _mark_done(setup, seg, works.pop(seg), read[seg][1], packing[seg], seconds)
+                if split == "validation" and has_validation(setup.config.data):
+                    total = _merge_packing([r["stats"]["packing"] for r in records.values()]
+                                           + [packing[seg] for seg in todo]).get("validation")  # fmt: skip
+                    if total is not None:
+                        _check_blocks(setup.config, "validation", total)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for work in works.values():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_segment_split(
+    setup: _Setup, segment: segments.Segment, split: str, documents: dict[str, _DocumentFile], work: Path,
+    progress: bool,
+) -> dict[str, int]:  # fmt: skip
+    stats = _build_split(
+        setup.config, split, documents[split], setup.tokenizer, setup.specials, work, work, progress
+    )
+    for name in (f"{split}-documents.arrow", f"{split}-tokenized.arrow"):  # intermediate files
+        with contextlib.suppress(OSError):
+            (work / name).unlink()
+    return stats
+
+
+def _mark_done(
+    setup: _Setup, segment: segments.Segment, work: Path, source: SourceStats, packing: dict[str, dict[str, int]],
+    seconds: float,
+) -> None:  # fmt: skip
+    for name in os.listdir(work):  # what remains of the intermediate files (an Arrow cache folder)
+        if name.endswith(".arrow") or name.startswith("cache-"):
+            shutil.rmtree(work / name, ignore_errors=True) if (work / name).is_dir() else (
+                work / name
+            ).unlink()
+    record = {"blocks": {split: stats["blocks"] for split, stats in packing.items()},
+              "stats": {"source": [segment.which, _source_dict(source)], "packing": packing}, "seconds": seconds,
+              "built_by": {"host": socket.gethostname(), "pid": os.getpid()}}  # fmt: skip
+    segments.mark_done(work, setup.final, segment, record)
+
+
+def _remove_stale_work(folder: Path) -> None:
+    """Segment work folders that interrupted builds left behind (never a live build's)."""
+    for path in folder.glob(f"{cache.BUILD_PREFIX}*"):
+        if path.is_dir() and cache.build_folder(path).stale:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _done_records(
+    setup: _Setup, exclude: list[segments.Segment] = ()
+) -> dict[segments.Segment, dict[str, Any]]:
+    skip = set(exclude)
+    records = {seg: segments.done_record(setup.final, seg) for seg in setup.plan if seg not in skip}
+    return {seg: r for seg, r in records.items() if r is not None}
+
+
+def _merge_source(setup: _Setup, parts: list[Any]) -> dict[str, dict[str, int]]:
+    """SourceStats dicts of segments, summed per source ("train": the training source, "validation": the
+    validation files)."""
+    out: dict[str, dict[str, int]] = {}
+    for which, stats in parts:
+        total = out.setdefault(which, {})
+        for key, value in stats.items():
+            total[key] = total.get(key, 0) + value
+    return out
+
+
+def _merge_packing(parts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    out: dict[str, PackStats] = {}
+    for packing in parts:
+        for split, stats in packing.items():
+            out.setdefault(split, PackStats()).merge(PackStats(**stats))
+    return {split: asdict(stats) for split, stats in out.items()}
+
+
+def _merge_counts(parts: list[dict[str, dict[str, int]]]) -> dict[str, int]:
+    """Documents routed to each split (with or without tokens)."""
+    return {split: s["documents"] + s["empty_documents"] for split, s in _merge_packing(parts).items()}
+
+
+def _finalize(setup: _Setup, write: bool, hosts: int = 1) -> dict[str, Any]:
+    """The manifest, from the done markers of every segment: checked (the splits have documents and blocks)
+    and written last (when ``write``). WWMError names the segments not done."""
+    records = _done_records(setup)
+    missing = [seg for seg in setup.plan if seg not in records]
+    if missing:
+        names = ", ".join(seg.name for seg in missing[:5]) + (
+            f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        )
+        if hosts > 1:
+            raise WWMError(
+                f"this host sees {len(records)} of the {len(setup.plan)} prepared segments in {setup.final} "
+                f"(missing {names}): the {hosts} hosts prepare a share each and read all of them, so "
+                "data.cache_dir must be shared (a common disk or a bucket); or prepare the data first with "
+                "`wwm prepare` (--worker i/n)"
+            )
+        raise WWMError(
+            f"{len(missing)} of the {len(setup.plan)} segments of {setup.final} are not prepared yet ({names}); "
+            "run the workers that own them (segment k belongs to worker k mod n) and finalize again"
+        )
+    data = setup.config.data
+    packing = _merge_packing([r["stats"]["packing"] for r in records.values()])
+    source = _merge_source(setup, [r["stats"]["source"] for r in records.values()])
+    _check_documents(setup.config, source, _merge_counts([r["stats"]["packing"] for r in records.values()]))
+    splits = ("train", "validation") if has_validation(data) else ("train",)
+    for split in splits:
+        _check_blocks(setup.config, split, packing.get(split, asdict(PackStats())))
+    stats = PrepareStats(source=source, packing={s: packing[s] for s in splits})
+    # The manifest depends on the inputs only (any worker count writes the same bytes); when and where it
+    # was built goes to build.json, written just before it.
+    manifest = {
+        "inputs": setup.inputs,
+        "stats": stats.to_dict(),
+        "specials": asdict(setup.specials),
+        "max_seq_len": data.max_seq_len,
+        "segments": [{"segment": seg.to_dict(), "blocks": records[seg]["blocks"]} for seg in setup.plan],
+    }
+    if write:
+        build = {"built_from": _built_from(setup.config, setup.tokenizer_path),
+                 "build_seconds": sum(r.get("seconds", 0.0) for r in records.values())}  # fmt: skip
+        (setup.final / segments.BUILD_FILE).write_text(
+            json.dumps(build, indent=1, default=str), encoding="utf-8"
+        )
+        segments.write_manifest(setup.final, manifest)
+    return manifest
+
+
+def _open(setup: _Setup, manifest: dict[str, Any], hit: bool, start: float) -> PreparedData:
+    """The prepared splits of a manifest: each split's segments read as one BlockDataset."""
+    data = setup.config.data
+    stats = PrepareStats.from_dict(manifest["stats"])
+    stats.seconds = time.perf_counter() - start
+    stats.build_seconds = float(
+        (segments.read_json(setup.final / segments.BUILD_FILE) or {}).get("build_seconds", 0.0)
+    )
+    listed = {segments.Segment.from_dict(e["segment"]): e["blocks"] for e in manifest["segments"]}
+
+    def split_data(split: str) -> BlockDataset:
+        parts = [seg for seg in setup.parts(split) if seg in listed]
+        return BlockDataset.open_parts(
+            [segments.segment_folder(setup.final, seg) / split for seg in parts],
+            [int(listed[seg].get(split, 0)) for seg in parts], data.max_seq_len,
+            segments=data.packing == "packed_documents", pad_token_id=setup.specials.pad, path=str(setup.final),
+        )  # fmt: skip
+
+    validation = split_data("validation") if has_validation(data) else None
+    return PreparedData(split_data("train"), validation, setup.tokenizer, setup.tokenizer_path, setup.specials,
+                        stats, setup.config, cache_path=str(setup.final), cache_hit=hit)  # fmt: skip
 
 
 def _built_from(config: RunConfig, tokenizer_path: str) -> dict[str, Any]:

@@ -43,9 +43,13 @@ if TYPE_CHECKING:
 __all__ = [
     "SourceStats",
     "file_format",
+    "file_size",
     "iter_documents",
+    "iter_file_documents",
+    "open_binary",
     "resolve_files",
     "source_fingerprint",
+    "stamp",
 ]
 
 _TEXT_CHUNK = 1 << 20
@@ -171,7 +175,8 @@ _HANDLER = "wwm.count_replacements"
 codecs.register_error(_HANDLER, _ReplacementCounter.handler)
 
 
-def _open_binary(path: str):
+def open_binary(path: str):
+    """A corpus file opened for reading bytes: decompressed by its extension; a bucket URL through wwm.fs."""
     if "://" in path:  # a bucket object, streamed (and decompressed by its extension) by the storage layer
         from wwm import fs
 
@@ -195,31 +200,41 @@ def _check_text(path: str, chunk: bytes, text: str, replaced: int, encoding: str
 
 
 def _decode_error(
-    path: str, data: Any, err: UnicodeDecodeError, offset: int, line: int, chunk: bytes
+    path: str, data: Any, err: UnicodeDecodeError, offset: int, line: int, chunk: bytes, start: int = 0
 ) -> WWMError:
-    """One line for the first byte of a text file that `data.encoding` cannot decode."""
+    """One line for the first byte of a text file that `data.encoding` cannot decode (``line``: counted from
+    byte ``start``, the first line of a segment, wwm.data.segments)."""
     bad = err.object[err.start : err.end].hex(" ")
     utf16 = offset == 0 and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     hint = " (it looks like UTF-16: data.encoding: utf-16)" if utf16 else ""
+    where = f"line {line:,}" if not start else f"line {line:,} of the segment from byte {start:,}"
     return WWMError(
-        f"{path!r} is not valid {data.encoding} text{hint}: byte(s) {bad} at byte offset {offset + err.start:,} (line "
-        f"{line:,}) cannot be decoded ({err.reason}); set data.encoding to the file's encoding (e.g. latin-1, "
+        f"{path!r} is not valid {data.encoding} text{hint}: byte(s) {bad} at byte offset {offset + err.start:,} ("
+        f"{where}) cannot be decoded ({err.reason}); set data.encoding to the file's encoding (e.g. latin-1, "
         "cp1252), or data.on_decode_error: replace to replace such bytes with U+FFFD (counted in the summary)"
     )
 
 
-def _iter_decoded_lines(path: str, stats: SourceStats, data: Any = None) -> Iterator[str]:
+def _iter_decoded_lines(
+    path: str, stats: SourceStats, data: Any = None, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
     """The lines of a file (without their "\\n" / "\\r\\n"), decoded with `data.encoding` (UTF-8 when
-    `data` is None); invalid bytes raise WWMError (`on_decode_error: error`) or are replaced and counted."""
+    `data` is None); invalid bytes raise WWMError (`on_decode_error: error`) or are replaced and counted.
+    Only those of bytes [start, stop) when given (a segment: ``start`` is a line start)."""
     encoding = getattr(data, "encoding", "utf-8")
     strict = getattr(data, "on_decode_error", "replace") == "error"
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict" if strict else _HANDLER)
     tail = ""
     first = True
-    offset = lines_before = 0  # bytes decoded before this chunk, lines seen before it
-    with _open_binary(path) as f:
+    offset, lines_before = start, 0  # bytes decoded before this chunk, lines seen before it (in the range)
+    left = None if stop is None else stop - start  # bytes of the range still to read
+    with open_binary(path) as f:
+        if start:
+            f.seek(start)
         while True:
-            chunk = f.read(_TEXT_CHUNK)
+            chunk = f.read(_TEXT_CHUNK if left is None else min(_TEXT_CHUNK, left))
+            if left is not None:
+                left -= len(chunk)
             final = not chunk
             before = _ReplacementCounter.count
             try:
@@ -227,13 +242,14 @@ def _iter_decoded_lines(path: str, stats: SourceStats, data: Any = None) -> Iter
             except UnicodeDecodeError as err:
                 pending = len(err.object) - len(chunk)  # bytes of the previous chunk the decoder held back
                 line = lines_before + err.object[: err.start].count(b"\n") + 1
-                raise _decode_error(path, data, err, offset - pending, line, chunk) from None
+                raise _decode_error(path, data, err, offset - pending, line, chunk, start) from None
             offset += len(chunk)
             lines_before += text.count("\n")
             stats.replaced += _ReplacementCounter.count - before
             if first and text:
                 _check_text(path, chunk, text, _ReplacementCounter.count - before, encoding)
-                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+                if not start:
+                    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
                 first = False
             lines = (tail + text).split("\n")
             tail = "" if final else lines.pop()
@@ -245,9 +261,11 @@ def _iter_decoded_lines(path: str, stats: SourceStats, data: Any = None) -> Iter
                 return
 
 
-def _iter_text_file(path: str, data: Any, stats: SourceStats) -> Iterator[str]:
+def _iter_text_file(
+    path: str, data: Any, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
     if data.document_separator == "line":
-        for line in _iter_decoded_lines(path, stats, data):
+        for line in _iter_decoded_lines(path, stats, data, start, stop):
             if line.strip():
                 yield line
             else:
@@ -273,7 +291,7 @@ def _count_replacements(path: str, data: Any = None) -> int:
         return 0
     decoder = codecs.getincrementaldecoder(getattr(data, "encoding", "utf-8"))(errors=_HANDLER)
     before = _ReplacementCounter.count
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         while chunk := f.read(_TEXT_CHUNK):
             decoder.decode(chunk)
         decoder.decode(b"", final=True)
@@ -334,7 +352,8 @@ def _iter_table_file(path: str, fmt: str, data: Any, stats: SourceStats) -> Iter
         ) from err
 
 
-def _size(path: str) -> int:
+def file_size(path: str) -> int:
+    """The size of a corpus file, local or in a bucket (wwm.fs)."""
     if "://" in path:
         from wwm import fs
 
@@ -344,21 +363,44 @@ def _size(path: str) -> int:
 
 def _iter_files(files: Sequence[str], data: DataConfig, stats: SourceStats) -> Iterator[str]:
     for path in files:
+        yield from _iter_file(path, data, stats)
+
+
+def _iter_file(
+    path: str, data: Any, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
+    """The documents of one file, or of bytes [start, stop) of a line-separated text file (a segment; the
+    file is counted, as empty or not, by the segment that starts it)."""
+    whole = not start
+    if whole:
         stats.files.append(path)
-        if _size(path) == 0:
-            stats.empty_files += 1
+    if file_size(path) == 0:
+        stats.empty_files += 1
+        return
+    fmt = file_format(path, data.file_format)
+    if fmt == "text":
+        docs = _iter_text_file(path, data, stats, start, stop)
+    else:
+        docs = _iter_table_file(path, fmt, data, stats)
+    count = 0
+    for doc in docs:
+        count += 1
+        yield doc
+    if count == 0 and whole and stop is None:
+        stats.empty_files += 1
+
+
+def iter_file_documents(
+    path: str, data: Any, stats: SourceStats, start: int = 0, stop: int | None = None
+) -> Iterator[str]:
+    """The non-empty documents of one file (or of the byte range [start, stop) of a line-separated text
+    file, ``start`` a line start), counted as ``iter_documents`` counts them (a segment, wwm.data.segments)."""
+    for doc in _iter_file(path, data, stats, start, stop):
+        if not doc.strip():
+            stats.empty_skipped += 1
             continue
-        fmt = file_format(path, data.file_format)
-        if fmt == "text":
-            docs = _iter_text_file(path, data, stats)
-        else:
-            docs = _iter_table_file(path, fmt, data, stats)
-        count = 0
-        for doc in docs:
-            count += 1
-            yield doc
-        if count == 0:
-            stats.empty_files += 1
+        stats.documents += 1
+        yield doc
 
 
 def _iter_hub(data: DataConfig, stats: SourceStats) -> Iterator[str]:
@@ -412,7 +454,7 @@ def iter_documents(data: DataConfig, which: str = "train", stats: SourceStats | 
             return
 
 
-def _stamp(path: str) -> tuple[int, Any]:
+def stamp(path: str) -> tuple[int, Any]:
     """(size, version) of a file without reading it: the mtime here, the generation / ETag of a bucket
     object (wwm.fs.identity): a changed object is a changed input, a copied one with the same ETag is not."""
     if "://" in path:
@@ -433,7 +475,7 @@ def source_fingerprint(data: DataConfig, which: str = "train") -> dict[str, Any]
         files = resolve_files(
             patterns, "data.validation_files" if which == "validation" else "data.train_files"
         )
-        stats = [(p, *_stamp(p), file_format(p, data.file_format)) for p in files]
+        stats = [(p, *stamp(p), file_format(p, data.file_format)) for p in files]
         return {
             "files": stats,
             **common,

