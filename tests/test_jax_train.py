@@ -33,7 +33,7 @@ def _spec(tmp_path, name: str, spec: dict) -> str:
     return str(path)
 
 
-def _run_worker(spec_path: str, timeout: int = 240) -> None:
+def _run_worker(spec_path: str, timeout: int = 900) -> None:
     proc = subprocess.run(
         [sys.executable, WORKER, spec_path], capture_output=True, text=True, timeout=timeout
     )
@@ -405,7 +405,7 @@ def test_two_processes_match_one_process(eight_device_runs, tmp_path):
         procs.append(subprocess.Popen([sys.executable, WORKER, _spec(tmp_path, f"p{i}", spec)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
     for p in procs:
-        out, _ = p.communicate(timeout=240)
+        out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out[-3000:]
     ref = eight_device_runs["single"]
     np.testing.assert_allclose(_losses(run["output_dir"]), _losses(ref), rtol=2e-6)
@@ -524,7 +524,7 @@ def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
     proc = _start(slow)
     _wait_for_step(proc, out, killed_at + 4)  # resumed from killed_at; some steps again
     proc.send_signal(signal.SIGTERM)
-    text, _ = proc.communicate(timeout=120)
+    text, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, text[-3000:]
     assert "SIGTERM: saved step" in text, text[-3000:]
     saved = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
@@ -535,7 +535,7 @@ def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
     proc = _start(slow)
     _wait_for_step(proc, out, saved + 2)
     proc.send_signal(signal.SIGINT)
-    text, _ = proc.communicate(timeout=120)
+    text, _ = proc.communicate(timeout=600)
     assert proc.returncode == 130, text[-3000:]
     assert "SIGINT (Ctrl-C): saved step" in text and "Traceback" not in text, text[-3000:]
     interrupted = max(int(d) for d in os.listdir(ckpts) if d.isdigit())

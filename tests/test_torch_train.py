@@ -478,7 +478,7 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_continues_exactly(tmp_path, tok
         proc = _launch(_write_spec(tmp_path, dict(killed, sleep_after_step=0.5), f"stop{signum}"))
         at = _wait_for_new_step(proc, metrics, after=before + 1)  # this process is training
         proc.send_signal(signum)
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=600)
         assert proc.returncode == status, out[-4000:]
         assert "saved step" in out and "Traceback" not in out, out[-4000:]
         saved = max(
