@@ -19,7 +19,8 @@ pid's start time, a random run id, when it started and what it runs. An owner is
   its owner is alive (refused); not, gone (taken over). Clocks of two machines need not agree: the
   watcher times the silence with its own monotonic clock, and never for less than two heartbeats.
 
-The cache's build folders (wwm.data.cache) use the same owner records and the same-machine proof.
+Owner records and the same-machine proof live in wwm.owners (the cache's build folders and a bucket
+folder's lease use them too).
 """
 
 from __future__ import annotations
@@ -28,20 +29,20 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from wwm.errors import WWMError, os_error
+from wwm.owners import describe_owner, owner_gone, owner_record, pid_alive, start_ticks, this_machine
 
 __all__ = [
     "HEARTBEAT_S",
     "LEASE_S",
+    "BucketLock",
     "LocalLock",
     "LockHeld",
     "RunLock",
@@ -55,81 +56,6 @@ __all__ = [
 
 HEARTBEAT_S = 15.0  # the owner refreshes its lock this often
 LEASE_S = 90.0  # a lock of another machine that nobody refreshed for this long is abandoned
-
-
-# --------------------------------------------------------------------------------------------------
-# Owners
-# --------------------------------------------------------------------------------------------------
-
-
-def _boot_id() -> str | None:
-    with contextlib.suppress(OSError):
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    return None
-
-
-def _pid_namespace() -> str | None:
-    """Containers of one machine may share its host name and boot id, not their pids."""
-    with contextlib.suppress(OSError):
-        return os.readlink("/proc/self/ns/pid")
-    return None
-
-
-def this_machine() -> dict[str, Any]:
-    """Where a pid means the same process: host name, boot id, pid namespace."""
-    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid_ns": _pid_namespace()}
-
-
-def start_ticks(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot (Linux), which tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": field 3 (state) onwards
-    return int(fields[19]) if len(fields) > 19 else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def owner_record(**extra: Any) -> dict[str, Any]:
-    """This process as an owner: pid, machine, the pid's start time, when, plus `extra`."""
-    pid = os.getpid()
-    return {"pid": pid, **this_machine(), "start_ticks": start_ticks(pid), "started": time.time(), **extra}
-
-
-def owner_gone(owner: dict[str, Any] | None) -> tuple[bool | None, str]:
-    """(True: provably gone | False: alive | None: cannot tell from here, reason). Only an owner of this
-    machine (host, boot, pid namespace) can be checked by its pid."""
-    if not owner or not isinstance(owner.get("pid"), int):
-        return None, "no owner recorded"
-    here = this_machine()
-    pid = owner["pid"]
-    if all(owner.get(k) == v for k, v in here.items()):
-        ticks, recorded = start_ticks(pid), owner.get("start_ticks")
-        if not pid_alive(pid) or (ticks is not None and recorded is not None and ticks != recorded):
-            return True, f"its process {pid} has ended"
-        return False, f"process {pid} is running"
-    if owner.get("host") != here["host"]:
-        return None, f"process {pid} on {owner.get('host')}"
-    return None, f"process {pid} of another boot or container"
-
-
-def describe_owner(owner: dict[str, Any] | None) -> str:
-    if not owner:
-        return "an unknown process"
-    started = owner.get("started")
-    when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started)) if started else ""
-    what = f" ({owner['command']})" if owner.get("command") else ""
-    return f"pid {owner.get('pid')} on {owner.get('host')}{when}{what}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,8 +253,58 @@ class LocalLock:
                 os.remove(self.path)
 
 
+class BucketLock:
+    """The run lock of a folder in a bucket (the RunLock of a gs:// / s3:// / memory:// folder, what
+    `lock_for` gives): a lease object (``path``) renewed every ``heartbeat_s`` and taken over
+    only from a provably gone owner (wwm.fs.lease). ``lost`` turns True once another process took it over."""
+
+    def __init__(self, path: str, what: str, *, command: str | None = None, heartbeat_s: float | None = None,
+                 lease_s: float | None = None, **_: Any) -> None:  # fmt: skip
+        from wwm.fs import core, lease
+
+        self.path = core.normalize(path)
+        self.what = what
+        self.command = command
+        self.renew_s = lease.default_renew_s() if heartbeat_s is None else heartbeat_s
+        self.ttl_s = lease.default_ttl_s() if lease_s is None else lease_s
+        self.owner: dict[str, Any] = {}
+        self.took_over: str | None = None
+        self.lease: Any = None  # the wwm.fs.lease.Lease while held
+
+    @property
+    def lost(self) -> bool:
+        return self.lease is not None and self.lease.lost is not None
+
+    def acquire(self) -> None:
+        from wwm.fs import core, lease
+
+        try:
+            self.lease = lease.acquire(core.parent(self.path), self.command or self.what, ttl_s=self.ttl_s,
+                                       renew_s=self.renew_s, name=core.basename(self.path))  # fmt: skip
+        except lease.LeaseHeld as err:
+            raise LockHeld(f"{self.what}: {err}") from None
+        self.owner = {**self.lease.owner, "run_id": self.lease.token}
+        self.took_over = self.lease.took_over
+
+    def refresh(self) -> bool:
+        """One renewal now (the background thread renews on its own); False once lost."""
+        return self.lease is not None and self.lease.renew()
+
+    def lost_to(self) -> str:
+        from wwm.fs import core, lease
+
+        record = lease.read_lease(core.parent(self.path), core.basename(self.path))
+        return lease.describe(record) if record else "nobody (the lease object was deleted)"
+
+    def release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+
+
 def lock_for(folder: str, name: str, what: str, **kwargs: Any) -> RunLock:
-    """The lock of `folder` (a lock file `name` in it). Buckets (gs://, s3://) have no lock yet."""
+    """The lock of `folder` (a lock file `name` in it); a bucket folder (gs://, s3://, memory://) gets a
+    lease object `name` (BucketLock, wwm.fs.lease: conditional writes, renewed, taken over only from a
+    provably gone owner)."""
     if "://" in folder:
-        raise WWMError(f"{what}: locks on bucket folders are not implemented yet")
+        return BucketLock(f"{folder.rstrip('/')}/{name}", what, **kwargs)
     return LocalLock(os.path.join(folder, name), what, **kwargs)

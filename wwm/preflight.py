@@ -16,6 +16,7 @@ It then records the run (lead process) and returns the `RunDir` decision the tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -185,12 +186,80 @@ def check_pretrained(config: RunConfig) -> None:
         )
 
 
+def check_storage(config: RunConfig) -> None:
+    """Every bucket URL of the run asked once, in a second, before any set-up: the corpus listed
+    (data.train_files / validation_files), tokenizer.path and model.pretrained found, output_dir written
+    to (a probe object, deleted); a bucket data.cache_dir is refused (the blocks are memory-mapped). No credentials, a denied permission, a bucket that
+    does not exist or a network that does not answer (after its retries) is one line naming the URL, what
+    failed and the fix (WWMError, exit 2; wwm.fs.core.explain)."""
+    from wwm import fs
+    from wwm.data.sources import resolve_files
+
+    data = config.data
+    corpus = [("data.train_files", p) for p in (data.train_files if data.source == "files" else ())]
+    corpus += [("data.validation_files", p) for p in data.validation_files]
+    for key, url in corpus:
+        if fs.is_remote(url):
+            with _naming(key):
+                resolve_files([url], key)
+    for key, url in (
+        ("tokenizer.path", config.tokenizer.path),
+        ("model.pretrained", config.model.pretrained),
+    ):
+        if url and fs.is_remote(url):
+            with _naming(key):
+                fs.check_readable(url, key)
+    if data.cache_dir and fs.is_remote(data.cache_dir):
+        raise WWMError(
+            f"data.cache_dir {data.cache_dir} is a bucket: the prepared blocks are memory-mapped from a local "
+            "disk; set data.cache_dir to a local folder (the corpus itself may stay in the bucket)"
+        )
+    if fs.is_remote(config.output_dir):
+        with _naming("output_dir"):
+            fs.check_writable_folder(config.output_dir, "output_dir")
+
+
+@contextlib.contextmanager
+def _naming(key: str):
+    """A storage error names the config key it came from."""
+    try:
+        yield
+    except WWMError as err:
+        if key in str(err):
+            raise
+        raise WWMError(f"{key}: {err}") from err
+
+
 def check_paths(config: RunConfig) -> None:
-    if "://" not in config.output_dir:  # a bucket (gs://...) is checked by its client
+    check_storage(config)
+    if "://" not in config.output_dir:  # a bucket (gs://...): check_storage wrote a probe object into it
         rundir.check_writable_dir(config.output_dir, "output_dir")
     from wwm.data.pipeline import default_cache_dir
 
     rundir.check_writable_dir(str(default_cache_dir(config)), "the data cache folder (data.cache_dir)")
+
+
+def local_inputs(config: RunConfig, run_dir: rundir.RunDir | None = None) -> RunConfig:
+    """`config` with a bucket `tokenizer.path` / `model.pretrained` (gs://, s3://, hf://) replaced by a
+    local copy (`wwm.fs.fetch`: downloaded once per object version, under $WWM_LOCAL_DIR), for the loaders
+    that need a local folder (transformers, safetensors). The run records the URLs as written: only the
+    loaders see the copies. The corpus files stay URLs (read through wwm.fs as they stream). With the
+    `run_dir` of a bucket `output_dir`, output_dir becomes its local staging folder (wwm.runstore)."""
+    import dataclasses
+
+    from wwm import fs
+
+    if run_dir is not None and fs.is_remote(config.output_dir):
+        config = dataclasses.replace(config, output_dir=run_dir.path)
+
+    model, tokenizer = config.model, config.tokenizer
+    if model.pretrained and fs.is_remote(model.pretrained):
+        model = dataclasses.replace(model, pretrained=fs.fetch(model.pretrained))
+    if tokenizer.path and fs.is_remote(tokenizer.path):
+        tokenizer = dataclasses.replace(tokenizer, path=fs.fetch(tokenizer.path))
+    if model is config.model and tokenizer is config.tokenizer:
+        return config  # (output_dir replaced above when it is a bucket)
+    return dataclasses.replace(config, model=model, tokenizer=tokenizer)
 
 
 def start_run(
@@ -207,7 +276,12 @@ def start_run(
     folder's lock, decides and records; `share` hands its outcome to every process). The returned
     `RunDir` holds the lock until its `close()`."""
     check_paths(config)
-    check_pretrained(config)
+    check_pretrained(local_inputs(config))
+    if "://" in config.output_dir:  # a bucket: claimed in a local staging folder, carried to the bucket
+        from wwm.runstore import start_bucket_run
+
+        return start_bucket_run(config, framework, overwrite=overwrite, allow_changes=allow_changes,
+                                restart=restart, lead=lead, share=share)  # fmt: skip
     return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=share)  # fmt: skip
 
@@ -215,7 +289,9 @@ def start_run(
 __all__ = [
     "check_paths",
     "check_pretrained",
+    "check_storage",
     "embedding_rows",
+    "local_inputs",
     "pretrained_config",
     "start_run",
     "tokenizer_mismatch",

@@ -109,10 +109,11 @@ class RunDir:
     allow_changes: bool = False  # --allow-config-change: changed inputs found later are accepted too
     lead: bool = True
     lock: Any = field(default=None, repr=False)
+    store: Any = field(default=None, repr=False)  # wwm.runstore.RunStore of a bucket output_dir (lead)
 
     def to_dict(self) -> dict[str, Any]:
         """What another process needs of the decision (JSON-able; the lock stays with the lead)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lock", "store")}
         out["changed"] = {k: list(v) for k, v in self.changed.items()}
         return json.loads(json.dumps(out, default=str))
 
@@ -130,14 +131,21 @@ class RunDir:
     def check_lock(self) -> None:
         """WWMError when another process took this run's lock over (it judged this one gone): stop
         writing into a folder that is no longer ours."""
-        if self.lock is not None and self.lock.lost:
-            raise WWMError(
-                f"the lock on output_dir {self.path} was taken over by {self.lock.lost_to()}; this process stops "
-                "without writing more (two runs must not write one folder)"
-            )
+        for lock in (self.lock, getattr(self.store, "lock", None)):
+            if lock is not None and lock.lost:
+                raise WWMError(
+                    f"the lock on output_dir {lock.path} was taken over by {lock.lost_to()}; this process stops "
+                    "without writing more (two runs must not write one folder)"
+                )
+        if self.store is not None:
+            self.store.check()  # a bucket output_dir: a checkpoint upload that failed for good stops the run
 
     def lock_lost(self) -> bool:
-        return self.lock is not None and self.lock.lost
+        """The lock was taken over, or (a bucket output_dir) the checkpoint mirror failed for good: the
+        trainers stop at this step (`check_lock` says why)."""
+        if self.store is not None and self.store.failed():
+            return True
+        return any(lock is not None and lock.lost for lock in (self.lock, getattr(self.store, "lock", None)))
 
     def prepared(self, tokenizer_fingerprint: str, cache_key: str | None) -> None:
         """After the data are prepared: the tokenizer must be the one the run was trained with (content,
@@ -163,6 +171,8 @@ class RunDir:
         run whose checkpoints vanish is never taken for an empty one."""
         if self.lead and self.local:
             _update_record(self.path, lambda r: r.update(steps=int(step)))
+        if self.store is not None:
+            self.store.checkpointed(step, self.framework)  # a bucket output_dir: mirrored, run.json sent
 
     def tracker_id(self, name: str, make: Callable[[], str]) -> str:
         """The id of this run in experiment tracker `name` (wandb, mlflow): the recorded one (a resumed run
@@ -180,10 +190,16 @@ class RunDir:
         return value
 
     def close(self) -> None:
-        """Release the lock (the lead's; a no-op elsewhere)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        """Release the lock (the lead's; a no-op elsewhere). A bucket output_dir: the last copies to the
+        bucket first (wwm.runstore), then its lease."""
+        try:
+            if self.store is not None:
+                store, self.store = self.store, None
+                store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def __enter__(self) -> RunDir:
         return self
@@ -217,6 +233,8 @@ def _show(value: Any) -> str:
 
 
 def _short(digest: str | None) -> str:
+    if digest and ":" in digest:  # a bucket object's version (generation:N, etag:X)
+        return digest[:48]
     return f"sha256 {digest[:12]}" if digest else "(none)"
 
 
@@ -239,7 +257,12 @@ def _is_ours(name: str, artifacts: tuple[str, ...] | list[str] = RUN_ARTIFACTS) 
 def _listing(path: str) -> list[str]:
     """What the folder holds, apart from the lock."""
     try:
-        return [n for n in os.listdir(path) if n != LOCK_FILE] if os.path.isdir(path) else []
+        # ".wwm-*": the staging folder's own files when output_dir is a bucket (wwm.runstore)
+        return (
+            [n for n in os.listdir(path) if n != LOCK_FILE and not n.startswith(".wwm-")]
+            if os.path.isdir(path)
+            else []
+        )
     except OSError as err:
         raise os_error(err, "output_dir") from err
 
@@ -432,9 +455,17 @@ def _input_files(config: RunConfig) -> dict[str, list[str]]:
 
 def _file_entries(files: list[str], known: dict[str, list] | None = None) -> list[list]:
     """[path, size, mtime_ns, sha256] of each file; a file whose size and mtime equal a `known` entry keeps
-    its digest (nothing is read again)."""
+    its digest (nothing is read again). A bucket object: [url, size, version, version] with its generation
+    or ETag as version and digest (wwm.fs.identity; the object is not read: a changed object is a changed
+    input)."""
     out = []
     for path in files:
+        if "://" in path:
+            from wwm import fs
+
+            ident = fs.identity(path)
+            out.append([path, ident["size"], ident["version"], ident["version"]])
+            continue
         try:
             st = os.stat(path)
             old = (known or {}).get(path)

@@ -72,9 +72,27 @@ def _run_tokenizer(run: str, config: RunConfig) -> str:
     raise WWMError(f"run {run} has no tokenizer/ folder and its config names no tokenizer.path")
 
 
+def _local_model(path: str) -> str:
+    from wwm import fs
+
+    if not fs.is_remote(path):
+        return path
+    with fs.errors(path, "read --model"):
+        if fs.isfile(fs.join(path, "config.json")):
+            return fs.fetch(path)
+        if fs.isfile(fs.join(path, "run.json")) and fs.isfile(fs.join(path, "hf", "config.json")):
+            return fs.fetch(fs.join(path, "hf"))
+    raise WWMError(
+        f"--model {path} holds no Hugging Face directory (config.json) and no run with an hf/ export; give the "
+        "bucket folder of a model, or of a run that finished (checkpoints in a bucket are not read by wwm eval yet)"
+    )
+
+
 def resolve_model(path: str, stack: contextlib.ExitStack) -> ModelSource:
     """PATH (an HF directory or a run directory of either trainer) -> the HF directory to load.
-    Temporary directories (a JAX checkpoint's export) live as long as `stack`."""
+    Temporary directories (a JAX checkpoint's export) live as long as `stack`. A bucket URL (gs://, s3://,
+    hf://) is used through a local copy (wwm.fs.fetch): an HF directory, or a bucket run's hf/ export."""
+    path = _local_model(path)
     if not os.path.isdir(path):
         raise WWMError(
             f"--model {path!r} is not a directory; give a Hugging Face model directory or a run directory"

@@ -86,12 +86,13 @@ def run(
 def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, stop: StopRequest) -> int:
     from wwm.data import prepare_dataset
     from wwm.data.tokenizer import tokenizer_fingerprint
-    from wwm.preflight import start_run
+    from wwm.preflight import local_inputs, start_run
 
     several = jax.process_count() > 1
     lead = jax.process_index() == 0
     run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=shd.broadcast_json if several else None)  # fmt: skip
+    config = local_inputs(config, run_dir)  # bucket inputs as local copies; a bucket output_dir's staging
     with run_dir:  # the lock is released however the run ends
         trackers = _open_trackers(config, run_dir, lead)
         try:

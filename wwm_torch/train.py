@@ -121,7 +121,7 @@ def run(
     `allow_changes` / `restart`: replace the run in output_dir / resume it under changed settings / train
     it again from step 0 keeping its history (wwm.rundir). `on_batch(step, rows)`: see `WWMTrainer` (the JAX trainer's hook of the same name).
     """
-    from wwm.preflight import start_run
+    from wwm.preflight import local_inputs, start_run
     from wwm.signals import Stopped, StopRequest
 
     lead = int(os.environ.get("RANK", "0")) == 0
@@ -131,7 +131,7 @@ def run(
             run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes,
                                 restart=restart, lead=lead, share=share)  # fmt: skip
             with run_dir:  # the lock is released however the run ends
-                return _run(config, prepared, callbacks, on_batch, run_dir, lead, stop)
+                return _run(local_inputs(config, run_dir), prepared, callbacks, on_batch, run_dir, lead, stop)
         except Stopped as stopped:
             if lead:
                 print(stopped.message(), file=sys.stderr, flush=True)

@@ -428,6 +428,10 @@ def _yaml_load(text: str, where: str) -> Any:
 def _resolve_one(value: Any, kind: str, base: Path) -> Any:
     if not isinstance(value, str) or not value:
         return value
+    if "://" in value:  # a bucket URL (gs://, s3://, hf://, memory://) as written; file:// a local path
+        from wwm import fs
+
+        return fs.normalize(value) if fs.is_remote(value) else os.path.normpath(fs.local_path(value))
     expanded = os.path.expanduser(value)
     if os.path.isabs(expanded):
         return expanded

@@ -343,12 +343,14 @@ def _changed_input(meta: dict[str, Any], builtin: dict[str, Any]) -> str | None:
     if isinstance(validation, dict) and isinstance(validation.get("files"), dict):
         recorded += [f[:3] for f in validation["files"].get("files", [])]
     recorded += made.get("tokenizer_files", [])
+    from wwm.data.sources import stamp
+
     for path, size, mtime_ns in recorded:
         try:
-            st = os.stat(path)
-        except OSError:
+            now = stamp(path)  # (size, mtime_ns); a bucket object: (size, generation / ETag)
+        except (OSError, WWMError):
             return f"input {path} is gone"
-        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        if now != (size, mtime_ns):
             return f"input {path} was modified"
     fingerprint = (inputs.get("source") or {}).get("builtin")
     if isinstance(fingerprint, dict):

@@ -952,12 +952,16 @@ def _built_from(config: RunConfig, tokenizer_path: str) -> dict[str, Any]:
         "created": time.time(),
         "host": socket.gethostname(),
         "source": data.source,
-        "train_files": [os.path.abspath(p) for p in data.train_files] if data.source == "files" else None,
+        "train_files": [_absolute(p) for p in data.train_files] if data.source == "files" else None,
         "file_format": data.file_format,
-        "validation_files": [os.path.abspath(p) for p in data.validation_files] or None,
+        "validation_files": [_absolute(p) for p in data.validation_files] or None,
         "tokenizer": str(local.resolve()) if local.exists() else tokenizer_path,
         "tokenizer_files": cache.file_stats(tokenizer_files),
     }
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)  # a bucket URL is absolute already
 
 
 def _validation_empty(detail: str) -> WWMError:

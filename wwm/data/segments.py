@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from wwm.data.sources import SourceStats, file_format, iter_documents, iter_file_documents, resolve_files
+from wwm.data.sources import (
+    SourceStats,
+    file_format,
+    file_size,
+    iter_documents,
+    iter_file_documents,
+    open_binary,
+    resolve_files,
+)
 from wwm.errors import WWMError
 
 __all__ = [
@@ -114,9 +122,9 @@ def line_start(f: Any, offset: int, size: int) -> int:
 def text_ranges(path: str, segment_bytes: int) -> list[tuple[int, int]]:
     """The byte ranges [s_k, s_{k+1}) of a text file cut every ``segment_bytes`` bytes at line starts (a
     range may be empty where one line spans several)."""
-    size = os.path.getsize(path)
+    size = file_size(path)  # a bucket object too (wwm.fs)
     count = max(1, -(-size // segment_bytes))
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         starts = [line_start(f, k * segment_bytes, size) for k in range(count)] + [size]
     return list(itertools.pairwise(starts))
 
@@ -152,7 +160,7 @@ def plan(data: Any, which: str = "train") -> list[Segment]:
     files = resolve_files(patterns, "data.validation_files" if which == "validation" else "data.train_files")
     out: list[Segment] = []
     for path in files:
-        if _cuttable(path, data) and os.path.getsize(path) > data.segment_bytes:
+        if _cuttable(path, data) and file_size(path) > data.segment_bytes:
             out += [Segment(len(out) + i, which, path, a, b) for i, (a, b) in
                     enumerate(text_ranges(path, data.segment_bytes))]  # fmt: skip
         else:

@@ -4,7 +4,8 @@ Every source is read by one generator, ``iter_documents``, so that the streaming
 pipelines see the same documents in the same order:
 
 * ``builtin``: the built-in corpus (``wwm.data.builtin``);
-* ``files``: local files, folders (every file inside, recursively, in sorted order) and glob patterns.
+* ``files``: local files, folders (every file inside, recursively, in sorted order) and glob patterns,
+  or the same in a bucket (gs://, s3://, hf://, memory://: read through ``wwm.fs``, docs/scale.md).
   Text files (``.txt`` and anything not listed below; ``.gz``/``.bz2``/``.xz`` are decompressed) hold one
   document per line (``document_separator: line``) or documents separated by blank lines
   (``blank_line``). JSON lines (``.jsonl``/``.json``/``.ndjson``) and Parquet (``.parquet``) files are read
@@ -42,10 +43,13 @@ if TYPE_CHECKING:
 __all__ = [
     "SourceStats",
     "file_format",
+    "file_size",
     "iter_documents",
     "iter_file_documents",
+    "open_binary",
     "resolve_files",
     "source_fingerprint",
+    "stamp",
 ]
 
 _TEXT_CHUNK = 1 << 20
@@ -88,10 +92,36 @@ def _walk_folder(folder: str) -> list[str]:
     return found
 
 
+def _resolve_remote(pattern: str, key: str) -> list[str]:
+    """A bucket URL (gs://, s3://, hf://, memory://) through the storage layer: the same rules as a local
+    path (a folder's files in os.walk order, hidden names skipped)."""
+    from wwm import fs
+
+    if _GLOB_CHARS & set(pattern):
+        matches = fs.glob(pattern)
+        if not matches:
+            raise WWMError(
+                f"{key}: the pattern {pattern!r} matches no file; check the pattern and bucket folder"
+            )
+    elif fs.isdir(pattern):
+        matches = fs.find(pattern)
+        if not matches:
+            raise WWMError(f"{key}: the folder {pattern!r} holds no file; put your text files in it")
+    elif fs.isfile(pattern):
+        matches = [fs.normalize(pattern)]
+    else:
+        raise WWMError(f"{key}: {pattern!r} does not exist; give an existing file, folder or glob pattern")
+    return matches
+
+
 def resolve_files(patterns: Sequence[str], key: str = "data.train_files") -> list[str]:
-    """Expand files, folders and glob patterns into a list of files (order kept, duplicates dropped)."""
+    """Expand files, folders and glob patterns into a list of files (order kept, duplicates dropped).
+    Bucket URLs stay URLs (read through ``wwm.fs``)."""
     out: list[str] = []
     for pattern in patterns:
+        if "://" in pattern:
+            out += _resolve_remote(pattern, key)
+            continue
         if _GLOB_CHARS & set(pattern):
             matches = [p for p in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(p)]
             if not matches:
@@ -145,7 +175,12 @@ _HANDLER = "wwm.count_replacements"
 codecs.register_error(_HANDLER, _ReplacementCounter.handler)
 
 
-def _open_binary(path: str):
+def open_binary(path: str):
+    """A corpus file opened for reading bytes: decompressed by its extension; a bucket URL through wwm.fs."""
+    if "://" in path:  # a bucket object, streamed (and decompressed by its extension) by the storage layer
+        from wwm import fs
+
+        return fs.open_file(path, "rb", compression="infer")
     for ext, opener in _COMPRESSED.items():
         if path.lower().endswith(ext):
             return opener(path, "rb")
@@ -193,7 +228,7 @@ def _iter_decoded_lines(
     first = True
     offset, lines_before = start, 0  # bytes decoded before this chunk, lines seen before it (in the range)
     left = None if stop is None else stop - start  # bytes of the range still to read
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         if start:
             f.seek(start)
         while True:
@@ -256,7 +291,7 @@ def _count_replacements(path: str, data: Any = None) -> int:
         return 0
     decoder = codecs.getincrementaldecoder(getattr(data, "encoding", "utf-8"))(errors=_HANDLER)
     before = _ReplacementCounter.count
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         while chunk := f.read(_TEXT_CHUNK):
             decoder.decode(chunk)
         decoder.decode(b"", final=True)
@@ -290,6 +325,12 @@ def _iter_table_file(path: str, fmt: str, data: Any, stats: SourceStats) -> Iter
 
     column = data.text_column
     kwargs: dict[str, Any] = {}
+    if "://" in path:  # `datasets` reads a local copy (wwm.fs.fetch: downloaded once per object version)
+        from wwm import fs
+
+        where, path = path, fs.fetch(path)
+    else:
+        where = path
     if fmt == "jsonl":
         replaced = _count_replacements(path, data)
         stats.replaced += replaced
@@ -301,14 +342,23 @@ def _iter_table_file(path: str, fmt: str, data: Any, stats: SourceStats) -> Iter
     try:
         dataset = datasets.load_dataset(fmt if fmt != "jsonl" else "json", data_files=[path], split="train",
                                         streaming=True, **kwargs)  # fmt: skip
-        yield from _iter_records(dataset, column, f"the file {path!r}", stats)
+        yield from _iter_records(dataset, column, f"the file {where!r}", stats)
     except WWMError:
         raise
     except Exception as err:  # pyarrow / json errors: name the file and the fix
         raise WWMError(
-            f"could not read {path!r} as {fmt}: {type(err).__name__}: {' '.join(str(err).split())[:300]}; "
+            f"could not read {where!r} as {fmt}: {type(err).__name__}: {' '.join(str(err).split())[:300]}; "
             "check the file, or set data.file_format"
         ) from err
+
+
+def file_size(path: str) -> int:
+    """The size of a corpus file, local or in a bucket (wwm.fs)."""
+    if "://" in path:
+        from wwm import fs
+
+        return fs.size(path)
+    return os.path.getsize(path)
 
 
 def _iter_files(files: Sequence[str], data: DataConfig, stats: SourceStats) -> Iterator[str]:
@@ -324,7 +374,7 @@ def _iter_file(
     whole = not start
     if whole:
         stats.files.append(path)
-    if os.path.getsize(path) == 0:
+    if file_size(path) == 0:
         stats.empty_files += 1
         return
     fmt = file_format(path, data.file_format)
@@ -404,6 +454,18 @@ def iter_documents(data: DataConfig, which: str = "train", stats: SourceStats | 
             return
 
 
+def stamp(path: str) -> tuple[int, Any]:
+    """(size, version) of a file without reading it: the mtime here, the generation / ETag of a bucket
+    object (wwm.fs.identity): a changed object is a changed input, a copied one with the same ETag is not."""
+    if "://" in path:
+        from wwm import fs
+
+        ident = fs.identity(path)
+        return ident["size"], ident["version"]
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
 def source_fingerprint(data: DataConfig, which: str = "train") -> dict[str, Any]:
     """What the documents of ``which`` depend on; cheap (file sizes and times, no reading)."""
     common = {"document_separator": data.document_separator, "text_column": data.text_column,
@@ -413,9 +475,7 @@ def source_fingerprint(data: DataConfig, which: str = "train") -> dict[str, Any]
         files = resolve_files(
             patterns, "data.validation_files" if which == "validation" else "data.train_files"
         )
-        stats = [
-            (p, os.stat(p).st_size, os.stat(p).st_mtime_ns, file_format(p, data.file_format)) for p in files
-        ]
+        stats = [(p, *stamp(p), file_format(p, data.file_format)) for p in files]
         return {
             "files": stats,
             **common,

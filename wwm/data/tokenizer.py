@@ -68,9 +68,14 @@ def _require_fast(tokenizer: Any, where: str) -> Any:
 
 
 def load_tokenizer(path: str) -> Any:
-    """A ``PreTrainedTokenizerFast`` from a folder, a tokenizer.json file or a Hub name."""
+    """A ``PreTrainedTokenizerFast`` from a folder, a tokenizer.json file or a Hub name; a bucket URL
+    (gs://, s3://, hf://) through a local copy (``wwm.fs.fetch``)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    if "://" in path:
+        from wwm import fs
+
+        path = fs.fetch(path)
     p = Path(path).expanduser()
     if p.is_file():
         if (p.parent / "tokenizer_config.json").is_file():
@@ -243,7 +248,12 @@ def prepare_tokenizer(
         )
     from wwm.config import config_to_dict
 
-    out = Path(config.output_dir) / "tokenizer"
+    output_dir = config.output_dir
+    if "://" in output_dir:  # a bucket output_dir: its staging folder on this host (wwm.runstore uploads it)
+        from wwm import fs
+
+        output_dir = fs.staging_dir(fs.normalize(output_dir))
+    out = Path(output_dir) / "tokenizer"
     fingerprint = {"train": config_to_dict(tok_cfg.train), "documents": training_fingerprint}
     meta_path = out / TRAINED_META
     if meta_path.is_file():

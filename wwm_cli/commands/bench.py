@@ -6,7 +6,7 @@ import argparse
 import importlib
 import json
 
-HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention, storage)."
+HELP = "Benchmarks against the peer implementations (masking, data, train, pipeline, scaling, packing, attention, storage, buckets)."
 
 
 def _default_corpus() -> str:
@@ -67,6 +67,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pipe.add_argument("--batch", type=int, default=32)
     pipe.add_argument("--steps", type=int, default=10, help="timed batches (median)")
     pipe.add_argument("--json", action="store_true", help="print the results as JSON")
+    buckets = sub.add_parser(
+        "buckets", help="what a checkpoint in a bucket costs the step loop (mirror vs a synchronous upload)"
+    )
+    buckets.add_argument("--url", default="memory://wwm-bench",
+                         help="the bucket folder to measure against (s3://..., gs://...; default: the layer's "
+                         "own overhead in memory)")  # fmt: skip
+    buckets.add_argument("--size-mb", type=float, default=64.0, help="checkpoint size")
+    buckets.add_argument("--files", type=int, default=16, help="files in the checkpoint")
+    buckets.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
+    buckets.add_argument("--log-steps", type=int, default=100, help="metrics records per log sync")
+    buckets.add_argument("--json", action="store_true", help="print the results as JSON")
     packing = sub.add_parser("packing", help="useful (non-padding) tokens/s of each packing, both trainers")
     packing.add_argument("--seq-len", type=int, default=512)
     packing.add_argument("--batch", type=int, default=8)
@@ -126,6 +137,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.what == "data":
         return _bench_data(args)
+    if args.what == "buckets":
+        from wwm_cli.bench import buckets
+
+        report = buckets.run(args.url, args.size_mb, args.files, args.repeats, args.log_steps)
+        print(json.dumps(report, indent=2) if args.json else buckets.format_report(report))
+        return 0
     if args.what == "storage":
         from wwm_cli.bench import storage
 

@@ -39,38 +39,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_out(src: str, out: str, force: bool) -> None:
-    """Refuse, before any loading, to write into a non-empty --out without --force (or over --src)."""
+    """Refuse, before any loading, to write into a non-empty --out without --force (or over --src).
+    --src, --out and --tokenizer may be bucket URLs (wwm.fs)."""
     import os
 
+    from wwm import fs
     from wwm.errors import WWMError
 
-    if os.path.exists(out) and os.path.realpath(out) == os.path.realpath(src):
+    same = (fs.normalize(out) == fs.normalize(src) if fs.is_remote(out) or fs.is_remote(src)
+            else os.path.exists(out) and os.path.realpath(out) == os.path.realpath(src))  # fmt: skip
+    if same:
         raise WWMError(f"--out {out!r} is the --src folder; write the conversion to another folder")
-    if os.path.exists(out) and not os.path.isdir(out):
+    if fs.isfile(out):
         raise WWMError(f"--out {out!r} is a file; give a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
+    if fs.listdir(out) and not force:
         raise WWMError(
             f"--out {out!r} exists and is not empty; choose a new folder, or pass --force to write into it "
             "(files of the same name are replaced)"
         )
+    if fs.is_remote(out):
+        fs.check_writable_folder(out, "--out")
 
 
 def main(args: argparse.Namespace) -> int:
+    import contextlib
+    import tempfile
+
+    from wwm import fs
+
     check_out(args.src, args.out, args.force)
 
     from wwm_jax import convert
     from wwm_jax.modeling import num_params
 
-    if args.direction == "hf-to-flax":
-        model, info = convert.load_hf_with_info(args.src, seed=args.seed)
-        written = convert.save_flax(model, args.out)
-        notes = " (fresh MLM head)" if info.fresh_head else ""
-        if info.ignored_keys:
-            notes += f" (ignored {len(info.ignored_keys)} unused keys: {', '.join(info.ignored_keys)})"
-    else:
-        model = convert.load_flax(args.src)
-        written = convert.save_hf(model, args.out, tokenizer_dir=args.tokenizer)
-        notes = f" ({model.config.checkpoint_dtype})"
+    src = fs.fetch(args.src)  # a bucket's folder: a local copy
+    with contextlib.ExitStack() as stack:
+        out = (
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="wwm-convert-"))
+            if fs.is_remote(args.out)
+            else args.out
+        )
+        if args.direction == "hf-to-flax":
+            model, info = convert.load_hf_with_info(src, seed=args.seed)
+            written = convert.save_flax(model, out)
+            notes = " (fresh MLM head)" if info.fresh_head else ""
+            if info.ignored_keys:
+                notes += f" (ignored {len(info.ignored_keys)} unused keys: {', '.join(info.ignored_keys)})"
+        else:
+            model = convert.load_flax(src)
+            tokenizer = fs.fetch(args.tokenizer) if args.tokenizer else None
+            written = convert.save_hf(model, out, tokenizer_dir=tokenizer)
+            notes = f" ({model.config.checkpoint_dtype})"
+        if fs.is_remote(args.out):
+            fs.upload_tree(out, args.out, last=("config.json",))  # readers look for config.json first
     print(
         f"{args.direction}: {model.config.architecture}, {num_params(model):,} parameters{notes}; "
         f"wrote {', '.join(written)}"

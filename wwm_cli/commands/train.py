@@ -41,6 +41,9 @@ def main(args: argparse.Namespace) -> int:
     if args.framework:
         overrides.append(f"train.framework={args.framework}")
     config = load_config(args.config, overrides)
+    from wwm.preflight import check_storage
+
+    check_storage(config)  # bucket credentials and URLs, before the trainer's (slow) imports
     trainer = importlib.import_module(f"wwm_{config.train.framework}.train")
     status = trainer.run(
         config,

@@ -59,17 +59,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import tempfile
     import time
-    from pathlib import Path
 
+    from wwm import fs
     from wwm.config import DataConfig
     from wwm.data.sources import SourceStats, iter_documents
     from wwm.errors import WWMError
     from wwm.tokenizer_train import train_tokenizer
 
-    out = Path(args.out)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.force):
-        raise WWMError(f"--out {str(out)!r} exists and is not empty; choose a new folder or pass --force")
+    if fs.isfile(args.out) or (fs.listdir(args.out) and not args.force):
+        raise WWMError(f"--out {args.out!r} exists and is not empty; choose a new folder or pass --force")
+    if fs.is_remote(args.out):
+        fs.check_writable_folder(args.out, "--out")  # credentials and permission, before the training
     start = time.perf_counter()
     if args.corpus == ["builtin"]:
         data = DataConfig(source="builtin", builtin_lang=args.lang)
@@ -99,16 +101,19 @@ def main(args: argparse.Namespace) -> int:
         min_frequency=args.min_frequency,
         pre_segment=segmenter if pre_segment else None,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(out))
-    if pre_segment:
-        import json
-
-        (out / PRE_SEGMENT_FILE).write_text(json.dumps({"segmenter": segmenter}) + "\n", encoding="utf-8")
-
     from transformers import AutoTokenizer
 
-    reloaded = AutoTokenizer.from_pretrained(str(out))
+    with tempfile.TemporaryDirectory(prefix="wwm-tokenizer-") as staging:
+        out = staging if fs.is_remote(args.out) else args.out  # a bucket: saved here, then uploaded
+        fs.makedirs(out)
+        tokenizer.save_pretrained(out)
+        if pre_segment:
+            import json
+
+            fs.write_text(fs.join(out, PRE_SEGMENT_FILE), json.dumps({"segmenter": segmenter}) + "\n")
+        reloaded = AutoTokenizer.from_pretrained(out)
+        if fs.is_remote(args.out):
+            fs.upload_tree(out, args.out, last=("tokenizer_config.json",))
     specials = {
         role: getattr(reloaded, f"{role}_token")
         for role in ("cls", "sep", "pad", "mask", "unk", "bos", "eos")
@@ -121,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"  {stats.empty_skipped:,} empty lines skipped, {stats.replaced:,} non-UTF-8 sequences replaced"
         )
-    print(f"  saved to {out} (AutoTokenizer.from_pretrained loads it)")
+    print(f"  saved to {args.out} (AutoTokenizer.from_pretrained loads it)")
     if pre_segment:
         print(f"  learnt from text cut at {segmenter} words: tokenize with tokenizer.pre_segment: true"
               + (f", tokenizer.segmenter: {segmenter}" if segmenter != "auto" else ""))  # fmt: skip

@@ -1,0 +1,363 @@
+"""Checkpoints in a bucket through a local copy: save locally, mirror in the background, resume from the
+newest complete copy.
+
+Where a trainer cannot write a bucket itself (the torch Trainer always; orbax for s3:// today), it saves
+each checkpoint into a local folder as it always did, and hands the checkpoint's name to a ``Mirror``:
+
+* ``submit(name)`` takes a snapshot of the checkpoint folder (hard links: instant, and immune to the
+  trainer deleting or rewriting the folder afterwards; a copy where links are impossible) and returns.
+  The step loop never waits for the bucket longer than the local save took.
+* a background thread uploads the snapshot to ``<remote_root>/<name>/``, then writes the **commit
+  marker** ``.wwm-commit-<k>-of-<n>.json`` last: the list of the files it uploaded and their sizes.
+  Only a folder with every marker (one per writer: ``n`` > 1 when several hosts each save their own
+  part, as torch ranks on other nodes save their RNG states) and every listed file at its listed size
+  is a **complete** copy (``remote_complete``); anything else is a killed upload and is never resumed.
+* after an upload, the oldest complete copies beyond ``keep`` and incomplete leftovers older than the
+  newest complete copy are deleted from the bucket (writer 0 only).
+* when uploads fall behind the saves, a snapshot superseded by a newer one before its upload started
+  is dropped (only the newest checkpoint matters for a resume).
+* an upload that still fails after the storage layer's retries (``wwm.fs.core.retrying``) sets
+  ``error``: the trainer stops at its next step (``check``) and exits with the one-line error; the local
+  checkpoints stay, so the same command resumes.
+
+A resume (``candidates``) looks at both places: the newest checkpoint complete in either is used, the
+local copy when both hold it; a newer remote copy (a clean machine, or a local disk that was lost) is
+pulled into the local folder first (``pull``: downloaded beside it and renamed, so a half-pulled copy is
+never taken for a checkpoint). A local checkpoint the bucket lacks (the run died before its upload) is
+submitted again. A copy that turns out unreadable is set aside in both places (``set_aside``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wwm.errors import WWMError
+from wwm.fs import core
+
+MARKER_PREFIX = ".wwm-commit-"
+_STAGING = ".wwm-mirror"
+
+
+def marker_name(writer: int, writers: int) -> str:
+    return f"{MARKER_PREFIX}{writer}-of-{writers}.json"
+
+
+def _is_marker(relative: str) -> bool:
+    return relative.rpartition("/")[2].startswith(MARKER_PREFIX)
+
+
+# --------------------------------------------------------------------------------------------------
+# Folders up and down
+# --------------------------------------------------------------------------------------------------
+
+
+def upload_folder(local_dir: str, remote_dir: str, *, writer: int = 0, writers: int = 1,
+                  extra: dict[str, Any] | None = None) -> dict[str, int]:  # fmt: skip
+    """Upload every file of ``local_dir`` to ``remote_dir``, then its commit marker (last). A copy already
+    there (a checkpoint of the same step saved again, e.g. after a fallback past a corrupt one) first
+    loses its markers, so that it never counts as complete while its files change, and every file is
+    sent again: equal sizes do not mean equal bytes. Returns {file: size}."""
+    files = {rel: size for rel, size in core.tree(local_dir).items() if not _is_marker(rel)}
+    there = core.tree(remote_dir)
+    for relative in sorted(there):
+        if _is_marker(relative) or relative not in files:
+            core.remove(core.join(remote_dir, relative))
+    for relative in sorted(files):
+        core.copy(os.path.join(local_dir, *relative.split("/")), core.join(remote_dir, relative))
+    marker = {"writer": writer, "writers": writers, "files": files, "time": time.time(), **(extra or {})}
+    core.write_text(core.join(remote_dir, marker_name(writer, writers)), json.dumps(marker, indent=1))
+    return files
+
+
+def remote_complete(remote_dir: str, listing: dict[str, int] | None = None) -> bool:
+    """Whether ``remote_dir`` holds a complete copy: every writer's commit marker, and every file a
+    marker lists at its listed size."""
+    listing = core.tree(remote_dir) if listing is None else listing
+    markers = [rel for rel in listing if "/" not in rel and rel.startswith(MARKER_PREFIX)]
+    if not markers:
+        return False
+    try:
+        writers = int(markers[0][len(MARKER_PREFIX) :].split("-of-")[1].removesuffix(".json"))
+    except (IndexError, ValueError):
+        return False
+    if {marker_name(k, writers) for k in range(writers)} - set(markers):
+        return False
+    for name in markers:
+        try:
+            record = json.loads(core.read_bytes(core.join(remote_dir, name)))
+        except (ValueError, WWMError):
+            return False
+        for relative, size in (record.get("files") or {}).items():
+            if listing.get(relative) != size:
+                return False
+    return True
+
+
+def download_folder(remote_dir: str, local_dir: str) -> None:
+    """Download a complete remote copy into ``local_dir`` (beside it, then renamed: the folder appears
+    whole or not at all). An existing ``local_dir`` is replaced."""
+    listing = core.tree(remote_dir)
+    parent = os.path.dirname(os.path.abspath(local_dir))
+    tmp = os.path.join(parent, f".pull-{os.path.basename(local_dir)}-{uuid.uuid4().hex[:8]}")
+    try:
+        for relative in sorted(listing):
+            core.copy(core.join(remote_dir, relative), os.path.join(tmp, *relative.split("/")))
+        with core.errors(local_dir, "write"):
+            os.makedirs(tmp, exist_ok=True)
+            if os.path.lexists(local_dir):
+                shutil.rmtree(local_dir)
+            os.replace(tmp, local_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def set_aside(remote_root: str, name: str, corrupt_root: str) -> str:
+    """Move an unreadable remote checkpoint to ``corrupt_root/<name>-<time>`` (never deleted): its markers
+    go first, so that even a move cut short leaves nothing that counts as complete."""
+    source = core.join(remote_root, name)
+    destination = core.join(corrupt_root, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    listing = core.tree(source)
+    for relative in listing:
+        if _is_marker(relative):
+            core.remove(core.join(source, relative))
+    for relative in listing:
+        if not _is_marker(relative):
+            core.copy(core.join(source, relative), core.join(destination, relative))
+    core.remove(source, recursive=True)
+    return destination
+
+
+# --------------------------------------------------------------------------------------------------
+# The mirror
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    name: str
+    snapshot: str
+    step: int
+
+
+class Mirror:
+    """Uploads the checkpoints of ``local_root`` to ``remote_root`` in the background (module doc).
+
+    ``step_of(name)``: a checkpoint folder's step, or None for a name that is no checkpoint (``"7"`` for
+    orbax, ``"checkpoint-7"`` for the Trainer). ``keep``: complete copies kept in the bucket (None: all).
+    ``writer`` / ``writers``: this process's part of a checkpoint that several hosts write."""
+
+    def __init__(self, local_root: str, remote_root: str, step_of: Callable[[str], int | None], *,
+                 keep: int | None = None, writer: int = 0, writers: int = 1, staging: str | None = None,
+                 log: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        core.check_writable_folder(remote_root, "the checkpoint bucket folder")
+        self.local_root = os.path.abspath(local_root)
+        self.remote_root = remote_root
+        self.step_of = step_of
+        self.keep = keep
+        self.writer, self.writers = writer, writers
+        self.staging = staging or os.path.join(os.path.dirname(self.local_root), _STAGING)
+        self.log = log or (lambda text: print(f"wwm: {text}", file=sys.stderr, flush=True))
+        self.error: WWMError | None = None
+        self.uploaded: list[str] = []
+        self.dropped: list[str] = []
+        self.upload_s = 0.0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+        self._pending = 0
+        shutil.rmtree(self.staging, ignore_errors=True)  # snapshots of a process that died
+        self._thread = threading.Thread(target=self._work, name="wwm-mirror", daemon=True)
+        self._thread.start()
+
+    # ---- the step loop's side -------------------------------------------------------------------
+
+    def submit(self, name: str) -> None:
+        """Snapshot ``local_root/name`` and queue its upload; returns at once."""
+        self.check()
+        step = self.step_of(name)
+        if step is None:
+            raise ValueError(f"{name} is not a checkpoint name")
+        source = os.path.join(self.local_root, name)
+        snapshot = os.path.join(self.staging, f"{name}-{uuid.uuid4().hex[:8]}")
+        _snapshot(source, snapshot)
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self._queue.put(_Job(name, snapshot, step))
+
+    def check(self) -> None:
+        """Raise the upload error (one line) if an upload failed for good."""
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted checkpoint is uploaded (or dropped); False on timeout."""
+        return self._idle.wait(timeout)
+
+    def close(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Finish the queued uploads (``wait``), stop the thread, raise an upload error if one happened."""
+        if wait:
+            self.wait(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout=5 if not wait else timeout)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.check()
+
+    # ---- the background thread -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            newer = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    newer.append(self._queue.get_nowait())
+            if None in newer:
+                newer = [j for j in newer if j is not None]
+                self._queue.put(None)
+            jobs = sorted([job, *newer], key=lambda j: j.step)
+            for old in jobs[:-1]:  # superseded before their upload began
+                shutil.rmtree(old.snapshot, ignore_errors=True)
+                self.dropped.append(old.name)
+                self._done()
+            self._upload(jobs[-1])
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    def _upload(self, job: _Job) -> None:
+        try:
+            if self.error is None:
+                start = time.perf_counter()
+                remote = core.join(self.remote_root, job.name)
+                upload_folder(job.snapshot, remote, writer=self.writer, writers=self.writers,
+                              extra={"step": job.step})  # fmt: skip
+                self.upload_s += time.perf_counter() - start
+                self.uploaded.append(job.name)
+                if self.writer == 0:
+                    self._prune(job.step)
+        except WWMError as err:
+            self.error = WWMError(f"mirroring checkpoint {job.name} to {self.remote_root} failed: {err}")
+            self.log(f"error: {self.error}")
+        except Exception as err:  # a bug or an unmapped failure: stop the run all the same
+            self.error = WWMError(f"mirroring checkpoint {job.name} to {self.remote_root} failed: "
+                                  f"{type(err).__name__}: {err}")  # fmt: skip
+            self.log(f"error: {self.error}")
+        finally:
+            shutil.rmtree(job.snapshot, ignore_errors=True)
+            self._done()
+
+    def _prune(self, newest: int) -> None:
+        """Keep the ``keep`` newest complete copies; delete older ones and killed uploads older than the
+        newest complete copy."""
+        listing = core.tree(self.remote_root)
+        by_name: dict[str, dict[str, int]] = {}
+        for relative, size in listing.items():
+            head, _, rest = relative.partition("/")
+            if rest:
+                by_name.setdefault(head, {})[rest] = size
+        steps = {n: s for n in by_name if (s := self.step_of(n)) is not None}
+        complete = sorted((n for n in steps if remote_complete(core.join(self.remote_root, n), by_name[n])),
+                          key=steps.get, reverse=True)  # fmt: skip
+        if not complete:
+            return
+        kept = set(complete[: self.keep] if self.keep else complete)
+        newest_complete = steps[complete[0]]
+        for name, step in steps.items():
+            if name in kept or step > newest_complete:
+                continue
+            core.remove(core.join(self.remote_root, name), recursive=True)
+
+
+def _snapshot(source: str, snapshot: str) -> None:
+    """Hard-link every file of ``source`` under ``snapshot`` (copy where linking fails)."""
+    with core.errors(source, "snapshot"):
+        for root, _, files in os.walk(source):
+            target_dir = os.path.join(snapshot, os.path.relpath(root, source))
+            os.makedirs(target_dir, exist_ok=True)
+            for name in files:
+                src, dst = os.path.join(root, name), os.path.join(target_dir, name)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+        os.makedirs(snapshot, exist_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume: the newest complete copy
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A checkpoint to try on resume: its name and step, and whether it is complete locally and in the
+    bucket."""
+
+    name: str
+    step: int
+    local: bool
+    remote: bool
+
+
+def candidates(local_names: list[str], remote_root: str | None, step_of: Callable[[str], int | None]
+               ) -> list[Candidate]:  # fmt: skip
+    """Every checkpoint complete locally (``local_names``: the trainer's own test of completeness) or in
+    the bucket, newest first."""
+    remote: set[str] = set()
+    if remote_root is not None:
+        listing = core.tree(remote_root)
+        by_name: dict[str, dict[str, int]] = {}
+        for relative, size in listing.items():
+            head, _, rest = relative.partition("/")
+            if rest:
+                by_name.setdefault(head, {})[rest] = size
+        remote = {n for n, files in by_name.items() if step_of(n) is not None
+                  and remote_complete(core.join(remote_root, n), files)}  # fmt: skip
+    local = {n for n in local_names if step_of(n) is not None}
+    names = sorted(local | remote, key=lambda n: step_of(n) or 0, reverse=True)
+    return [Candidate(n, step_of(n) or 0, n in local, n in remote) for n in names]
+
+
+def pull(remote_root: str, name: str, local_root: str) -> str:
+    """Download the remote checkpoint ``name`` into ``local_root/name``; returns that path."""
+    destination = os.path.join(local_root, name)
+    download_folder(core.join(remote_root, name), destination)
+    for marker in [n for n in os.listdir(destination) if n.startswith(MARKER_PREFIX)]:
+        os.remove(os.path.join(destination, marker))  # the local folder is the trainer's, as it saved it
+    return destination
+
+
+__all__ = [
+    "MARKER_PREFIX",
+    "Candidate",
+    "Mirror",
+    "candidates",
+    "download_folder",
+    "marker_name",
+    "pull",
+    "remote_complete",
+    "set_aside",
+    "upload_folder",
+]

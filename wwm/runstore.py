@@ -1,0 +1,332 @@
+"""Where a run's files live when `output_dir` is a bucket: the local folder the trainers write, and the
+bucket folder it is copied to (docs/scale.md).
+
+For a local `output_dir` nothing changes: ``RunStore.local`` is `output_dir` and ``remote`` is None.
+For a bucket (gs://, s3://, memory://), the trainers write into a **staging folder** on this host's disk
+(``wwm.fs.staging_dir``: ``$WWM_LOCAL_DIR`` or ``~/.cache/wwm``, then ``runs/<hash of the URL>``), as
+they would into a local `output_dir`, and the store carries each file to the bucket the way it grows:
+
+| file | written | in the bucket |
+|---|---|---|
+| run.lock | the lease object, in the bucket only (`wwm.locks.BucketLock`) | while the run lives |
+| run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again with the logs (after each checkpoint, on the cadence and at exit) |
+| checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (both trainers; orbax writing gs:// itself is not wired) |
+| metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |
+| hf/, tokenizer/ | written locally when complete | uploaded then, config.json / the tokenizer's record last |
+
+The staging folder belongs to one run: ``STAGING_FILE`` records the run id of the bucket's run.json.
+A staging folder of another run (the bucket folder was overwritten or restarted from elsewhere) is
+emptied before use, so that a checkpoint of another run is never resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from wwm import fs
+from wwm.errors import WWMError
+from wwm.fs.mirror import MARKER_PREFIX, Mirror
+from wwm.fs.sync import SyncedFolder
+
+STAGING_FILE = ".wwm-staging.json"
+LOG_NAMES = ("metrics.jsonl", "tensorboard")
+
+
+def orbax_writes(url: str) -> bool:
+    """Whether orbax writes checkpoints to this bucket itself (gs://), so no mirror is needed."""
+    return fs.scheme(url) == "gs"
+
+
+class RunStore:
+    """The local and remote sides of one run folder (module doc)."""
+
+    def __init__(self, output_dir: str, *, lead: bool = True) -> None:
+        self.output_dir = output_dir
+        self.remote = fs.normalize(output_dir) if fs.is_remote(output_dir) else None
+        self.local = fs.staging_dir(self.remote) if self.remote else os.path.abspath(output_dir)
+        self.lead = lead
+        self.logs: SyncedFolder | None = None
+        self.mirror: Mirror | None = None
+        self.lock: Any = None  # the bucket folder's lease (wwm.locks.lock_for), held by the lead
+        self._reported = False  # the mirror's failure was raised by check() (the run stopped on it)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.remote is not None
+
+    def path(self, *names: str) -> str:
+        """A path in the local folder (what the trainers write)."""
+        return os.path.join(self.local, *names)
+
+    def url(self, *names: str) -> str:
+        """Where a file of the run lives for good: in the bucket, or the local path."""
+        return fs.join(self.remote, *names) if self.remote else self.path(*names)
+
+    # ---- the staging folder -----------------------------------------------------------------------
+
+    def claim_staging(self, run_id: str | None, *, fresh: bool) -> None:
+        """Make the staging folder this run's: emptied when ``fresh`` (a new, overwritten or restarted
+        run) or when it belongs to another run id. A local `output_dir` is left alone."""
+        if not self.remote:
+            return
+        record_path = self.path(STAGING_FILE)
+        recorded = None
+        try:
+            with fs.open_file(record_path, "r") as f:
+                recorded = json.load(f).get("run_id")
+        except (ValueError, OSError, WWMError):
+            recorded = None
+        if fresh or recorded != run_id:
+            shutil.rmtree(self.local, ignore_errors=True)
+        fs.makedirs(self.local)
+        self.mark_staging(run_id)
+
+    def mark_staging(self, run_id: str | None) -> None:
+        """Record whose run the staging folder holds (after a new or overwritten run got its id)."""
+        fs.write_text(self.path(STAGING_FILE), json.dumps({"run_id": run_id, "url": self.remote}))
+
+    # ---- logs -------------------------------------------------------------------------------------
+
+    def start_logs(self, every_s: float, names: tuple[str, ...] = LOG_NAMES) -> SyncedFolder | None:
+        """Pull the bucket's logs (a resume elsewhere), then copy them on a cadence (lead process)."""
+        if not (self.remote and self.lead):
+            return None
+        self.logs = SyncedFolder(self.local, self.remote, names, every_s=every_s)
+        self.logs.pull()
+        return self.logs.start()
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+
+    def checkpoint_mirror(self, step_of: Callable[[str], int | None], *, keep: int | None, writer: int = 0,
+                          writers: int = 1, subfolder: str = "checkpoints") -> Mirror | None:  # fmt: skip
+        """The mirror of ``<local>/checkpoints`` to ``<remote>/checkpoints`` (None for a local run)."""
+        if not self.remote:
+            return None
+        self.mirror = Mirror(self.path(subfolder), self.url(subfolder), step_of, keep=keep, writer=writer,
+                             writers=writers)  # fmt: skip
+        return self.mirror
+
+    # ---- whole folders ----------------------------------------------------------------------------
+
+    def publish(self, name: str, *, last: tuple[str, ...] = ()) -> str:
+        """Upload the finished local folder ``name`` (hf/, tokenizer/) to the bucket; returns where it is."""
+        if not self.remote:
+            return self.path(name)
+        target = self.url(name)
+        fs.remove(target, recursive=True)
+        fs.upload_tree(self.path(name), target, last=last)
+        return target
+
+    def fetch_folder(self, name: str) -> bool:
+        """Bring the bucket's folder ``name`` down when the local folder lacks it. True if it came down."""
+        if not self.remote or os.path.exists(self.path(name)) or not fs.isdir(self.url(name)):
+            return False
+        copy = fs.fetch(self.url(name))
+        shutil.copytree(copy, self.path(name))
+        return True
+
+    def close(self) -> None:
+        """The final copies: queued checkpoint uploads, then the logs, then the finished exports (hf/,
+        tokenizer/ with config.json / the tokenizer's record last), then the lease is released."""
+        try:
+            try:
+                if self.mirror is not None:
+                    try:
+                        self.mirror.close()
+                    except WWMError:
+                        if not self._reported:  # a failure of the final uploads: said here
+                            raise
+            finally:
+                if self.logs is not None:
+                    self.logs.close()
+            if self.remote and self.lead:
+                self._carry_corrupt()
+                for name, last in (("tokenizer", ("tokenizer_config.json",)), ("hf", ("config.json",))):
+                    if os.path.isdir(self.path(name)) and fs.tree(self.path(name)) != fs.tree(self.url(name)):
+                        self.publish(name, last=last)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _carry_corrupt(self) -> None:
+        """Checkpoints the trainer found unreadable and moved to `corrupt-checkpoints/<name>-<time>-<pid>`
+        (wwm.rundir.corrupt_destination) go to the bucket's corrupt-checkpoints/ too, and the bucket's
+        copy under checkpoints/ is removed (its commit markers first) unless this run uploaded a new
+        checkpoint of that name meanwhile: never deleted, never resumed again."""
+        aside = self.path(CORRUPT_DIR)
+        if not os.path.isdir(aside):
+            return
+        remote_aside = self.url(CORRUPT_DIR)
+        present = set(fs.listdir(remote_aside))
+        uploaded = set(self.mirror.uploaded) if self.mirror is not None else set()
+        for entry in sorted(os.listdir(aside)):
+            if entry in present:
+                continue
+            fs.upload_tree(os.path.join(aside, entry), fs.join(remote_aside, entry))
+            name = next((n for n in fs.listdir(self.url("checkpoints")) if entry.startswith(f"{n}-")), None)
+            if name is not None and name not in uploaded:
+                remote = fs.join(self.url("checkpoints"), name)
+                for relative in fs.tree(remote):
+                    if relative.rpartition("/")[2].startswith(MARKER_PREFIX):
+                        fs.remove(fs.join(remote, relative))
+                fs.remove(remote, recursive=True)
+
+    # ---- a run whose output_dir is a bucket ---------------------------------------------------------
+
+    def failed(self) -> bool:
+        """Whether a checkpoint upload failed for good (after the storage layer's retries)."""
+        return self.mirror is not None and self.mirror.error is not None
+
+    def check(self) -> None:
+        """Raise the mirror's one-line error, saying that the local checkpoints are intact."""
+        if self.failed():
+            self._reported = True
+            raise WWMError(f"{self.mirror.error}; this run stops. Its checkpoints are intact in {self.local}: run the "
+                           "same command on this host to resume (it uploads them then)")  # fmt: skip
+
+    def checkpointed(self, step: int, framework: str) -> None:
+        """After the trainer saved checkpoint ``step`` locally: queue its upload (the step loop waits for the
+        snapshot only; run.json with the new progress follows with the logs, on their cadence)."""
+        if self.mirror is None:
+            return
+        self.mirror.submit(checkpoint_name(step, framework))
+        if self.logs is not None:
+            self.logs.soon()
+
+
+RUN_FILE, CONFIG_FILE, CORRUPT_DIR = "run.json", "config.yaml", "corrupt-checkpoints"
+
+
+def checkpoint_name(step: int, framework: str) -> str:
+    return f"checkpoint-{step}" if framework == "torch" else str(step)
+
+
+def step_of(name: str) -> int | None:
+    """The step of a checkpoint folder of either trainer (orbax "<step>", the Trainer's "checkpoint-<step>")."""
+    tail = name.removeprefix("checkpoint-")
+    return int(tail) if tail.isdigit() else None
+
+
+def _config_naming(path: str, url: str, local: str) -> None:
+    """The staging copy of the bucket's config.yaml with output_dir as this host's staging folder, the
+    output_dir `wwm.rundir.claim` is given (so that the folder is not reported as a changed setting)."""
+    import yaml
+
+    from wwm.files import atomic_write_text
+
+    with fs.open_file(path, "r") as f:
+        data = yaml.safe_load(f)
+    if isinstance(data, dict) and data.get("output_dir") == url:
+        data["output_dir"] = local
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False,
+                     restart: bool = False, lead: bool = True, share: Callable[[Any], Any] | None = None) -> Any:  # fmt: skip
+    """`wwm.rundir.claim` for a bucket `output_dir` (docs/scale.md): take the folder's lease, bring the run's
+    record, logs, trained tokenizer and newest complete checkpoint down into the staging folder, let
+    `claim` decide there as for a local folder, carry its outcome back (an `--overwrite` deletes the
+    bucket's recorded artifacts; run.json and config.yaml are uploaded), then start the log sync and the
+    checkpoint mirror. Returns the `RunDir` (its `path` the staging folder; `close()` finishes the copies
+    and releases the lease)."""
+    import dataclasses
+
+    from wwm import rundir
+    from wwm.fs import mirror as mirrors
+    from wwm.locks import lock_for
+
+    url = fs.normalize(config.output_dir)
+    if share is not None or not lead:
+        raise WWMError(
+            f"output_dir {url}: a bucket output_dir with several processes (torchrun, JAX multi-host) is not "
+            "supported yet; use a local or shared output_dir for multi-process runs"
+        )
+    if restart:
+        raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
+                       "use --overwrite or another output_dir")  # fmt: skip
+    store = RunStore(url, lead=lead)
+    store.lock = lock_for(url, rundir.LOCK_FILE, f"output_dir {url}", command=rundir._command_line())
+    store.lock.acquire()
+    try:
+        record, found_record = None, fs.exists(store.url(RUN_FILE))
+        if found_record:
+            try:  # an unreadable record is copied as it is: claim refuses it in one line
+                record = json.loads(fs.read_text(store.url(RUN_FILE)))
+            except ValueError:
+                record = {"created": "unreadable"}
+            record = record if isinstance(record, dict) else {"created": "unreadable"}
+        elif [n for n in fs.listdir(url) if n != rundir.LOCK_FILE]:
+            raise rundir._foreign(url)  # the user's files, no run record: as a local folder, refused
+        store.claim_staging(str(record.get("created")) if record else None, fresh=False)
+        for name in (RUN_FILE, CONFIG_FILE):
+            if found_record and fs.exists(store.url(name)):
+                fs.copy(store.url(name), store.path(name))
+            elif os.path.exists(store.path(name)):
+                os.remove(store.path(name))
+        if os.path.isfile(store.path(CONFIG_FILE)):
+            _config_naming(store.path(CONFIG_FILE), url, store.local)  # claim compares like with like
+        SyncedFolder(store.local, url, (*LOG_NAMES,)).pull()
+        store.fetch_folder("tokenizer")
+        local_names = [n for n in rundir.checkpoint_names(store.local) if step_of(n) is not None]
+        found = mirrors.candidates(local_names, store.url(rundir.CHECKPOINT_DIR), step_of)
+        newest_local = max((c.step for c in found if c.local), default=-1)
+        for (
+            candidate
+        ) in found:  # every complete copy newer than this disk's (the bucket keeps checkpoint.keep):
+            if (
+                candidate.step > newest_local
+            ):  # the trainer's fallback past a corrupt one needs the older ones
+                mirrors.pull(
+                    store.url(rundir.CHECKPOINT_DIR), candidate.name, store.path(rundir.CHECKPOINT_DIR)
+                )
+        local = dataclasses.replace(config, output_dir=store.local)
+        try:
+            run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
+        except WWMError as err:  # the refusal names the bucket folder the user gave, not the staging
+            raise type(err)(str(err).replace(store.local, url)) from None
+        run_dir.messages = [m.replace(store.local, url) for m in run_dir.messages]
+        try:
+            if run_dir.status == "overwritten":
+                for name in run_dir.artifacts:
+                    if name != rundir.LOCK_FILE:
+                        fs.remove(store.url(name), recursive=True)
+            store.mark_staging(str((run_dir.record or {}).get("created")))
+            if run_dir.lead:  # the record names the bucket, not this host's staging folder
+                import yaml
+
+                from wwm.config import resolved_dict
+                from wwm.files import atomic_write_text
+
+                atomic_write_text(
+                    store.path(CONFIG_FILE), yaml.safe_dump(resolved_dict(config), sort_keys=False)
+                )
+            for name in (RUN_FILE, CONFIG_FILE):
+                fs.copy(store.path(name), store.url(name))
+            store.start_logs(float(os.environ.get("WWM_LOG_SYNC_S", "60")), (*LOG_NAMES, RUN_FILE))
+            store.checkpoint_mirror(step_of, keep=config.checkpoint.keep)
+            if found and found[0].local and not found[0].remote and run_dir.resume:
+                store.mirror.submit(found[0].name)  # saved here before a crash, never uploaded
+        except BaseException:
+            run_dir.close()
+            raise
+    except BaseException:
+        store.close()
+        raise
+    run_dir.store = store
+    return run_dir
+
+
+__all__ = [
+    "LOG_NAMES",
+    "STAGING_FILE",
+    "RunStore",
+    "checkpoint_name",
+    "orbax_writes",
+    "start_bucket_run",
+    "step_of",
+]
