@@ -106,6 +106,47 @@ def test_negative_controls_fail_the_comparison():
     assert min(_errors(_run("flash", unpacked, 5, inputs), reference)) > 100 * OUT_TOL
 
 
+def test_bert_key_padding_rule_with_a_fully_padded_row_equals_eager():
+    """BERT/RoBERTa rows without segment ids (`key_padding`): transformers' rule, every query (padding ones
+    too) attends the real keys, and a row without real keys averages all L values uniformly (the float32-min
+    additive mask). flash (also with small blocks) and xla equal eager at every position, in outputs and
+    q/k/v gradients. Negative control: the default rule (padding is a segment) differs at padding queries."""
+    seg = _segments(False)
+    seg[1] = 0  # row 1: fully padded
+    mask = AttentionMask.build(jnp.asarray(seg), key_padding=True)
+    keep = np.asarray(mask.keep())[:, 0]
+    assert keep[0, 195].tolist() == (seg[0] != 0).tolist() and not keep[1].any()
+    inputs = _inputs()
+    reference = _run("eager", mask, None, inputs)
+    q, k, v, w = inputs
+    uniform = np.asarray(v[1]).mean(axis=0)  # (N, D): what the fully padded row's every query returns
+    assert np.abs(reference[0][1] - uniform[None]).max() <= OUT_TOL
+    runs = {
+        "flash": _run("flash", mask, None, inputs),
+        "flash blocks": _value_and_grads(
+            lambda q, k, v: flash_attention(
+                q, k, v, mask.segments, chunk_q=64, block_k=32, query_segments=mask.query_segments()
+            ),
+            q,
+            k,
+            v,
+            w,
+        ),
+    }
+    for name, run in runs.items():
+        out_err, grad_err = _errors(run, reference)
+        assert out_err <= OUT_TOL and grad_err <= GRAD_TOL, (name, out_err, grad_err)
+    # xla: equal outputs everywhere; its gradients through a row without keys are 0 (jax.nn's masked
+    # logits are constants there, transformers' additive mask passes them on), so compare the other row's.
+    xla = _run("xla", mask, None, inputs)
+    assert np.abs(xla[0] - reference[0]).max() <= OUT_TOL
+    row0 = [(xla[0][:1], [g[:1] for g in xla[1]]), (reference[0][:1], [g[:1] for g in reference[1]])]
+    assert _errors(*row0)[1] <= GRAD_TOL
+    segment_rule = _run("eager", AttentionMask(jnp.asarray(seg), False), None, inputs)
+    assert np.abs(segment_rule[0][0, :190] - reference[0][0, :190]).max() <= OUT_TOL  # real queries: same
+    assert np.abs(segment_rule[0][0, 190:] - reference[0][0, 190:]).max() > 100 * OUT_TOL
+
+
 def test_mask_rule():
     """seg[i] == seg[j] (padding is a segment of its own) and |i - j| <= w; every query keeps itself."""
     seg = jnp.asarray([[1, 1, 2, 2, 2, 0, 0]])

@@ -6,8 +6,13 @@ and a registry of kernels (docs/models.md "Attention kernels").
   **The rule:** query i attends key j iff seg[i] == seg[j] and, on a local layer, |i - j| <= w (by index).
   Padding is one more segment: a padding query attends padding keys only, a real query never sees padding,
   and every query has at least one key (itself), so no kernel meets an empty softmax row. Outputs at padding
-  positions never reach a real position (nor the loss); they differ from transformers', whose padding
-  queries attend the real keys.
+  positions never reach a real position (nor the loss).
+  **BERT and RoBERTa rows without segment ids** (`key_padding=True`) keep transformers' own rule instead, so
+  that every position's output equals theirs (the parity tests compare padded and fully padded rows too):
+  every query, padding ones included, attends every real key (queries are all segment 1, keys are 1 real /
+  0 padding); a row without any real key averages all L values uniformly, as the float32-min additive mask
+  does in transformers' eager attention. eager, xla and flash follow it exactly; splash's fully padded rows
+  are its own (their outputs never reach a real position).
 * `KERNELS`: name -> `Kernel`. Adding a kernel is one `register_kernel(Kernel(...))`; `attention(...,
   kernel=name)` runs it. Shapes: q, k, v (B, L, N, D) in the compute dtype -> (B, L, N, D); scores,
   softmax statistics and accumulators in float32.
@@ -53,26 +58,39 @@ class AttentionMask:
 
     segments: jax.Array
     packed: bool = dataclasses.field(default=False, metadata={"static": True})
+    # transformers' BERT rule for rows without segment ids (module docstring): queries are all segment 1.
+    key_padding: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @staticmethod
-    def build(attention_mask: Any = None, segment_ids: Any = None, shape: tuple[int, int] | None = None):
+    def build(
+        attention_mask: Any = None,
+        segment_ids: Any = None,
+        shape: tuple[int, int] | None = None,
+        *,
+        key_padding: bool = False,
+    ):
         """From a (B, L) 0/1 `attention_mask` (default: all ones, `shape`) and optional (B, L) `segment_ids`
-        (packed documents; the attention mask marks padding on top of them)."""
+        (packed documents; the attention mask marks padding on top of them). `key_padding`: BERT/RoBERTa's
+        rule for rows without segment ids (module docstring)."""
         if attention_mask is None and segment_ids is None:
             if shape is None:
                 raise ValueError("AttentionMask.build needs an attention_mask, segment_ids or a shape")
             return AttentionMask(jnp.ones(shape, jnp.int32), False)
         if segment_ids is None:
-            return AttentionMask((jnp.asarray(attention_mask) != 0).astype(jnp.int32), False)
+            return AttentionMask((jnp.asarray(attention_mask) != 0).astype(jnp.int32), False, key_padding)
         segments = jnp.asarray(segment_ids).astype(jnp.int32)
         if attention_mask is not None:
             segments = jnp.where(jnp.asarray(attention_mask) != 0, segments, 0)
         return AttentionMask(segments, True)
 
+    def query_segments(self) -> jax.Array:
+        """(B, L) the queries' segment ids: the keys' (`segments`), or all 1 under `key_padding`."""
+        return jnp.ones_like(self.segments) if self.key_padding else self.segments
+
     def keep(self, window: int | None = None) -> jax.Array:
         """(B, 1, L, L) bool: the rule itself (the reference every kernel is tested against)."""
         seg = self.segments
-        keep = seg[:, :, None] == seg[:, None, :]  # (B, L, L)
+        keep = self.query_segments()[:, :, None] == seg[:, None, :]  # (B, L, L)
         if window is not None:
             index = jnp.arange(seg.shape[1])
             keep &= jnp.abs(index[:, None] - index[None, :]) <= window
@@ -220,9 +238,12 @@ def flash_attention(
     chunk_q: int = FLASH_CHUNK_Q,
     block_k: int = FLASH_BLOCK_K,
     block_local: int = FLASH_BLOCK_LOCAL,
+    query_segments: jax.Array | None = None,
 ) -> jax.Array:
     """FlashAttention in JAX: (B, L, N, D) q, k, v, (B, L) int segment ids -> (B, L, N, D), the rule of
-    `AttentionMask`. Never a (B, N, L, L) array, forward or backward:
+    `AttentionMask` (`query_segments`: the queries' ids where they differ from the keys', BERT's
+    `key_padding`; a query without any key averages the values of all L keys, as eager's additive mask does).
+    Never a (B, N, L, L) array, forward or backward:
 
     * global (window None): query chunks of `chunk_q` (a sequential map) x key blocks of `block_k` (a scan)
       with an online softmax (running max m, sum l, float32 accumulator); live scores (B, N, chunk_q, block_k);
@@ -233,7 +254,9 @@ def flash_attention(
     """
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     blocks = (int(chunk_q), int(block_k), int(block_local))
-    return _flash(q, k, v, jnp.asarray(segments, jnp.int32), window, scale, blocks)
+    segments = jnp.asarray(segments, jnp.int32)
+    q_segments = segments if query_segments is None else jnp.asarray(query_segments, jnp.int32)
+    return _flash(q, k, v, (q_segments, segments), window, scale, blocks)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -242,6 +265,7 @@ def _flash(q, k, v, segments, window, scale, blocks):
 
 
 def _flash_fwd(q, k, v, segments, window, scale, blocks):
+    # segments: ((B, L) the queries' ids, (B, L) the keys' ids)
     qt, kt, vt = (x.swapaxes(1, 2) for x in (q, k, v))  # (B, N, L, D)
     if window is None:
         out, lse = _global_fwd(qt, kt, vt, segments, scale, blocks[0], blocks[1])
@@ -262,7 +286,7 @@ def _flash_bwd(window, scale, blocks, residuals, d_out):
     else:
         dq, dk, dv = _local_bwd(qt, kt, vt, segments, lse, do, delta, window, scale, blocks[2])
     grads = tuple(g.swapaxes(1, 2).astype(x.dtype) for g, x in ((dq, q), (dk, k), (dv, v)))
-    return (*grads, None)
+    return (*grads, (None, None))
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
@@ -276,8 +300,16 @@ def _global_layout(qt, kt, vt, segments, chunk_q, block_k):
     padded = _round_up(length, cq)
     pad = padded - length
     qt, kt, vt = (_pad_axis(x, 2, 0, pad) for x in (qt, kt, vt))
-    seg = _pad_axis(segments, 1, 0, pad, value=-1)  # (B, Lp)
-    return qt, kt, vt, seg, cq, bk
+    seg_q, seg_k = (_pad_axis(x, 1, 0, pad, value=-1) for x in segments)  # (B, Lp) each
+    return qt, kt, vt, seg_q, seg_k, cq, bk
+
+
+def _masked_scores(s, sq, sk):
+    """(B, N, cq, bk) scores -> kept scores, float32-min for the row's other keys (so a row without keys
+    averages its L keys uniformly, as eager's additive mask) and -inf for the layout's padding keys."""
+    keep = (sq[:, :, None] == sk[:, None, :])[:, None]  # (B, 1, cq, bk)
+    other = jnp.where((sk != -1)[:, None, None, :], NEG, -jnp.inf)
+    return jnp.where(keep, s, other)
 
 
 def _chunks(x: jax.Array, axis: int, size: int) -> jax.Array:
@@ -289,7 +321,7 @@ def _chunks(x: jax.Array, axis: int, size: int) -> jax.Array:
 
 def _global_fwd(qt, kt, vt, segments, scale, chunk_q, block_k):
     b, n, length, d = qt.shape
-    qt, kt, vt, seg, cq, bk = _global_layout(qt, kt, vt, segments, chunk_q, block_k)
+    qt, kt, vt, seg_q, seg, cq, bk = _global_layout(qt, kt, vt, segments, chunk_q, block_k)
     k_blocks, v_blocks, s_blocks = _chunks(kt, 2, bk), _chunks(vt, 2, bk), _chunks(seg, 1, bk)
 
     def chunk(args):
@@ -299,9 +331,9 @@ def _global_fwd(qt, kt, vt, segments, scale, chunk_q, block_k):
             m, l, acc = carry  # (B, N, cq), (B, N, cq), (B, N, cq, D) float32
             kj, vj, sk = xs
             s = jnp.einsum("bnqd,bnkd->bnqk", qc, kj, preferred_element_type=jnp.float32) * scale
-            keep = (sq[:, :, None] == sk[:, None, :])[:, None]  # (B, 1, cq, bk)
-            m_new = jnp.maximum(m, jnp.where(keep, s, NEG).max(-1))
-            p = jnp.where(keep, jnp.exp(s - m_new[..., None]), 0.0)  # (B, N, cq, bk)
+            s = _masked_scores(s, sq, sk)  # (B, N, cq, bk)
+            m_new = jnp.maximum(m, s.max(-1))
+            p = jnp.exp(s - m_new[..., None])  # masked keys: 0 once a row's max is a kept score
             corr = jnp.exp(m - m_new)
             pv = jnp.einsum("bnqk,bnkd->bnqd", p.astype(vj.dtype), vj, preferred_element_type=jnp.float32)
             return (m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv), None
@@ -309,9 +341,9 @@ def _global_fwd(qt, kt, vt, segments, scale, chunk_q, block_k):
         init = (jnp.full((b, n, cq), NEG, jnp.float32), jnp.zeros((b, n, cq), jnp.float32),
                 jnp.zeros((b, n, cq, d), jnp.float32))  # fmt: skip
         (m, l, acc), _ = jax.lax.scan(key_block, init, (k_blocks, v_blocks, s_blocks))
-        return acc / l[..., None], m + jnp.log(l)  # every row keeps itself: l > 0
+        return acc / l[..., None], m + jnp.log(l)  # l > 0: a row without keys averages its L keys
 
-    out, lse = jax.lax.map(chunk, (_chunks(qt, 2, cq), _chunks(seg, 1, cq)))  # (C, B, N, cq, ...)
+    out, lse = jax.lax.map(chunk, (_chunks(qt, 2, cq), _chunks(seg_q, 1, cq)))  # (C, B, N, cq, ...)
     out = jnp.moveaxis(out, 0, 2).reshape(b, n, -1, d)[:, :, :length]
     lse = jnp.moveaxis(lse, 0, 2).reshape(b, n, -1)[:, :, :length]
     return out, lse
@@ -319,7 +351,7 @@ def _global_fwd(qt, kt, vt, segments, scale, chunk_q, block_k):
 
 def _global_bwd(qt, kt, vt, segments, lse, do, delta, scale, chunk_q, block_k):
     b, n, length, d = qt.shape
-    qt, kt, vt, seg, cq, bk = _global_layout(qt, kt, vt, segments, chunk_q, block_k)
+    qt, kt, vt, seg_q, seg, cq, bk = _global_layout(qt, kt, vt, segments, chunk_q, block_k)
     pad = qt.shape[2] - length
     lse, delta, do = _pad_axis(lse, 2, 0, pad), _pad_axis(delta, 2, 0, pad), _pad_axis(do, 2, 0, pad)
     k_blocks, v_blocks, s_blocks = _chunks(kt, 2, bk), _chunks(vt, 2, bk), _chunks(seg, 1, bk)
@@ -331,8 +363,10 @@ def _global_bwd(qt, kt, vt, segments, lse, do, delta, scale, chunk_q, block_k):
         def key_block(dq, xs):
             kj, vj, sk = xs
             s = jnp.einsum("bnqd,bnkd->bnqk", qc, kj, preferred_element_type=jnp.float32) * scale
-            keep = (sq[:, :, None] == sk[:, None, :])[:, None]
-            p = jnp.where(keep, jnp.exp(s - lc[..., None]), 0.0)  # (B, N, cq, bk) float32
+            # A row without keys (lse = float32-min + log L rounds to float32-min): 1/L for each of its keys.
+            empty = (lc <= NEG / 2)[..., None]
+            p = jnp.exp(_masked_scores(s, sq, sk) - jnp.where(empty, NEG, lc[..., None]))  # (B, N, cq, bk)
+            p = jnp.where(empty, p / length, p)
             dv_j = jnp.einsum("bnqk,bnqd->bnkd", p, doc, preferred_element_type=jnp.float32)
             dp = jnp.einsum("bnqd,bnkd->bnqk", doc, vj, preferred_element_type=jnp.float32)
             ds = p * (dp - dc[..., None]) * scale
@@ -349,7 +383,7 @@ def _global_bwd(qt, kt, vt, segments, lse, do, delta, scale, chunk_q, block_k):
     zeros = jnp.zeros((nk, b, n, bk, d), jnp.float32)
     xs = (
         _chunks(qt, 2, cq),
-        _chunks(seg, 1, cq),
+        _chunks(seg_q, 1, cq),
         _chunks(lse, 2, cq),
         _chunks(delta, 2, cq),
         _chunks(do, 2, cq),
@@ -371,8 +405,8 @@ def _local_layout(qt, kt, vt, segments, window, block):
     lq = _round_up(length, bq)
     qt = _pad_axis(qt, 2, 0, lq - length)
     kt, vt = (_pad_axis(x, 2, window, lq - length + window) for x in (kt, vt))
-    seg_q = _pad_axis(segments, 1, 0, lq - length, value=-1)  # (B, Lq)
-    seg_k = _pad_axis(_pad_axis(seg_q, 1, 0, window, value=-1), 1, window, 0, value=-2)  # (B, Lq + 2w)
+    seg_q, seg_k = (_pad_axis(x, 1, 0, lq - length, value=-1) for x in segments)  # (B, Lq) each
+    seg_k = _pad_axis(_pad_axis(seg_k, 1, 0, window, value=-1), 1, window, 0, value=-2)  # (B, Lq + 2w)
     span = bq + 2 * window
     index = np.arange(lq // bq)[:, None] * bq + np.arange(span)[None, :]  # (nq, S) into the padded keys
     offset = np.arange(span)[None, :] - np.arange(bq)[:, None] - window  # (bq, S): key pos - query pos
@@ -429,7 +463,8 @@ def _local_bwd(qt, kt, vt, segments, lse, do, delta, window, scale, block):
 
 def _flash_kernel(q, k, v, mask: AttentionMask, *, window, scale, dropout=None) -> jax.Array:
     del dropout
-    return flash_attention(q, k, v, mask.segments, window=window, scale=scale)
+    query_segments = mask.query_segments() if mask.key_padding else None
+    return flash_attention(q, k, v, mask.segments, window=window, scale=scale, query_segments=query_segments)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -488,14 +523,15 @@ def _splash(q, k, v, mask: AttentionMask, *, window, scale, dropout=None) -> jax
     qs = (q.astype(jnp.float32) * scale).astype(q.dtype)
     qt, kt, vt = (_pad_axis(x, 1, 0, padded - length).swapaxes(1, 2) for x in (qs, k, v))  # (B, N, Lp, D)
     seg = _pad_axis(mask.segments, 1, 0, padded - length, value=-1)
+    seg_q = _pad_axis(mask.query_segments(), 1, 0, padded - length, value=-1)
 
-    def row(qr, kr, vr, sr):
-        return kernel(qr, kr, vr, segment_ids=SegmentIds(sr, sr))
+    def row(qr, kr, vr, sq, sk):
+        return kernel(qr, kr, vr, segment_ids=SegmentIds(sq, sk))
 
     if _tpu_interpret_mode():  # the interpreter cannot batch the kernel's grid: one row at a time
-        out = jax.lax.map(lambda xs: row(*xs), (qt, kt, vt, seg))  # (B, N, Lp, D)
+        out = jax.lax.map(lambda xs: row(*xs), (qt, kt, vt, seg_q, seg))  # (B, N, Lp, D)
     else:
-        out = jax.vmap(row)(qt, kt, vt, seg)
+        out = jax.vmap(row)(qt, kt, vt, seg_q, seg)
     return out.swapaxes(1, 2)[:, :length].astype(q.dtype)
 
 

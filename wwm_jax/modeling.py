@@ -435,7 +435,9 @@ class EncoderModel(nnx.Module):
             input_ids, jnp.asarray(token_type_ids), deterministic=deterministic, rngs=rngs,
             position_ids=position_ids,
         )  # fmt: skip
-        mask = attn.AttentionMask.build(jnp.asarray(attention_mask), segment_ids)
+        # Rows without segment ids keep transformers' BERT rule (padding queries attend the real keys), so
+        # every position's output, padding included, equals theirs.
+        mask = attn.AttentionMask.build(jnp.asarray(attention_mask), segment_ids, key_padding=True)
         return self.encoder(x, mask, deterministic=deterministic, rngs=rngs)
 
 

@@ -50,13 +50,14 @@ def _run_wwm(path: str, tokenizer: Any, max_seq_len: int, work: Path) -> dict[st
     from wwm.config import DataConfig, RunConfig
     from wwm.data.packing import SpecialIds
     from wwm.data.pipeline import _build_split, _progress_bars, _write_documents
+    from wwm.data.segments import Segment  # the whole source, one segment
 
     config = RunConfig(
         data=DataConfig(source="files", train_files=(path,), max_seq_len=max_seq_len, num_proc=1)
     )
     specials = SpecialIds.from_tokenizer(tokenizer)
     with _progress_bars(False):
-        documents, _ = _write_documents(config.data, work)
+        documents, _ = _write_documents(config.data, Segment(0, "train"), work)
         return _build_split(
             config, "train", documents["train"], tokenizer, specials, work, work / "out", False
         )
@@ -215,6 +216,7 @@ def bench_segmentation(
     from wwm.config import DataConfig, RunConfig, TokenizerConfig
     from wwm.data.packing import SpecialIds
     from wwm.data.pipeline import _build_split, _progress_bars, _write_documents
+    from wwm.data.segments import Segment  # the whole source, one segment
     from wwm.data.tokenizer import _quiet, load_tokenizer
     from wwm.words import tokenize_with_word_ids
 
@@ -278,7 +280,7 @@ def bench_segmentation(
                     work = root / f"{name}-{num_proc}-{r}"
                     work.mkdir()
                     with _progress_bars(False), _quiet_datasets():
-                        documents_files, _ = _write_documents(config.data, work)
+                        documents_files, _ = _write_documents(config.data, Segment(0, "train"), work)
                         t0 = time.perf_counter()
                         stats = _build_split(
                             config, "train", documents_files["train"], tokenizer, specials, work,
