@@ -191,3 +191,24 @@ def cache_format() -> int:
     from wwm.data.cache import DATA_FORMAT
 
     return DATA_FORMAT
+
+
+def test_the_tokenizer_fingerprint_is_its_definition_not_the_last_calls_truncation_or_padding(
+    tmp_path, wordpiece_tokenizer, bpe_tokenizer
+):
+    """The cache key and run.json's `inputs` hash the tokenizer's definition: the truncation and padding a
+    transformers call leaves on the backend (or a saved file carries) are not part of it, else a resume that
+    finds its data in the cache (no call made) is refused as a different tokenizer. Negative control: another
+    vocabulary still changes it."""
+    from wwm.data.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+    wordpiece_tokenizer.save_pretrained(tmp_path / "plain")
+    plain = load_tokenizer(str(tmp_path / "plain"))
+    before = tokenizer_fingerprint(plain)
+    plain(["a few words to truncate"] * 2, truncation=True, max_length=4, padding="max_length")
+    plain.backend_tokenizer.enable_truncation(max_length=3)  # as a call leaves it; saved with it too
+    assert tokenizer_fingerprint(plain) == before
+    plain.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "tokenizer.json").read_text())["truncation"] is not None
+    assert tokenizer_fingerprint(load_tokenizer(str(tmp_path / "saved"))) == before
+    assert tokenizer_fingerprint(bpe_tokenizer) != before

@@ -193,10 +193,21 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     roles = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode("utf-8") if backend is not None else _slow_definition(tokenizer))
+    h.update(_fast_definition(backend) if backend is not None else _slow_definition(tokenizer))
     h.update(json.dumps(roles, sort_keys=True).encode("utf-8"))
     h.update(str(len(tokenizer)).encode())
     return h.hexdigest()
+
+
+def _fast_definition(backend: Any) -> bytes:
+    """tokenizer.json without its truncation and padding: those are the settings of the last call (a
+    transformers call with truncation=True leaves them on the backend, a file may carry them), never part of
+    what the tokens are, since wwm passes its own to every call. With them, the same tokenizer hashed
+    differently before and after tokenizing, and a resume that found its data in the cache was refused."""
+    definition = json.loads(backend.to_str())
+    definition.pop("truncation", None)
+    definition.pop("padding", None)
+    return json.dumps(definition, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
 # The packages a word-structured tokenizer's words come from, by its word_tokenizer_type.
