@@ -931,21 +931,11 @@ def corrupt_destination(checkpoint_dir: str, name: str) -> str:
 
 
 def check_writable_dir(path: str, what: str) -> None:
-    """`path` is a directory we can write, or can be created as one; else one line naming the fix."""
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise WWMError(f"{what} {path} is a file, not a directory; choose a directory path")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise WWMError(f"{what} {path} is not writable; fix its permissions or choose another path")
-        return
-    parent = os.path.dirname(path)
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise WWMError(f"{what} {path} cannot be created: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise WWMError(f"{what} {path} cannot be created: {parent} is not writable; choose another path")
+    """`path` is a directory we can write, or can be created as one; else one line naming the fix (the
+    storage layer's check, whose local branch this is)."""
+    from wwm.fs.core import check_writable_folder
+
+    check_writable_folder(os.path.abspath(path), what)
 
 
 __all__ = [
