@@ -6,17 +6,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import uuid
 
-__all__ = ["atomic_write_text", "file_digest", "normalize_permissions"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_digest", "normalize_permissions"]
 
 
-def atomic_write_text(path: str, text: str) -> None:
+def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `path` through a temporary file and a rename: a kill or a full disk leaves the old or the new
     file, never a torn one (the temporary is removed when the write fails)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -24,6 +25,11 @@ def atomic_write_text(path: str, text: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """`atomic_write_bytes` of the text in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def normalize_permissions(path: str) -> None:

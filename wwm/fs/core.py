@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from wwm.errors import WWMError
+from wwm.files import atomic_write_bytes
 
 T = TypeVar("T")
 
@@ -641,17 +642,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         target = local_path(path)
         with errors(path, "write"):
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-            tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
-                raise
+            atomic_write_bytes(target, data)
         return
     filesys, p = filesystem(path)
     if scheme(path) == "memory":
