@@ -9,7 +9,7 @@ SPEC: {"devices": 8, "runs": [RUN, ...], "distributed": {"process_id": 0, "num_p
        "port": 12345}}  (distributed optional)
 RUN:  {"output_dir": ..., "mode": "single", "mesh": [data, fsdp, tensor], "accum": 1, "steps": 3,
        "dropout": 0.0, "every_steps": 1000, "eval_every": 1000, "export": false, "slow_s": 0.0,
-       "dtype": "float32", "lr": 1e-3, "warmup": 0}
+       "dtype": "float32", "lr": 1e-3, "warmup": 0, "eval": true}
 Each run writes <output_dir>/metrics.jsonl (train() does) and <output_dir>/params.npz (final parameters,
 process 0; "result_dir" puts params.npz and summary.json elsewhere, for a bucket output_dir). `slow_s` makes every batch read sleep, so a test can kill the run part way.
 A RUN with "data" ({DataConfig fields}) and "tokenizer" (a path) runs `wwm train` itself (wwm_jax.train.run:
@@ -147,7 +147,7 @@ def main(spec_path: str) -> int:
         summary = train(
             config,
             train_dataset=synthetic_dataset(slow_s=run.get("slow_s", 0.0)),
-            val_dataset=synthetic_dataset(n=40, seed=1),
+            val_dataset=synthetic_dataset(n=40, seed=1) if run.get("eval", True) else None,
             masker=masker,
             hf_config=cfg,
         )

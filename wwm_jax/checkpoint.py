@@ -128,6 +128,23 @@ def _param_shapes(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, tuple[in
     return out
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _quiet_per_process_notice() -> None:
+    """orbax warns on every per-process save that it skips a size log ("Global object size logging
+    disabled for `primary_host=None`"): expected here, said once per save otherwise."""
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage("Global object size logging disabled"))
+
+
 class Checkpointer:
     """`per_process`: every process saves (and restores) its own part of each checkpoint in its own
     folder, on its own disk: the addressable shards of every array (a replicated array in full), with
@@ -150,6 +167,7 @@ class Checkpointer:
                 use_ocdbt=True, use_zarr3=True, multiprocessing_options=mp, type_handler_registry=registry
             )
             handlers = {"state": state_handler, "meta": ocp.JsonCheckpointHandler(multiprocessing_options=mp)}
+            _quiet_per_process_notice()
             multi = {"multiprocessing_options": mp, "enable_per_process_directory_creation": True,
                      "save_root_metadata": False}  # fmt: skip
         else:
