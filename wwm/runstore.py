@@ -254,12 +254,16 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
     in the bucket are resumed (a part saved on one host only would let the hosts restore different
     steps)."""
     url = fs.normalize(config.output_dir)
-    several = share is not None and process[1] > 1
-    if (several and framework != "jax") or (not several and not lead):
+    several = share is not None
+    if framework != "jax" and (several or not lead):
         raise WWMError(
             f"output_dir {url}: a bucket output_dir with several torch processes (torchrun) is not supported yet; "
             "use a local or shared output_dir for torchrun runs (JAX multi-process runs may use a bucket)"
         )
+    if not lead and not several:
+        raise WWMError(f"output_dir {url}: a process other than the lead needs the lead's decision (share)")
+    if several and process[1] < 2:
+        raise ValueError("start_bucket_run: several processes (share) need process=(index, count)")
     if restart:
         raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
                        "use --overwrite or another output_dir")  # fmt: skip
