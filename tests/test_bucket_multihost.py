@@ -91,14 +91,19 @@ def test_bucket_two_jax_processes_sigkilled_resume_from_s3_as_the_uninterrupted_
     ref_url, url = f"{s3_bucket}/ref", f"{s3_bucket}/runs/mh"
     hosts = [tmp_path / "host0", tmp_path / "host1"]
     run = {**base, "output_dir": url, "result_dir": str(tmp_path / "mh")}
-    # The uninterrupted reference (also two processes, into the bucket) beside the run that is killed:
-    # the killed run mostly waits on its slow batches.
-    ref = _start_pair(tmp_path, "ref", {**base, "output_dir": ref_url, "result_dir": str(tmp_path / "ref")},
-                      [tmp_path / "ref-host0", tmp_path / "ref-host1"])  # fmt: skip
     procs = _start_pair(tmp_path, "slow", {**run, "slow_s": 0.5}, hosts)
+
+    def reference() -> list[subprocess.Popen]:  # uninterrupted, also two processes into the bucket
+        ref_run = {**base, "output_dir": ref_url, "result_dir": str(tmp_path / "ref")}
+        return _start_pair(tmp_path, "ref", ref_run, [tmp_path / "ref-host0", tmp_path / "ref-host1"])
+
+    ref = None
     deadline = time.time() + 240
     while not [s for s in _complete_steps(url) if s >= 4]:  # a checkpoint with both processes' parts up
         assert time.time() < deadline and all(p.poll() is None for p in procs), procs[0].stdout.read()[-3000:]
+        if ref is None and fs.exists(fs.join(url, "metrics.jsonl")) and _losses(url):
+            ref = reference()  # once the killed run has compiled its step (the reference loads it from the
+            # shared cache) and mostly waits on its slow batches
         time.sleep(0.1)
     for p in procs:
         p.send_signal(signal.SIGKILL)
@@ -108,7 +113,7 @@ def test_bucket_two_jax_processes_sigkilled_resume_from_s3_as_the_uninterrupted_
     assert 4 <= killed_at < 8, killed_at
     for host in hosts:  # a clean machine: every host's disk is gone, the bucket alone remains
         shutil.rmtree(host)
-    _finish(ref)
+    _finish(ref or reference())
 
     outs = _finish(_start_pair(tmp_path, "resume", run, hosts))
     said = outs[0][-3000:]
