@@ -171,6 +171,7 @@ def _export_jax_checkpoint(run: str, config: RunConfig, tokenizer_dir: str, stac
 def _hf_config(hf_dir: str) -> dict[str, Any]:
     import json
 
+    # local: a model folder on this machine (a bucket --model is fetched first)
     with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
         return json.load(f)
 
