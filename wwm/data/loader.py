@@ -109,6 +109,7 @@ class BatchIterator:
         self.segments = _has_segments(dataset)
         self.position = start if start is not None else DataPosition()
         self._order_cache: _order.EpochOrder | None = None  # the order of the last epoch used
+        self._ahead: tuple[int, int] | None = None  # (epoch, step) read ahead up to (remote mode)
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:
@@ -194,7 +195,21 @@ class BatchIterator:
         batch["valid"] = valid
         batch["epoch"] = epoch
         batch["step"] = step
+        ahead = int(getattr(self.dataset, "prefetch_steps", 0))
+        if ahead:  # remote mode (wwm.data.remote): the rows of the next steps, read in the background
+            self._read_ahead(epoch, step, ahead)
         return batch
+
+    def _read_ahead(self, epoch: int, step: int, ahead: int) -> None:
+        last = min(step + ahead, self.steps_per_epoch - 1)
+        first = step + 1
+        if self._ahead is not None and self._ahead[0] == epoch and self._ahead[1] >= first:
+            first = self._ahead[1] + 1  # already asked for up to there
+        B, N = self.global_batch_size, len(self.dataset)
+        for t in range(first, last + 1):
+            positions = t * B + np.arange(self.rows.start, self.rows.stop, dtype=np.int64)
+            self.dataset.prefetch(self._example_ids(epoch, positions[positions < N]))
+        self._ahead = (epoch, max(last, step))
 
     def _filler(self, rows: int) -> dict[str, np.ndarray]:
         L = self.max_seq_len
