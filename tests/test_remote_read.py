@@ -164,7 +164,7 @@ def test_remote_read_mode_gives_the_same_batches_from_any_step_within_its_cache_
     _equal(list(prepared.validation_batches(B)), list(local.validation_batches(B)))
     stats = source.stats
     assert source.cache.peak <= source.cache.capacity and source.cache.size <= source.cache.capacity
-    assert stats["rows_fetched"] > 0 and stats["hits"] > 0, stats  # read ahead: later batches found their rows
+    assert stats["rows_fetched"] > 0 and stats["hits"] > 0, stats  # read ahead: batches found their rows
     # A sorted sweep: adjacent rows merge into one ranged read per block file and part.
     sweep = prepare_dataset(setting["config"](setting["remote"], "data.remote_read=true"))
     everything = np.arange(len(local.train))

@@ -57,7 +57,7 @@ class DataConfig:
     split_seed: int = 0  # seeds the document hash that picks validation documents
     num_proc: int = 1
     map_batch_size: int = 1000
-    cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm; or a bucket (s3://, gs://)
+    cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm; or s3://, gs://
     # A bucket cache_dir is read from a verified local copy (default), or, with remote_read, row by row:
     # merged range reads, `remote_prefetch_steps` global steps read ahead, at most `remote_cache_mb` MiB of
     # rows kept (docs/data.md "Prepared data in a bucket").
@@ -94,9 +94,13 @@ class DataConfig:
             if getattr(self, name) < 1:
                 raise WWMError(f"data.{name} must be >= 1; got {getattr(self, name)}")
         if self.remote_prefetch_steps < 0:
-            raise WWMError(f"data.remote_prefetch_steps must be >= 0 (0: no read-ahead); got {self.remote_prefetch_steps}")
+            raise WWMError(
+                f"data.remote_prefetch_steps must be >= 0 (0: no read-ahead); got {self.remote_prefetch_steps}"
+            )
         if self.remote_cache_mb < 1:
-            raise WWMError(f"data.remote_cache_mb must be >= 1 (MiB of rows kept); got {self.remote_cache_mb}")
+            raise WWMError(
+                f"data.remote_cache_mb must be >= 1 (MiB of rows kept); got {self.remote_cache_mb}"
+            )
         if self.shuffle_buffer < 0:
             raise WWMError(f"data.shuffle_buffer must be >= 0 (0: stream order); got {self.shuffle_buffer}")
         if self.max_documents is not None and self.max_documents < 1:

@@ -464,7 +464,9 @@ def _manifest(setup: _Setup) -> dict[str, Any] | None:
 def _done(setup: _Setup, segment: segments.Segment) -> dict[str, Any] | None:
     """A segment's done record (local, or in the bucket), None when it is not done."""
     if setup.remote:
-        record = remote.read_json(fs.join(setup.remote, segments.SEGMENTS_DIR, segment.name, segments.DONE_FILE))
+        record = remote.read_json(
+            fs.join(setup.remote, segments.SEGMENTS_DIR, segment.name, segments.DONE_FILE)
+        )
         return record if record is not None and record.get("segment") == segment.to_dict() else None
     return segments.done_record(setup.final, segment)
 
@@ -527,7 +529,7 @@ class _Setup:
     tokenizer_path: str
     specials: SpecialIds
     inputs: dict[str, Any] | None = None
-    final: Path | None = None  # the cache entry <cache_dir>/data/<key> (a bucket's: this host's staging folder)
+    final: Path | None = None  # the cache entry <cache_dir>/data/<key> (a bucket's: a local staging folder)
     remote: str | None = None  # a bucket cache entry's URL (wwm.data.remote), else None
     # The segments: the training source's, then the validation files'.
     plan: list[segments.Segment] = field(default_factory=list)
@@ -860,7 +862,9 @@ def _mark_done(
     segments.mark_done(work, setup.final, segment, record)
     if setup.remote:  # a bucket entry: the blocks up, the done marker last; this host keeps no copy
         folder = segments.segment_folder(setup.final, segment)
-        remote.upload_segment(folder, fs.join(setup.remote, segments.SEGMENTS_DIR, segment.name), segments.DONE_FILE)
+        remote.upload_segment(
+            folder, fs.join(setup.remote, segments.SEGMENTS_DIR, segment.name), segments.DONE_FILE
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -1012,7 +1016,9 @@ def _open_remote(
             prefetch_steps=data.remote_prefetch_steps, sizes=sizes,
         )  # fmt: skip
     else:
-        source = remote.CopiedParts(copied, [(seg.name, split) for seg in parts], counts, data.max_seq_len, packed)
+        source = remote.CopiedParts(
+            copied, [(seg.name, split) for seg in parts], counts, data.max_seq_len, packed
+        )
     return BlockDataset._over(source, setup.remote, setup.specials.pad)
 
 

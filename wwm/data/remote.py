@@ -65,6 +65,7 @@ __all__ = [
 CHECKSUM = "sha256"
 CHUNK = 8 << 20  # bytes per ranged read of the local copy
 THREADS = 16  # concurrent ranged reads (copy and remote mode)
+MERGE_GAP = 1 << 20  # remote mode: wanted rows closer than this many bytes of ids share one ranged read
 COPY_RECORD = "copy.json"
 _SKIP = {"done.json", "owner.json"}
 
@@ -88,7 +89,10 @@ def checksums(folder: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name not in _SKIP:
-            out[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, CHECKSUM: sha256_file(path)}
+            out[path.relative_to(folder).as_posix()] = {
+                "size": path.stat().st_size,
+                CHECKSUM: sha256_file(path),
+            }
     return out
 
 
@@ -181,7 +185,9 @@ class LocalCopy:
     ``folder(segment_name, split)`` is the local split folder; ``ensure(...)`` makes the copies (once per
     process; a second process of the host waits for the first's lock and reuses its copy)."""
 
-    def __init__(self, entry: str, files: dict[str, dict[str, dict[str, Any]]], root: str | None = None) -> None:
+    def __init__(
+        self, entry: str, files: dict[str, dict[str, dict[str, Any]]], root: str | None = None
+    ) -> None:
         # files: {segment name: {relative path: {"size", "sha256"}}} from the manifest
         self.entry = entry
         self.files = files
@@ -208,7 +214,9 @@ class LocalCopy:
                 listing = _listing(self.entry)
                 jobs = []
                 for segment, split in todo:
-                    names = {rel: spec for rel, spec in self.files[segment].items() if rel.split("/")[0] == split}
+                    names = {
+                        rel: spec for rel, spec in self.files[segment].items() if rel.split("/")[0] == split
+                    }
                     jobs.append((segment, split, names))
                 self._copy(jobs, listing)
             finally:
@@ -255,7 +263,8 @@ class LocalCopy:
                             "damaged or was modified; prepare the data again (wwm prepare --rebuild)"
                         )
                     (tmp / COPY_RECORD).write_text(
-                        json.dumps({"url": self.entry, "files": names, "objects": identities}), encoding="utf-8"
+                        json.dumps({"url": self.entry, "files": names, "objects": identities}),
+                        encoding="utf-8",
                     )
                     if target.exists():
                         shutil.rmtree(target)
@@ -287,7 +296,9 @@ class LocalCopy:
             for fd in handles.values():
                 os.close(fd)
         self.stats["files"] += len(names)
-        hashes = dict(zip(names, pool.map(lambda rel: sha256_file(tmp / rel.split("/", 1)[1]), names), strict=True))
+        hashes = dict(
+            zip(names, pool.map(lambda rel: sha256_file(tmp / rel.split("/", 1)[1]), names), strict=True)
+        )
         return [rel for rel, spec in names.items() if hashes[rel] != spec[CHECKSUM]]
 
 
@@ -449,8 +460,9 @@ class RemoteParts:
             self.stats["bytes"] += nbytes
 
     # ------------------------------------------------------------------ fetching
-    def _fetch_run(self, p: int, start: int, stop: int) -> None:
-        """Rows [start, stop) of part p: one ranged read per block file, then each row into the cache."""
+    def _fetch_run(self, p: int, start: int, stop: int, wanted: np.ndarray | None = None) -> None:
+        """Rows [start, stop) of part p: one ranged read per block file, then the ``wanted`` rows (all when
+        None) into the cache; the rows between them were read only to save requests."""
         _, files = self._part(p)
         blobs = []
         for name, _, width in files:
@@ -458,13 +470,16 @@ class RemoteParts:
         self._count(len(files), sum(len(b) for b in blobs))
         with self._lock:
             self.stats["rows_fetched"] += stop - start
-        for i, row in enumerate(range(start, stop)):
+        rows = range(start, stop) if wanted is None else wanted.tolist()
+        for row in rows:
+            i = row - start
             self.cache.put((p, row), tuple(
                 blob[i * width : (i + 1) * width] for blob, (_, _, width) in zip(blobs, files, strict=True)
             ))  # fmt: skip
 
-    def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int]]:
-        """(part, first row, end row) of each run of adjacent global rows not cached nor in flight."""
+    def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
+        """(part, first row, end row, the rows wanted in it) of each run of nearby global rows not cached
+        nor in flight."""
         rows = np.unique(rows)
         part = np.searchsorted(self.offsets, rows, side="right") - 1
         local = rows - self.offsets[part]
@@ -475,10 +490,15 @@ class RemoteParts:
         if not keep:
             return []
         part, local = part[keep], local[keep]
-        cut = np.flatnonzero((np.diff(local) != 1) | (np.diff(part) != 0)) + 1
+        # Rows at most `gap` rows apart share one read: a request costs more than the bytes between them.
+        gap = max(MERGE_GAP // max(self.L * 2, 1), 0)
+        cut = np.flatnonzero((np.diff(local) > gap + 1) | (np.diff(part) != 0)) + 1
         firsts = np.concatenate([[0], cut])
         ends = np.concatenate([cut, [local.size]])
-        return [(int(part[a]), int(local[a]), int(local[b - 1]) + 1) for a, b in zip(firsts, ends, strict=True)]
+        return [
+            (int(part[a]), int(local[a]), int(local[b - 1]) + 1, local[a:b])
+            for a, b in zip(firsts, ends, strict=True)
+        ]
 
     def disk_bytes(self) -> int | None:
         return None if self.sizes is None else sum(sum(s.values()) for s in self.sizes)
@@ -486,18 +506,18 @@ class RemoteParts:
     def _start(self, runs: list[tuple[int, int, int]]) -> list[cf.Future]:
         pool = self._pool.get()
         futures = []
-        for p, a, b in runs:
+        for p, a, b, wanted in runs:
             self._part(p)  # meta first, in this thread (a missing part is one line here)
-            future = pool.submit(self._fetch_run, p, a, b)
-            for row in range(a, b):
+            future = pool.submit(self._fetch_run, p, a, b, wanted)
+            for row in wanted.tolist():
                 self._inflight[(p, row)] = future
-            future.add_done_callback(lambda f, p=p, a=a, b=b: self._landed(p, a, b, f))
+            future.add_done_callback(lambda f, p=p, wanted=wanted: self._landed(p, wanted, f))
             futures.append(future)
         return futures
 
-    def _landed(self, p: int, a: int, b: int, future: cf.Future) -> None:
+    def _landed(self, p: int, wanted: np.ndarray, future: cf.Future) -> None:
         with self._lock:
-            for row in range(a, b):
+            for row in wanted.tolist():
                 if self._inflight.get((p, row)) is future:
                     del self._inflight[(p, row)]
 
@@ -534,7 +554,7 @@ class RemoteParts:
         starts = np.flatnonzero(np.diff(part, prepend=-1))
         ends = np.append(starts[1:], rows.size)
         pieces = []
-        fetched = sum(b - a for _, a, b in runs)
+        fetched = sum(w.size for *_, w in runs)
         with self._lock:
             self.stats["misses"] += fetched
             self.stats["hits"] += int(rows.size) - fetched
