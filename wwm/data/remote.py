@@ -248,6 +248,10 @@ class LocalCopy:
         try:
             for segment, split, names, identities in stale:
                 target = self.folder(segment, split)
+                for old in target.parent.glob(
+                    f".copy-{split}-*"
+                ):  # a killed copy's (we hold the host's lock)
+                    shutil.rmtree(old, ignore_errors=True)
                 tmp = target.parent / f".copy-{split}-{uuid.uuid4().hex[:8]}"
                 try:
                     tmp.mkdir(parents=True)
