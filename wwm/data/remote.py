@@ -237,8 +237,9 @@ class LocalCopy:
                     "--rebuild)"
                 )
             if record == {"url": self.entry, "files": names, "objects": identities} and all(
-                (self.folder(segment, split) / rel.split("/", 1)[1]).is_file() for rel in names
-            ):
+                _size(self.folder(segment, split) / rel.split("/", 1)[1]) == spec["size"]
+                for rel, spec in names.items()
+            ):  # the copy of these objects, whole (the local disk is trusted as a local cache is)
                 self.stats["reused"] += len(names)
                 continue
             stale.append((segment, split, names, identities))
@@ -310,6 +311,13 @@ def _fetch_range(url: str, start: int, stop: int, fd: int) -> int:
     data = _read_range(url, start, stop)
     os.pwrite(fd, data, start)
     return len(data)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _read_local_json(path: Path) -> dict[str, Any] | None:
