@@ -226,3 +226,30 @@ def test_remote_read_torch_train_from_a_bucket_cache_gives_the_local_losses(sett
     assert [s for s, _ in expected] == [1, 2, 3]
     assert losses(setting["remote"], "copy") == expected
     assert losses(setting["remote"], "remote", "data.remote_read=true") == expected
+
+
+def test_remote_read_two_hosts_prepare_a_share_each_into_the_bucket(setting, bucket, monkeypatch):
+    """`wwm train`'s preparation on 2 hosts (here two threads with a barrier): each builds its share of the
+    segments into the bucket, and both read the one-machine entry's batches."""
+    import threading
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(setting["root"] / "host-shares"))
+    config = setting["config"](f"{bucket}/shares")
+    wall = threading.Barrier(2, timeout=120)
+    out: dict[int, object] = {}
+
+    def host(h: int) -> None:
+        try:
+            out[h] = prepare_dataset(config, share=(h, 2), barrier=lambda name: wall.wait())
+        except BaseException as err:  # reported below
+            out[h] = err
+            wall.abort()
+
+    other = threading.Thread(target=host, args=(1,))
+    other.start()
+    host(0)
+    other.join()
+    assert not isinstance(out[0], BaseException) and not isinstance(out[1], BaseException), out
+    assert out[0].cache_path == out[1].cache_path and fs.exists(f"{out[0].cache_path}/manifest.json")
+    for prepared in out.values():
+        _equal(_batches(prepared.train, 3, host=(0, 1)), _batches(setting["local"].train, 3, host=(0, 1)))
