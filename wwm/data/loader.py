@@ -201,15 +201,19 @@ class BatchIterator:
         return batch
 
     def _read_ahead(self, epoch: int, step: int, ahead: int) -> None:
+        """Ask the dataset for the rows of the steps up to ``step + ahead``, in one call for several steps
+        once less than half of them are left, so that nearby rows of those steps share reads."""
+        horizon = step
+        if self._ahead is not None and self._ahead[0] == epoch and self._ahead[1] > step:
+            horizon = self._ahead[1]
         last = min(step + ahead, self.steps_per_epoch - 1)
-        first = step + 1
-        if self._ahead is not None and self._ahead[0] == epoch and self._ahead[1] >= first:
-            first = self._ahead[1] + 1  # already asked for up to there
+        if horizon - step > ahead // 2 or last <= horizon:
+            return
         B, N = self.global_batch_size, len(self.dataset)
-        for t in range(first, last + 1):
-            positions = t * B + np.arange(self.rows.start, self.rows.stop, dtype=np.int64)
-            self.dataset.prefetch(self._example_ids(epoch, positions[positions < N]))
-        self._ahead = (epoch, max(last, step))
+        positions = (np.arange(horizon + 1, last + 1, dtype=np.int64)[:, None] * B
+                     + np.arange(self.rows.start, self.rows.stop, dtype=np.int64)[None, :]).ravel()  # fmt: skip
+        self.dataset.prefetch(self._example_ids(epoch, positions[positions < N]))
+        self._ahead = (epoch, last)
 
     def _filler(self, rows: int) -> dict[str, np.ndarray]:
         L = self.max_seq_len
