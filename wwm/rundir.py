@@ -83,6 +83,9 @@ RESUMABLE: dict[str, str] = {
     "data.num_proc": "the same blocks, built in parallel",
     "data.map_batch_size": "the same blocks",
     "data.cache_dir": "the same blocks, stored elsewhere",
+    "data.remote_read": "the same blocks, read another way (a bucket cache_dir)",
+    "data.remote_prefetch_steps": "the same blocks, read another way",
+    "data.remote_cache_mb": "the same blocks, read another way",
 }
 
 
