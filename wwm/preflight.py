@@ -52,6 +52,7 @@ def pretrained_config(path: str) -> dict[str, Any] | None:
         raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
     file = os.path.join(path, "config.json")
     try:
+        # local: a model folder on this machine (local_inputs fetched a bucket model)
         with open(file, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as err:
@@ -75,6 +76,7 @@ def embedding_rows(path: str, hf_config: dict[str, Any]) -> int | None:
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
         try:
+            # local: a model folder on this machine (local_inputs fetched a bucket model)
             with open(index, encoding="utf-8") as f:
                 files = sorted(set(json.load(f)["weight_map"].values()))
         except (OSError, ValueError, KeyError):
@@ -83,6 +85,7 @@ def embedding_rows(path: str, hf_config: dict[str, Any]) -> int | None:
         files = ["model.safetensors"]
     for name in files:
         try:
+            # local: a model folder on this machine (local_inputs fetched a bucket model)
             with open(os.path.join(path, name), "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
                 header = json.loads(f.read(n))

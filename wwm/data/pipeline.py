@@ -956,6 +956,7 @@ def _finalize(setup: _Setup, write: bool, hosts: int = 1) -> dict[str, Any]:
             remote.write_json(fs.join(setup.remote, segments.MANIFEST_FILE),
                               {"manifest_format": segments.MANIFEST_FORMAT, **manifest})  # fmt: skip
         else:
+            # local: a local cache entry (the bucket branch above writes through wwm.fs)
             (setup.final / segments.BUILD_FILE).write_text(
                 json.dumps(build, indent=1, default=str), encoding="utf-8"
             )

@@ -77,6 +77,7 @@ _SKIP = {"done.json", "owner.json"}
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
+    # local: a file of this host's local copy
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
@@ -267,6 +268,7 @@ class LocalCopy:
                             f"the manifest's {names[rel][CHECKSUM][:12]}... twice: the object in the bucket is "
                             "damaged or was modified; prepare the data again (wwm prepare --rebuild)"
                         )
+                    # local: the local copy's temporary folder
                     (tmp / COPY_RECORD).write_text(
                         json.dumps({"url": self.entry, "files": names, "objects": identities}),
                         encoding="utf-8",
@@ -322,6 +324,7 @@ def _size(path: Path) -> int | None:
 
 def _read_local_json(path: Path) -> dict[str, Any] | None:
     try:
+        # local: a file of this host's local copy
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None

@@ -117,6 +117,7 @@ class BlockWriter:
         self.exceptions = 0
         self.lengths_derived = True  # every block so far has its length read off its ids
         names = [_IDS, _WORDS, _LENGTHS, _EXCEPTIONS] + ([_PIECES] if segments else [])
+        # local: a local block folder (prepared in the cache or a staging folder)
         self._files = {name: open(self.directory / f"{name}.bin", "wb") for name in names}
 
     def write(self, blocks: Blocks) -> None:
@@ -175,6 +176,7 @@ class BlockWriter:
             "word_exceptions": self.exceptions,
             **(extra or {}),
         }
+        # local: a local block folder (prepared in the cache or a staging folder)
         (self.directory / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
@@ -303,6 +305,7 @@ class _Parts:
 
 
 def _open_stored(directory: Path) -> _Stored:
+    # local: a local block folder (the cache, or a local copy of a bucket's)
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     _check_format(meta, directory)
     return _Stored(directory, meta)

@@ -57,9 +57,11 @@ def _default_inputs() -> tuple[str, str]:
     folder = Path(tempfile.mkdtemp(prefix="wwm-bench-storage-"))
     corpus = folder / "corpus.txt"
     if all(p.is_file() for p in parts):
+        # local: ../shared/corpora and the benchmark's temporary folder
         corpus.write_bytes(b"".join(p.read_bytes() for p in parts))
         name = "wikitext2 valid + test + tinyshakespeare"
     else:
+        # local: the benchmark's temporary folder
         corpus.write_text("\n".join(benchmark_texts()[0]) + "\n", encoding="utf-8")
         name = "builtin"
     try:
