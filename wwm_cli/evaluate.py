@@ -146,8 +146,10 @@ def _local_run_view(url: str) -> str:
             os.makedirs(local, exist_ok=True)
             mirror.pull(remote, keep, local)  # a folder that appears whole or not at all
             atomic_write_text(record, signature)
-    elif fs.isfile(fs.join(url, "hf", "config.json")):
+        return view
+    if fs.isfile(fs.join(url, "hf", "config.json")):  # no checkpoint to read: the run's export
         mirror.download_folder(fs.join(url, "hf"), os.path.join(view, "hf"))
+        return os.path.join(view, "hf")
     return view
 
 
