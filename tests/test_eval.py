@@ -209,3 +209,39 @@ def test_eval_refuses_a_folder_that_is_no_model(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--model", str(tmp_path), "--config", "configs/tiny.yaml"]) == 2
     assert "neither a Hugging Face directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the 12-step training run of the fixture
+def test_bucket_eval_reads_a_bucket_runs_newest_complete_checkpoint(tiny_run, s3_bucket, tmp_path, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    """`wwm eval --model s3://.../run` of a run in a bucket (no hf/ export) scores its newest checkpoint
+    with every commit marker, as `wwm eval` of the same run on a local disk does; a checkpoint without its
+    markers (an upload cut short) is not used."""
+    from wwm import fs
+    from wwm.fs import mirror
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    run_dir, config = tiny_run
+    status, local = _eval_json(capsys, "--model", run_dir, "--config", config, "--framework", "jax")
+    assert status == 0, local
+    url = f"{s3_bucket}/runs/tiny"
+    for name in ("run.json", "config.yaml"):
+        fs.copy(os.path.join(run_dir, name), f"{url}/{name}")
+    steps = sorted(n for n in os.listdir(os.path.join(run_dir, "checkpoints")) if n.isdigit())
+    assert steps, os.listdir(os.path.join(run_dir, "checkpoints"))
+    for step in steps:
+        mirror.upload_folder(os.path.join(run_dir, "checkpoints", step), f"{url}/checkpoints/{step}")
+    # a newer step whose upload never finished (no marker) is not a checkpoint yet
+    fs.copy(os.path.join(run_dir, "run.json"), f"{url}/checkpoints/{int(steps[-1]) + 12}/partial.bin")
+    status, remote = _eval_json(capsys, "--model", url, "--config", config, "--framework", "jax")
+    assert status == 0, remote
+    assert remote["jax"] == local["jax"]
+    # negative control: the only checkpoint's markers gone -> no checkpoint and no export: one line, exit 2
+    for step in steps:
+        for name in fs.listdir(f"{url}/checkpoints/{step}"):
+            if name.startswith(mirror.MARKER_PREFIX):
+                fs.remove(f"{url}/checkpoints/{step}/{name}")
+    capsys.readouterr()
+    assert main(["eval", "--model", url, "--config", config, "--framework", "jax", "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no checkpoint" in err, err

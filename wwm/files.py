@@ -16,6 +16,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     file, never a torn one (the temporary is removed when the write fails)."""
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        # local: callers pass local paths (wwm.fs.write_bytes writes a URL)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -47,5 +48,6 @@ def normalize_permissions(path: str) -> None:
 
 def file_digest(path: str) -> str:
     """sha256 of a file's bytes."""
+    # local: a local file (a bucket object is identified by wwm.fs.identity)
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -132,6 +132,7 @@ class LocalLock:
         """(the record, the file's mtime) or (None, None) when there is no lock file. A record that is
         not JSON (a writer between create and write, or a torn file) reads as {}."""
         try:
+            # local: a local run folder's lock (a bucket folder's owner is wwm.fs.lease)
             with open(self.path, encoding="utf-8") as f:
                 text = f.read()
             mtime = os.stat(self.path).st_mtime

@@ -30,6 +30,7 @@ def truncate_after(path: str, step: int) -> None:
     if not os.path.isfile(path):
         return
     kept = []
+    # local: metrics.jsonl of a local run folder or a bucket run's staging folder
     with open(path, encoding="utf-8", errors="replace") as f:  # a torn last character reads too
         for line in f:
             try:

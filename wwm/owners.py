@@ -27,6 +27,7 @@ __all__ = ["describe_owner", "owner_gone", "owner_record", "pid_alive", "start_t
 
 def _boot_id() -> str | None:
     with contextlib.suppress(OSError):
+        # local: /proc
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     return None
 
@@ -46,6 +47,7 @@ def this_machine() -> dict[str, Any]:
 def start_ticks(pid: int) -> int | None:
     """The start time of a process in clock ticks since boot (Linux), which tells a reused pid apart."""
     try:
+        # local: /proc
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None

@@ -52,6 +52,7 @@ def pretrained_config(path: str) -> dict[str, Any] | None:
         raise WWMError(f"model.pretrained {path!r} is not a directory (a Hugging Face model directory)")
     file = os.path.join(path, "config.json")
     try:
+        # local: a model folder on this machine (local_inputs fetched a bucket model)
         with open(file, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as err:
@@ -75,6 +76,7 @@ def embedding_rows(path: str, hf_config: dict[str, Any]) -> int | None:
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
         try:
+            # local: a model folder on this machine (local_inputs fetched a bucket model)
             with open(index, encoding="utf-8") as f:
                 files = sorted(set(json.load(f)["weight_map"].values()))
         except (OSError, ValueError, KeyError):
@@ -83,6 +85,7 @@ def embedding_rows(path: str, hf_config: dict[str, Any]) -> int | None:
         files = ["model.safetensors"]
     for name in files:
         try:
+            # local: a model folder on this machine (local_inputs fetched a bucket model)
             with open(os.path.join(path, name), "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
                 header = json.loads(f.read(n))
@@ -189,7 +192,7 @@ def check_pretrained(config: RunConfig) -> None:
 def check_storage(config: RunConfig) -> None:
     """Every bucket URL of the run asked once, in a second, before any set-up: the corpus listed
     (data.train_files / validation_files), tokenizer.path and model.pretrained found, output_dir written
-    to (a probe object, deleted); a bucket data.cache_dir is refused (the blocks are memory-mapped). No credentials, a denied permission, a bucket that
+    to (a probe object, deleted), and so is a bucket data.cache_dir. No credentials, a denied permission, a bucket that
     does not exist or a network that does not answer (after its retries) is one line naming the URL, what
     failed and the fix (WWMError, exit 2; wwm.fs.core.explain)."""
     from wwm import fs
@@ -209,11 +212,9 @@ def check_storage(config: RunConfig) -> None:
         if url and fs.is_remote(url):
             with _naming(key):
                 fs.check_readable(url, key)
-    if data.cache_dir and fs.is_remote(data.cache_dir):
-        raise WWMError(
-            f"data.cache_dir {data.cache_dir} is a bucket: the prepared blocks are memory-mapped from a local "
-            "disk; set data.cache_dir to a local folder (the corpus itself may stay in the bucket)"
-        )
+    if data.cache_dir and fs.is_remote(data.cache_dir):  # prepared data in a bucket (wwm.data.remote)
+        with _naming("data.cache_dir"):
+            fs.check_writable_folder(data.cache_dir, "data.cache_dir")
     if fs.is_remote(config.output_dir):
         with _naming("output_dir"):
             fs.check_writable_folder(config.output_dir, "output_dir")
@@ -234,9 +235,13 @@ def check_paths(config: RunConfig) -> None:
     check_storage(config)
     if "://" not in config.output_dir:  # a bucket (gs://...): check_storage wrote a probe object into it
         rundir.check_writable_dir(config.output_dir, "output_dir")
-    from wwm.data.pipeline import default_cache_dir
+    from wwm import fs
+    from wwm.data.pipeline import default_cache_dir, remote_cache_root
 
-    rundir.check_writable_dir(str(default_cache_dir(config)), "the data cache folder (data.cache_dir)")
+    if remote_cache_root(config):  # a bucket cache: this host's disk holds its staging folders and copies
+        rundir.check_writable_dir(fs.local_root(), "the local folder of bucket copies ($WWM_LOCAL_DIR)")
+    else:
+        rundir.check_writable_dir(str(default_cache_dir(config)), "the data cache folder (data.cache_dir)")
 
 
 def local_inputs(config: RunConfig, run_dir: rundir.RunDir | None = None) -> RunConfig:

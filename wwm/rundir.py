@@ -83,6 +83,9 @@ RESUMABLE: dict[str, str] = {
     "data.num_proc": "the same blocks, built in parallel",
     "data.map_batch_size": "the same blocks",
     "data.cache_dir": "the same blocks, stored elsewhere",
+    "data.remote_read": "the same blocks, read another way (a bucket cache_dir)",
+    "data.remote_prefetch_steps": "the same blocks, read another way",
+    "data.remote_cache_mb": "the same blocks, read another way",
 }
 
 
@@ -290,6 +293,7 @@ def _last_metrics_step(path: str) -> int:
     last = 0
     if not os.path.isfile(metrics):
         return 0
+    # local: the run folder (a bucket run's staging folder: wwm.runstore)
     with open(metrics, encoding="utf-8", errors="replace") as f:
         for line in f:
             with contextlib.suppress(ValueError, AttributeError, TypeError):
@@ -339,6 +343,7 @@ def read_record(path: str) -> tuple[dict | None, dict | None]:
     run_file = os.path.join(path, RUN_FILE)
     if os.path.isfile(run_file):
         try:
+            # local: the run folder (a bucket run's staging folder: wwm.runstore)
             with open(run_file, encoding="utf-8") as f:
                 record = json.load(f)
             if not isinstance(record, dict):
@@ -350,6 +355,7 @@ def read_record(path: str) -> tuple[dict | None, dict | None]:
     config_file = os.path.join(path, CONFIG_FILE)
     if os.path.isfile(config_file):
         try:
+            # local: the run folder (a bucket run's staging folder: wwm.runstore)
             with open(config_file, encoding="utf-8") as f:
                 config = yaml.safe_load(f)
         except (OSError, yaml.YAMLError) as err:
@@ -902,6 +908,7 @@ def _update_record(path: str, change: Callable[[dict], None]) -> None:
     """Read run.json, apply `change`, write it back atomically (the lead only)."""
     file = os.path.join(path, RUN_FILE)
     try:
+        # local: the run folder (a bucket run's staging folder: wwm.runstore)
         with open(file, encoding="utf-8") as f:
             record = json.load(f)
         change(record)

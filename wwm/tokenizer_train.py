@@ -268,6 +268,7 @@ def _bert_japanese(
     vocab = _wordpiece_vocab(words, None, vocab_size, min_frequency)
     with tempfile.TemporaryDirectory(prefix="wwm-bert-japanese-") as tmp:
         path = Path(tmp) / "vocab.txt"
+        # local: a temporary folder
         path.write_text("".join(f"{t}\n" for t in sorted(vocab, key=vocab.__getitem__)), encoding="utf-8")
         return BertJapaneseTokenizer(
             str(path),

@@ -5,7 +5,9 @@ A model PATH is resolved to one Hugging Face directory that both frameworks load
 (`resolve_model`): an HF directory as it is; a torch run directory's newest complete
 `checkpoints/checkpoint-<step>/` (else its `hf/` export); a JAX run directory's newest orbax checkpoint,
 restored with the model built from the run's recorded config and written to a temporary HF directory
-by the trainer's own export (else its `hf/`). JAX loads it with `wwm_jax.convert.load_hf`, torch with
+by the trainer's own export (else its `hf/`). A bucket URL: an HF directory through a local copy, a
+bucket run through a local view of its record, tokenizer and newest complete checkpoint (`_local_run_view`).
+JAX loads it with `wwm_jax.convert.load_hf`, torch with
 `AutoModelForMaskedLM.from_pretrained(..., use_safetensors=True)`.
 
 The validation batches are made once (the config's validation split, tokenized with the model's
@@ -80,12 +82,63 @@ def _local_model(path: str) -> str:
     with fs.errors(path, "read --model"):
         if fs.isfile(fs.join(path, "config.json")):
             return fs.fetch(path)
-        if fs.isfile(fs.join(path, "run.json")) and fs.isfile(fs.join(path, "hf", "config.json")):
-            return fs.fetch(fs.join(path, "hf"))
+        if fs.isfile(fs.join(path, "run.json")):
+            return _local_run_view(path)
     raise WWMError(
-        f"--model {path} holds no Hugging Face directory (config.json) and no run with an hf/ export; give the "
-        "bucket folder of a model, or of a run that finished (checkpoints in a bucket are not read by wwm eval yet)"
+        f"--model {path} holds no Hugging Face directory (config.json) and no run (run.json); give the bucket "
+        "folder of a model or of a run"
     )
+
+
+def _local_run_view(url: str) -> str:
+    """A local folder that reads as the bucket run ``url`` does for evaluation: its run.json, config.yaml,
+    tokenizer/, and its newest *complete* checkpoint (every commit marker there, wwm.fs.mirror), else its
+    hf/ export. Kept per run URL under the local cache (``$WWM_LOCAL_DIR``/eval); a checkpoint already
+    pulled is used again, one whose name is gone from the bucket is dropped. The run itself is only read:
+    evaluating a run while it trains is safe, and sees the checkpoint complete at that moment."""
+    import json
+    import shutil
+
+    from wwm import fs, rundir, runstore
+    from wwm.files import atomic_write_text
+    from wwm.fs import mirror
+
+    view = fs.staging_dir(url, "eval")
+    os.makedirs(view, exist_ok=True)
+    for name in (rundir.RUN_FILE, rundir.CONFIG_FILE):
+        if fs.isfile(fs.join(url, name)):
+            fs.copy(fs.join(url, name), os.path.join(view, name))
+    for folder in ("tokenizer",):
+        if fs.isfile(fs.join(url, folder, "tokenizer.json")) or fs.isfile(fs.join(url, folder, "vocab.txt")):
+            mirror.download_folder(fs.join(url, folder), os.path.join(view, folder))
+    remote = fs.join(url, rundir.CHECKPOINT_DIR)
+    found = (
+        [c for c in mirror.candidates([], remote, runstore.step_of) if c.remote] if fs.isdir(remote) else []
+    )
+    local = os.path.join(view, rundir.CHECKPOINT_DIR)
+    keep = found[0].name if found else None
+    if os.path.isdir(local):
+        for name in os.listdir(local):
+            if name != keep:
+                shutil.rmtree(os.path.join(local, name), ignore_errors=True)
+    if keep is not None:
+        # The commit markers say which copy of the step this is (a step saved again after a fallback past
+        # a corrupt copy has new ones): a copy pulled before is used again only under the same markers.
+        there = fs.join(remote, keep)
+        markers = sorted(n for n in fs.listdir(there) if n.startswith(mirror.MARKER_PREFIX))
+        signature = json.dumps([fs.read_text(fs.join(there, n)) for n in markers])
+        record = os.path.join(local, f".{keep}.markers.json")
+        same = False
+        if os.path.isdir(os.path.join(local, keep)) and os.path.isfile(record):
+            with open(record, encoding="utf-8") as f:  # local: the eval view made above
+                same = f.read() == signature
+        if not same:
+            os.makedirs(local, exist_ok=True)
+            mirror.pull(remote, keep, local)  # a folder that appears whole or not at all
+            atomic_write_text(record, signature)
+    elif fs.isfile(fs.join(url, "hf", "config.json")):
+        mirror.download_folder(fs.join(url, "hf"), os.path.join(view, "hf"))
+    return view
 
 
 def resolve_model(path: str, stack: contextlib.ExitStack) -> ModelSource:
@@ -171,6 +224,7 @@ def _export_jax_checkpoint(run: str, config: RunConfig, tokenizer_dir: str, stac
 def _hf_config(hf_dir: str) -> dict[str, Any]:
     import json
 
+    # local: a model folder on this machine (a bucket --model is fetched first)
     with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
         return json.load(f)
 

@@ -134,6 +134,7 @@ def read_metrics(output_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, 
     path = output_dir if output_dir.endswith(".jsonl") else os.path.join(output_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         return [], []
+    # local: parity's local run folders (bucket folders are refused)
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [r for r in rows if "loss" in r], [r for r in rows if "eval_loss" in r]
@@ -380,12 +381,15 @@ def write_report(report: dict[str, Any], out_dir: str) -> dict[str, str]:
              (("csv", "losses.csv"), ("md", "report.md"), ("json", "report.json"), ("png", "losses.png"))}  # fmt: skip
     columns = ["step", "jax_loss", "torch_loss", "abs_diff", "rel_diff", "jax_lr", "torch_lr",
                "jax_grad_norm", "torch_grad_norm", "jax_masked", "torch_masked"]  # fmt: skip
+    # local: parity's local report folder
     with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(report["rows"])
+    # local: parity's local report folder
     with open(paths["json"], "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, default=str)
+    # local: parity's local report folder
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write(format_markdown(report))
     plot_losses(report, paths["png"])
@@ -529,6 +533,7 @@ def run_parity(
         run_config = with_values(config, {"output_dir": os.path.join(out_dir, framework),
                                           "train.framework": framework, **side})  # fmt: skip
         say(f"wwm parity: {framework} run, {config.train.max_steps} steps (log: {out_dir}/{framework}.log)")
+        # local: parity's local report folder
         with open(os.path.join(out_dir, f"{framework}.log"), "w", encoding="utf-8") as log:
             if framework == "jax":
                 results[framework] = run_jax(run_config, log=log)
@@ -592,6 +597,7 @@ def worker_main(argv: list[str]) -> int:
     <output_dir>/status_<process>.json.
     """
     framework, spec_path = argv
+    # local: the spec parity wrote in its local folder
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
     if framework == "jax":  # before jax is imported anywhere
@@ -613,6 +619,7 @@ def worker_main(argv: list[str]) -> int:
             index = int(os.environ.get("RANK", "0"))
         if result.batches:
             save_batches(result.batches, os.path.join(c.output_dir, f"batches_{index}.npz"))
+        # local: parity's local run folders
         with open(os.path.join(c.output_dir, f"status_{index}.json"), "w", encoding="utf-8") as f:
             json.dump({"status": result.status, "error": result.error, "seconds": result.seconds}, f)
         if result.error or result.status:

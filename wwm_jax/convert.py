@@ -98,6 +98,7 @@ def read_hf_weights(src: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WWMError(f"{src} is not a directory")
     index_path = os.path.join(src, HF_INDEX)
     if os.path.isfile(index_path):
+        # local: a model folder on this machine (bucket models are fetched first)
         with open(index_path, encoding="utf-8") as f:
             weight_map: dict[str, str] = json.load(f)["weight_map"]
         by_file: dict[str, list[str]] = {}
@@ -290,6 +291,7 @@ def read_config_dict(directory: str | os.PathLike) -> dict[str, Any]:
     path = os.path.join(directory, CONFIG)
     if not os.path.isfile(path):
         raise WWMError(f"{directory} has no config.json")
+    # local: a model folder on this machine (bucket models are fetched first)
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -338,6 +340,7 @@ def load_hf(src: str | os.PathLike, *, dtype: Any = jnp.float32, seed: int = 0) 
 
 def _write_config(out_dir: str, config: AnyConfig, **extra: Any) -> str:
     path = os.path.join(out_dir, CONFIG)
+    # local: a local export folder (wwm convert uploads a bucket --out)
     with open(path, "w", encoding="utf-8") as f:
         json.dump({**config.to_hf_dict(), **extra}, f, indent=2, sort_keys=True)
         f.write("\n")

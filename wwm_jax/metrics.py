@@ -52,6 +52,7 @@ class MetricsWriter:
             return
         os.makedirs(output_dir, exist_ok=True)
         if logging_config.jsonl:
+            # local: the run folder or a bucket run's staging folder (wwm.fs.sync copies it)
             self.jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
         if "tensorboard" in logging_config.report_to:
             from tensorboardX import SummaryWriter

@@ -198,6 +198,7 @@ class ModernBertConfig:
         path = os.path.join(directory, "config.json")
         if not os.path.isfile(path):
             raise WWMError(f"{directory} has no config.json")
+        # local: a model folder on this machine (bucket models are fetched first)
         with open(path, encoding="utf-8") as f:
             return cls.from_hf_dict(json.load(f))
 

@@ -254,6 +254,7 @@ def export_hf(graphdef, params: dict, out_dir: str, tokenizer=None) -> str:
     try:
         convert.save_hf(model, tmp)
         if tokenizer is not None:
+            # local: this export's temporary folder
             with open(os.path.join(tmp, "config.json"), encoding="utf-8") as f:
                 positions = usable_positions(json.load(f))
             save_tokenizer(tokenizer, tmp, positions)

@@ -125,6 +125,7 @@ class MetricsCallback(TrainerCallback):
         os.makedirs(self.output_dir, exist_ok=True)
         if self.jsonl:
             path = os.path.join(self.output_dir, "metrics.jsonl")
+            # local: the run folder or a bucket run's staging folder (wwm.fs.sync copies it)
             self._file = open(path, "a", encoding="utf-8")
             self._truncate_after(path, state.global_step)
         if self.tensorboard:
@@ -137,6 +138,7 @@ class MetricsCallback(TrainerCallback):
         """On resume, drop records of steps after the checkpoint (they are computed again)."""
         self._file.close()
         truncate_after(path, step)
+        # local: the run folder or a bucket run's staging folder (wwm.fs.sync copies it)
         self._file = open(path, "a", encoding="utf-8")
 
     def _write(self, record: dict[str, Any], prefix: str, *, scalars: bool = True) -> None:

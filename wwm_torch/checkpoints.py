@@ -44,6 +44,7 @@ def _safetensors_problem(path: str, expected: dict[str, tuple[int, ...]]) -> str
     import struct
 
     size = os.path.getsize(path)
+    # local: a checkpoint on this machine (a bucket's is pulled first: wwm.fs.mirror)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -77,6 +78,7 @@ def checkpoint_problem(path: str, model: torch.nn.Module) -> str | None:
     import zipfile
 
     try:
+        # local: a checkpoint on this machine (a bucket's is pulled first: wwm.fs.mirror)
         with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
             json.load(f)
     except (OSError, ValueError) as err:

@@ -145,6 +145,7 @@ def build_model(
         if os.path.isfile(config_path):
             import json
 
+            # local: a model folder on this machine (bucket models are fetched first)
             with open(config_path, encoding="utf-8") as f:
                 hf = json.load(f)
             continued = model_config.continue_config(hf, max_seq_len)

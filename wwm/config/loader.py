@@ -425,13 +425,22 @@ def _yaml_load(text: str, where: str) -> Any:
         raise WWMError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from err
 
 
-def _resolve_one(value: Any, kind: str, base: Path) -> Any:
+def _resolve_one(value: Any, kind: str, base: Path | str) -> Any:
     if not isinstance(value, str) or not value:
         return value
     if "://" in value:  # a bucket URL (gs://, s3://, hf://, memory://) as written; file:// a local path
         from wwm import fs
 
         return fs.normalize(value) if fs.is_remote(value) else os.path.normpath(fs.local_path(value))
+    if isinstance(base, str):  # the folder (a URL) of a config file read from a bucket
+        from wwm import fs
+
+        if os.path.isabs(value) or value.startswith("~"):
+            return os.path.expanduser(value)  # a path on this host, as written
+        candidate = fs.join(base, value)
+        if kind == "hub" and not (value.startswith(".") or fs.exists(candidate)):
+            return value  # a Hub name such as "bert-base-uncased" or "org/model"
+        return candidate
     expanded = os.path.expanduser(value)
     if os.path.isabs(expanded):
         return expanded
@@ -441,8 +450,9 @@ def _resolve_one(value: Any, kind: str, base: Path) -> Any:
     return os.path.normpath(str(candidate))
 
 
-def _resolve_paths(cls: type, data: Any, base: Path) -> Any:
-    """A copy of ``data`` with the path fields of ``cls`` (recursively) resolved against ``base``."""
+def _resolve_paths(cls: type, data: Any, base: Path | str) -> Any:
+    """A copy of ``data`` with the path fields of ``cls`` (recursively) resolved against ``base`` (a local
+    folder, or the URL of a bucket folder for a config file read from a bucket)."""
     if not isinstance(data, Mapping):
         return data
     hints = typing.get_type_hints(cls)
@@ -555,10 +565,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     """Read a ``RunConfig`` from a YAML file (or the defaults when ``path`` is None) plus overrides."""
     data: Any = {}
     if path is not None:
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise WWMError(f"config file {str(path)!r} does not exist; check the path (see configs/*.yaml)")
-        data = _yaml_load(file.read_text(encoding="utf-8"), f"config file {str(path)!r}")
+        text, base = _read_config_file(path)
+        data = _yaml_load(text, f"config file {str(path)!r}")
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -566,9 +574,28 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
                 f"config file {str(path)!r} must hold a mapping of sections (data:, tokenizer:, ...); "
                 f"got {type(data).__name__}"
             )
-        data = _resolve_paths(RunConfig, data, file.resolve().parent)
+        data = _resolve_paths(RunConfig, data, base)
     data = apply_overrides(data, overrides)
     return from_dict(RunConfig, data)
+
+
+def _read_config_file(path: str | os.PathLike) -> tuple[str, Path | str]:
+    """(the text of a config file, the folder its relative paths resolve against). A file in a bucket
+    (gs://, s3://, hf://) is read through the storage layer, and its relative paths resolve against its
+    bucket folder, as a local file's resolve against its own folder."""
+    from wwm import fs
+
+    if fs.is_remote(path):
+        url = fs.normalize(path)
+        fs.check_readable(url, "config file")  # one line: no credentials, denied, no such bucket
+        if not fs.isfile(url):
+            raise WWMError(f"config file {url!r} does not exist; check the URL (see configs/*.yaml)")
+        with fs.errors(url, "read"):
+            return fs.read_text(url), fs.parent(url)
+    file = Path(fs.local_path(path)).expanduser()
+    if not file.is_file():
+        raise WWMError(f"config file {str(path)!r} does not exist; check the path (see configs/*.yaml)")
+    return file.read_text(encoding="utf-8"), file.resolve().parent  # local: the file checked above
 
 
 def resolved_dict(config: Any) -> dict[str, Any]:
@@ -582,4 +609,5 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
     so that it reloads the same from anywhere."""
     data = resolved_dict(config)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # local: the run folder or a bucket run's staging folder (wwm.runstore uploads it)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -57,7 +57,13 @@ class DataConfig:
     split_seed: int = 0  # seeds the document hash that picks validation documents
     num_proc: int = 1
     map_batch_size: int = 1000
-    cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm
+    cache_dir: str | None = path_field(None)  # null: $WWM_CACHE_DIR or ~/.cache/wwm; or s3://, gs://
+    # A bucket cache_dir is read from a verified local copy (default), or, with remote_read, row by row:
+    # merged range reads, `remote_prefetch_steps` global steps read ahead, at most `remote_cache_mb` MiB of
+    # rows kept (docs/data.md "Prepared data in a bucket").
+    remote_read: bool = False
+    remote_prefetch_steps: int = 4
+    remote_cache_mb: int = 1024
     # Preparation splits the input into segments (one file, or this many bytes of a large text file cut at
     # line starts), each prepared on its own (docs/data.md "Segments"); in the cache key.
     segment_bytes: int = 256 << 20
@@ -87,6 +93,14 @@ class DataConfig:
         for name in ("num_proc", "map_batch_size"):
             if getattr(self, name) < 1:
                 raise WWMError(f"data.{name} must be >= 1; got {getattr(self, name)}")
+        if self.remote_prefetch_steps < 0:
+            raise WWMError(
+                f"data.remote_prefetch_steps must be >= 0 (0: no read-ahead); got {self.remote_prefetch_steps}"
+            )
+        if self.remote_cache_mb < 1:
+            raise WWMError(
+                f"data.remote_cache_mb must be >= 1 (MiB of rows kept); got {self.remote_cache_mb}"
+            )
         if self.shuffle_buffer < 0:
             raise WWMError(f"data.shuffle_buffer must be >= 0 (0: stream order); got {self.shuffle_buffer}")
         if self.max_documents is not None and self.max_documents < 1:

@@ -104,6 +104,7 @@ def _topic_paragraphs() -> list[str]:
 
 
 def _docstrings(path: str) -> list[str]:
+    # local: the package's built-in corpus
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=path)
     out: list[str] = []
@@ -138,6 +139,7 @@ def builtin_sample_text(lang: str = "en") -> list[str]:
         path = _DATA / SAMPLE_FILES[lang]
         if not path.is_file():
             raise WWMError(f"the {lang!r} sample text {path} is missing; reinstall wwm (pip install wwm)")
+        # local: the package's built-in corpus
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     raise WWMError(
         f"no built-in text for language {lang!r}; use one of {', '.join(map(repr, SAMPLE_LANGS))} "

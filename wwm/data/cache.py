@@ -159,6 +159,7 @@ def new_build_folder(root: Path, key: str) -> Path:
     """A fresh ``.build-<key>-*`` folder in ``root`` with this process recorded as its owner."""
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key}-", dir=root))
+    # local: the local data cache (a bucket cache_dir goes through wwm.data.remote)
     (work / OWNER_FILE).write_text(json.dumps(owner_record()), encoding="utf-8")
     return work
 
@@ -194,6 +195,7 @@ class BuildFolder:
 
 def _read_owner(path: Path) -> dict[str, Any] | None:
     try:
+        # local: the local data cache (a bucket cache_dir goes through wwm.data.remote)
         owner = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -280,9 +282,10 @@ def _read_entry(path: Path) -> CacheEntry | None:
         return None
     record = path / MANIFEST_FILE if (path / MANIFEST_FILE).is_file() else path / "meta.json"  # format <= 3
     try:
+        # local: the local data cache (a bucket cache_dir goes through wwm.data.remote)
         meta = json.loads(record.read_text(encoding="utf-8"))
         with contextlib.suppress(OSError, ValueError):  # format 4: built_from beside the manifest
-            meta.setdefault(
+            meta.setdefault(  # local: the local data cache (a bucket cache_dir goes through wwm.data.remote)
                 "built_from", json.loads((path / BUILD_FILE).read_text(encoding="utf-8"))["built_from"]
             )
         created = float((meta.get("built_from") or {}).get("created") or record.stat().st_mtime)

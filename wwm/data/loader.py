@@ -109,6 +109,7 @@ class BatchIterator:
         self.segments = _has_segments(dataset)
         self.position = start if start is not None else DataPosition()
         self._order_cache: _order.EpochOrder | None = None  # the order of the last epoch used
+        self._ahead: tuple[int, int] | None = None  # (epoch, step) read ahead up to (remote mode)
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:
@@ -194,7 +195,25 @@ class BatchIterator:
         batch["valid"] = valid
         batch["epoch"] = epoch
         batch["step"] = step
+        ahead = int(getattr(self.dataset, "prefetch_steps", 0))
+        if ahead:  # remote mode (wwm.data.remote): the rows of the next steps, read in the background
+            self._read_ahead(epoch, step, ahead)
         return batch
+
+    def _read_ahead(self, epoch: int, step: int, ahead: int) -> None:
+        """Ask the dataset for the rows of the steps up to ``step + ahead``, in one call for several steps
+        once less than half of them are left, so that nearby rows of those steps share reads."""
+        horizon = step
+        if self._ahead is not None and self._ahead[0] == epoch and self._ahead[1] > step:
+            horizon = self._ahead[1]
+        last = min(step + ahead, self.steps_per_epoch - 1)
+        if horizon - step > ahead // 2 or last <= horizon:
+            return
+        B, N = self.global_batch_size, len(self.dataset)
+        positions = (np.arange(horizon + 1, last + 1, dtype=np.int64)[:, None] * B
+                     + np.arange(self.rows.start, self.rows.stop, dtype=np.int64)[None, :]).ravel()  # fmt: skip
+        self.dataset.prefetch(self._example_ids(epoch, positions[positions < N]))
+        self._ahead = (epoch, last)
 
     def _filler(self, rows: int) -> dict[str, np.ndarray]:
         L = self.max_seq_len

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wwm import rng
-from wwm.data import cache, segments
+from wwm import fs, rng
+from wwm.data import cache, remote, segments
 from wwm.data.cache import cache_inputs, cache_key
 from wwm.data.packing import Blocks, Packer, PackStats, SpecialIds
 from wwm.data.sources import SourceStats, iter_documents, source_fingerprint
@@ -448,6 +448,29 @@ def default_cache_dir(config: RunConfig) -> Path:
     return cache.cache_root(config.data.cache_dir)
 
 
+def remote_cache_root(config: RunConfig) -> str | None:
+    """The bucket URL of ``data.cache_dir`` (or ``$WWM_CACHE_DIR`` when it is unset), else None."""
+    root = config.data.cache_dir or os.environ.get("WWM_CACHE_DIR")
+    return root if root and fs.is_remote(root) else None
+
+
+def _manifest(setup: _Setup) -> dict[str, Any] | None:
+    """The entry's manifest (local, or in the bucket), None before it is written."""
+    if setup.remote:
+        return remote.read_json(fs.join(setup.remote, segments.MANIFEST_FILE))
+    return segments.read_manifest(setup.final)
+
+
+def _done(setup: _Setup, segment: segments.Segment) -> dict[str, Any] | None:
+    """A segment's done record (local, or in the bucket), None when it is not done."""
+    if setup.remote:
+        record = remote.read_json(
+            fs.join(setup.remote, segments.SEGMENTS_DIR, segment.name, segments.DONE_FILE)
+        )
+        return record if record is not None and record.get("segment") == segment.to_dict() else None
+    return segments.done_record(setup.final, segment)
+
+
 # --------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------
@@ -506,7 +529,8 @@ class _Setup:
     tokenizer_path: str
     specials: SpecialIds
     inputs: dict[str, Any] | None = None
-    final: Path | None = None  # the cache entry <cache_dir>/data/<key>
+    final: Path | None = None  # the cache entry <cache_dir>/data/<key> (a bucket's: a local staging folder)
+    remote: str | None = None  # a bucket cache entry's URL (wwm.data.remote), else None
     # The segments: the training source's, then the validation files'.
     plan: list[segments.Segment] = field(default_factory=list)
 
@@ -548,7 +572,12 @@ def _setup(config: RunConfig, *, may_train: bool = True) -> _Setup:
     setup = _Setup(config, tokenizer, tokenizer_path, specials)
     if not data.streaming:
         setup.inputs = cache_inputs(config, tokenizer)
-        setup.final = default_cache_dir(config) / "data" / cache_key(setup.inputs)
+        bucket = remote_cache_root(config)
+        if bucket:  # segments are built in a local staging folder, then uploaded (wwm.data.remote)
+            setup.remote = fs.join(bucket, "data", cache_key(setup.inputs))
+            setup.final = Path(fs.staging_dir(setup.remote, "prepared-build"))
+        else:
+            setup.final = default_cache_dir(config) / "data" / cache_key(setup.inputs)
         setup.plan = segments.plan(data, "train")
         if data.validation_files:
             setup.plan += segments.plan(data, "validation")
@@ -591,10 +620,12 @@ def prepare_dataset(
     final = setup.final
     if rebuild and final.exists():
         shutil.rmtree(final)
-    manifest = segments.read_manifest(final)
+    if rebuild and setup.remote:
+        fs.remove(setup.remote, recursive=True)
+    manifest = _manifest(setup)
     hit = manifest is not None
     if not hit:
-        todo = [seg for seg in setup.plan if segments.done_record(final, seg) is None]
+        todo = [seg for seg in setup.plan if _done(setup, seg) is None]
         _build_segments(setup, todo, progress, whole=True)
         manifest = _finalize(setup, write=True)
     return _open(setup, manifest, hit, start)
@@ -620,12 +651,12 @@ def prepare_share(
         )
     setup = _setup(config, may_train=False)
     mine = segments.owned(setup.plan, worker, workers)
-    if segments.read_manifest(setup.final) is not None:
+    if _manifest(setup) is not None:
         counts = {"built": 0, "skipped": len(mine), "done": len(setup.plan), "total": len(setup.plan)}
-        return _open(setup, segments.read_manifest(setup.final), True, start), counts
-    todo = [seg for seg in mine if segments.done_record(setup.final, seg) is None]
+        return _open(setup, _manifest(setup), True, start), counts
+    todo = [seg for seg in mine if _done(setup, seg) is None]
     _build_segments(setup, todo, progress, whole=False)
-    done = sum(segments.done_record(setup.final, seg) is not None for seg in setup.plan)
+    done = sum(_done(setup, seg) is not None for seg in setup.plan)
     counts = {"built": len(todo), "skipped": len(mine) - len(todo), "done": done, "total": len(setup.plan)}
     if done < len(setup.plan):
         return None, counts
@@ -637,7 +668,7 @@ def finalize_prepared(config: RunConfig) -> PreparedData:
     naming the missing ones otherwise) and return the data."""
     start = time.perf_counter()
     setup = _setup(config, may_train=False)
-    manifest = segments.read_manifest(setup.final)
+    manifest = _manifest(setup)
     if manifest is not None:
         return _open(setup, manifest, True, start)
     return _open(setup, _finalize(setup, write=True), False, start)
@@ -661,10 +692,10 @@ def prepare_with_ray(
             "data.streaming stores nothing: there is nothing for Ray to prepare; set streaming: false"
         )
     setup = _setup(config)
-    manifest = segments.read_manifest(setup.final)
+    manifest = _manifest(setup)
     if manifest is not None:
         return _open(setup, manifest, True, start)
-    todo = [seg for seg in setup.plan if segments.done_record(setup.final, seg) is None]
+    todo = [seg for seg in setup.plan if _done(setup, seg) is None]
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -694,9 +725,9 @@ def prepare_segment(config: RunConfig, segment: segments.Segment) -> dict[str, A
     """Build one segment of ``config`` and mark it done (a no-op when it is done): the unit of work of
     every launcher (a worker's loop, a training host's share, a Ray task). Returns its done record."""
     setup = _setup(config, may_train=False)
-    if segments.done_record(setup.final, segment) is None:
+    if _done(setup, segment) is None:
         _build_segments(setup, [segment], False, whole=False)
-    return segments.done_record(setup.final, segment)
+    return _done(setup, segment)
 
 
 def _prepare_shared(
@@ -710,12 +741,12 @@ def _prepare_shared(
     barrier("wwm: tokenizer ready")
     if setup is None:
         setup = _setup(config, may_train=False)
-    if segments.read_manifest(setup.final) is None:
+    if _manifest(setup) is None:
         mine = segments.owned(setup.plan, host, hosts)
-        todo = [seg for seg in mine if segments.done_record(setup.final, seg) is None]
+        todo = [seg for seg in mine if _done(setup, seg) is None]
         _build_segments(setup, todo, progress and host == 0, whole=False)
     barrier("wwm: segments prepared")
-    manifest = segments.read_manifest(setup.final)
+    manifest = _manifest(setup)
     hit = manifest is not None
     if not hit:
         manifest = _finalize(setup, write=host == 0, hosts=hosts)
@@ -826,8 +857,15 @@ def _mark_done(
             ).unlink()
     record = {"blocks": {split: stats["blocks"] for split, stats in packing.items()},
               "stats": {"source": [segment.which, _source_dict(source)], "packing": packing}, "seconds": seconds,
-              "built_by": {"host": socket.gethostname(), "pid": os.getpid()}}  # fmt: skip
+              "built_by": {"host": socket.gethostname(), "pid": os.getpid()},
+              "files": remote.checksums(work)}  # fmt: skip
     segments.mark_done(work, setup.final, segment, record)
+    if setup.remote:  # a bucket entry: the blocks up, the done marker last; this host keeps no copy
+        folder = segments.segment_folder(setup.final, segment)
+        remote.upload_segment(
+            folder, fs.join(setup.remote, segments.SEGMENTS_DIR, segment.name), segments.DONE_FILE
+        )
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_stale_work(folder: Path) -> None:
@@ -841,7 +879,7 @@ def _done_records(
     setup: _Setup, exclude: list[segments.Segment] = ()
 ) -> dict[segments.Segment, dict[str, Any]]:
     skip = set(exclude)
-    records = {seg: segments.done_record(setup.final, seg) for seg in setup.plan if seg not in skip}
+    records = {seg: _done(setup, seg) for seg in setup.plan if seg not in skip}
     return {seg: r for seg, r in records.items() if r is not None}
 
 
@@ -904,15 +942,25 @@ def _finalize(setup: _Setup, write: bool, hosts: int = 1) -> dict[str, Any]:
         "stats": stats.to_dict(),
         "specials": asdict(setup.specials),
         "max_seq_len": data.max_seq_len,
-        "segments": [{"segment": seg.to_dict(), "blocks": records[seg]["blocks"]} for seg in setup.plan],
-    }
+        # Each segment's files with their size and SHA-256 (wwm.data.remote): a reader of a bucket entry
+        # checks its copy against them without listing.
+        "segments": [{"segment": seg.to_dict(), "blocks": records[seg]["blocks"],
+                      **({"files": records[seg]["files"]} if "files" in records[seg] else {})}
+                     for seg in setup.plan],
+    }  # fmt: skip
     if write:
         build = {"built_from": _built_from(setup.config, setup.tokenizer_path),
                  "build_seconds": sum(r.get("seconds", 0.0) for r in records.values())}  # fmt: skip
-        (setup.final / segments.BUILD_FILE).write_text(
-            json.dumps(build, indent=1, default=str), encoding="utf-8"
-        )
-        segments.write_manifest(setup.final, manifest)
+        if setup.remote:  # the manifest last, after every segment's done marker
+            remote.write_json(fs.join(setup.remote, segments.BUILD_FILE), build)
+            remote.write_json(fs.join(setup.remote, segments.MANIFEST_FILE),
+                              {"manifest_format": segments.MANIFEST_FORMAT, **manifest})  # fmt: skip
+        else:
+            # local: a local cache entry (the bucket branch above writes through wwm.fs)
+            (setup.final / segments.BUILD_FILE).write_text(
+                json.dumps(build, indent=1, default=str), encoding="utf-8"
+            )
+            segments.write_manifest(setup.final, manifest)
     return manifest
 
 
@@ -921,13 +969,19 @@ def _open(setup: _Setup, manifest: dict[str, Any], hit: bool, start: float) -> P
     data = setup.config.data
     stats = PrepareStats.from_dict(manifest["stats"])
     stats.seconds = time.perf_counter() - start
-    stats.build_seconds = float(
-        (segments.read_json(setup.final / segments.BUILD_FILE) or {}).get("build_seconds", 0.0)
-    )
+    build = (remote.read_json(fs.join(setup.remote, segments.BUILD_FILE)) if setup.remote
+             else segments.read_json(setup.final / segments.BUILD_FILE))  # fmt: skip
+    stats.build_seconds = float((build or {}).get("build_seconds", 0.0))
     listed = {segments.Segment.from_dict(e["segment"]): e["blocks"] for e in manifest["segments"]}
+    copied = None
+    if setup.remote and not data.remote_read:
+        files = {segments.Segment.from_dict(e["segment"]).name: e.get("files") for e in manifest["segments"]}
+        copied = remote.LocalCopy(setup.remote, files)
 
     def split_data(split: str) -> BlockDataset:
         parts = [seg for seg in setup.parts(split) if seg in listed]
+        if setup.remote:
+            return _open_remote(setup, manifest, split, parts, listed, copied)
         return BlockDataset.open_parts(
             [segments.segment_folder(setup.final, seg) / split for seg in parts],
             [int(listed[seg].get(split, 0)) for seg in parts], data.max_seq_len,
@@ -936,7 +990,37 @@ def _open(setup: _Setup, manifest: dict[str, Any], hit: bool, start: float) -> P
 
     validation = split_data("validation") if has_validation(data) else None
     return PreparedData(split_data("train"), validation, setup.tokenizer, setup.tokenizer_path, setup.specials,
-                        stats, setup.config, cache_path=str(setup.final), cache_hit=hit)  # fmt: skip
+                        stats, setup.config, cache_path=setup.remote or str(setup.final), cache_hit=hit)  # fmt: skip
+
+
+def _open_remote(
+    setup: _Setup, manifest: dict[str, Any], split: str, parts: list[segments.Segment],
+    listed: dict[segments.Segment, dict[str, int]], copied: remote.LocalCopy | None,
+) -> BlockDataset:  # fmt: skip
+    """A split of a bucket entry: its local copy (made when a batch first needs it), or with
+    data.remote_read its rows read from the bucket (wwm.data.remote)."""
+    data = setup.config.data
+    files = {segments.Segment.from_dict(e["segment"]): e.get("files") for e in manifest["segments"]}
+    if any(files[seg] is None for seg in parts):
+        raise WWMError(
+            f"the manifest of {setup.remote} lists no checksums (written by another wwm); prepare the data "
+            "again (wwm prepare --rebuild)"
+        )
+    counts = [int(listed[seg].get(split, 0)) for seg in parts]
+    packed = data.packing == "packed_documents"
+    if data.remote_read:
+        sizes = [{rel.split("/", 1)[1]: int(spec["size"]) for rel, spec in files[seg].items()
+                  if rel.startswith(f"{split}/")} for seg in parts]  # fmt: skip
+        source: Any = remote.RemoteParts(
+            [fs.join(setup.remote, segments.SEGMENTS_DIR, seg.name, split) for seg in parts], counts,
+            data.max_seq_len, packed, cache_bytes=data.remote_cache_mb << 20,
+            prefetch_steps=data.remote_prefetch_steps, sizes=sizes,
+        )  # fmt: skip
+    else:
+        source = remote.CopiedParts(
+            copied, [(seg.name, split) for seg in parts], counts, data.max_seq_len, packed
+        )
+    return BlockDataset._over(source, setup.remote, setup.specials.pad)
 
 
 def _built_from(config: RunConfig, tokenizer_path: str) -> dict[str, Any]:

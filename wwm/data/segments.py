@@ -236,6 +236,7 @@ def mark_done(work: Path, entry: Path, segment: Segment, record: dict[str, Any])
     that finished the same segment first wins (its blocks are the same); ours is removed."""
     with contextlib.suppress(OSError):
         (work / OWNER_FILE).unlink()  # the folder becomes the segment's: blocks and the done marker only
+    # local: a segment's local work folder
     (work / DONE_FILE).write_text(
         json.dumps({"segment": segment.to_dict(), **record}, indent=1), encoding="utf-8"
     )
@@ -252,6 +253,7 @@ def mark_done(work: Path, entry: Path, segment: Segment, record: dict[str, Any])
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
+        # local: a local cache entry or staging folder
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -265,9 +267,11 @@ def read_manifest(entry: Path) -> dict[str, Any] | None:
 def write_manifest(entry: Path, manifest: dict[str, Any]) -> None:
     """The manifest, through a temporary file and a rename: a prefix without one is never read."""
     tmp = entry / f".{MANIFEST_FILE}.tmp-{os.getpid()}"
+    # local: a local cache entry or staging folder
     tmp.write_text(json.dumps({"manifest_format": MANIFEST_FORMAT, **manifest}, indent=1, default=str),
                    encoding="utf-8")  # fmt: skip
     with contextlib.suppress(OSError):
+        # local: a local cache entry or staging folder
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
     os.replace(tmp, entry / MANIFEST_FILE)

@@ -184,6 +184,7 @@ def open_binary(path: str):
     for ext, opener in _COMPRESSED.items():
         if path.lower().endswith(ext):
             return opener(path, "rb")
+    # local: a local path (URLs are streamed through wwm.fs above)
     return open(path, "rb")
 
 

@@ -27,6 +27,7 @@ needs a framework. Batches are always handed out as int32, bit-identical to stor
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterable
@@ -116,6 +117,7 @@ class BlockWriter:
         self.exceptions = 0
         self.lengths_derived = True  # every block so far has its length read off its ids
         names = [_IDS, _WORDS, _LENGTHS, _EXCEPTIONS] + ([_PIECES] if segments else [])
+        # local: a local block folder (prepared in the cache or a staging folder)
         self._files = {name: open(self.directory / f"{name}.bin", "wb") for name in names}
 
     def write(self, blocks: Blocks) -> None:
@@ -174,6 +176,7 @@ class BlockWriter:
             "word_exceptions": self.exceptions,
             **(extra or {}),
         }
+        # local: a local block folder (prepared in the cache or a staging folder)
         (self.directory / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
@@ -194,7 +197,7 @@ class _Arrays:
 class _Stored:
     """A storage-format-2 split folder, memory-mapped; ``rows`` decodes sorted rows."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, directory: Path | None, meta: dict[str, Any]) -> None:
         n, L = int(meta["num_examples"]), int(meta["max_seq_len"])
         self.n, self.L = n, L
         self.pad = int(meta["pad_token_id"])
@@ -205,6 +208,8 @@ class _Stored:
         def open_(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
             if not np.prod(shape):
                 return np.zeros(shape, dtype=dtype)
+            if directory is None:  # remote mode (wwm.data.remote): the caller gives the rows it fetched
+                return np.empty(shape if name == _EXCEPTIONS else (0, *shape[1:]), dtype=dtype)
             return np.memmap(directory / f"{name}.bin", dtype=dtype, mode="r", shape=shape)
 
         packed = (n, _bytes_per_row(L))
@@ -214,6 +219,22 @@ class _Stored:
         self.stored_lengths = open_(_LENGTHS, dtypes[_LENGTHS], (n,)) if meta["lengths"] == "stored" else None
         count = int(meta["word_exceptions"])
         self.exceptions = open_(_EXCEPTIONS, dtypes[_EXCEPTIONS], (count,)) if count else None
+
+    @classmethod
+    def remote(cls, meta: dict[str, Any]) -> _Stored:
+        """The layout of a split folder in a bucket, without its rows (``over`` gives them)."""
+        _check_format(meta, "a prepared split in the bucket")
+        return cls(None, meta)
+
+    def over(self, arrays: dict[str, Any]) -> _Stored:
+        """This split with its per-row files replaced by array-likes indexed by row (remote mode: the
+        rows it fetched), decoded by the same ``rows``."""
+        out = copy.copy(self)
+        out.input_ids = arrays[_IDS]
+        out.word_starts = arrays[_WORDS]
+        out.piece_starts = arrays.get(_PIECES)
+        out.stored_lengths = arrays.get(_LENGTHS)
+        return out
 
     def rows(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         L = self.L
@@ -284,14 +305,30 @@ class _Parts:
 
 
 def _open_stored(directory: Path) -> _Stored:
+    # local: a local block folder (the cache, or a local copy of a bucket's)
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    _check_format(meta, directory)
+    return _Stored(directory, meta)
+
+
+def _check_format(meta: dict[str, Any], where: Any) -> None:
     if meta.get("format") != STORAGE_FORMAT:
         raise WWMError(
-            f"{directory} holds blocks of storage format {meta.get('format')} (an older wwm; this one "
+            f"{where} holds blocks of storage format {meta.get('format')} (an older wwm; this one "
             f"reads format {STORAGE_FORMAT}); build them again with `wwm prepare --rebuild`, and "
             "`wwm cache prune` removes the old entry"
         )
-    return _Stored(directory, meta)
+
+
+def _layout(meta: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(name, dtype, bytes per row) of a split folder's per-row files, in the order remote mode reads them."""
+    L, dtypes = int(meta["max_seq_len"]), meta["dtypes"]
+    files = [(_IDS, dtypes[_IDS], L * np.dtype(dtypes[_IDS]).itemsize), (_WORDS, "u1", _bytes_per_row(L))]
+    if meta["segments"]:
+        files.append((_PIECES, "u1", _bytes_per_row(L)))
+    if meta["lengths"] == "stored":
+        files.append((_LENGTHS, dtypes[_LENGTHS], np.dtype(dtypes[_LENGTHS]).itemsize))
+    return files
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -356,7 +393,7 @@ class BlockDataset:
         return cls._over(parts, path, pad_token_id)
 
     @classmethod
-    def _over(cls, source: _Stored | _Parts, path: str | None, pad_token_id: int) -> BlockDataset:
+    def _over(cls, source: Any, path: str | None, pad_token_id: int) -> BlockDataset:
         dataset = cls.__new__(cls)
         dataset._source = source
         dataset.has_segments = source.segments
@@ -423,8 +460,25 @@ class BlockDataset:
         """Every block, decoded (int32 arrays)."""
         return Blocks(*self._source.rows(np.arange(len(self), dtype=np.int64)))
 
+    @property
+    def prefetch_steps(self) -> int:
+        """Global steps that ``BatchIterator`` reads ahead (remote mode, ``wwm.data.remote``; else 0)."""
+        return int(getattr(self._source, "prefetch_steps", 0))
+
+    def prefetch(self, indices: np.ndarray) -> None:
+        """Start reading these example ids in the background (remote mode; elsewhere nothing to do)."""
+        if self.prefetch_steps:
+            self._source.prefetch(np.sort(np.asarray(indices, dtype=np.int64)))
+
+    @property
+    def source(self) -> Any:
+        """What the rows come from (a memory map, parts, or remote mode's reader with its ``stats``)."""
+        return self._source
+
     def disk_bytes(self) -> int | None:
         """Bytes of the folder's block files (None for blocks in memory); meta.json adds < 1 KB."""
+        if hasattr(self._source, "disk_bytes"):
+            return self._source.disk_bytes()
         if isinstance(self._source, _Parts):
             return sum(split_bytes(f) for f in self._source.folders)
         return None if self.path is None else split_bytes(self.path)

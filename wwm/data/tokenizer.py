@@ -268,6 +268,7 @@ def prepare_tokenizer(
     fingerprint = {"train": config_to_dict(tok_cfg.train), "documents": training_fingerprint}
     meta_path = out / TRAINED_META
     if meta_path.is_file():
+        # local: the run folder or a bucket run's staging folder (above)
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("fingerprint") == json.loads(json.dumps(fingerprint)):
             return load_tokenizer(str(out)), str(out)
@@ -298,6 +299,7 @@ def prepare_tokenizer(
     normalize_permissions(str(tmp))  # mkdtemp makes 0700; the folder is renamed into place as it is
     try:
         tokenizer.save_pretrained(str(tmp))
+        # local: a temporary folder beside it
         (tmp / TRAINED_META).write_text(json.dumps({"fingerprint": fingerprint}, indent=1), encoding="utf-8")
         normalize_permissions(str(tmp))
         if out.exists():

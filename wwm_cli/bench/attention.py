@@ -33,6 +33,7 @@ MODELS = {"bert-tiny": "tiny", "modernbert-tiny": "modernbert-tiny"}  # -> wwm_c
 
 
 def _rss_bytes() -> int:
+    # local: /proc
     with open("/proc/self/statm", encoding="ascii") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 

@@ -39,6 +39,7 @@ def _write_checkpoint(folder: str, size_mb: float, files: int) -> None:
     for i, size in enumerate(sizes):
         path = os.path.join(folder, "state" if i < big else "meta", f"part-{i:04d}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        # local: the benchmark's temporary folder
         with open(path, "wb") as f:  # a local temporary folder of the benchmark
             left = size
             while left > 0:
@@ -108,6 +109,7 @@ def run(url: str, size_mb: float, files: int, repeats: int, log_steps: int) -> d
             '{"step": 1, "loss": 7.1234, "learning_rate": 0.001, "grad_norm": 1.5, "tokens_per_s": 1e5}\n'
         )
         for _ in range(repeats):
+            # local: the benchmark's temporary folder
             with open(os.path.join(logs, "metrics.jsonl"), "a") as f:  # the benchmark's temporary folder
                 f.write(record * log_steps)
             t = time.perf_counter()

@@ -18,6 +18,7 @@ def benchmark_texts(prefer: str = "wikitext2_valid.txt") -> tuple[list[str], str
     """Real English text: a shared benchmark corpus if present, else the built-in sample."""
     path = SHARED_CORPORA / prefer
     if path.is_file():
+        # local: ../shared/corpora beside the checkout
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         return [line for line in lines if line and not line.startswith("=")], str(path)
     from wwm.data.builtin import builtin_sample_text

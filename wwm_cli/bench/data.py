@@ -42,6 +42,7 @@ def _corpus_file(corpus: str, work: Path) -> str:
     from wwm.data.builtin import builtin_documents
 
     path = work / "builtin.txt"
+    # local: the benchmark's temporary folder
     path.write_text("\n".join(" ".join(d.split()) for d in builtin_documents("en")) + "\n", encoding="utf-8")
     return str(path)
 
@@ -176,12 +177,14 @@ def _lang_documents(lang: str, corpus: str | None, count: int, lines: int) -> li
     """``count`` documents: the lines of ``corpus`` (a file, one document per line), or, without one,
     ``lines`` random lines of the built-in sample of ``lang`` joined (seed 0)."""
     if corpus is not None:
-        if not os.path.isfile(corpus):
-            from wwm.errors import WWMError
+        from wwm import fs
+        from wwm.errors import WWMError
 
-            raise WWMError(f"corpus {corpus!r} is not a file; give a text file, one document per line")
-        with open(corpus, encoding="utf-8", errors="replace") as f:
-            docs = [line.strip() for line in f if line.strip()]
+        with fs.errors(corpus, "read"):  # a local file or a bucket object
+            if not fs.isfile(corpus):
+                raise WWMError(f"corpus {corpus!r} is not a file; give a text file, one document per line")
+            text = fs.read_bytes(corpus).decode("utf-8", errors="replace")
+        docs = [line.strip() for line in text.splitlines() if line.strip()]
         return docs[:count] if count else docs
     import random
 
@@ -262,6 +265,7 @@ def bench_segmentation(
     root = Path(tempfile.mkdtemp(prefix="wwm-bench-seg-"))
     try:
         path = root / "corpus.txt"
+        # local: the benchmark's temporary folder
         path.write_text("\n".join(" ".join(d.split()) for d in docs) + "\n", encoding="utf-8")
         specials = SpecialIds.from_tokenizer(tokenizer)
         prep_times: dict[tuple[str, int], list[float]] = {}

@@ -9,13 +9,26 @@ token on disk, and how fast the prepared data can be read, as headroom over what
 * reads: rows/s and MB/s of whole global batches read the way the trainers read them (`BatchIterator`
   over the prepared split), and headroom = rate / consumption of one host of 8 H100s training BERT-base at
   L = 512 and 50% MFU (docs/benchmarks.md: 692,860 tokens/s per GPU), in rows, tokens or bytes alike.
+* prepared data in a bucket (wwm.data.remote), against moto's S3 server (ThreadedMotoServer) started here
+  on 127.0.0.1: the prepared entry uploaded to s3://, then
+  - local copy: MB/s of the copy a host makes before reading (parallel ranged reads + SHA-256 checks),
+    into a fresh local folder each time; headroom = copy MB/s / the host's consumption in MB/s;
+  - remote mode (data.remote_read): rows/s, MB/s, requests/s and p50/p99 global-batch latency over the
+    same steps twice: cold (an empty row cache, read-ahead on) and warm (the rows cached);
+    headroom = cold rows/s / the host's rows/s. The bench corpus is small (~1,700 rows of 512), so a
+    batch's rows lie close and merge into a few reads; "scattered" repeats cold with merging of adjacent
+    rows only, what a corpus of billions of rows gives (about one read per row and block file).
 
-Figures from a shared 2-core machine measure our CPU overhead, not a cloud's disks or network.
+Figures from a shared 2-core machine measure our CPU overhead, not a cloud's disks or network; the S3
+server on 127.0.0.1 runs in this process, so its own request handling shares those cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -44,9 +57,11 @@ def _default_inputs() -> tuple[str, str]:
     folder = Path(tempfile.mkdtemp(prefix="wwm-bench-storage-"))
     corpus = folder / "corpus.txt"
     if all(p.is_file() for p in parts):
+        # local: ../shared/corpora and the benchmark's temporary folder
         corpus.write_bytes(b"".join(p.read_bytes() for p in parts))
         name = "wikitext2 valid + test + tinyshakespeare"
     else:
+        # local: the benchmark's temporary folder
         corpus.write_text("\n".join(benchmark_texts()[0]) + "\n", encoding="utf-8")
         name = "builtin"
     try:
@@ -121,6 +136,141 @@ def time_reads(dataset: Any, global_batch: int, steps: int) -> dict[str, float]:
             "p99_batch_s": sorted(latencies)[min(len(latencies) - 1, int(0.99 * len(latencies)))]}  # fmt: skip
 
 
+@contextlib.contextmanager
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with a bucket; yields its URL (s3://bench). The environment (endpoint,
+    test credentials) is restored afterwards."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    from wwm import fs
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        filesys, _ = fs.filesystem("s3://bench")
+        filesys.mkdir("bench")
+        yield "s3://bench"
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def _copy_set(entry: str, url: str, copy_mb: float, objects: int = 4) -> tuple[dict[str, Any], list]:
+    """``objects`` block files of ``copy_mb`` MB in all under ``url``, made of the bucket ``entry``'s
+    training ids repeated (a default segment of 256 MiB of text gives ~120 MB of ids; the bench corpus's
+    segments of 256 KiB give files of ~100 KB, whose copy would time requests, not bytes). Returns the
+    manifest-style {segment: {file: {size, sha256}}} and the (segment, split) list."""
+    import hashlib
+    import json
+
+    from wwm import fs
+
+    manifest = json.loads(fs.read_bytes(f"{entry}/manifest.json"))
+    ids = b"".join(
+        fs.read_bytes(f"{entry}/segments/{item['segment']['which']}-{item['segment']['index']:06d}/{rel}")
+        for item in manifest["segments"]
+        for rel in item["files"]
+        if rel == "train/input_ids.bin"
+    )
+    size = int(copy_mb * 1e6 / objects)
+    data = (ids * (size // max(len(ids), 1) + 1))[:size]
+    files = {}
+    for k in range(objects):
+        name = f"copy-{k:03d}"
+        fs.write_bytes(f"{url}/segments/{name}/train/input_ids.bin", data)
+        files[name] = {"train/input_ids.bin": {"size": size, "sha256": hashlib.sha256(data).hexdigest()}}
+    return files, [(name, "train") for name in files]
+
+
+def _remote_pass(train: Any, global_batch: int, steps: int) -> dict[str, float]:
+    """``time_reads`` of remote mode, with its requests and fetched bytes."""
+    before = dict(train.source.stats)
+    start = time.perf_counter()
+    figures = time_reads(train, global_batch, steps)
+    seconds = time.perf_counter() - start
+    stats = train.source.stats
+    requests = stats["requests"] - before["requests"]
+    fetched = stats["bytes"] - before["bytes"]
+    return {**figures, "requests_per_s": requests / seconds, "fetched_mb_per_s": fetched / seconds / 1e6,
+            "requests": requests, "rows_per_request": steps * global_batch / max(requests, 1)}  # fmt: skip
+
+
+def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: int, steps: int,
+                consumption: dict[str, float], copy_mb: float = 64) -> list[dict[str, Any]]:  # fmt: skip
+    """The prepared ``entry`` uploaded to the S3 server, then read through a local copy and in remote mode
+    (module doc)."""
+    from wwm import fs
+    from wwm.config import load_config
+    from wwm.data import prepare_dataset, remote
+    from wwm.data.remote import LocalCopy
+
+    results = []
+    old_local = os.environ.get("WWM_LOCAL_DIR")
+    home = Path(tempfile.mkdtemp(prefix="wwm-bench-storage-host-"))
+    try:
+        with s3_server() as bucket:
+            url = f"{bucket}/cache/data/{entry.name}"
+            fs.upload_tree(str(entry), url, last=("manifest.json",))
+            config = [*overrides, f"data.cache_dir={bucket}/cache"]
+            os.environ["WWM_LOCAL_DIR"] = str(home / "first")
+            train = prepare_dataset(load_config(None, config)).train
+            train.batch([0])  # the first batch makes the copy: the path a training host takes
+            per_row = train.disk_bytes() / len(train)
+            shutil.rmtree(home / "first", ignore_errors=True)
+            # The copy's rate on objects of a realistic size (_copy_set).
+            files, wanted = _copy_set(url, f"{bucket}/copyset", copy_mb)
+            copies = []
+            for r in range(repeats):
+                copied = LocalCopy(f"{bucket}/copyset", files, root=str(home / f"copy-{r}"))
+                start = time.perf_counter()
+                copied.ensure(wanted)
+                seconds = time.perf_counter() - start
+                stats = copied.stats
+                copies.append({"seconds": seconds, "mb": stats["bytes"] / 1e6, "files": stats["files"]})
+                shutil.rmtree(home / f"copy-{r}", ignore_errors=True)
+            copy = {k: statistics.median(c[k] for c in copies) for k in copies[0]}
+            need = consumption["rows_per_s"] * per_row / 1e6
+            copy["mb_per_s"] = copy["mb"] / copy["seconds"]
+            results.append({"stage": "local_copy", **copy, "host_mb_per_s": need,
+                            "headroom": copy["mb_per_s"] / need})  # fmt: skip
+            rows: dict[str, list] = {"cold": [], "warm": [], "scattered": []}
+            for _ in range(repeats):
+                for phases, gap in ((("cold", "warm"), remote.MERGE_GAP), (("scattered",), 0)):
+                    old_gap, remote.MERGE_GAP = remote.MERGE_GAP, gap
+                    try:
+                        train = prepare_dataset(load_config(None, [*config, "data.remote_read=true"])).train
+                        for phase in phases:
+                            rows[phase].append(_remote_pass(train, global_batch, steps))
+                    finally:
+                        remote.MERGE_GAP = old_gap
+            for phase, samples in rows.items():
+                figures = {k: statistics.median(x[k] for x in samples) for k in samples[0]}
+                results.append({"stage": f"remote_{phase}", **figures,
+                                "headroom": figures["rows_per_s"] / consumption["rows_per_s"]})  # fmt: skip
+    finally:
+        if old_local is None:
+            os.environ.pop("WWM_LOCAL_DIR", None)
+        else:
+            os.environ["WWM_LOCAL_DIR"] = old_local
+        shutil.rmtree(home, ignore_errors=True)
+    return results
+
+
 def run(
     corpus: str | None = None,
     tokenizer: str | None = None,
@@ -170,6 +320,11 @@ def run(
     results.append(
         {"stage": "read_local", **local, "headroom": local["rows_per_s"] / consumption["rows_per_s"]}
     )
+    read_steps = min(steps, max(1, len(train) // global_batch))
+    bucket = time_bucket(_overrides(corpus, tokenizer, str(root / "1-0"), seq_len, segment_bytes),
+                         Path(prepared.cache_path), repeats, global_batch, read_steps, consumption)  # fmt: skip
+    results.extend(bucket)
+    by_stage = {r["stage"]: r for r in results}
     return {
         "corpus": corpus_name,
         "tokenizer": tokenizer,
@@ -181,7 +336,12 @@ def run(
         "results": results,
         "bytes_per_token": bytes_per_token,
         "scaling_efficiency": rates[2] / (2 * rates[1]),
-        "local_read_headroom": results[-1]["headroom"],
+        "local_read_headroom": by_stage["read_local"]["headroom"],
+        "local_copy_headroom": by_stage["local_copy"]["headroom"],
+        "remote_headroom": by_stage["remote_cold"]["headroom"],
+        "targets": {"local_copy_headroom": TARGET_LOCAL_HEADROOM, "remote_headroom": TARGET_REMOTE_HEADROOM},
+        "note": "the S3 server runs on 127.0.0.1 in this process: the figures measure wwm's CPU overhead "
+        "(and moto's), not a cloud's network",
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -197,12 +357,23 @@ def format_table(report: dict[str, Any]) -> str:
         if r["stage"] == "prepare":
             lines.append(f"  prepare, {r['workers']} worker(s): {r['seconds']:7.2f} s  {r['tokens_per_s']:>12,.0f} "
                          f"tokens/s  {r['input_mb_per_s']:6.2f} MB/s of text")  # fmt: skip
+        elif r["stage"] == "local_copy":
+            lines.append(f"  local copy from s3 (127.0.0.1): {r['mb']:.1f} MB in {r['seconds']:.2f} s = "
+                         f"{r['mb_per_s']:.1f} MB/s, verified; the host reads {r['host_mb_per_s']:.1f} MB/s: "
+                         f"headroom {r['headroom']:.1f}x (target {TARGET_LOCAL_HEADROOM:g}x)")  # fmt: skip
+        elif r["stage"].startswith("remote_"):
+            lines.append(f"  {r['stage']} (data.remote_read): {r['rows_per_s']:>10,.0f} rows/s  {r['mb_per_s']:7.1f} MB/s  "
+                         f"{r['requests_per_s']:7.0f} requests/s  p50 {r['p50_batch_s'] * 1e3:.2f} ms  p99 "
+                         f"{r['p99_batch_s'] * 1e3:.2f} ms  headroom {r['headroom']:.1f}x"
+                         f"  {r['rows_per_request']:.1f} rows/request"
+                         + (f" (target {TARGET_REMOTE_HEADROOM:g}x)" if r["stage"] == "remote_cold" else ""))  # fmt: skip
         else:
             lines.append(f"  {r['stage']}: {r['rows_per_s']:>12,.0f} rows/s  {r['mb_per_s']:8.1f} MB/s  p50 "
                          f"{r['p50_batch_s'] * 1e3:.2f} ms  p99 {r['p99_batch_s'] * 1e3:.2f} ms  headroom "
                          f"{r['headroom']:.1f}x")  # fmt: skip
     lines.append(f"  scaling efficiency (2 workers) {report['scaling_efficiency']:.2f}; bytes per token "
                  f"{report['bytes_per_token']:.3f}")  # fmt: skip
+    lines.append(f"  note: {report['note']}")
     return "\n".join(lines)
 
 

@@ -598,6 +598,7 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
 
     rows = []
     for path in paths:
+        # local: benchmark result files on this machine (benchmarks/gpu.sh)
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
         for r in report["results"]:
@@ -631,6 +632,7 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
         r["x_hf_run_mlm"] = r["tokens_per_s"] / base["tokens_per_s"] if base else None
     summary = {"device": device, "date": time.strftime("%Y-%m-%d"), "results": rows}
     os.makedirs(out_dir, exist_ok=True)
+    # local: the benchmark's local output folder
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     lines = [
@@ -648,6 +650,7 @@ def summarize(paths: list[str], device: str, out_dir: str) -> dict[str, Any]:
         ratio = f"{r['x_hf_run_mlm']:.2f}" if r["x_hf_run_mlm"] is not None else "-"
         lines.append(head + f"{r['step_time_s']:.4f} | {r['tokens_per_s']:,.0f} | {mfu} | {ratio} |")
     text = "\n".join(lines) + "\n"
+    # local: the benchmark's local output folder
     with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text)

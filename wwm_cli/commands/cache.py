@@ -25,14 +25,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         q.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _config_cache_dir(args: argparse.Namespace) -> str | None:
+    from wwm.config import load_config
+
+    return load_config(args.config).data.cache_dir
+
+
 def _root(args: argparse.Namespace) -> Path:
     from wwm.data.cache import data_root, holds_cache
     from wwm.errors import WWMError
 
+    given = _config_cache_dir(args) if args.config else args.cache_dir
+    if given and "://" in str(given):  # a bucket's entries (issue 24): not listed or pruned here
+        raise WWMError(
+            f"{given} is a bucket: wwm cache lists and prunes local caches only; list the bucket's entries "
+            "(<cache_dir>/data/<key>/manifest.json) with its own tool (gsutil ls, aws s3 ls), and the local "
+            "copies under $WWM_LOCAL_DIR (~/.cache/wwm)/prepared"
+        )
     if args.config:
-        from wwm.config import load_config
-
-        return data_root(load_config(args.config).data.cache_dir)
+        return data_root(given)
     if args.cache_dir:
         given = Path(args.cache_dir).expanduser()
         if not given.is_dir():

@@ -69,10 +69,16 @@ def main(args: argparse.Namespace) -> int:
     from wwm.words import tokenize_with_word_ids
 
     if args.file:
-        path = Path(args.file)
-        if not path.is_file():
+        from wwm import fs
+
+        path = fs.normalize(args.file) if fs.is_remote(args.file) else str(Path(args.file))
+        with fs.errors(path, "read"):  # a bucket's credentials, permission or a missing bucket: one line
+            found = fs.isfile(path)
+        if not found:
             raise WWMError(f"no such file: {path}; give a UTF-8 text file, one document per line")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        with fs.errors(path, "read"):
+            raw = fs.read_bytes(path)
+        texts = [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines()]
         texts = [t for t in texts if t]
         if not texts:
             raise WWMError(f"{path} holds no text (only empty lines)")

@@ -38,12 +38,25 @@ def main(args: argparse.Namespace) -> int:
         raise WWMError(f"--steps must be >= 1; got {args.steps}")
     if not args.compare and not args.config:
         raise WWMError("--config FILE is required (or --compare JAX_RUN TORCH_RUN)")
+    from wwm import fs
+
+    for what, path in (("--out", args.out), *((f"--compare {p}", p) for p in args.compare or ())):
+        if path and fs.is_remote(path):
+            raise WWMError(
+                f"wwm parity {what} {path}: parity runs both trainers on this machine and reads and writes "
+                "local folders; give a local path (copy a bucket run's metrics.jsonl here first)"
+            )
     if args.compare:
         report = parity.compare_metrics_files(*args.compare)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.compare[0])), "parity")
         paths = parity.write_report(report, out)
     else:
         config = load_config(args.config, args.overrides)
+        if not args.out and fs.is_remote(config.output_dir):
+            raise WWMError(
+                f"wwm parity: output_dir {config.output_dir} is in a bucket; parity runs both trainers on this "
+                "machine in local folders: pass --out DIR (a local folder) or output_dir=DIR"
+            )
         report, paths = parity.run_parity(config, steps=args.steps, out_dir=args.out, quiet=args.json)
     if args.json:
         print(json.dumps(parity.summary_json(report)))
