@@ -9,9 +9,9 @@ SPEC: {"devices": 8, "runs": [RUN, ...], "distributed": {"process_id": 0, "num_p
        "port": 12345}}  (distributed optional)
 RUN:  {"output_dir": ..., "mode": "single", "mesh": [data, fsdp, tensor], "accum": 1, "steps": 3,
        "dropout": 0.0, "every_steps": 1000, "eval_every": 1000, "export": false, "slow_s": 0.0,
-       "dtype": "float32", "lr": 1e-3, "warmup": 0}
+       "dtype": "float32", "lr": 1e-3, "warmup": 0, "eval": true}
 Each run writes <output_dir>/metrics.jsonl (train() does) and <output_dir>/params.npz (final parameters,
-process 0). `slow_s` makes every batch read sleep, so a test can kill the run part way.
+process 0; "result_dir" puts params.npz and summary.json elsewhere, for a bucket output_dir). `slow_s` makes every batch read sleep, so a test can kill the run part way.
 A RUN with "data" ({DataConfig fields}) and "tokenizer" (a path) runs `wwm train` itself (wwm_jax.train.run:
 the data prepared inside the run, each process its share) instead of train() on synthetic blocks.
 """
@@ -147,7 +147,7 @@ def main(spec_path: str) -> int:
         summary = train(
             config,
             train_dataset=synthetic_dataset(slow_s=run.get("slow_s", 0.0)),
-            val_dataset=synthetic_dataset(n=40, seed=1),
+            val_dataset=synthetic_dataset(n=40, seed=1) if run.get("eval", True) else None,
             masker=masker,
             hf_config=cfg,
         )
@@ -155,9 +155,11 @@ def main(spec_path: str) -> int:
         if jax.process_index() == 0:
             flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
                     for path, v in jax.tree_util.tree_leaves_with_path(params)}  # fmt: skip
-            np.savez(os.path.join(run["output_dir"], "params.npz"), **flat)
+            results = run.get("result_dir", run["output_dir"])  # (a bucket output_dir: a local folder here)
+            os.makedirs(results, exist_ok=True)
+            np.savez(os.path.join(results, "params.npz"), **flat)
             info = {k: summary[k] for k in ("status", "steps", "loss", "eval", "tokens_per_s", "hf_dir")}
-            with open(os.path.join(run["output_dir"], "summary.json"), "w") as f:
+            with open(os.path.join(results, "summary.json"), "w") as f:
                 json.dump(info, f)
         if summary["status"] == "stopped":  # SIGTERM: 0, Ctrl-C: 130, as `wwm train` exits
             return summary["exit_status"]

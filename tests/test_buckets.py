@@ -336,6 +336,44 @@ def test_bucket_mirror_uploads_complete_copies_and_resumes_from_the_newest(stora
     assert [c.name for c in mirrors.candidates([], remote, _step)] == []
 
 
+def test_bucket_mirror_parts_of_several_processes_complete_only_together(tmp_path):
+    """Two processes each upload their own part of checkpoint 4 (``4/process-<k>/``, JAX processes on
+    hosts with their own disks): complete only once both markers are there; a part uploaded again keeps
+    the other process's part and marker; each process pulls its own part; a run with another process
+    count is refused in one line (each process restores its own part)."""
+    import uuid
+
+    from wwm.errors import WWMError
+    from wwm.runstore import _same_writers, step_of
+
+    remote = f"memory://wwm-test-{uuid.uuid4().hex[:12]}/run/checkpoints"
+    parts = []
+    for k in range(2):
+        local = tmp_path / f"host{k}" / "4"
+        (local / "state").mkdir(parents=True)
+        (local / "state" / "shard").write_bytes(bytes([k]) * (10 + k))
+        (local / "meta.json").write_text("{}")
+        parts.append(local)
+    mirrors.upload_folder(str(parts[0]), fs.join(remote, "4"), writer=0, writers=2, part="process-0")
+    assert not mirrors.remote_complete(fs.join(remote, "4"))  # process 1's part is missing
+    mirrors.upload_folder(str(parts[1]), fs.join(remote, "4"), writer=1, writers=2, part="process-1")
+    assert mirrors.remote_complete(fs.join(remote, "4"))
+    assert sorted(fs.tree(fs.join(remote, "4"))) == [
+        ".wwm-commit-0-of-2.json", ".wwm-commit-1-of-2.json", "process-0/meta.json", "process-0/state/shard",
+        "process-1/meta.json", "process-1/state/shard",
+    ]  # fmt: skip
+    mirrors.upload_folder(str(parts[0]), fs.join(remote, "4"), writer=0, writers=2, part="process-0")
+    assert mirrors.remote_complete(fs.join(remote, "4")) and mirrors.writers_of(fs.join(remote, "4")) == 2
+    for k in range(2):
+        path = mirrors.pull(remote, "4", str(tmp_path / f"clean{k}"), part=mirrors.part_name(k, 2))
+        assert (tmp_path / f"clean{k}" / "4" / "state" / "shard").read_bytes() == bytes([k]) * (10 + k)
+        assert sorted(os.listdir(path)) == ["meta.json", "state"]
+    found = mirrors.candidates([], remote, step_of)
+    assert _same_writers(found, remote, 2, "s3://b/run") == found
+    with pytest.raises(WWMError, match=r"saved by 2 process\(es\) and this run has 1; resume it with 2"):
+        _same_writers(found, remote, 1, "s3://b/run")
+
+
 def test_bucket_mirror_snapshot_survives_local_deletion(storage_root, tmp_path):
     """The trainer deletes old checkpoints (save_total_limit, max_to_keep) while uploads run: the mirror
     uploads its snapshot, not the live folder."""

@@ -276,17 +276,19 @@ def start_run(
     restart: bool = False,
     lead: bool = True,
     share: Callable[[Any], Any] | None = None,
+    process: tuple[int, int] = (0, 1),
 ) -> rundir.RunDir:
     """The pre-flight checks, then the run directory's decision (wwm.rundir.claim: the lead takes the
     folder's lock, decides and records; `share` hands its outcome to every process). The returned
-    `RunDir` holds the lock until its `close()`."""
+    `RunDir` holds the lock until its `close()`. `process`: (this process's index, the process count),
+    for a bucket `output_dir` with several processes (wwm.runstore)."""
     check_paths(config)
     check_pretrained(local_inputs(config))
     if "://" in config.output_dir:  # a bucket: claimed in a local staging folder, carried to the bucket
         from wwm.runstore import start_bucket_run
 
         return start_bucket_run(config, framework, overwrite=overwrite, allow_changes=allow_changes,
-                                restart=restart, lead=lead, share=share)  # fmt: skip
+                                restart=restart, lead=lead, share=share, process=process)  # fmt: skip
     return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=share)  # fmt: skip
 

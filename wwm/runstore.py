@@ -53,6 +53,9 @@ class RunStore:
         self.mirror: Mirror | None = None
         self.lock: Any = None  # the bucket folder's lease (wwm.locks.lock_for), held by the lead
         self._reported = False  # the mirror's failure was raised by check() (the run stopped on it)
+        # Several processes: called by every process on close, after its own uploads and before the lead
+        # publishes and releases the lease (the trainer sets it: a barrier over the processes).
+        self.barrier: Callable[[], None] | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -132,14 +135,21 @@ class RunStore:
     def close(self) -> None:
         """The final copies: queued checkpoint uploads, then the logs, then the finished exports (hf/,
         tokenizer/ with config.json / the tokenizer's record last), then the lease is released."""
+        import sys
+
+        failing = sys.exc_info()[1] is not None  # a failed run: no barrier (another process may be gone)
         try:
             try:
+                upload_error = None
                 if self.mirror is not None:
                     try:
                         self.mirror.close()
-                    except WWMError:
-                        if not self._reported:  # a failure of the final uploads: said here
-                            raise
+                    except WWMError as err:
+                        upload_error = err
+                if self.barrier is not None and not failing:
+                    self.barrier()  # every process's part of the last checkpoint is up (or failed)
+                if upload_error is not None and not self._reported:
+                    raise upload_error  # a failure of the final uploads: said here
             finally:
                 if self.logs is not None:
                     self.logs.close()
@@ -227,29 +237,103 @@ def _config_naming(path: str, url: str, local: str) -> None:
 
 
 def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False,
-                     restart: bool = False, lead: bool = True, share: Callable[[Any], Any] | None = None) -> Any:  # fmt: skip
+                     restart: bool = False, lead: bool = True, share: Callable[[Any], Any] | None = None,
+                     process: tuple[int, int] = (0, 1)) -> Any:  # fmt: skip
     """`wwm.rundir.claim` for a bucket `output_dir` (docs/scale.md): take the folder's lease, bring the run's
     record, logs, trained tokenizer and newest complete checkpoint down into the staging folder, let
     `claim` decide there as for a local folder, carry its outcome back (an `--overwrite` deletes the
     bucket's recorded artifacts; run.json and config.yaml are uploaded), then start the log sync and the
     checkpoint mirror. Returns the `RunDir` (its `path` the staging folder; `close()` finishes the copies
-    and releases the lease)."""
+    and releases the lease).
+
+    Several JAX processes (`share`: a broadcast from process 0; `process`: (this process, the count)): the
+    lead (process 0) does all of the above; every other process gets its decision through `share`, makes
+    its own staging folder (on its own disk) this run's, pulls its own part of every checkpoint the lead
+    kept, and mirrors its own part of each new one (``<step>/process-<k>/`` and its commit marker: a
+    checkpoint is complete in the bucket once every process's marker is there). Only checkpoints complete
+    in the bucket are resumed (a part saved on one host only would let the hosts restore different
+    steps)."""
+    url = fs.normalize(config.output_dir)
+    several = share is not None
+    if framework != "jax" and (several or not lead):
+        raise WWMError(
+            f"output_dir {url}: a bucket output_dir with several torch processes (torchrun) is not supported yet; "
+            "use a local or shared output_dir for torchrun runs (JAX multi-process runs may use a bucket)"
+        )
+    if not lead and not several:
+        raise WWMError(f"output_dir {url}: a process other than the lead needs the lead's decision (share)")
+    if several and process[1] < 2:
+        raise ValueError("start_bucket_run: several processes (share) need process=(index, count)")
+    if restart:
+        raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
+                       "use --overwrite or another output_dir")  # fmt: skip
+    if not several:
+        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1))
+    from wwm.errors import DiskFull
+
+    run_dir, outcome = None, None
+    if lead:
+        try:
+            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process)
+            from wwm import rundir
+
+            kept = rundir.checkpoint_names(run_dir.path) if run_dir.resume else []
+            outcome = {"run": run_dir.to_dict(), "run_id": str((run_dir.record or {}).get("created")),
+                       "fresh": run_dir.status in ("new", "overwritten"), "checkpoints": kept}  # fmt: skip
+        except WWMError as err:
+            share({"error": str(err), "exit_status": err.exit_status})
+            raise
+    try:
+        outcome = share(outcome)
+    except BaseException:
+        if run_dir is not None:
+            run_dir.close()
+        raise
+    if "error" in outcome:
+        cls = DiskFull if outcome.get("exit_status") == DiskFull.exit_status else WWMError
+        raise cls(outcome["error"])
+    if lead:
+        return run_dir
+    return _start_follower(config, url, outcome, process)
+
+
+def _start_follower(config: Any, url: str, outcome: dict, process: tuple[int, int]) -> Any:
+    """A process other than the lead: its staging folder (this host's disk) made this run's, its part of
+    every checkpoint the lead kept pulled, any other local checkpoint dropped, its part mirrored."""
+    from wwm import rundir
+    from wwm.fs import mirror as mirrors
+
+    store = RunStore(url, lead=False)
+    store.claim_staging(outcome["run_id"], fresh=outcome["fresh"])
+    kept = list(outcome["checkpoints"])
+    local_dir = store.path(rundir.CHECKPOINT_DIR)
+    for name in rundir.checkpoint_names(store.local):
+        if name not in kept:  # never complete in the bucket: the other hosts do not have it
+            shutil.rmtree(os.path.join(local_dir, name), ignore_errors=True)
+    have = set(rundir.checkpoint_names(store.local))
+    for name in kept:
+        if name not in have:
+            mirrors.pull(store.url(rundir.CHECKPOINT_DIR), name, local_dir, part=mirrors.part_name(*process))
+    run_dir = rundir.RunDir.from_dict(outcome["run"], lead=False)
+    run_dir.path = store.local
+    run_dir.messages = []  # the lead says them
+    store.checkpoint_mirror(step_of, keep=config.checkpoint.keep, writer=process[0], writers=process[1])
+    run_dir.store = store
+    return run_dir
+
+
+def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_changes: bool,
+                process: tuple[int, int]) -> Any:  # fmt: skip
+    """The lead's side of `start_bucket_run` (the only side with one process)."""
     import dataclasses
 
     from wwm import rundir
     from wwm.fs import mirror as mirrors
     from wwm.locks import lock_for
 
-    url = fs.normalize(config.output_dir)
-    if share is not None or not lead:
-        raise WWMError(
-            f"output_dir {url}: a bucket output_dir with several processes (torchrun, JAX multi-host) is not "
-            "supported yet; use a local or shared output_dir for multi-process runs"
-        )
-    if restart:
-        raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
-                       "use --overwrite or another output_dir")  # fmt: skip
-    store = RunStore(url, lead=lead)
+    writers = process[1]
+    part = mirrors.part_name(*process)
+    store = RunStore(url, lead=True)
     store.lock = lock_for(url, rundir.LOCK_FILE, f"output_dir {url}", command=rundir._command_line())
     store.lock.acquire()
     try:
@@ -273,23 +357,32 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
         SyncedFolder(store.local, url, (*LOG_NAMES,)).pull()
         store.fetch_folder("tokenizer")
         local_names = [n for n in rundir.checkpoint_names(store.local) if step_of(n) is not None]
-        found = mirrors.candidates(local_names, store.url(rundir.CHECKPOINT_DIR), step_of)
-        newest_local = max((c.step for c in found if c.local), default=-1)
-        for (
-            candidate
-        ) in found:  # every complete copy newer than this disk's (the bucket keeps checkpoint.keep):
-            if (
-                candidate.step > newest_local
-            ):  # the trainer's fallback past a corrupt one needs the older ones
-                mirrors.pull(
-                    store.url(rundir.CHECKPOINT_DIR), candidate.name, store.path(rundir.CHECKPOINT_DIR)
-                )
+        remote_root = store.url(rundir.CHECKPOINT_DIR)
+        found = mirrors.candidates(local_names, remote_root, step_of)
+        notes = []
+        found = _same_writers(found, remote_root, writers, url)
+        if writers > 1:  # only copies complete in the bucket (every process's part) are resumed
+            for candidate in [c for c in found if not c.remote]:
+                shutil.rmtree(store.path(rundir.CHECKPOINT_DIR, candidate.name), ignore_errors=True)
+                notes.append(f"checkpoint {candidate.name} of this host never reached {url} complete (every "
+                             "process's part): not resumed")  # fmt: skip
+            found = [c for c in found if c.remote]
+            newest_local = -1
+        else:
+            newest_local = max((c.step for c in found if c.local), default=-1)
+        # Every complete copy newer than this disk's (the bucket keeps checkpoint.keep): the trainer's
+        # fallback past a corrupt one needs the older ones.
+        for candidate in found:
+            if candidate.step > newest_local and not (writers > 1 and candidate.local):
+                mirrors.pull(remote_root, candidate.name, store.path(rundir.CHECKPOINT_DIR), part=part)
         local = dataclasses.replace(config, output_dir=store.local)
         try:
             run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
         except WWMError as err:  # the refusal names the bucket folder the user gave, not the staging
             raise type(err)(str(err).replace(store.local, url)) from None
         run_dir.messages = [m.replace(store.local, url) for m in run_dir.messages]
+        if run_dir.resume:
+            run_dir.messages += notes
         try:
             if run_dir.status == "overwritten":
                 for name in run_dir.artifacts:
@@ -308,8 +401,8 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
             for name in (RUN_FILE, CONFIG_FILE):
                 fs.copy(store.path(name), store.url(name))
             store.start_logs(float(os.environ.get("WWM_LOG_SYNC_S", "60")), (*LOG_NAMES, RUN_FILE))
-            store.checkpoint_mirror(step_of, keep=config.checkpoint.keep)
-            if found and found[0].local and not found[0].remote and run_dir.resume:
+            store.checkpoint_mirror(step_of, keep=config.checkpoint.keep, writer=process[0], writers=writers)
+            if writers == 1 and found and found[0].local and not found[0].remote and run_dir.resume:
                 store.mirror.submit(found[0].name)  # saved here before a crash, never uploaded
         except BaseException:
             run_dir.close()
@@ -319,6 +412,24 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
         raise
     run_dir.store = store
     return run_dir
+
+
+def _same_writers(found: list, remote_root: str, writers: int, url: str) -> list:
+    """The bucket's complete checkpoints of a multi-process run must have been saved by as many processes
+    as this run has (each process restores its own part): the newest one decides, one line otherwise."""
+    from wwm.fs import mirror as mirrors
+
+    remote = [c for c in found if c.remote]
+    if not remote:
+        return found
+    saved_by = mirrors.writers_of(fs.join(remote_root, remote[0].name))
+    if saved_by != writers:
+        raise WWMError(
+            f"output_dir {url}: its newest checkpoint {remote[0].name} was saved by {saved_by} process(es) and "
+            f"this run has {writers}; resume it with {saved_by} process(es) (each process restores its own part), "
+            "or pass --overwrite to start the run over"
+        )
+    return [c for c in found if not c.remote or mirrors.writers_of(fs.join(remote_root, c.name)) == writers]
 
 
 __all__ = [

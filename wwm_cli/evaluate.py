@@ -115,6 +115,16 @@ def _local_run_view(url: str) -> str:
     found = (
         [c for c in mirror.candidates([], remote, runstore.step_of) if c.remote] if fs.isdir(remote) else []
     )
+    # A checkpoint of several JAX processes is one part per process (<step>/process-<k>/, each restores
+    # onto its own process only: docs/scale.md "Several processes"): not read here; the hf/ export is.
+    parted = [c.name for c in found if (mirror.writers_of(fs.join(remote, c.name)) or 1) > 1]
+    found = [c for c in found if c.name not in parted]
+    if parted and not found and not fs.isfile(fs.join(url, "hf", "config.json")):
+        raise WWMError(
+            f"--model {url}: its checkpoints were saved by several processes, one part each "
+            f"({parted[0]}), which a single process does not read; evaluate its hf/ export once the run "
+            "has finished (checkpoint.export_hf_at_end: true)"
+        )
     local = os.path.join(view, rundir.CHECKPOINT_DIR)
     keep = found[0].name if found else None
     if os.path.isdir(local):

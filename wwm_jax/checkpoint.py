@@ -128,17 +128,68 @@ def _param_shapes(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, tuple[in
     return out
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _quiet_per_process_notice() -> None:
+    """orbax warns on every per-process save that it skips a size log ("Global object size logging
+    disabled for `primary_host=None`"): expected here, said once per save otherwise."""
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage("Global object size logging disabled"))
+
+
 class Checkpointer:
-    def __init__(self, output_dir: str, config: CheckpointConfig):
+    """`per_process`: every process saves (and restores) its own part of each checkpoint in its own
+    folder, on its own disk: the addressable shards of every array (a replicated array in full), with
+    its own metadata, as orbax's multi-tier "local" checkpoints do (MultiprocessingOptions
+    (primary_host=None), per-process directory creation, ArrayHandler(replica_id=None)). A bucket
+    output_dir with several processes uses it (wwm.runstore mirrors each part); it restores only onto
+    the same processes and mesh. Otherwise (a shared or single-host folder) orbax's usual layout: the
+    primary process writes metadata, each process its shards."""
+
+    def __init__(self, output_dir: str, config: CheckpointConfig, *, per_process: bool = False):
         self.directory = os.path.abspath(os.path.join(output_dir, "checkpoints"))
+        self.per_process = per_process
+        multi = {}
+        if per_process:
+            mp = ocp.options.MultiprocessingOptions(primary_host=None)
+            registry = ocp.type_handlers.create_type_handler_registry(
+                (jax.Array, ocp.type_handlers.ArrayHandler(primary_host=None, replica_id=None,
+                                                           use_replica_parallel=False)))  # fmt: skip
+            state_handler = ocp.PyTreeCheckpointHandler(
+                use_ocdbt=True, use_zarr3=True, multiprocessing_options=mp, type_handler_registry=registry
+            )
+            handlers = {"state": state_handler, "meta": ocp.JsonCheckpointHandler(multiprocessing_options=mp)}
+            _quiet_per_process_notice()
+            multi = {"multiprocessing_options": mp, "enable_per_process_directory_creation": True,
+                     "save_root_metadata": False}  # fmt: skip
+        else:
+            handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.keep,
             enable_async_checkpointing=False,
             cleanup_tmp_directories=True,
             create=True,
+            **multi,
         )
-        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def _save_args(self, state: Any) -> Any:
+        return ocp.args.PyTreeSave(state) if self.per_process else ocp.args.StandardSave(state)
+
+    def _restore_args(self, abstract: Any) -> Any:
+        if self.per_process:
+            return ocp.args.PyTreeRestore(
+                abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)
+            )
+        return ocp.args.StandardRestore(abstract)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -157,7 +208,7 @@ class Checkpointer:
             try:
                 self.manager.save(
                     step,
-                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    args=ocp.args.Composite(state=self._save_args(state), meta=ocp.args.JsonSave(meta)),
                     force=True,  # our loop decides when to save, not save_interval_steps
                 )
                 self.manager.wait_until_finished()
@@ -189,7 +240,7 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         out = self.manager.restore(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+            args=ocp.args.Composite(state=self._restore_args(abstract), meta=ocp.args.JsonRestore()),
         )
         return out.state, out.meta
 
@@ -238,13 +289,33 @@ class Checkpointer:
                 continue
             if step != steps[0]:
                 self.manager.reload()  # forget the steps moved aside
+            self._same_step_everywhere(step)
             return step, state, meta
+        self._same_step_everywhere(None)
         if steps:
             raise WWMError(
                 f"no checkpoint in {self.directory} can be read ({len(steps)} tried); restore them from a backup, "
                 "or pass --overwrite to start this run over"
             )
         return None
+
+    def _same_step_everywhere(self, step: int | None) -> None:
+        """Per-process parts: every process must have restored the same step (one host's part of a step
+        unreadable while another's reads would otherwise train on mixed states). One line otherwise."""
+        if not (self.per_process and jax.process_count() > 1):
+            return
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        steps = np.asarray(
+            multihost_utils.process_allgather(np.array(-1 if step is None else step, np.int64))
+        )
+        if len(set(steps.tolist())) > 1:
+            raise WWMError(
+                f"the processes restored different checkpoints ({', '.join(str(s) for s in steps.tolist())} by "
+                f"process; -1: none readable) from their parts in {self.directory}; restore the unreadable part "
+                "from the bucket (delete this host's staging folder and rerun), or pass --overwrite"
+            )
 
     def close(self) -> None:
         """Wait for writes in flight and close; after a failed save (an exception on its way out) a second

@@ -91,7 +91,9 @@ def _run(config, overwrite: bool, allow_changes: bool, restart: bool, on_batch, 
     several = jax.process_count() > 1
     lead = jax.process_index() == 0
     run_dir = start_run(config, "jax", overwrite=overwrite, allow_changes=allow_changes, restart=restart,
-                        lead=lead, share=shd.broadcast_json if several else None)  # fmt: skip
+                        lead=lead, share=shd.broadcast_json if several else None,
+                        process=(jax.process_index(), jax.process_count()))  # fmt: skip
+    _bucket_barrier(run_dir)
     config = local_inputs(config, run_dir)  # bucket inputs as local copies; a bucket output_dir's staging
     with run_dir:  # the lock is released however the run ends
         trackers = _open_trackers(config, run_dir, lead)
@@ -593,12 +595,22 @@ def train(
     if run_dir is not None:
         return _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run_dir, on_batch, trackers,
                       stop)  # fmt: skip
+    from wwm import fs
     from wwm.rundir import claim
 
     several = jax.process_count() > 1
-    with claim(
-        config, "jax", lead=jax.process_index() == 0, share=shd.broadcast_json if several else None
-    ) as rd:
+    share = shd.broadcast_json if several else None
+    if fs.is_remote(config.output_dir):  # a bucket: claimed in this host's staging folder (wwm.runstore)
+        from wwm.preflight import local_inputs
+        from wwm.runstore import start_bucket_run
+
+        rd = start_bucket_run(config, "jax", lead=jax.process_index() == 0, share=share,
+                              process=(jax.process_index(), jax.process_count()))  # fmt: skip
+        _bucket_barrier(rd)
+        config = local_inputs(config, rd)
+    else:
+        rd = claim(config, "jax", lead=jax.process_index() == 0, share=share)
+    with rd:
         own = _open_trackers(config, rd, jax.process_index() == 0) if trackers is None else None
         try:
             summary = _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, rd, on_batch,
@@ -612,6 +624,16 @@ def train(
         return summary
 
 
+def _bucket_barrier(run_dir) -> None:
+    """Several processes with a bucket output_dir: every process's last uploads are done before the lead
+    publishes the run's end and releases the folder's lease (wwm.runstore.RunStore.close)."""
+    store = getattr(run_dir, "store", None)
+    if store is not None and jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        store.barrier = lambda: multihost_utils.sync_global_devices("wwm-bucket-run-closed")
+
+
 def _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run_dir, on_batch, trackers,
            stop=None):  # fmt: skip
     from wwm.data import BatchIterator
@@ -620,7 +642,10 @@ def _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run
     tc, out_dir = config.train, config.output_dir
     lead = jax.process_index() == 0
     setup = build_step(config, hf_config, masker, train_dataset.max_seq_len)
-    ckpt = Checkpointer(out_dir, config.checkpoint)
+    # A bucket output_dir with several processes: each host saves and restores its own part of each
+    # checkpoint on its own disk (wwm_jax.checkpoint, "per process"); the mirror carries the parts.
+    per_process = getattr(run_dir, "store", None) is not None and jax.process_count() > 1
+    ckpt = Checkpointer(out_dir, config.checkpoint, per_process=per_process)
     state, position, latest = _restore(ckpt, setup.state, run_dir.resume, lead)
     start = int(jax.device_get(state.step))
     if lead:

@@ -10,8 +10,8 @@ each checkpoint into a local folder as it always did, and hands the checkpoint's
 * a background thread uploads the snapshot to ``<remote_root>/<name>/``, then writes the **commit
   marker** ``.wwm-commit-<k>-of-<n>.json`` last: the list of the files it uploaded and their sizes.
   Only a folder with every marker (one per writer: ``n`` > 1 when several hosts each save their own
-  part, as torch ranks on other nodes save their RNG states) and every listed file at its listed size
-  is a **complete** copy (``remote_complete``); anything else is a killed upload and is never resumed.
+  part: JAX processes on hosts with their own disks each upload their orbax part to
+  ``<name>/process-<k>/``, ``part_name``) and every listed file at its listed size is a **complete** copy (``remote_complete``); anything else is a killed upload and is never resumed.
 * after an upload, the oldest complete copies beyond ``keep`` and incomplete leftovers older than the
   newest complete copy are deleted from the bucket (writer 0 only).
 * when uploads fall behind the saves, a snapshot superseded by a newer one before its upload started
@@ -63,21 +63,45 @@ def _is_marker(relative: str) -> bool:
 
 
 def upload_folder(local_dir: str, remote_dir: str, *, writer: int = 0, writers: int = 1,
-                  extra: dict[str, Any] | None = None) -> dict[str, int]:  # fmt: skip
-    """Upload every file of ``local_dir`` to ``remote_dir``, then its commit marker (last). A copy already
+                  extra: dict[str, Any] | None = None, part: str = "") -> dict[str, int]:  # fmt: skip
+    """Upload every file of ``local_dir`` to ``remote_dir`` (under ``remote_dir/part`` when several
+    processes each upload their own part of one checkpoint: ``part`` is this writer's subfolder), then its
+    commit marker (last, in ``remote_dir``; it lists the files relative to ``remote_dir``). A copy already
     there (a checkpoint of the same step saved again, e.g. after a fallback past a corrupt one) first
-    loses its markers, so that it never counts as complete while its files change, and every file is
-    sent again: equal sizes do not mean equal bytes. Returns {file: size}."""
-    files = {rel: size for rel, size in core.tree(local_dir).items() if not _is_marker(rel)}
+    loses its markers (a part: this writer's marker), so that it never counts as complete while its files
+    change, and every file is sent again: equal sizes do not mean equal bytes. Returns {file: size}."""
+    prefix = f"{part.strip('/')}/" if part else ""
+    files = {prefix + rel: size for rel, size in core.tree(local_dir).items() if not _is_marker(rel)}
     there = core.tree(remote_dir)
-    for relative in sorted(there):
-        if _is_marker(relative) or relative not in files:
-            core.remove(core.join(remote_dir, relative))
+    own_marker = marker_name(writer, writers)
+    stale = [rel for rel in there if (rel == own_marker if prefix else _is_marker(rel))]
+    stale += [rel for rel in there if not _is_marker(rel) and rel not in files and rel.startswith(prefix)]
+    for relative in sorted(stale, key=lambda r: not _is_marker(r)):  # the marker first
+        core.remove(core.join(remote_dir, relative))
     for relative in sorted(files):
-        core.copy(os.path.join(local_dir, *relative.split("/")), core.join(remote_dir, relative))
+        source = os.path.join(local_dir, *relative[len(prefix) :].split("/"))
+        core.copy(source, core.join(remote_dir, relative))
     marker = {"writer": writer, "writers": writers, "files": files, "time": time.time(), **(extra or {})}
-    core.write_text(core.join(remote_dir, marker_name(writer, writers)), json.dumps(marker, indent=1))
+    if part:
+        marker["part"] = part
+    core.write_text(core.join(remote_dir, own_marker), json.dumps(marker, indent=1))
     return files
+
+
+def writers_of(remote_dir: str, listing: dict[str, int] | None = None) -> int | None:
+    """How many processes wrote the remote copy (its markers' "<k>-of-<n>"), None without a marker."""
+    listing = core.tree(remote_dir) if listing is None else listing
+    for relative in listing:
+        if "/" not in relative and relative.startswith(MARKER_PREFIX):
+            with contextlib.suppress(IndexError, ValueError):
+                return int(relative[len(MARKER_PREFIX) :].split("-of-")[1].removesuffix(".json"))
+    return None
+
+
+def part_name(writer: int, writers: int) -> str:
+    """The subfolder of a checkpoint that process ``writer`` of ``writers`` uploads ("" for one process:
+    the checkpoint folder itself, as a single-process run lays it out)."""
+    return f"process-{writer}" if writers > 1 else ""
 
 
 def remote_complete(remote_dir: str, listing: dict[str, int] | None = None) -> bool:
@@ -166,6 +190,7 @@ class Mirror:
         self.step_of = step_of
         self.keep = keep
         self.writer, self.writers = writer, writers
+        self.part = part_name(writer, writers)  # several processes: each uploads its own subfolder
         self.staging = staging or os.path.join(os.path.dirname(self.local_root), _STAGING)
         self.log = log or (lambda text: print(f"wwm: {text}", file=sys.stderr, flush=True))
         self.error: WWMError | None = None
@@ -252,7 +277,7 @@ class Mirror:
                 start = time.perf_counter()
                 remote = core.join(self.remote_root, job.name)
                 upload_folder(job.snapshot, remote, writer=self.writer, writers=self.writers,
-                              extra={"step": job.step})  # fmt: skip
+                              extra={"step": job.step}, part=self.part)  # fmt: skip
                 self.upload_s += time.perf_counter() - start
                 self.uploaded.append(job.name)
                 if self.writer == 0:
@@ -340,10 +365,12 @@ def candidates(local_names: list[str], remote_root: str | None, step_of: Callabl
     return [Candidate(n, step_of(n) or 0, n in local, n in remote) for n in names]
 
 
-def pull(remote_root: str, name: str, local_root: str) -> str:
-    """Download the remote checkpoint ``name`` into ``local_root/name``; returns that path."""
+def pull(remote_root: str, name: str, local_root: str, *, part: str = "") -> str:
+    """Download the remote checkpoint ``name`` (this process's ``part`` of it, when several processes
+    wrote it) into ``local_root/name``; returns that path."""
     destination = os.path.join(local_root, name)
-    download_folder(core.join(remote_root, name), destination)
+    source = core.join(remote_root, name, part) if part else core.join(remote_root, name)
+    download_folder(source, destination)
     for marker in [n for n in os.listdir(destination) if n.startswith(MARKER_PREFIX)]:
         os.remove(os.path.join(destination, marker))  # the local folder is the trainer's, as it saved it
     return destination
@@ -356,8 +383,10 @@ __all__ = [
     "candidates",
     "download_folder",
     "marker_name",
+    "part_name",
     "pull",
     "remote_complete",
     "set_aside",
     "upload_folder",
+    "writers_of",
 ]
