@@ -136,11 +136,13 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
 @pytest.mark.slow
 def test_bench_attention_reports_every_backend_per_length_in_its_own_process():
     """modernbert-tiny at L = 64, flash in both frameworks and JAX's cudnn, each point in its own process;
-    the JSON rows carry impl, backend, seq_len, peak_mib and step_s; a backend that cannot run here (cuDNN
-    on a CPU) is a row with its one-line reason."""
+    the JSON rows carry impl, backend, seq_len, peak_mib and step_s (JAX's also the compiled step's
+    memory); a backend that cannot run here (cuDNN on a CPU) is a row with its one-line reason."""
     from wwm_cli.bench import attention
 
-    report = attention.run(lengths=(64,), steps=1, model="modernbert-tiny", backends=("flash", "cudnn"))
+    report = attention.run(
+        lengths=(64,), steps=1, model="modernbert-tiny", backends=("flash", "cudnn"), compiled=True
+    )
     rows = report["results"]
     assert [(r["impl"], r["backend"], r["seq_len"]) for r in rows] == [
         ("jax", "flash", 64),
@@ -151,6 +153,8 @@ def test_bench_attention_reports_every_backend_per_length_in_its_own_process():
     assert all("error" not in r and r["step_s"] > 0 and r["peak_mib"] >= 0 and r["model"] == "modernbert-tiny"
                for r in ok), rows  # fmt: skip
     assert "needs an NVIDIA GPU" in rows[1]["error"]
+    # --compiled: XLA's memory_analysis of the JAX step beside the resident-set figures (JAX rows only).
+    assert rows[0]["temp_mib"] > 0 and rows[0]["argument_mib"] > 0 and "temp_mib" not in rows[2]
     # One model, one name, one function: both frameworks' flash compute the same first steps.
     assert ok[0]["loss"] == pytest.approx(ok[1]["loss"], rel=1e-4)
     assert "L=64" in attention.format_table(report)

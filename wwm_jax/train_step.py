@@ -84,6 +84,46 @@ def _ce_sums(logits, labels, valid):
     return ce_sum, correct
 
 
+# Positions of each row the MLM head (transform, vocabulary projection, softmax) runs on at once. The head's
+# (M, S, V) float32 logits, their log-softmax and their gradient would otherwise live together: 1 GB each
+# for one 8,192-token row and BERT's 30,522 words. Above it the head runs in chunks under a scan whose body
+# is rematerialised in the backward pass, so only one chunk's (M, HEAD_CHUNK, V) arrays live, at any L.
+# BERT at L <= 1,706 (the exact budget's bound there: K <= 256 masked slots) never chunks.
+HEAD_CHUNK = 256
+
+
+def head_sums(model, hidden, labels, valid, chunk: int | None = HEAD_CHUNK):
+    """(sum of CE, number right) of the MLM head at (M, S, H) hidden rows with (M, S) labels, over `valid`.
+
+    S <= `chunk` (or chunk None): the head at all S at once (the plain computation). Above: S is cut into k
+    balanced chunks of c <= chunk slots (a multiple of 8; the padded slots are not valid), and a
+    `lax.scan` over the k chunks sums the per-chunk sums under `jax.checkpoint`, so the backward pass
+    recomputes each chunk's logits instead of keeping them: no (M, S, V) array forward or backward. The
+    rows M stay the leading axis of every chunk, so a batch sharded over devices stays where it is. Equal
+    to the plain sums up to float summation order (the chunks' sums are added in order).
+    """
+    M, S = labels.shape
+    if chunk is None or S <= chunk:
+        return _ce_sums(model.mlm_logits(hidden), labels, valid)
+    c = math.ceil(math.ceil(S / math.ceil(S / chunk)) / 8) * 8  # slots per chunk: balanced, a multiple of 8
+    k = math.ceil(S / c)  # chunks
+    pad = k * c - S
+
+    def split(x):  # (M, S, ...) -> (k, M, c, ...), the padded slots at the end of the last chunk
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return jnp.moveaxis(x.reshape(M, k, c, *x.shape[2:]), 1, 0)
+
+    @jax.checkpoint  # the backward pass recomputes this chunk's logits from its hidden rows
+    def body(carry, xs):
+        h, y, v = xs  # (M, c, H), (M, c), (M, c)
+        ce, correct = _ce_sums(model.mlm_logits(h), y, v)  # (M, c, V) logits live only here
+        return (carry[0] + ce, carry[1] + correct.astype(jnp.int32)), None
+
+    init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+    (ce_sum, correct), _ = jax.lax.scan(body, init, (split(hidden), split(labels), split(valid)))
+    return ce_sum, correct
+
+
 PACKED_KEYS = ("segment_ids", "position_ids")  # batch keys of packed documents only
 
 
@@ -100,35 +140,38 @@ def _packed_inputs(model, segment_ids, position_ids) -> dict:
 
 def token_losses(
     graphdef, params, input_ids, attention_mask, labels, *, deterministic, rng, max_masked=None,
-    segment_ids=None, position_ids=None,
+    segment_ids=None, position_ids=None, head_chunk: int | None = HEAD_CHUNK,
 ):  # fmt: skip
     """One forward pass -> (sum of masked-token CE, number of correct masked predictions). (M, L) in.
 
     `max_masked` (a static int, see `masked_bound`): run the MLM head (transform + vocabulary
     projection) only at the masked positions, gathered into (M, max_masked) slots per row, instead of
-    at all L positions; a batch with a row of more masked tokens takes the full head (`lax.cond`, one
-    branch runs). The sums are the same either way (the same terms; float summation order aside).
+    at all L positions; a batch with a row of more masked tokens takes the head at every position
+    (`lax.cond`, one branch runs). Either head runs in chunks of `head_chunk` positions per row
+    (`head_sums`), so neither branch holds an (M, L, V) array: a `cond` allocates both branches'
+    temporaries, and the unchunked fallback alone kept ~3 (M, L, V) float32 arrays (3 GB at L = 8,192).
+    The sums are the same either way (the same terms; float summation order aside).
     """
     model = nnx.merge(graphdef, params)
     packed = _packed_inputs(model, segment_ids, position_ids)
     masked = labels != IGNORE_INDEX  # (M, L)
-    if max_masked is None or max_masked >= labels.shape[-1]:
-        logits = model(
-            input_ids, attention_mask, deterministic=deterministic, rngs=rng, **packed
-        )  # (M, L, V)
-        return _ce_sums(logits, labels, masked)
-    hidden = model.encode(input_ids, attention_mask, deterministic=deterministic, rngs=rng, **packed)
+    hidden = model.encode(
+        input_ids, attention_mask, deterministic=deterministic, rngs=rng, **packed
+    )  # (M, L, H)
+
+    def full(hidden):
+        return head_sums(model, hidden, labels, masked, head_chunk)
+
     L = labels.shape[-1]
+    if max_masked is None or max_masked >= L:
+        return full(hidden)
 
     def gathered(hidden):
         # The masked positions of each row first, in position order: top_k of L - position on masked tokens.
         score = jnp.where(masked, L - jnp.arange(L, dtype=jnp.int32), 0)
         top, pos = jax.lax.top_k(score, max_masked)  # (M, K)
         h = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # (M, K, H)
-        return _ce_sums(model.mlm_logits(h), jnp.take_along_axis(labels, pos, axis=1), top > 0)
-
-    def full(hidden):
-        return _ce_sums(model.mlm_logits(hidden), labels, masked)
+        return head_sums(model, h, jnp.take_along_axis(labels, pos, axis=1), top > 0, head_chunk)
 
     overflow = jnp.any(jnp.sum(masked, axis=-1) > max_masked)
     return jax.lax.cond(overflow, full, gathered, hidden)

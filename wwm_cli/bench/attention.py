@@ -38,10 +38,8 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def point(
-    framework: str, backend: str, seq_len: int, steps: int = 2, model: str = "bert-tiny"
-) -> dict[str, Any]:
-    """One measurement, in this process."""
+def _setup(backend: str, seq_len: int, steps: int, model: str):
+    """(bench data, run config) of one point: B = 1, float32, dropout 0, `backend` as the kernel."""
     from wwm_cli.bench import train as bench_train
 
     data = bench_train.make_data(seq_len, steps + 3)
@@ -52,6 +50,39 @@ def point(
     config = dataclasses.replace(
         config, model=mc, train=dataclasses.replace(config.train, attn_implementation=backend)
     )
+    return data, config
+
+
+def compiled_memory(backend: str, seq_len: int, model: str = "bert-tiny") -> dict[str, float]:
+    """XLA's own account of the JAX trainer's compiled step at this point (`memory_analysis()` of
+    `build_step`'s train step, lowered for one real batch; nothing runs): temporaries, arguments and
+    outputs in MiB. Deterministic, unlike the resident set: it says which arrays the step holds."""
+    from wwm.data import BatchIterator
+    from wwm_cli.bench import train as bench_train
+    from wwm_jax import sharding as shd
+    from wwm_jax import train as jt
+
+    data, config = _setup(backend, seq_len, 1, model)
+    hf_config = config.model.hf_config_dict(data.tokenizer, seq_len)
+    masker = bench_train._masker(data.tokenizer, config)
+    setup = jt.build_step(config, hf_config, masker, seq_len)
+    rows, _, _ = next(jt.masked_host_batches(BatchIterator(data.blocks, 1, config.seed), masker, 1))
+    batch = shd.global_arrays(rows, setup.mesh, 1)
+    m = setup.step_fn.lower(setup.state, batch).compile().memory_analysis()
+    return {
+        "temp_mib": m.temp_size_in_bytes / 2**20,
+        "argument_mib": m.argument_size_in_bytes / 2**20,
+        "output_mib": m.output_size_in_bytes / 2**20,
+    }
+
+
+def point(
+    framework: str, backend: str, seq_len: int, steps: int = 2, model: str = "bert-tiny"
+) -> dict[str, Any]:
+    """One measurement, in this process."""
+    from wwm_cli.bench import train as bench_train
+
+    data, config = _setup(backend, seq_len, steps, model)
     before = _rss_bytes()
     out = bench_train.RUNNERS[framework](config, data, 1, steps, None, None)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -91,6 +122,18 @@ def _one(framework: str, backend: str, L: int, steps: int, model: str, timeout: 
     return {**base, "error": tail[:200]}
 
 
+def _compiled(backend: str, L: int, model: str, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "wwm_cli.bench.attention", "compiled", "jax", backend, str(L), model]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"compiled_error": f"over {timeout:.0f} s"}
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    return {"compiled_error": ((proc.stderr.strip().splitlines() or ["?"])[-1])[:200]}
+
+
 def run(
     lengths=LENGTHS,
     frameworks=("jax", "torch"),
@@ -99,7 +142,10 @@ def run(
     model: str = "bert-tiny",
     repeats: int = 1,
     backends: tuple[str, ...] | None = None,
+    compiled: bool = False,
 ) -> dict[str, Any]:
+    """`compiled`: JAX rows also carry `compiled_memory` (temp_mib, argument_mib, output_mib), from one more
+    process per point that only compiles."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
     rows = []
@@ -120,6 +166,8 @@ def run(
                     for key in ("step_s", "peak_mib", "rss_mib"):
                         row[key] = statistics.median(r[key] for r in ok)
                     row["runs"] = [{k: r[k] for k in ("step_s", "peak_mib", "rss_mib")} for r in ok]
+                if compiled and framework == "jax" and ok:
+                    row.update(_compiled(backend, L, model, timeout))
                 row["wall_s"] = time.perf_counter() - t0
                 rows.append(row)
     report = {
@@ -169,6 +217,10 @@ def format_table(report: dict[str, Any]) -> str:
             else:
                 cells.append(f"{r['step_s']:>10.3f} / {r['peak_mib']:>8.0f}")
         lines.append(f"{impl:<6} {backend:<10} " + "".join(cells))
+    temps = [r for r in report["results"] if "temp_mib" in r]
+    if temps:
+        lines.append("compiled step (XLA memory_analysis), temporaries MiB: " + ", ".join(
+            f"{r['impl']}/{r['backend']} L={r['seq_len']} {r['temp_mib']:.0f}" for r in temps))  # fmt: skip
     exps = report.get("exponents") or {}
     if exps:
         lines.append("memory exponent 2048 -> 8192: " + ", ".join(f"{k} {v:.2f}" for k, v in exps.items()))
@@ -182,3 +234,7 @@ if __name__ == "__main__":
         framework, backend, L, steps = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         model = sys.argv[6] if len(sys.argv) > 6 else "bert-tiny"
         print(json.dumps(point(framework, backend, L, steps, model)), flush=True)
+    elif sys.argv[1:2] == ["compiled"]:  # compiled jax BACKEND L [MODEL]
+        backend, L = sys.argv[3], int(sys.argv[4])
+        model = sys.argv[5] if len(sys.argv) > 5 else "bert-tiny"
+        print(json.dumps(compiled_memory(backend, L, model)), flush=True)

@@ -94,6 +94,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backends", default="", help="comma-separated train.attn_implementation names (default: all)"
     )
     attention.add_argument("--repeats", type=int, default=1, help="runs of every point; medians reported")
+    attention.add_argument("--compiled", action="store_true",
+                           help="JAX rows also give XLA's memory_analysis of the compiled step (temp MiB)")  # fmt: skip
     attention.add_argument("--json", action="store_true", help="print the results as JSON")
     storage = sub.add_parser(
         "storage",
@@ -239,7 +241,8 @@ def _run_more(args: argparse.Namespace) -> dict:
         frameworks = tuple(x for x in args.frameworks.split(",") if x)
         backends = tuple(x for x in args.backends.split(",") if x) or None
         report = bench.run(lengths=_ints(args.lengths), frameworks=frameworks, steps=args.steps,
-                           model=args.model, repeats=args.repeats, backends=backends)  # fmt: skip
+                           model=args.model, repeats=args.repeats, backends=backends,
+                           compiled=args.compiled)  # fmt: skip
     elif args.what == "pipeline":
         from wwm_cli.bench import pipeline as bench
 
