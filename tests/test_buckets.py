@@ -339,8 +339,9 @@ def test_bucket_mirror_uploads_complete_copies_and_resumes_from_the_newest(stora
 def test_bucket_mirror_parts_of_several_processes_complete_only_together(tmp_path):
     """Two processes each upload their own part of checkpoint 4 (``4/process-<k>/``, JAX processes on
     hosts with their own disks): complete only once both markers are there; a part uploaded again keeps
-    the other process's part and marker; each process pulls its own part; a run with another process
-    count is refused in one line (each process restores its own part)."""
+    the other process's part and marker; each process pulls its own part (a torch node: the lead's part
+    merged with its own, one folder); a run with another process count is refused in one line (each
+    process restores its own part)."""
     import uuid
 
     from wwm.errors import WWMError
@@ -368,6 +369,14 @@ def test_bucket_mirror_parts_of_several_processes_complete_only_together(tmp_pat
         path = mirrors.pull(remote, "4", str(tmp_path / f"clean{k}"), part=mirrors.part_name(k, 2))
         assert (tmp_path / f"clean{k}" / "4" / "state" / "shard").read_bytes() == bytes([k]) * (10 + k)
         assert sorted(os.listdir(path)) == ["meta.json", "state"]
+    with pytest.raises(WWMError, match="is in two writers' parts"):  # parts merged (a torch node): no clash
+        mirrors.pull(remote, "4", str(tmp_path / "merged"), part=("process-0", "process-1"))
+    torch_parts = {"process-0/model.safetensors": b"w", "process-0/rng_state_0.pth": b"0",
+                   "process-1/rng_state_1.pth": b"1", "process-2/rng_state_2.pth": b"2"}  # fmt: skip
+    for relative, data in torch_parts.items():
+        fs.write_bytes(fs.join(remote, "checkpoint-6", relative), data)
+    path = mirrors.pull(remote, "checkpoint-6", str(tmp_path / "node1"), part=("process-0", "process-1"))
+    assert sorted(os.listdir(path)) == ["model.safetensors", "rng_state_0.pth", "rng_state_1.pth"]
     found = mirrors.candidates([], remote, step_of)
     assert _same_writers(found, remote, 2, "s3://b/run") == found
     with pytest.raises(WWMError, match=r"saved by 2 process\(es\) and this run has 1; resume it with 2"):

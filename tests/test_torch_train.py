@@ -371,13 +371,20 @@ def test_readme_plain_trainer_with_our_collator(tmp_path, wordpiece_tokenizer):
 
 
 # ------------------------------------------------------------------------------------------ processes (slow)
-def _launch(spec_path, nproc=1, **kwargs):
+def _launch(spec_path, nproc=1, *, node=None, env=None, **kwargs):
+    """The worker on `nproc` processes (torchrun --standalone), or as node k of 2 (`node`: (k, port); one
+    process per node, torchrun's static rendezvous on 127.0.0.1)."""
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
     )
-    if nproc == 1:
+    if node is not None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+               f"--node_rank={node[0]}", "--master_addr=127.0.0.1", f"--master_port={node[1]}", WORKER,
+               spec_path]  # fmt: skip
+    elif nproc == 1:
         cmd = [sys.executable, WORKER, spec_path]
     else:
         cmd = [
@@ -428,6 +435,64 @@ def test_torchrun_two_processes_give_the_losses_of_one(tmp_path, tokenizer_dir):
     np.testing.assert_allclose([r["eval_loss"] for r in eval2], [r["eval_loss"] for r in eval1], rtol=2e-6)
     for key in w1:
         np.testing.assert_allclose(w2[key], w1[key], atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_bucket_torchrun_two_nodes_resume_from_s3_on_clean_disks(tmp_path, tokenizer_dir, s3_bucket):
+    """torchrun on two nodes (one process each, each node its own WWM_LOCAL_DIR disk) with output_dir in the
+    S3 server: 3 steps, both nodes' staging folders deleted, the same run to 5 steps resumes from the
+    bucket's checkpoint-3 (node 1 pulls the lead's weights/optimizer/state merged with its own RNG state)
+    and its losses are a local one-process run's (rtol 2e-6, the DDP-vs-one-process test's tolerance;
+    constant learning rate, so the longer second command keeps the schedule)."""
+    import glob
+    import shutil
+    import socket
+
+    from wwm import fs
+
+    url = f"{s3_bucket}/runs/ddp"
+    sections = dict(optim=dict(learning_rate=1e-3, warmup_steps=0, schedule="constant"),
+                    checkpoint=dict(every_steps=3))  # fmt: skip
+    nodes = [str(tmp_path / f"node-{k}") for k in (0, 1)]
+
+    def two_nodes(max_steps):
+        spec = _spec(tmp_path, tokenizer_dir, blocks=(40, 32, 0), train=dict(max_steps=max_steps), **sections)
+        spec["output_dir"] = url
+        path = _write_spec(tmp_path, spec, f"bucket-{max_steps}")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [_launch(path, node=(k, port), env={"WWM_LOCAL_DIR": nodes[k]}) for k in (0, 1)]
+        return [_finish(p) for p in procs]
+
+    two_nodes(3)
+    ckpt = fs.tree(f"{url}/checkpoints/checkpoint-3")
+    assert {"process-0/model.safetensors", "process-0/optimizer.pt", "process-0/trainer_state.json",
+            "process-0/rng_state_0.pth", "process-1/rng_state_1.pth", ".wwm-commit-0-of-2.json",
+            ".wwm-commit-1-of-2.json"} <= set(ckpt)  # fmt: skip
+    assert not [
+        n for n in ckpt if n.startswith("process-1/") and "rng_state" not in n
+    ]  # one copy of the rest
+    for folder in nodes:  # clean machines
+        shutil.rmtree(folder)
+    out = two_nodes(5)
+    assert "resuming from" in out[0] and "checkpoint-3" in out[0], out[0][-3000:]
+    pulled = glob.glob(os.path.join(nodes[1], "runs", "*", "checkpoints", "checkpoint-3"))
+    assert len(pulled) == 1 and {"model.safetensors", "trainer_state.json", "rng_state_1.pth"} <= set(
+        os.listdir(pulled[0])
+    )
+    rows = [json.loads(line) for line in fs.read_text(f"{url}/metrics.jsonl").splitlines()]
+    train = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
+    assert {".wwm-commit-0-of-2.json", ".wwm-commit-1-of-2.json"} <= set(
+        fs.tree(f"{url}/checkpoints/checkpoint-5")
+    )
+    assert json.loads(fs.read_text(f"{url}/run.json"))["history"][-1]["event"] == "resumed"
+
+    spec = _spec(tmp_path, tokenizer_dir, "one", blocks=(40, 32, 0), train=dict(max_steps=5), **sections)
+    _train(spec)
+    reference, _ = _records(spec["output_dir"])
+    np.testing.assert_allclose([r["loss"] for r in train], [r["loss"] for r in reference], rtol=2e-6)
 
 
 def _wait_for_new_step(proc, metrics: str, after: int, timeout: float = 180) -> int:

@@ -277,18 +277,21 @@ def start_run(
     lead: bool = True,
     share: Callable[[Any], Any] | None = None,
     process: tuple[int, int] = (0, 1),
+    writer: bool = True,
 ) -> rundir.RunDir:
     """The pre-flight checks, then the run directory's decision (wwm.rundir.claim: the lead takes the
     folder's lock, decides and records; `share` hands its outcome to every process). The returned
     `RunDir` holds the lock until its `close()`. `process`: (this process's index, the process count),
-    for a bucket `output_dir` with several processes (wwm.runstore)."""
+    for a bucket `output_dir` with several processes (wwm.runstore; torchrun: (this node, the node count),
+    and `writer` true on each node's local rank 0)."""
     check_paths(config)
     check_pretrained(local_inputs(config))
     if "://" in config.output_dir:  # a bucket: claimed in a local staging folder, carried to the bucket
         from wwm.runstore import start_bucket_run
 
         return start_bucket_run(config, framework, overwrite=overwrite, allow_changes=allow_changes,
-                                restart=restart, lead=lead, share=share, process=process)  # fmt: skip
+                                restart=restart, lead=lead, share=share, process=process,
+                                writer=writer)  # fmt: skip
     return rundir.claim(config, framework, overwrite=overwrite, allow_changes=allow_changes, restart=restart,
                         lead=lead, share=share)  # fmt: skip
 

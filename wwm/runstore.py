@@ -238,7 +238,7 @@ def _config_naming(path: str, url: str, local: str) -> None:
 
 def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, allow_changes: bool = False,
                      restart: bool = False, lead: bool = True, share: Callable[[Any], Any] | None = None,
-                     process: tuple[int, int] = (0, 1)) -> Any:  # fmt: skip
+                     process: tuple[int, int] = (0, 1), writer: bool = True) -> Any:  # fmt: skip
     """`wwm.rundir.claim` for a bucket `output_dir` (docs/scale.md): take the folder's lease, bring the run's
     record, logs, trained tokenizer and newest complete checkpoint down into the staging folder, let
     `claim` decide there as for a local folder, carry its outcome back (an `--overwrite` deletes the
@@ -252,17 +252,19 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
     kept, and mirrors its own part of each new one (``<step>/process-<k>/`` and its commit marker: a
     checkpoint is complete in the bucket once every process's marker is there). Only checkpoints complete
     in the bucket are resumed (a part saved on one host only would let the hosts restore different
-    steps)."""
+    steps).
+
+    torchrun: the writers are the **nodes** (ranks of one node share its disk and staging folder):
+    `process` is (this node, the node count) and `writer` is true on each node's local rank 0, the only
+    rank of the node that pulls and mirrors; the other ranks get the run's `RunDir` naming the node's
+    staging folder (the caller waits on a barrier before any rank reads it). A torch node pulls the world
+    main process's part (weights, optimizer, trainer state) merged with its own (its ranks' RNG states).
+    With one node the checkpoints are laid out as with one process."""
     url = fs.normalize(config.output_dir)
     several = share is not None
-    if framework != "jax" and (several or not lead):
-        raise WWMError(
-            f"output_dir {url}: a bucket output_dir with several torch processes (torchrun) is not supported yet; "
-            "use a local or shared output_dir for torchrun runs (JAX multi-process runs may use a bucket)"
-        )
     if not lead and not several:
         raise WWMError(f"output_dir {url}: a process other than the lead needs the lead's decision (share)")
-    if several and process[1] < 2:
+    if several and process[1] < 2 and framework == "jax":
         raise ValueError("start_bucket_run: several processes (share) need process=(index, count)")
     if restart:
         raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
@@ -294,12 +296,20 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
         raise cls(outcome["error"])
     if lead:
         return run_dir
-    return _start_follower(config, url, outcome, process)
+    if not writer or process[0] == 0:  # a torch rank beside its node's writer: the node's staging folder
+        from wwm import rundir
+
+        run_dir = rundir.RunDir.from_dict(outcome["run"], lead=False)
+        run_dir.path = RunStore(url, lead=False).local
+        run_dir.messages = []
+        return run_dir
+    return _start_follower(config, framework, url, outcome, process)
 
 
-def _start_follower(config: Any, url: str, outcome: dict, process: tuple[int, int]) -> Any:
-    """A process other than the lead: its staging folder (this host's disk) made this run's, its part of
-    every checkpoint the lead kept pulled, any other local checkpoint dropped, its part mirrored."""
+def _start_follower(config: Any, framework: str, url: str, outcome: dict, process: tuple[int, int]) -> Any:
+    """A process (torch: a node) other than the lead's: its staging folder (this host's disk) made this
+    run's, its part of every checkpoint the lead kept pulled (torch: merged with the lead's part), any
+    other local checkpoint dropped, its part mirrored."""
     from wwm import rundir
     from wwm.fs import mirror as mirrors
 
@@ -307,13 +317,16 @@ def _start_follower(config: Any, url: str, outcome: dict, process: tuple[int, in
     store.claim_staging(outcome["run_id"], fresh=outcome["fresh"])
     kept = list(outcome["checkpoints"])
     local_dir = store.path(rundir.CHECKPOINT_DIR)
-    for name in rundir.checkpoint_names(store.local):
-        if name not in kept:  # never complete in the bucket: the other hosts do not have it
+    own = mirrors.part_name(*process)
+    part = (mirrors.part_name(0, process[1]), own) if framework == "torch" else own
+    present = os.listdir(local_dir) if os.path.isdir(local_dir) else []
+    for name in present:  # (torch: a node's own part, without the lead's files, is no complete checkpoint)
+        if step_of(name) is not None and name not in kept:  # never complete in the bucket: not resumed
             shutil.rmtree(os.path.join(local_dir, name), ignore_errors=True)
     have = set(rundir.checkpoint_names(store.local))
     for name in kept:
         if name not in have:
-            mirrors.pull(store.url(rundir.CHECKPOINT_DIR), name, local_dir, part=mirrors.part_name(*process))
+            mirrors.pull(store.url(rundir.CHECKPOINT_DIR), name, local_dir, part=part)
     run_dir = rundir.RunDir.from_dict(outcome["run"], lead=False)
     run_dir.path = store.local
     run_dir.messages = []  # the lead says them

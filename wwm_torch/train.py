@@ -128,10 +128,17 @@ def run(
     with StopRequest("wwm train", immediate=True) as stop:  # switched to saving first when training begins
         try:
             share = _share_from_rank0()
+            node, nodes, node_writer = _node()
             run_dir = start_run(config, "torch", overwrite=overwrite, allow_changes=allow_changes,
-                                restart=restart, lead=lead, share=share)  # fmt: skip
+                                restart=restart, lead=lead, share=share, process=(node, nodes),
+                                writer=node_writer)  # fmt: skip
+            if share is not None and "://" in config.output_dir:
+                import torch.distributed as dist
+
+                dist.barrier()  # each node's checkpoints pulled before any of its ranks reads them
             with run_dir:  # the lock is released however the run ends
-                return _run(local_inputs(config, run_dir), prepared, callbacks, on_batch, run_dir, lead, stop)
+                return _run(local_inputs(config, run_dir), prepared, callbacks, on_batch, run_dir, lead, stop,
+                            node_disks="://" in config.output_dir)  # fmt: skip
         except Stopped as stopped:
             if lead:
                 print(stopped.message(), file=sys.stderr, flush=True)
@@ -157,9 +164,18 @@ def _share_from_rank0():
     return share
 
 
-def _run(
-    config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
-) -> int:
+def _node() -> tuple[int, int, bool]:
+    """(this node, the node count, whether this rank is its node's local rank 0) from torchrun's
+    environment: with a bucket output_dir each node has its own staging folder on its own disk, which its
+    local rank 0 fills and mirrors (wwm.runstore)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    node = int(os.environ.get("GROUP_RANK", "0"))
+    return node, max(1, world // max(1, per_node)), int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def _run(config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any,
+         *, node_disks: bool = False) -> int:  # fmt: skip
     """The experiment trackers' runs around the training (the Trainer's integrations log into them)."""
     from wwm.trackers import EXTERNAL, Trackers
 
@@ -168,7 +184,7 @@ def _run(
     if lead and any(n in EXTERNAL for n in config.logging.report_to):
         trackers = Trackers(config, run_dir).start()
     try:
-        status = _train(config, prepared, callbacks, on_batch, run_dir, lead, stop)
+        status = _train(config, prepared, callbacks, on_batch, run_dir, lead, stop, node_disks=node_disks)
     except BaseException:
         if trackers is not None:
             trackers.close("failed")
@@ -178,9 +194,8 @@ def _run(
     return status
 
 
-def _train(
-    config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool, stop: Any
-) -> int:
+def _train(config: RunConfig, prepared: Any, callbacks: tuple, on_batch: Any, run_dir: Any, lead: bool,
+           stop: Any, *, node_disks: bool = False) -> int:  # fmt: skip
     from wwm.data.tokenizer import tokenizer_fingerprint
     from wwm_torch.callbacks import MetricsCallback, StopCallback
     from wwm_torch.checkpoints import newest_intact_checkpoint, remove_incomplete_checkpoints
@@ -194,6 +209,9 @@ def _train(
     )
     for callback in callbacks:
         trainer.add_callback(callback)
+    # A bucket output_dir: each node saves into its own staging folder (wwm.runstore), so each node's local
+    # rank 0 renames its ranks' part of a checkpoint into place, not only the world main process.
+    trainer.node_disks = node_disks
     if lead:
         for text in run_dir.messages:
             print(f"wwm: {text}", flush=True)
@@ -201,6 +219,7 @@ def _train(
     resume_from = (
         newest_intact_checkpoint(args.output_dir, trainer.model, lead=lead) if run_dir.resume else None
     )
+    _same_checkpoint_everywhere(resume_from, args.world_size)
     if lead:
         print(_announcement(config, trainer, args, prepared, resume_from), flush=True)
     metrics = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsCallback))
@@ -217,7 +236,7 @@ def _train(
         if lead:
             print(f"wwm torch: {stop.name}: saved step {stopper.stopped_at} to {args.output_dir}; exiting "
                   "(run the same command to resume)", flush=True)  # fmt: skip
-        _close_process_group()
+        _close_process_group(run_dir)
         return stop.exit_status
     export = (
         export_hf(trainer, os.path.join(config.output_dir, "hf"), lead)
@@ -226,8 +245,26 @@ def _train(
     )
     if lead:
         print(_summary(metrics, time.perf_counter() - start, args.output_dir, export), flush=True)
-    _close_process_group()
+    _close_process_group(run_dir)
     return 0
+
+
+def _same_checkpoint_everywhere(resume_from: str | None, world_size: int) -> None:
+    """Every rank must resume from the same step: each reads its own node's folder (a bucket output_dir:
+    each node's staging folder, wwm.runstore), and ranks resuming different steps would train on mixed
+    states or wait on each other's collectives forever. One line on every rank otherwise."""
+    if world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    from wwm.errors import WWMError
+
+    chosen: list[Any] = [None] * world_size
+    dist.all_gather_object(chosen, os.path.basename(resume_from) if resume_from else None)
+    if len(set(chosen)) > 1:
+        raise WWMError(f"the ranks found different checkpoints to resume from ({', '.join(map(str, chosen))}, by "
+                       "rank): a node's copy is missing or unreadable; check each node's output folder (a bucket "
+                       "output_dir: remove the nodes' staging folders and run the same command to pull again)")  # fmt: skip
 
 
 def _quiet_progress(progress_bar: bool) -> None:
@@ -320,11 +357,16 @@ def export_hf(trainer: Any, out_dir: str, lead: bool) -> str:
     return out_dir
 
 
-def _close_process_group() -> None:
+def _close_process_group(run_dir: Any = None) -> None:
     """Tear the process group down before the interpreter does: left to interpreter shutdown, gloo's
-    threads can abort the process ("terminate called without an active exception") after a good run."""
+    threads can abort the process ("terminate called without an active exception") after a good run.
+    A bucket output_dir: every node's checkpoint uploads finish before the barrier, so that rank 0 then
+    publishes and releases the lease only once every node's part of the last checkpoint is up."""
     import torch.distributed as dist
 
+    mirror = getattr(getattr(run_dir, "store", None), "mirror", None)
+    if mirror is not None:
+        mirror.wait()
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

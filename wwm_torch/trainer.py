@@ -194,6 +194,9 @@ class WWMTrainer(Trainer):
         self.step_stats = StepStats()
         self.step_record: dict[str, Any] | None = None  # MetricsCallback's record of the finished step
         self._staging: str | None = None
+        # Each node saves into a folder of its own disk (a bucket output_dir with torchrun: wwm.runstore), so
+        # each node's local rank 0 renames its ranks' files into place; otherwise the world main process.
+        self.node_disks = False
 
     # ---------------------------------------------------------------- logs
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -228,7 +231,8 @@ class WWMTrainer(Trainer):
         run_dir = super()._get_output_dir(trial)
         name = f"checkpoint-{step}"
         staging = os.path.join(run_dir, f".saving-{name}")
-        lead = self.args.should_save
+        # node_disks (a bucket output_dir, wwm.runstore): each node's own folder, renamed by its local rank 0
+        lead = self.args.should_save or (self.node_disks and self.args.local_process_index == 0)
         if lead:
             shutil.rmtree(staging, ignore_errors=True)
             os.makedirs(staging)

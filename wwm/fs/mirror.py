@@ -128,15 +128,24 @@ def remote_complete(remote_dir: str, listing: dict[str, int] | None = None) -> b
     return True
 
 
-def download_folder(remote_dir: str, local_dir: str) -> None:
+def download_folder(remote_dir: str, local_dir: str, *, parts: tuple[str, ...] = ()) -> None:
     """Download a complete remote copy into ``local_dir`` (beside it, then renamed: the folder appears
-    whole or not at all). An existing ``local_dir`` is replaced."""
-    listing = core.tree(remote_dir)
+    whole or not at all). An existing ``local_dir`` is replaced. ``parts``: only the files of these
+    writers' subfolders, merged into ``local_dir`` itself (two parts holding one file name: WWMError)."""
+    files: dict[str, str] = {}  # local relative path -> remote relative path
+    for relative in core.tree(remote_dir):
+        head, _, rest = relative.partition("/")
+        target = (rest if head in parts and rest else None) if parts else relative
+        if target is None:
+            continue
+        if target in files:
+            raise WWMError(f"{remote_dir}: {target} is in two writers' parts ({files[target]}, {relative})")
+        files[target] = relative
     parent = os.path.dirname(os.path.abspath(local_dir))
     tmp = os.path.join(parent, f".pull-{os.path.basename(local_dir)}-{uuid.uuid4().hex[:8]}")
     try:
-        for relative in sorted(listing):
-            core.copy(core.join(remote_dir, relative), os.path.join(tmp, *relative.split("/")))
+        for target, relative in sorted(files.items()):
+            core.copy(core.join(remote_dir, relative), os.path.join(tmp, *target.split("/")))
         with core.errors(local_dir, "write"):
             os.makedirs(tmp, exist_ok=True)
             if os.path.lexists(local_dir):
@@ -365,12 +374,16 @@ def candidates(local_names: list[str], remote_root: str | None, step_of: Callabl
     return [Candidate(n, step_of(n) or 0, n in local, n in remote) for n in names]
 
 
-def pull(remote_root: str, name: str, local_root: str, *, part: str = "") -> str:
+def pull(remote_root: str, name: str, local_root: str, *, part: str | tuple[str, ...] = "") -> str:
     """Download the remote checkpoint ``name`` (this process's ``part`` of it, when several processes
-    wrote it) into ``local_root/name``; returns that path."""
+    wrote it; a tuple of parts: their files merged into one folder, as a torch node needs the world main
+    process's part and its own ranks' RNG states) into ``local_root/name``; returns that path."""
     destination = os.path.join(local_root, name)
-    source = core.join(remote_root, name, part) if part else core.join(remote_root, name)
-    download_folder(source, destination)
+    if isinstance(part, tuple):
+        download_folder(core.join(remote_root, name), destination, parts=part)
+    else:
+        source = core.join(remote_root, name, part) if part else core.join(remote_root, name)
+        download_folder(source, destination)
     for marker in [n for n in os.listdir(destination) if n.startswith(MARKER_PREFIX)]:
         os.remove(os.path.join(destination, marker))  # the local folder is the trainer's, as it saved it
     return destination
