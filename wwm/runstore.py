@@ -36,11 +36,6 @@ STAGING_FILE = ".wwm-staging.json"
 LOG_NAMES = ("metrics.jsonl", "tensorboard")
 
 
-def orbax_writes(url: str) -> bool:
-    """Whether orbax writes checkpoints to this bucket itself (gs://), so no mirror is needed."""
-    return fs.scheme(url) == "gs"
-
-
 class RunStore:
     """The local and remote sides of one run folder (module doc)."""
 
@@ -450,7 +445,6 @@ __all__ = [
     "STAGING_FILE",
     "RunStore",
     "checkpoint_name",
-    "orbax_writes",
     "start_bucket_run",
     "step_of",
 ]
