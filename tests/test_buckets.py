@@ -383,6 +383,31 @@ def test_bucket_mirror_parts_of_several_processes_complete_only_together(tmp_pat
         _same_writers(found, remote, 1, "s3://b/run")
 
 
+def test_bucket_mirror_of_two_writers_applies_keep_once_the_last_part_is_up(tmp_path):
+    """keep=1 with two writers: writer 0's prune after its own part of step 4 sees step 4 incomplete
+    (writer 1's part is not up yet) and keeps step 2; `prune()` after both parts (what the run's close
+    does after its barrier) deletes step 2. Found by the 2-process SIGKILL test, resumed from step 4."""
+    import uuid
+
+    remote = f"memory://wwm-test-{uuid.uuid4().hex[:12]}/run/checkpoints"
+    hosts = [tmp_path / "host0", tmp_path / "host1"]
+    mirror = mirrors.Mirror(str(hosts[0]), remote, _step, keep=1, writer=0, writers=2, log=lambda text: None)
+    for step in (2, 4):
+        if step == 4:  # writer 0 first: its prune runs before writer 1's part is there
+            mirror.submit(_save(hosts[0], step))
+            assert mirror.wait(30)
+        mirrors.upload_folder(str(hosts[1] / _save(hosts[1], step)), fs.join(remote, f"checkpoint-{step}"),
+                              writer=1, writers=2, part=mirrors.part_name(1, 2))  # fmt: skip
+        if step == 2:
+            mirror.submit(_save(hosts[0], step))
+            assert mirror.wait(30)
+    mirror.close()
+    complete = [n for n in fs.listdir(remote) if mirrors.remote_complete(fs.join(remote, n))]
+    assert complete == ["checkpoint-2", "checkpoint-4"]  # the prune inside the upload thread kept step 2
+    mirror.prune()
+    assert fs.listdir(remote) == ["checkpoint-4"]
+
+
 def test_bucket_mirror_snapshot_survives_local_deletion(storage_root, tmp_path):
     """The trainer deletes old checkpoints (save_total_limit, max_to_keep) while uploads run: the mirror
     uploads its snapshot, not the live folder."""

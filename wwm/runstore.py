@@ -143,6 +143,8 @@ class RunStore:
                         upload_error = err
                 if self.barrier is not None and not failing:
                     self.barrier()  # every process's part of the last checkpoint is up (or failed)
+                    if self.mirror is not None and upload_error is None and self.lead:
+                        self.mirror.prune()  # the last checkpoint is complete only now: keep applies
                 if upload_error is not None and not self._reported:
                     raise upload_error  # a failure of the final uploads: said here
             finally:

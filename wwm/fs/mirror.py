@@ -302,6 +302,15 @@ class Mirror:
             shutil.rmtree(job.snapshot, ignore_errors=True)
             self._done()
 
+    def prune(self) -> None:
+        """Apply ``keep`` to the bucket now (writer 0, after every writer's last part is up: with several
+        writers the prune after writer 0's own upload may see the newest step still incomplete)."""
+        if self.writer == 0:
+            try:
+                self._prune(0)
+            except WWMError as err:  # older copies left in the bucket: nothing lost, the run is done
+                self.log(f"could not delete checkpoints beyond keep={self.keep} in {self.remote_root}: {err}")
+
     def _prune(self, newest: int) -> None:
         """Keep the ``keep`` newest complete copies; delete older ones and killed uploads older than the
         newest complete copy."""
