@@ -818,16 +818,24 @@ def claim(
             outcome = {"error": str(err), "exit_status": err.exit_status}
             share(outcome)
             raise
+    outcome = shared_outcome(share, outcome, result)
+    return result if lead else RunDir.from_dict(outcome["run"], lead=False)
+
+
+def shared_outcome(share: Callable[[Any], Any], outcome: Any, held: RunDir | None) -> dict[str, Any]:
+    """The lead's `outcome` on every process (`share`: a broadcast). A refusal the lead shared as
+    {"error", "exit_status"} is raised on every process as the same one line (DiskFull keeps its exit
+    status); `held` (the lead's claimed RunDir) is closed if the broadcast itself fails."""
     try:
         outcome = share(outcome)
     except BaseException:
-        if result is not None:
-            result.close()
+        if held is not None:
+            held.close()
         raise
     if "error" in outcome:
         cls = DiskFull if outcome.get("exit_status") == DiskFull.exit_status else WWMError
         raise cls(outcome["error"])
-    return result if lead else RunDir.from_dict(outcome["run"], lead=False)
+    return outcome
 
 
 def _claim_lead(config: RunConfig, framework: str, overwrite: bool, allow_changes: bool, restart: bool,

@@ -268,34 +268,22 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
                        "use --overwrite or another output_dir")  # fmt: skip
     if not several:
         return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1))
-    from wwm.errors import DiskFull
+    from wwm import rundir
 
     run_dir, outcome = None, None
     if lead:
         try:
             run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process)
-            from wwm import rundir
-
             kept = rundir.checkpoint_names(run_dir.path) if run_dir.resume else []
             outcome = {"run": run_dir.to_dict(), "run_id": str((run_dir.record or {}).get("created")),
                        "fresh": run_dir.status in ("new", "overwritten"), "checkpoints": kept}  # fmt: skip
         except WWMError as err:
             share({"error": str(err), "exit_status": err.exit_status})
             raise
-    try:
-        outcome = share(outcome)
-    except BaseException:
-        if run_dir is not None:
-            run_dir.close()
-        raise
-    if "error" in outcome:
-        cls = DiskFull if outcome.get("exit_status") == DiskFull.exit_status else WWMError
-        raise cls(outcome["error"])
+    outcome = rundir.shared_outcome(share, outcome, run_dir)
     if lead:
         return run_dir
     if not writer or process[0] == 0:  # a torch rank beside its node's writer: the node's staging folder
-        from wwm import rundir
-
         run_dir = rundir.RunDir.from_dict(outcome["run"], lead=False)
         run_dir.path = RunStore(url, lead=False).local
         run_dir.messages = []
