@@ -35,7 +35,6 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -50,6 +49,7 @@ import numpy as np
 from wwm import fs
 from wwm.data.storage import _Parts
 from wwm.errors import WWMError
+from wwm.files import file_digest
 
 __all__ = [
     "CHECKSUM",
@@ -75,15 +75,6 @@ _SKIP = {"done.json", "owner.json"}
 # --------------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    # local: a file of this host's local copy
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checksums(folder: Path) -> dict[str, dict[str, Any]]:
     """{path relative to a segment folder ("train/input_ids.bin"): {"size", "sha256"}} of every file a
     reader needs (not the done marker)."""
@@ -92,7 +83,7 @@ def checksums(folder: Path) -> dict[str, dict[str, Any]]:
         if path.is_file() and path.name not in _SKIP:
             out[path.relative_to(folder).as_posix()] = {
                 "size": path.stat().st_size,
-                CHECKSUM: sha256_file(path),
+                CHECKSUM: file_digest(str(path)),
             }
     return out
 
@@ -304,7 +295,7 @@ class LocalCopy:
                 os.close(fd)
         self.stats["files"] += len(names)
         hashes = dict(
-            zip(names, pool.map(lambda rel: sha256_file(tmp / rel.split("/", 1)[1]), names), strict=True)
+            zip(names, pool.map(lambda rel: file_digest(str(tmp / rel.split("/", 1)[1])), names), strict=True)
         )
         return [rel for rel, spec in names.items() if hashes[rel] != spec[CHECKSUM]]
 
