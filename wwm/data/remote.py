@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from wwm import fs
+from wwm.data import segments
 from wwm.data.storage import _Parts
 from wwm.errors import WWMError
 from wwm.files import file_digest
@@ -219,7 +220,7 @@ class LocalCopy:
     def _copy(self, jobs: list[tuple[str, str, dict[str, dict[str, Any]]]], listing: dict[str, Any]) -> None:
         stale = []
         for segment, split, names in jobs:
-            record = _read_local_json(self.folder(segment, split) / COPY_RECORD)
+            record = segments.read_json(self.folder(segment, split) / COPY_RECORD)
             identities = {rel: listing.get(f"segments/{segment}/{rel}") for rel in names}
             missing = [rel for rel, ident in identities.items() if ident is None]
             if missing:
@@ -310,14 +311,6 @@ def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size
     except OSError:
-        return None
-
-
-def _read_local_json(path: Path) -> dict[str, Any] | None:
-    try:
-        # local: a file of this host's local copy
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
         return None
 
 
