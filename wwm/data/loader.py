@@ -110,6 +110,9 @@ class BatchIterator:
         self.position = start if start is not None else DataPosition()
         self._order_cache: _order.EpochOrder | None = None  # the order of the last epoch used
         self._ahead: tuple[int, int] | None = None  # (epoch, step) read ahead up to (remote mode)
+        if shuffle and not self.streaming and hasattr(dataset, "read_groups"):
+            # remote mode reads whole groups under a groups-G-K-r rule (G = 0: rows as before)
+            dataset.read_groups(_order.group_rows(self.order_rule))
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:

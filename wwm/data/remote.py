@@ -391,6 +391,7 @@ class RemoteParts:
         self.prefetch_steps = int(prefetch_steps)
         self.sizes = sizes  # each part's {file name: bytes} from the manifest (None: not checked)
         self.cache = _RowCache(cache_bytes)
+        self.group_rows = 0  # G of a groups-G-K-r order (``read_groups``): reads cover whole groups
         self.stats = {"requests": 0, "bytes": 0, "rows_fetched": 0, "hits": 0, "misses": 0}
         self._parts: dict[int, Any] = {}
         self._pool = _Pool(THREADS)
@@ -476,21 +477,39 @@ class RemoteParts:
                 blob[i * width : (i + 1) * width] for blob, (_, _, width) in zip(blobs, files, strict=True)
             ))  # fmt: skip
 
-    def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
-        """(part, first row, end row, the rows wanted in it) of each run of nearby global rows not cached
-        nor in flight."""
-        rows = np.unique(rows)
+    def read_groups(self, group_rows: int) -> None:
+        """The order reads groups of ``group_rows`` adjacent rows (an order rule groups-G-K-r, set by
+        ``BatchIterator``): from now on a missing row brings its whole group [gG, (g+1)G) of global
+        example ids, split at part boundaries, into the cache, one ranged read per block file and part
+        (adjacent groups share it), so that the rest of the window finds its rows cached. 0: rows only."""
+        self.group_rows = max(int(group_rows), 0)
+
+    def _missing(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(global rows, part, local row) of the sorted unique ``rows`` that are neither cached nor in flight."""
         part = np.searchsorted(self.offsets, rows, side="right") - 1
         local = rows - self.offsets[part]
         keep = [
             i for i, key in enumerate(zip(part.tolist(), local.tolist(), strict=True))
             if key not in self._inflight and key not in self.cache
         ]  # fmt: skip
-        if not keep:
+        return rows[keep], part[keep], local[keep]
+
+    def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
+        """(part, first row, end row, the rows wanted in it) of each run of nearby global rows not cached
+        nor in flight (with ``group_rows``: of the whole groups of those rows)."""
+        rows, part, local = self._missing(np.unique(rows))
+        if not rows.size:
             return []
-        part, local = part[keep], local[keep]
-        # Rows at most `gap` rows apart share one read: a request costs more than the bytes between them.
         gap = max(MERGE_GAP // max(self.L * 2, 1), 0)
+        if self.group_rows:  # whole groups, each read once: no rows read only to save a request
+            G = self.group_rows
+            groups = np.unique(rows // G)
+            first = groups * G
+            sizes = np.minimum(first + G, self.n) - first
+            rows = np.repeat(first - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+            rows, part, local = self._missing(rows)
+            gap = 0
+        # Rows at most `gap` rows apart share one read: a request costs more than the bytes between them.
         cut = np.flatnonzero((np.diff(local) > gap + 1) | (np.diff(part) != 0)) + 1
         firsts = np.concatenate([[0], cut])
         ends = np.concatenate([cut, [local.size]])
@@ -543,6 +562,7 @@ class RemoteParts:
             part = np.searchsorted(self.offsets, rows, side="right") - 1
             keys = zip(part.tolist(), (rows - self.offsets[part]).tolist(), strict=True)
             waiting = {id(f): f for f in (self._inflight.get(key) for key in keys) if f is not None}
+            missing = self._missing(np.unique(rows))[0]  # this batch's rows that nothing brings yet
             runs = self._runs(rows)
             mine = self._start(runs)
         for future in mine:
@@ -553,7 +573,7 @@ class RemoteParts:
         starts = np.flatnonzero(np.diff(part, prepend=-1))
         ends = np.append(starts[1:], rows.size)
         pieces = []
-        fetched = sum(w.size for *_, w in runs)
+        fetched = int(missing.size)
         with self._lock:
             self.stats["misses"] += fetched
             self.stats["hits"] += int(rows.size) - fetched
