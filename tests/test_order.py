@@ -255,7 +255,8 @@ def test_order_groups_config_keys_refuse_a_batch_they_do_not_divide_in_one_line(
     assert configured_order_rule(load_config(None, small)) == "groups-16-4-8"
     for bad, fix in ((["train.global_batch_size=100"], "order_window_groups="),
                      (["train.global_batch_size=256", "data.order_group_rows=250"], "order_group_rows=252"),
-                     (["data.order_window_groups=0"], ">= 1")):  # fmt: skip
+                     (["data.order_window_groups=0"], ">= 1"),
+                     (["data.streaming=true", "train.global_batch_size=256"], "data.streaming: false")):  # fmt: skip
         with pytest.raises(WWMError, match=fix) as err:
             load_config(None, ["data.order=groups", *bad])
         assert "\n" not in str(err.value)

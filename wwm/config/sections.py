@@ -108,6 +108,11 @@ class DataConfig:
             raise WWMError(
                 f"data.remote_cache_mb must be >= 1 (MiB of rows kept); got {self.remote_cache_mb}"
             )
+        if self.order == "groups" and self.streaming:
+            raise WWMError(
+                "data.order: groups orders prepared (random-access) data, and data.streaming reads in stream "
+                "order through a shuffle buffer; set data.streaming: false, or data.order: rows"
+            )
         for name in ("order_group_rows", "order_window_groups"):
             if getattr(self, name) < 1:
                 raise WWMError(f"data.{name} must be >= 1 (data.order: groups); got {getattr(self, name)}")

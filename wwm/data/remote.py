@@ -24,7 +24,10 @@ Reading, ``data.remote_read: true`` (``RemoteParts``): nothing is copied whole. 
 are grouped into runs of adjacent rows per segment; each run is one ranged read per block file. Rows are
 kept in a byte-bounded LRU (``data.remote_cache_mb``), and ``BatchIterator`` asks for the rows of the next
 ``data.remote_prefetch_steps`` global steps in a background thread. The bytes are decoded by the same code
-as a memory map's (``wwm.data.storage._Stored``), so the batches are bit-identical. Remote mode checks
+as a memory map's (``wwm.data.storage._Stored``), so the batches are bit-identical. Under an order rule
+groups-G-K-r (``data.order: groups``) ``BatchIterator`` calls ``read_groups(G)``: a missing row then brings
+its whole group of G adjacent example ids (split at part boundaries; no gap merging), so the rest of the
+window finds its rows cached. Remote mode checks
 sizes and object identities (a file changed under a run is named in one line), not SHA-256: a hash covers
 a whole file, and remote mode never reads one whole.
 """

@@ -20,11 +20,15 @@ token on disk, and how fast the prepared data can be read, as headroom over what
     rows only, what a corpus of billions of rows gives (about one read per row and block file). These
     three read the default order (feistel-6).
   - remote mode under the groups order (``data.order: groups``, rule groups-G-K-r with r = B / K,
-    ``--group-rows`` G and ``--window-groups`` K): "groups_cold" and "groups_warm" as above, each read
-    whole groups of G adjacent rows (one ranged read per group, block file and part), what it gives at
-    any corpus size (no merging of nearby rows is involved). ``remote_headroom`` is groups_cold's; the
-    feistel-6 figure stays beside it as ``remote_headroom_feistel``. The steps read are those of the
-    order's full windows (the tail after them is a plain permutation of rows).
+    ``--group-rows`` G and ``--window-groups`` K, default the config's 256 and 64): "groups_cold" and
+    "groups_warm" as above, reading whole groups of G adjacent rows (one ranged read per group, block
+    file and part), what it gives at any corpus size (no merging of nearby rows is involved). A window
+    is K*G rows (16,384 by default), more than the bench corpus holds, so these two read the uploaded
+    split's parts repeated (the same objects listed ``copies`` times, as ``_copy_set`` repeats ids for
+    the copy) until it holds ``GROUP_WINDOWS`` full windows, and read the steps of those windows: the
+    first window's groups are read before its first batch, the next ones by the read-ahead.
+    ``remote_headroom`` is groups_cold's; the feistel-6 figure stays beside it as
+    ``remote_headroom_feistel``.
 
 Figures from a shared 2-core machine measure our CPU overhead, not a cloud's disks or network; the S3
 server on 127.0.0.1 runs in this process, so its own request handling shares those cores.
@@ -45,6 +49,7 @@ from typing import Any
 HOST_GPUS = 8
 TARGET_LOCAL_HEADROOM = 10.0
 TARGET_REMOTE_HEADROOM = 2.0
+GROUP_WINDOWS = 2  # full windows of the groups order that the groups phases read
 
 
 def host_consumption(seq_len: int = 512) -> dict[str, float]:
@@ -224,9 +229,26 @@ def _remote_pass(
             "rows_fetched_per_request": (stats["rows_fetched"] - before["rows_fetched"]) / max(requests, 1)}  # fmt: skip
 
 
+def _repeated(train: Any, rows: int) -> Any:
+    """Remote mode over the parts of ``train`` (a remote-mode BlockDataset) listed again and again until
+    they hold at least ``rows`` rows: the same objects, read as other parts (module doc)."""
+    import numpy as np
+
+    from wwm.data.remote import RemoteParts
+    from wwm.data.storage import BlockDataset
+
+    source = train.source
+    copies = -(-rows // len(train))
+    counts = np.diff(source.offsets).tolist() * copies
+    repeated = RemoteParts(source.urls * copies, counts, source.L, source.segments,
+                           cache_bytes=source.cache.capacity, prefetch_steps=source.prefetch_steps,
+                           sizes=None if source.sizes is None else source.sizes * copies)  # fmt: skip
+    return BlockDataset._over(repeated, train.path, train.pad_token_id)
+
+
 def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: int, steps: int,
                 consumption: dict[str, float], copy_mb: float = 64,
-                groups: tuple[int, int] = (64, 4)) -> list[dict[str, Any]]:  # fmt: skip
+                groups: tuple[int, int] = (256, 64)) -> list[dict[str, Any]]:  # fmt: skip
     """The prepared ``entry`` uploaded to the S3 server, then read through a local copy and in remote mode
     (module doc)."""
     from wwm import fs
@@ -234,7 +256,6 @@ def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: i
     from wwm.data import prepare_dataset, remote
     from wwm.data.order import ORDER_RULE, GroupedOrder
     from wwm.data.remote import LocalCopy
-    from wwm.errors import WWMError
     from wwm.rundir import configured_order_rule
 
     results = []
@@ -269,12 +290,8 @@ def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: i
             grouped = [*config, "data.remote_read=true", "data.order=groups", f"data.order_group_rows={groups[0]}",
                        f"data.order_window_groups={groups[1]}", f"train.global_batch_size={global_batch}"]  # fmt: skip
             rule = configured_order_rule(load_config(None, grouped))
-            window_steps = GroupedOrder(len(train), 0, 0, rule).tail_start // global_batch
-            if window_steps < 1:
-                raise WWMError(
-                    f"the bench corpus has {len(train)} rows, less than one window of {rule} "
-                    f"({groups[0] * groups[1]} rows): lower --group-rows or --window-groups"
-                )
+            group_set = GROUP_WINDOWS * groups[0] * groups[1]  # rows of the groups phases' data
+            window_steps = GROUP_WINDOWS * groups[0] * groups[1] // global_batch
             phases_all = ("cold", "warm", "scattered", "groups_cold", "groups_warm")
             rows: dict[str, list] = {phase: [] for phase in phases_all}
             for _ in range(repeats):
@@ -286,10 +303,13 @@ def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: i
                         train = prepare_dataset(
                             load_config(None, [*config, "data.remote_read=true", *extra])
                         ).train
+                        if order:
+                            train = _repeated(train, group_set)
+                            assert GroupedOrder(len(train), 0, 0, order).windows >= GROUP_WINDOWS
                         for phase in phases:
-                            count = min(steps, window_steps) if order else steps
+                            count = window_steps if order else steps
                             rows[phase].append({**_remote_pass(train, global_batch, count, order), "steps": count,
-                                                "order_rule": order or ORDER_RULE})  # fmt: skip
+                                                "order_rule": order or ORDER_RULE, "rows": len(train)})  # fmt: skip
                     finally:
                         remote.MERGE_GAP = old_gap
             for phase, samples in rows.items():
@@ -314,8 +334,8 @@ def run(
     repeats: int = 3,
     global_batch: int = 256,
     steps: int = 50,
-    group_rows: int = 64,
-    window_groups: int = 4,
+    group_rows: int = 256,
+    window_groups: int = 64,
 ) -> dict[str, Any]:
     from wwm.config import load_config
     from wwm.data import prepare_dataset
