@@ -97,7 +97,7 @@ class DataConfig:
                 "data.source is 'hub' but data.hub_dataset is not set; give a dataset name such as "
                 "'wikitext' (with data.hub_config: wikitext-103-raw-v1)"
             )
-        for name in ("num_proc", "map_batch_size"):
+        for name in ("num_proc", "map_batch_size", "order_group_rows", "order_window_groups"):
             if getattr(self, name) < 1:
                 raise WWMError(f"data.{name} must be >= 1; got {getattr(self, name)}")
         if self.remote_prefetch_steps < 0:
@@ -113,9 +113,6 @@ class DataConfig:
                 "data.order: groups orders prepared (random-access) data, and data.streaming reads in stream "
                 "order through a shuffle buffer; set data.streaming: false, or data.order: rows"
             )
-        for name in ("order_group_rows", "order_window_groups"):
-            if getattr(self, name) < 1:
-                raise WWMError(f"data.{name} must be >= 1 (data.order: groups); got {getattr(self, name)}")
         if self.shuffle_buffer < 0:
             raise WWMError(f"data.shuffle_buffer must be >= 0 (0: stream order); got {self.shuffle_buffer}")
         if self.max_documents is not None and self.max_documents < 1:
