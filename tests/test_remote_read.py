@@ -17,7 +17,7 @@ from wwm import fs
 from wwm.config import load_config
 from wwm.data import prepare_dataset, segments
 from wwm.data.loader import BatchIterator, DataPosition
-from wwm.errors import WWMError
+from wwm.errors import WWMError, WWMWarning
 
 WORDS = "the cat sat on a mat while 日本語 と café naïve über alpha beta gamma delta epsilon".split()
 SEGMENT_BYTES = 4096
@@ -293,6 +293,12 @@ def test_remote_read_mode_under_a_groups_order_reads_whole_groups(setting, monke
                  for g in groups.tolist())  # fmt: skip  # a group across a part boundary: one read per part
     assert source.stats["requests"] <= pieces * files + len(source.urls), (source.stats, pieces, files)
     assert source.stats["rows_fetched"] <= pieces * G and source.stats["hits"] > 0, source.stats
+    # A row cache smaller than two windows of this host's groups: named in a warning, same batches.
+    small = prepare_dataset(setting["config"](setting["remote"], "data.remote_read=true")).train
+    small.source.cache.capacity = 600  # bytes: ~8 rows of 72, a window holds 2 groups of 8
+    with pytest.warns(WWMWarning, match="data.remote_cache_mb"):
+        it = BatchIterator(small, B, 3, order_rule=rule)
+    _equal([b for b, _ in zip(it, range(3), strict=False)], expected(rule)[:3])
     rows_read = steps * B
     feistel = read("feistel-6")[1]
     assert feistel.group_rows == 0  # another iterator's row order: rows again

@@ -114,10 +114,12 @@ class BatchIterator:
         # at least a window (K*G/B steps), so that the next window's groups arrive while this one trains.
         self._window_steps = 0
         if shuffle and not self.streaming and hasattr(dataset, "read_groups"):
-            dataset.read_groups(_order.group_rows(self.order_rule))
+            G = window_rows = 0
             if self.order_rule.startswith(_order.GROUPS_PREFIX):
                 G, K, _ = _order.parse_groups_rule(self.order_rule)
                 self._window_steps = max(K * G // self.global_batch_size, 1)
+                window_rows = -(-K // host_count) * G  # this host's groups of a window (H | K: K/H)
+            dataset.read_groups(G, window_rows)
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:

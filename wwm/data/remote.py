@@ -480,12 +480,39 @@ class RemoteParts:
                 blob[i * width : (i + 1) * width] for blob, (_, _, width) in zip(blobs, files, strict=True)
             ))  # fmt: skip
 
-    def read_groups(self, group_rows: int) -> None:
+    def read_groups(self, group_rows: int, window_rows: int = 0) -> None:
         """The order reads groups of ``group_rows`` adjacent rows (an order rule groups-G-K-r, set by
         ``BatchIterator``): from now on a missing row brings its whole group [gG, (g+1)G) of global
         example ids, split at part boundaries, into the cache, one ranged read per block file and part
-        (adjacent groups share it), so that the rest of the window finds its rows cached. 0: rows only."""
+        (adjacent groups share it), so that the rest of the window finds its rows cached. 0: rows only.
+        ``window_rows``: this host's rows of a window (K/H groups of G); a row cache smaller than two
+        windows (this one and the next, read ahead) is named in a warning: it still gives the same
+        batches, but reads rows again one by one."""
         self.group_rows = max(int(group_rows), 0)
+        per_row = self._row_bytes()
+        need = 2 * int(window_rows) * per_row
+        if self.group_rows and per_row and need > self.cache.capacity:
+            import warnings
+
+            from wwm.errors import WWMWarning
+
+            warnings.warn(
+                f"data.remote_cache_mb holds {self.cache.capacity >> 20} MiB of rows, less than two windows of this "
+                f"host's groups under the groups order ({2 * window_rows:,} rows of {per_row} bytes = "
+                f"{-(-need // (1 << 20))} MiB): rows are read again one by one; set data.remote_cache_mb to at "
+                f"least {-(-need // (1 << 20))}",
+                WWMWarning,
+                stacklevel=3,
+            )
+
+    def _row_bytes(self) -> int:
+        """Bytes a row takes in the block files (from the manifest's sizes; 0 when unknown)."""
+        counts = np.diff(self.offsets)
+        for p, sizes in enumerate(self.sizes or []):
+            if counts[p]:
+                rows = sum(v for k, v in sizes.items() if k.endswith(".bin") and k != "word_exceptions.bin")
+                return -(-rows // int(counts[p]))
+        return 0
 
     def _missing(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(global rows, part, local row) of the sorted unique ``rows`` that are neither cached nor in flight."""
