@@ -215,6 +215,12 @@ def test_order_rule_groups_is_recorded_and_another_order_refuses_to_resume(tmp_p
         message = str(err.value)
         assert f'data.order_rule: "groups-16-4-8" -> "{new}"' in message and "\n" not in message, message
         assert "--allow-config-change" in message and _snapshot(out) == before
+    config_file = out / rundir.CONFIG_FILE
+    saved = config_file.read_bytes()
+    config_file.unlink()  # run.json without the config file: the recorded rule is still compared
+    with pytest.raises(WWMError, match=r'data\.order_rule: "groups-16-4-8" -> "feistel-6"'):
+        _claim(_config(out, "data.order=rows"), "jax")
+    config_file.write_bytes(saved)
     decision = _claim(_config(out, "data.order=rows"), "jax", allow_changes=True)
     assert decision.order_rule == "feistel-6"
     assert json.loads((out / "run.json").read_text())["order_rule"] == "feistel-6"

@@ -687,6 +687,12 @@ def decide(
             result.messages.append(f"resuming with changed settings: {note}")
         elif changed:
             result.messages.append("nothing was trained in this folder yet: the new settings replace the old")
+    elif order_change:  # run.json without its config file: the order rule is still the run's
+        if not allow_changes:
+            raise _changed_refusal(path, order_change)
+        result.changed = order_change
+        note = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in order_change.items())
+        result.messages.append(f"resuming with changed settings: {note}")
     if did_train and not checkpoint_names(path) and saved_before(path, record, old):
         raise _no_checkpoint(path, record)
     result.status = "resume" if did_train else "new"
