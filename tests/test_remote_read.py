@@ -304,3 +304,33 @@ def test_remote_read_mode_under_a_groups_order_reads_whole_groups(setting, monke
     assert feistel.group_rows == 0  # another iterator's row order: rows again
     assert feistel.stats["requests"] >= rows_read * files // 2 > 2 * source.stats["requests"], (
         feistel.stats, source.stats)  # fmt: skip
+
+
+@pytest.mark.parametrize("writer_case", ["exceptions", "stored lengths"])
+def test_remote_read_rows_of_several_parts_decode_together_as_part_by_part(tmp_path, writer_case):
+    """A batch touching several segments (parts) is decoded in one call (``RemoteParts._decode_together``,
+    each part's word exceptions renumbered): the rows equal the local parts' read one by one, for parts
+    whose layout needs word exceptions (special ids unknown to the writer) or stored lengths."""
+    from test_block_storage import SPECIALS, _blocks, _write
+
+    from wwm.data.remote import RemoteParts
+    from wwm.data.storage import _Parts
+
+    L = 24
+    writer_args = {"pad_token_id": 0, "non_word_ids": ()} if writer_case == "exceptions" else \
+        {"pad_token_id": 3, "non_word_ids": SPECIALS.all}  # fmt: skip
+    folders, counts, urls = [], [], []
+    for k in range(3):
+        blocks = _blocks("packed_documents", L, seed=10 + k)
+        meta = _write(tmp_path / f"part-{k}", blocks, L, **writer_args)
+        assert meta["word_exceptions"] > 0 if writer_case == "exceptions" else meta["lengths"] == "stored"
+        folders.append(tmp_path / f"part-{k}")
+        counts.append(len(blocks))
+        urls.append(f"memory://wwm-test-{uuid.uuid4().hex[:8]}/part-{k}")
+        fs.upload_tree(str(folders[-1]), urls[-1])
+    local = _Parts(folders, counts, L, True)
+    remote = RemoteParts(urls, counts, L, True, cache_bytes=1 << 24, prefetch_steps=0)
+    rows = np.sort(np.random.default_rng(0).choice(local.n, size=min(40, local.n), replace=False))
+    assert len(set(np.searchsorted(local.offsets, rows, side="right").tolist())) == 3  # all three parts
+    for mine, theirs in zip(remote.rows(rows), local.rows(rows), strict=True):
+        np.testing.assert_array_equal(mine, theirs)

@@ -51,7 +51,7 @@ import numpy as np
 
 from wwm import fs
 from wwm.data import segments
-from wwm.data.storage import _Parts
+from wwm.data.storage import _Parts, _ranges
 from wwm.errors import WWMError
 from wwm.files import file_digest
 
@@ -362,6 +362,12 @@ class _RowCache:
         return len(self._rows)
 
 
+def _decode_key(stored: Any, files: list[tuple[str, str, int]]) -> tuple:
+    """What decoding a part's rows depends on besides its rows: parts equal in it decode together."""
+    return (tuple(files), stored.L, stored.pad, tuple(stored.non_word.ids), stored.segments,
+            stored.stored_lengths is not None)  # fmt: skip
+
+
 class _Gathered:
     """Array-like over the fetched rows of one part: ``x[rows]`` gives those rows (``rows`` sorted, all
     fetched), so ``_Stored.rows`` decodes them as it decodes a memory map."""
@@ -607,14 +613,18 @@ class RemoteParts:
         with self._lock:
             self.stats["misses"] += fetched
             self.stats["hits"] += int(rows.size) - fetched
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            p = int(part[a])
-            local = rows[a:b] - self.offsets[p]
-            pieces.append(self._decode(p, local))
+        spans = [(int(part[a]), rows[a:b] - self.offsets[part[a]]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]  # fmt: skip
+        parts = [self._part(p) for p, _ in spans]
+        if len({_decode_key(stored, files) for stored, files in parts}) == 1:
+            return self._decode_together(spans, parts)
+        for (p, local), (stored, files) in zip(spans, parts, strict=True):
+            pieces.append(self._decode(p, local, stored, files))
         return tuple(None if x[0] is None else np.concatenate(x) for x in zip(*pieces, strict=True))
 
-    def _decode(self, p: int, local: np.ndarray) -> tuple[np.ndarray | None, ...]:
-        stored, files = self._part(p)
+    def _values(
+        self, p: int, local: np.ndarray, files: list[tuple[str, str, int]]
+    ) -> list[tuple[bytes, ...]]:
+        """The cached bytes of part ``p``'s rows ``local`` (one tuple of per-file bytes a row)."""
         values = []
         for row in local.tolist():
             value = self.cache.get((p, row))
@@ -624,11 +634,43 @@ class RemoteParts:
                 if value is None:  # a row larger than the whole cache
                     value = self._uncached(p, row, files)
             values.append(value)
+        return values
+
+    def _decode(self, p: int, local: np.ndarray, stored: Any, files: list) -> tuple[np.ndarray | None, ...]:
+        values = self._values(p, local, files)
         arrays = {}
         for i, (name, dtype, _) in enumerate(files):
             raw = np.frombuffer(b"".join(v[i] for v in values), dtype=dtype)
             arrays[name] = _Gathered(local, raw.reshape(local.size, -1) if name != "lengths" else raw)
         return stored.over(arrays).rows(local)
+
+    def _decode_together(
+        self, spans: list[tuple[int, np.ndarray]], parts: list
+    ) -> tuple[np.ndarray | None, ...]:
+        """The rows of several parts of one layout decoded in one ``_Stored.rows`` call (a batch of the groups
+        order touches up to K parts; decoding each apart cost more than the reads): the rows are numbered
+        0..n-1 in batch order, and each part's word exceptions (flat positions row * L + column of its own
+        rows) are renumbered to match. Bit-identical to decoding part by part (tests/test_remote_read.py)."""
+        L = self.L
+        files = parts[0][1]
+        values, exceptions, first = [], [], 0
+        for (p, local), (stored, _) in zip(spans, parts, strict=True):
+            values.extend(self._values(p, local, files))
+            if stored.exceptions is not None and stored.exceptions.size:
+                lo = np.searchsorted(stored.exceptions, local * L)
+                hi = np.searchsorted(stored.exceptions, local * L + L)
+                which = np.repeat(np.arange(local.size), hi - lo)
+                flat = np.asarray(stored.exceptions[_ranges(lo, hi)], dtype=np.int64)
+                exceptions.append(flat - local[which] * L + (first + which) * L)
+            first += local.size
+        n = len(values)
+        arrays = {}
+        for i, (name, dtype, _) in enumerate(files):
+            raw = np.frombuffer(b"".join(v[i] for v in values), dtype=dtype)
+            arrays[name] = raw.reshape(n, -1) if name != "lengths" else raw
+        together = parts[0][0].over(arrays)
+        together.exceptions = np.concatenate(exceptions) if exceptions else None
+        return together.rows(np.arange(n, dtype=np.int64))
 
     def _uncached(self, p: int, row: int, files: list[tuple[str, str, int]]) -> tuple[bytes, ...]:
         return tuple(
