@@ -244,7 +244,7 @@ def test_order_groups_config_keys_refuse_a_batch_they_do_not_divide_in_one_line(
     from wwm.rundir import configured_order_rule
 
     config = load_config(None, ["data.order=groups", "train.global_batch_size=256"])
-    assert configured_order_rule(config) == "groups-256-64-4"
+    assert configured_order_rule(config) == "groups-1024-64-4"
     assert configured_order_rule(load_config(None, [])) == ORDER_RULE  # the default stays feistel-6
     small = [
         "data.order=groups",

@@ -68,8 +68,9 @@ class DataConfig:
     # all rows, rule feistel-6; a resumed run keeps its recorded rule) or groups (rule groups-G-K-r: each
     # global batch takes r = train.global_batch_size / order_window_groups rows from each of
     # order_window_groups groups of order_group_rows adjacent rows; remote mode then reads whole groups).
+    # 1024 rows: ~1 MB of token ids a read at L = 512 (object stores serve reads of a MB or more at full rate).
     order: Literal["rows", "groups"] = "rows"
-    order_group_rows: int = 256
+    order_group_rows: int = 1024
     order_window_groups: int = 64
     # Preparation splits the input into segments (one file, or this many bytes of a large text file cut at
     # line starts), each prepared on its own (docs/data.md "Segments"); in the cache key.

@@ -9,8 +9,10 @@ token on disk, and how fast the prepared data can be read, as headroom over what
 * reads: rows/s and MB/s of whole global batches read the way the trainers read them (`BatchIterator`
   over the prepared split), and headroom = rate / consumption of one host of 8 H100s training BERT-base at
   L = 512 and 50% MFU (docs/benchmarks.md: 692,860 tokens/s per GPU), in rows, tokens or bytes alike.
-* prepared data in a bucket (wwm.data.remote), against moto's S3 server (ThreadedMotoServer) started here
-  on 127.0.0.1: the prepared entry uploaded to s3://, then
+* prepared data in a bucket (wwm.data.remote), against moto's S3 server started here on 127.0.0.1 (its
+  own process): the corpus prepared again with the config's segment size (``REMOTE_SEGMENT_BYTES``,
+  256 MiB, so one segment here, as a real corpus's segments hold far more rows than a group; the
+  prepare figures' small segments would cut most groups in two), uploaded to s3://, then
   - local copy: MB/s of the copy a host makes before reading (parallel ranged reads + SHA-256 checks),
     into a fresh local folder each time; headroom = copy MB/s / the host's consumption in MB/s;
   - remote mode (data.remote_read): rows/s, MB/s, requests/s and p50/p99 global-batch latency over the
@@ -20,10 +22,10 @@ token on disk, and how fast the prepared data can be read, as headroom over what
     rows only, what a corpus of billions of rows gives (about one read per row and block file). These
     three read the default order (feistel-6).
   - remote mode under the groups order (``data.order: groups``, rule groups-G-K-r with r = B / K,
-    ``--group-rows`` G and ``--window-groups`` K, default the config's 256 and 64): "groups_cold" and
+    ``--group-rows`` G and ``--window-groups`` K, default the config's 1024 and 64): "groups_cold" and
     "groups_warm" as above, reading whole groups of G adjacent rows (one ranged read per group, block
     file and part), what it gives at any corpus size (no merging of nearby rows is involved). A window
-    is K*G rows (16,384 by default), more than the bench corpus holds, so these two read the uploaded
+    is K*G rows (65,536 by default), more than the bench corpus holds, so these two read the uploaded
     split's parts repeated (the same objects listed ``copies`` times, as ``_copy_set`` repeats ids for
     the copy) until it holds ``GROUP_WINDOWS`` full windows, and read the steps of those windows: the
     first window's groups are read before its first batch, the next ones by the read-ahead.
@@ -31,7 +33,8 @@ token on disk, and how fast the prepared data can be read, as headroom over what
     ``remote_headroom_feistel``.
 
 Figures from a shared 2-core machine measure our CPU overhead, not a cloud's disks or network; the S3
-server on 127.0.0.1 runs in this process, so its own request handling shares those cores.
+server on 127.0.0.1 runs in a process of its own, but on the same cores, so its request handling (moto
+copies the whole object for every ranged GET) competes with the reader for them.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ HOST_GPUS = 8
 TARGET_LOCAL_HEADROOM = 10.0
 TARGET_REMOTE_HEADROOM = 2.0
 GROUP_WINDOWS = 2  # full windows of the groups order that the groups phases read
+REMOTE_SEGMENT_BYTES = 256 << 20  # data.segment_bytes of the data the bucket phases read (the default)
 
 
 def host_consumption(seq_len: int = 512) -> dict[str, float]:
@@ -154,26 +158,38 @@ def time_reads(
 
 @contextlib.contextmanager
 def s3_server():
-    """moto's S3 server on 127.0.0.1 with a bucket; yields its URL (s3://bench). The environment (endpoint,
-    test credentials) is restored afterwards."""
-    import logging
+    """moto's S3 server on 127.0.0.1 in a process of its own (as a real store is not in the reader's
+    process: its request handling does not hold the reader's GIL), with a bucket; yields its URL
+    (s3://bench). The environment (endpoint, test credentials) is restored afterwards."""
     import socket
-
-    from moto.server import ThreadedMotoServer
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
 
     from wwm import fs
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
     old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
+        deadline = time.monotonic() + 60
+        while True:  # up once it answers (a few seconds: moto's imports)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except urllib.error.HTTPError:  # an answer
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start on 127.0.0.1:{port}") from None
+                time.sleep(0.2)
+        os.environ.update(env)
         filesys, _ = fs.filesystem("s3://bench")
         filesys.mkdir("bench")
         yield "s3://bench"
@@ -183,7 +199,8 @@ def s3_server():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _copy_set(entry: str, url: str, copy_mb: float, objects: int = 4) -> tuple[dict[str, Any], list]:
@@ -248,7 +265,7 @@ def _repeated(train: Any, rows: int) -> Any:
 
 def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: int, steps: int,
                 consumption: dict[str, float], copy_mb: float = 64,
-                groups: tuple[int, int] = (256, 64)) -> list[dict[str, Any]]:  # fmt: skip
+                groups: tuple[int, int] = (1024, 64)) -> list[dict[str, Any]]:  # fmt: skip
     """The prepared ``entry`` uploaded to the S3 server, then read through a local copy and in remote mode
     (module doc)."""
     from wwm import fs
@@ -334,7 +351,7 @@ def run(
     repeats: int = 3,
     global_batch: int = 256,
     steps: int = 50,
-    group_rows: int = 256,
+    group_rows: int = 1024,
     window_groups: int = 64,
 ) -> dict[str, Any]:
     from wwm.config import load_config
@@ -377,10 +394,13 @@ def run(
     results.append(
         {"stage": "read_local", **local, "headroom": local["rows_per_s"] / consumption["rows_per_s"]}
     )
-    read_steps = min(steps, max(1, len(train) // global_batch))
-    bucket = time_bucket(_overrides(corpus, tokenizer, str(root / "1-0"), seq_len, segment_bytes),
-                         Path(prepared.cache_path), repeats, global_batch, read_steps, consumption,
-                         groups=(group_rows, window_groups))  # fmt: skip
+    # The bucket phases read data prepared with the config's segment size (256 MiB: the bench corpus is one
+    # segment), as a real corpus is: its groups are not cut by the small segments the prepare figures use.
+    remote_overrides = _overrides(corpus, tokenizer, str(root / "remote"), seq_len, REMOTE_SEGMENT_BYTES)
+    remote_prepared = prepare_dataset(load_config(None, remote_overrides))
+    read_steps = min(steps, max(1, len(remote_prepared.train) // global_batch))
+    bucket = time_bucket(remote_overrides, Path(remote_prepared.cache_path), repeats, global_batch, read_steps,
+                         consumption, groups=(group_rows, window_groups))  # fmt: skip
     results.extend(bucket)
     by_stage = {r["stage"]: r for r in results}
     return {
@@ -388,6 +408,7 @@ def run(
         "tokenizer": tokenizer,
         "seq_len": seq_len,
         "segment_bytes": segment_bytes,
+        "remote_segment_bytes": REMOTE_SEGMENT_BYTES,
         "repeats": repeats,
         "text_tokens": tokens,
         "consumption": consumption,
@@ -400,7 +421,7 @@ def run(
         "remote_headroom_feistel": by_stage["remote_cold"]["headroom"],  # the default order, cold
         "remote_order_rule": by_stage["remote_groups_cold"]["order_rule"],
         "targets": {"local_copy_headroom": TARGET_LOCAL_HEADROOM, "remote_headroom": TARGET_REMOTE_HEADROOM},
-        "note": "the S3 server runs on 127.0.0.1 in this process: the figures measure wwm's CPU overhead "
+        "note": "the S3 server runs on 127.0.0.1 (its own process, the same cores): the figures measure wwm's CPU overhead "
         "(and moto's), not a cloud's network",
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -108,7 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     storage.add_argument("--seq-len", type=int, default=512)
     storage.add_argument("--segment-bytes", type=int, default=256 << 10, help="data.segment_bytes of the run")
     storage.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
-    storage.add_argument("--group-rows", type=int, default=256,
+    storage.add_argument("--group-rows", type=int, default=1024,
                          help="G of remote mode's groups order (data.order_group_rows)")  # fmt: skip
     storage.add_argument("--window-groups", type=int, default=64,
                          help="K of remote mode's groups order (data.order_window_groups; r = 256 / K)")  # fmt: skip
