@@ -14,9 +14,11 @@ they would into a local `output_dir`, and the store carries each file to the buc
 | metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |
 | hf/, tokenizer/ | written locally when complete | uploaded then, config.json / the tokenizer's record last |
 
-The staging folder belongs to one run: ``STAGING_FILE`` records the run id of the bucket's run.json.
-A staging folder of another run (the bucket folder was overwritten or restarted from elsewhere) is
-emptied before use, so that a checkpoint of another run is never resumed.
+The staging folder belongs to one run: ``STAGING_FILE`` records the run id of the bucket's run.json
+(``run_id``: its creation time and the time of its latest --restart-from-scratch). A staging folder of
+another run (the bucket folder was overwritten or restarted, here or from elsewhere) is emptied before
+use, so that a checkpoint of another run or attempt is never resumed. --restart-from-scratch moves the
+bucket's outputs of the earlier attempt to ``previous/<time>/`` in the bucket (``_restart_in_bucket``).
 """
 
 from __future__ import annotations
@@ -209,6 +211,18 @@ class RunStore:
 RUN_FILE, CONFIG_FILE, CORRUPT_DIR = "run.json", "config.yaml", "corrupt-checkpoints"
 
 
+def run_id(record: dict | None) -> str | None:
+    """Whose run a staging folder holds: the bucket run's creation time, and the time of its latest
+    `--restart-from-scratch` (an attempt restarted from elsewhere is another run to a staging folder: its
+    old checkpoints must never be resumed)."""
+    if not record:
+        return None
+    restarts = [e.get("time") for e in record.get("history") or () if isinstance(e, dict)
+                and e.get("event") == "restarted from scratch"]  # fmt: skip
+    created = str(record.get("created"))
+    return f"{created} restarted {restarts[-1]}" if restarts else created
+
+
 def checkpoint_name(step: int, framework: str) -> str:
     return f"checkpoint-{step}" if framework == "torch" else str(step)
 
@@ -263,20 +277,17 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
         raise WWMError(f"output_dir {url}: a process other than the lead needs the lead's decision (share)")
     if several and process[1] < 2 and framework == "jax":
         raise ValueError("start_bucket_run: several processes (share) need process=(index, count)")
-    if restart:
-        raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
-                       "use --overwrite or another output_dir")  # fmt: skip
     if not several:
-        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1))
+        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1), restart)
     from wwm import rundir
 
     run_dir, outcome = None, None
     if lead:
         try:
-            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process)
+            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process, restart)
             kept = rundir.checkpoint_names(run_dir.path) if run_dir.resume else []
-            outcome = {"run": run_dir.to_dict(), "run_id": str((run_dir.record or {}).get("created")),
-                       "fresh": run_dir.status in ("new", "overwritten"), "checkpoints": kept}  # fmt: skip
+            outcome = {"run": run_dir.to_dict(), "run_id": run_id(run_dir.record),
+                       "fresh": run_dir.status in ("new", "overwritten", "restarted"), "checkpoints": kept}  # fmt: skip
         except WWMError as err:
             share({"error": str(err), "exit_status": err.exit_status})
             raise
@@ -321,7 +332,7 @@ def _start_follower(config: Any, framework: str, url: str, outcome: dict, proces
 
 
 def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_changes: bool,
-                process: tuple[int, int]) -> Any:  # fmt: skip
+                process: tuple[int, int], restart: bool = False) -> Any:  # fmt: skip
     """The lead's side of `start_bucket_run` (the only side with one process)."""
     import dataclasses
 
@@ -344,7 +355,7 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             record = record if isinstance(record, dict) else {"created": "unreadable"}
         elif [n for n in fs.listdir(url) if n != rundir.LOCK_FILE]:
             raise rundir._foreign(url)  # the user's files, no run record: as a local folder, refused
-        store.claim_staging(str(record.get("created")) if record else None, fresh=False)
+        store.claim_staging(run_id(record), fresh=False)
         for name in (RUN_FILE, CONFIG_FILE):
             if found_record and fs.exists(store.url(name)):
                 fs.copy(store.url(name), store.path(name))
@@ -370,12 +381,13 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             newest_local = max((c.step for c in found if c.local), default=-1)
         # Every complete copy newer than this disk's (the bucket keeps checkpoint.keep): the trainer's
         # fallback past a corrupt one needs the older ones.
-        for candidate in found:
+        for candidate in [] if restart else found:  # a restart resumes none: nothing to pull
             if candidate.step > newest_local and not (writers > 1 and candidate.local):
                 mirrors.pull(remote_root, candidate.name, store.path(rundir.CHECKPOINT_DIR), part=part)
         local = dataclasses.replace(config, output_dir=store.local)
         try:
-            run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
+            run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes,
+                                   restart=restart)  # fmt: skip
         except WWMError as err:  # the refusal names the bucket folder the user gave, not the staging
             raise type(err)(str(err).replace(store.local, url)) from None
         run_dir.messages = [m.replace(store.local, url) for m in run_dir.messages]
@@ -386,7 +398,9 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
                 for name in run_dir.artifacts:
                     if name != rundir.LOCK_FILE:
                         fs.remove(store.url(name), recursive=True)
-            store.mark_staging(str((run_dir.record or {}).get("created")))
+            if run_dir.status == "restarted":
+                _restart_in_bucket(store, run_dir)
+            store.mark_staging(run_id(run_dir.record))
             if run_dir.lead:  # the record names the bucket, not this host's staging folder
                 import yaml
 
@@ -412,6 +426,55 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
     return run_dir
 
 
+def _restart_in_bucket(store: RunStore, run_dir: Any) -> None:
+    """`--restart-from-scratch` carried to the bucket (`wwm.rundir.claim` did it in the staging folder):
+    the bucket's outputs of the earlier attempt (`rundir.ATTEMPT_OUTPUTS`: metrics.jsonl, checkpoints/,
+    tensorboard/, hf/) move to the same `previous/<time>/` that run.json's history names, then what the
+    staging folder held of that attempt and the bucket lacks (a checkpoint saved here but never uploaded,
+    a longer metrics.jsonl) is uploaded there too, and the staging folder's copy is deleted: the bucket
+    alone keeps the earlier attempt. corrupt-checkpoints/, tokenizer/, run.json and config.yaml stay.
+    Moving is copy-then-delete (object stores have no rename), commit markers last in and first out
+    (`wwm.fs.mirror.move_tree`)."""
+    from wwm import rundir
+    from wwm.fs import mirror as mirrors
+
+    event = (run_dir.record or {}).get("history", [{}])[-1]
+    moved = event.get("moved_to")
+    in_bucket = [n for n in rundir.ATTEMPT_OUTPUTS if fs.exists(store.url(n))]
+    if moved is None:
+        if not in_bucket:
+            return
+        # The staging folder held none of the attempt's outputs (its checkpoints are not pulled for a
+        # restart): the bucket's go to a previous/ folder of their own, recorded as claim records it.
+        moved = rundir.previous_folder()
+        event["moved_to"] = moved
+        rundir._update_record(store.local, lambda r: r["history"][-1].update(moved_to=moved))
+    target = store.url(*moved.split("/"))
+    for name in in_bucket:
+        source = store.url(name)
+        if fs.isdir(source):
+            mirrors.move_tree(source, fs.join(target, name))
+        else:
+            fs.copy(source, fs.join(target, name))
+            fs.remove(source)
+    local = store.path(*moved.split("/"))
+    if not os.path.isdir(local):
+        return
+    there = fs.tree(target)
+    local_root = os.path.join(local, rundir.CHECKPOINT_DIR)
+    remote_root = fs.join(target, rundir.CHECKPOINT_DIR)
+    for name in sorted(os.listdir(local_root)) if os.path.isdir(local_root) else []:
+        held = any(r.startswith(f"{rundir.CHECKPOINT_DIR}/{name}/") for r in there)
+        if step_of(name) is not None and not held:  # saved here, never uploaded: up with its marker
+            mirrors.upload_folder(os.path.join(local_root, name), fs.join(remote_root, name))
+    for relative, size in fs.tree(local).items():
+        if relative.startswith(f"{rundir.CHECKPOINT_DIR}/"):
+            continue
+        if there.get(relative, -1) < size:
+            fs.copy(os.path.join(local, *relative.split("/")), fs.join(target, relative))
+    shutil.rmtree(store.path(rundir.PREVIOUS_DIR), ignore_errors=True)
+
+
 def _same_writers(found: list, remote_root: str, writers: int, url: str) -> list:
     """The bucket's complete checkpoints of a multi-process run must have been saved by as many processes
     as this run has (each process restores its own part): the newest one decides, one line otherwise."""
@@ -435,6 +498,7 @@ __all__ = [
     "STAGING_FILE",
     "RunStore",
     "checkpoint_name",
+    "run_id",
     "start_bucket_run",
     "step_of",
 ]

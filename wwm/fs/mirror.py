@@ -171,6 +171,19 @@ def set_aside(remote_root: str, name: str, corrupt_root: str) -> str:
     return destination
 
 
+def move_tree(source: str, destination: str) -> None:
+    """Move a bucket folder (object stores have no rename: copy, then delete). Commit markers are copied
+    last and deleted first, so that a move cut short never leaves a second complete copy of a checkpoint
+    and never an incomplete one that counts as complete; what is left at the source is never deleted
+    before its copy is there."""
+    listing = core.tree(source)
+    for relative in sorted(listing, key=_is_marker):  # markers last
+        core.copy(core.join(source, relative), core.join(destination, relative))
+    for relative in sorted(listing, key=lambda r: not _is_marker(r)):  # markers first
+        core.remove(core.join(source, relative))
+    core.remove(source, recursive=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # The mirror
 # --------------------------------------------------------------------------------------------------
@@ -405,6 +418,7 @@ __all__ = [
     "candidates",
     "download_folder",
     "marker_name",
+    "move_tree",
     "part_name",
     "pull",
     "remote_complete",
