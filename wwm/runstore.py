@@ -23,6 +23,7 @@ bucket's outputs of the earlier attempt to ``previous/<time>/`` in the bucket (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,6 +50,9 @@ class RunStore:
         self.logs: SyncedFolder | None = None
         self.mirror: Mirror | None = None
         self.lock: Any = None  # the bucket folder's lease (wwm.locks.lock_for), held by the lead
+        # JAX, gs://, checkpoint.gcs_direct: orbax writes <remote>/checkpoints itself (no staging copy, no
+        # mirror; wwm_jax.checkpoint commits each step with the mirror's marker). Decided by the lead.
+        self.direct = False
         self._reported = False  # the mirror's failure was raised by check() (the run stopped on it)
         # Several processes: called by every process on close, after its own uploads and before the lead
         # publishes and releases the lease (the trainer sets it: a barrier over the processes).
@@ -201,10 +205,9 @@ class RunStore:
     def checkpointed(self, step: int, framework: str) -> None:
         """After the trainer saved checkpoint ``step`` locally: queue its upload (the step loop waits for the
         snapshot only; run.json with the new progress follows with the logs, on their cadence)."""
-        if self.mirror is None:
-            return
-        self.mirror.submit(checkpoint_name(step, framework))
-        if self.logs is not None:
+        if self.mirror is not None:
+            self.mirror.submit(checkpoint_name(step, framework))
+        if self.logs is not None and (self.mirror is not None or self.direct):
             self.logs.soon()
 
 
@@ -273,20 +276,21 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
     With one node the checkpoints are laid out as with one process."""
     url = fs.normalize(config.output_dir)
     several = share is not None
+    direct = framework == "jax" and fs.scheme(url) == "gs" and config.checkpoint.gcs_direct
     if not lead and not several:
         raise WWMError(f"output_dir {url}: a process other than the lead needs the lead's decision (share)")
     if several and process[1] < 2 and framework == "jax":
         raise ValueError("start_bucket_run: several processes (share) need process=(index, count)")
     if not several:
-        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1), restart)
+        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1), restart, direct)
     from wwm import rundir
 
     run_dir, outcome = None, None
     if lead:
         try:
-            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process, restart)
+            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process, restart, direct)
             kept = rundir.checkpoint_names(run_dir.path) if run_dir.resume else []
-            outcome = {"run": run_dir.to_dict(), "run_id": run_id(run_dir.record),
+            outcome = {"run": run_dir.to_dict(), "run_id": run_id(run_dir.record), "direct": run_dir.store.direct,
                        "fresh": run_dir.status in ("new", "overwritten", "restarted"), "checkpoints": kept}  # fmt: skip
         except WWMError as err:
             share({"error": str(err), "exit_status": err.exit_status})
@@ -311,6 +315,11 @@ def _start_follower(config: Any, framework: str, url: str, outcome: dict, proces
 
     store = RunStore(url, lead=False)
     store.claim_staging(outcome["run_id"], fresh=outcome["fresh"])
+    if outcome.get("direct"):  # orbax reads and writes the bucket's checkpoints itself: nothing to pull
+        store.direct = True
+        run_dir = rundir.RunDir.from_dict(outcome["run"], lead=False)
+        run_dir.path, run_dir.messages, run_dir.store = store.local, [], store
+        return run_dir
     kept = list(outcome["checkpoints"])
     local_dir = store.path(rundir.CHECKPOINT_DIR)
     own = mirrors.part_name(*process)
@@ -332,7 +341,7 @@ def _start_follower(config: Any, framework: str, url: str, outcome: dict, proces
 
 
 def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_changes: bool,
-                process: tuple[int, int], restart: bool = False) -> Any:  # fmt: skip
+                process: tuple[int, int], restart: bool = False, direct: bool = False) -> Any:  # fmt: skip
     """The lead's side of `start_bucket_run` (the only side with one process)."""
     import dataclasses
 
@@ -369,8 +378,14 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
         remote_root = store.url(rundir.CHECKPOINT_DIR)
         found = mirrors.candidates(local_names, remote_root, step_of)
         notes = []
-        found = _same_writers(found, remote_root, writers, url)
-        if writers > 1:  # only copies complete in the bucket (every process's part) are resumed
+        if direct:
+            direct, note = _direct_applies(found, remote_root)
+            notes += [note] if note else []
+        store.direct = direct
+        found = _same_writers(found, remote_root, 1 if direct else writers, url)
+        if direct:  # orbax restores from the bucket: nothing pulled; claim sees the committed steps
+            placeholders = [store.path(rundir.CHECKPOINT_DIR, c.name) for c in found if c.remote]
+        elif writers > 1:  # only copies complete in the bucket (every process's part) are resumed
             for candidate in [c for c in found if not c.remote]:
                 shutil.rmtree(store.path(rundir.CHECKPOINT_DIR, candidate.name), ignore_errors=True)
                 notes.append(f"checkpoint {candidate.name} of this host never reached {url} complete (every "
@@ -381,15 +396,28 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             newest_local = max((c.step for c in found if c.local), default=-1)
         # Every complete copy newer than this disk's (the bucket keeps checkpoint.keep): the trainer's
         # fallback past a corrupt one needs the older ones.
-        for candidate in [] if restart else found:  # a restart resumes none: nothing to pull
+        for candidate in [] if restart or direct else found:  # a restart resumes none: nothing to pull
             if candidate.step > newest_local and not (writers > 1 and candidate.local):
                 mirrors.pull(remote_root, candidate.name, store.path(rundir.CHECKPOINT_DIR), part=part)
         local = dataclasses.replace(config, output_dir=store.local)
+        # Direct: claim decides in the staging folder, where the bucket's committed steps appear as empty
+        # folders for the time of the decision only (a run that saved checkpoints is never taken for one
+        # that lost them); removed right after.
+        shown = [] if restart or not direct else placeholders
+        for folder in shown:
+            os.makedirs(folder, exist_ok=True)
         try:
             run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes,
                                    restart=restart)  # fmt: skip
         except WWMError as err:  # the refusal names the bucket folder the user gave, not the staging
             raise type(err)(str(err).replace(store.local, url)) from None
+        finally:
+            for folder in shown:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            with contextlib.suppress(OSError):
+                if shown:
+                    os.rmdir(store.path(rundir.CHECKPOINT_DIR))
         run_dir.messages = [m.replace(store.local, url) for m in run_dir.messages]
         if run_dir.resume:
             run_dir.messages += notes
@@ -400,6 +428,13 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
                         fs.remove(store.url(name), recursive=True)
             if run_dir.status == "restarted":
                 _restart_in_bucket(store, run_dir)
+            elif direct and run_dir.status in ("new", "resume"):
+                committed = {c.name for c in found if c.remote}
+                for name in fs.listdir(remote_root):
+                    if step_of(name) is not None and name not in committed:  # a save cut short
+                        fs.remove(fs.join(remote_root, name), recursive=True)
+                        run_dir.messages.append(f"checkpoint {name} in {remote_root} was never committed (its save "
+                                                "was cut short): removed")  # fmt: skip
             store.mark_staging(run_id(run_dir.record))
             if run_dir.lead:  # the record names the bucket, not this host's staging folder
                 import yaml
@@ -413,9 +448,12 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             for name in (RUN_FILE, CONFIG_FILE):
                 fs.copy(store.path(name), store.url(name))
             store.start_logs(float(os.environ.get("WWM_LOG_SYNC_S", "60")), (*LOG_NAMES, RUN_FILE))
-            store.checkpoint_mirror(step_of, keep=config.checkpoint.keep, writer=process[0], writers=writers)
-            if writers == 1 and found and found[0].local and not found[0].remote and run_dir.resume:
-                store.mirror.submit(found[0].name)  # saved here before a crash, never uploaded
+            if not direct:  # (direct: orbax writes the bucket, wwm_jax.checkpoint commits)
+                keep = config.checkpoint.keep
+                store.checkpoint_mirror(step_of, keep=keep, writer=process[0], writers=writers)
+                newest = found[0] if found else None
+                if writers == 1 and newest and newest.local and not newest.remote and run_dir.resume:
+                    store.mirror.submit(newest.name)  # saved here before a crash, never uploaded
         except BaseException:
             run_dir.close()
             raise
@@ -424,6 +462,29 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
         raise
     run_dir.store = store
     return run_dir
+
+
+def _direct_applies(found: list, remote_root: str) -> tuple[bool, str | None]:
+    """Whether orbax may write the bucket's checkpoints itself in this run (checkpoint.gcs_direct): not
+    when this host's staging folder holds checkpoints or the bucket's newest committed one was mirrored
+    (a run started with gcs_direct: false, or by several processes in parts): such a run keeps the mirror
+    path, which restores what it saved. (orbax lists a gs:// step only with its commit_success.txt, which
+    a mirrored local save does not have.)"""
+    from wwm.fs import mirror as mirrors
+
+    local = [c.name for c in found if c.local]
+    if local:
+        return False, (f"checkpoint {local[0]} is in this host's staging folder (saved through the local copy): "
+                       "this run keeps saving locally and mirroring (checkpoint.gcs_direct applies to runs whose "
+                       "checkpoints orbax wrote to the bucket)")  # fmt: skip
+    remote = [c for c in found if c.remote]
+    if remote:
+        where = fs.join(remote_root, remote[0].name)
+        if (mirrors.writers_of(where) or 1) > 1 or not fs.exists(fs.join(where, "commit_success.txt")):
+            return False, (f"checkpoint {where} was mirrored from a local save: this run keeps saving locally and "
+                           "mirroring (checkpoint.gcs_direct applies to runs whose checkpoints orbax wrote to the "
+                           "bucket)")  # fmt: skip
+    return True, None
 
 
 def _restart_in_bucket(store: RunStore, run_dir: Any) -> None:
