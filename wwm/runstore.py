@@ -10,7 +10,8 @@ they would into a local `output_dir`, and the store carries each file to the buc
 |---|---|---|
 | run.lock | the lease object, in the bucket only (`wwm.locks.BucketLock`) | while the run lives |
 | run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again with the logs (after each checkpoint, on the cadence and at exit) |
-| checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (both trainers; orbax writing gs:// itself is not wired) |
+| checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (torch; JAX to s3://, or gs:// with `checkpoint.gcs_direct: false`) |
+| checkpoints/ (JAX, gs://) | not in the staging folder | written by orbax itself, committed by the lead with the mirror's marker (``RunStore.direct``, `wwm_jax.checkpoint`) |
 | metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |
 | hf/, tokenizer/ | written locally when complete | uploaded then, config.json / the tokenizer's record last |
 
