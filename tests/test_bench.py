@@ -22,48 +22,6 @@ def tiny_data():
     return make_data(32, 16)
 
 
-@pytest.mark.slow
-def test_bench_train_runs_modernbert_shapes_in_all_three_implementations(tiny_data):
-    from wwm_cli.bench import train
-
-    report = train.run(model="modernbert-tiny", seq_len=32, batch=4, steps=1, warmup=1, data=tiny_data)
-    assert report["model_sizes"]["type"] == "modernbert"
-    params = {r["impl"]: r["params"] for r in report["results"]}
-    assert set(params) == {"jax", "torch", "hf_run_mlm"} and len(set(params.values())) == 1, params
-    # The "published shape" is transformers' ModernBertConfig default (ModernBERT-base), not a copy of it here.
-    from transformers import ModernBertConfig
-
-    shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    base = train.MODELS["modernbert-base"]
-    assert base["type"] == "modernbert" and {k: base[k] for k in shape} == {
-        k: getattr(ModernBertConfig(), k) for k in shape
-    }
-
-
-def test_bench_train_runs_all_three_implementations(tiny_data):
-    from wwm_cli.bench import train
-
-    report = train.json_ready(
-        train.run(model="tiny", seq_len=32, batch=4, steps=2, warmup=1, peak_flops=1e12, data=tiny_data)
-    )
-    assert [r["impl"] for r in report["results"]] == ["jax", "torch", "hf_run_mlm"]
-    for r in report["results"]:
-        assert r["timed_steps"] == 2 and len(r["step_times_s"]) == 2
-        assert all(t > 0 for t in r["step_times_s"])
-        assert r["tokens_per_s"] == pytest.approx(4 * 32 / r["step_time_s"])
-        assert 0 < r["mfu"] == pytest.approx(r["flops_per_step"] / r["step_time_s"] / 1e12)
-    jax_r, torch_r, hf_r = report["results"]
-    assert jax_r["params"] == torch_r["params"] == hf_r["params"]  # the same model everywhere
-    assert hf_r["x_hf_run_mlm"] == 1.0
-    # both our trainers trained: finite losses near ln(vocab) at the start
-    for r in (jax_r, torch_r):
-        assert len(r["losses"]) == 3 and all(np.isfinite(r["losses"]))
-        assert abs(r["losses"][0] - np.log(report["vocab_size"])) < 1.5
-    text = train.format_table(report)
-    assert "hf_run_mlm" in text and "x hf_run_mlm" in text
-    json.dumps(report)
-
-
 def test_pipeline_headroom_report(tiny_data):
     from wwm_cli.bench import pipeline
 
@@ -112,8 +70,14 @@ def test_exponent_fit():
 
 
 def test_gpu_script_runs_tiny_on_cpu(tmp_path):
+    """benchmarks/gpu.sh's CPU smoke run, which is also the test of `wwm bench train`: the tiny BERT in all three
+    implementations (timed steps, tokens/s, MFU against the given peak, both trainers' losses) and
+    ModernBERT-tiny with packed documents in both frameworks, then the summary."""
+    from wwm_cli.bench import train
+
     out = tmp_path / "gpu"
-    env = {**os.environ, "WWM_BENCH_TINY": "1", "WWM_BENCH_OUT": str(out), "PYTHON": sys.executable}
+    env = {**os.environ, "WWM_BENCH_TINY": "1", "WWM_BENCH_OUT": str(out), "PYTHON": sys.executable,
+           "WWM_BENCH_PEAK": "1e12"}  # fmt: skip
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True, timeout=300
     )
@@ -131,6 +95,42 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     md = (out / "summary.md").read_text()
     assert "| jax | auto | full_sentences | tiny |" in md and "hf_run_mlm" in md
     assert "| jax | flash | packed_documents | modernbert-tiny | 128 |" in md
+
+    # `wwm bench train --json` of the tiny BERT (L = 64, batch 4, 2 timed steps after 1 warm-up step)
+    (path,) = out.glob("train-L64-*.json")
+    report = json.loads(path.read_text())
+    assert [r["impl"] for r in report["results"]] == ["jax", "torch", "hf_run_mlm"]
+    for r in report["results"]:
+        assert r["timed_steps"] == 2 and len(r["step_times_s"]) == 2
+        assert all(t > 0 for t in r["step_times_s"])
+        assert r["tokens_per_s"] == pytest.approx(4 * 64 / r["step_time_s"])
+        assert 0 < r["mfu"] == pytest.approx(r["flops_per_step"] / r["step_time_s"] / 1e12)
+    jax_r, torch_r, hf_r = report["results"]
+    assert jax_r["params"] == torch_r["params"] == hf_r["params"]  # the same model everywhere
+    assert hf_r["x_hf_run_mlm"] == 1.0
+    for r in (jax_r, torch_r):  # both our trainers trained: finite losses near ln(vocab) at the start
+        assert len(r["losses"]) == 3 and all(np.isfinite(r["losses"]))
+        assert abs(r["losses"][0] - np.log(report["vocab_size"])) < 1.5
+    text = train.format_table(report)
+    assert "hf_run_mlm" in text and "x hf_run_mlm" in text
+
+    # ModernBERT-tiny in both frameworks: one model (the same parameter count)
+    modernbert = json.loads((out / "modernbert-L128.json").read_text())
+    assert modernbert["model_sizes"]["type"] == "modernbert"
+    assert len({r["params"] for r in modernbert["results"]}) == 1, modernbert["results"]
+
+
+def test_bench_modernbert_base_is_transformers_published_shape():
+    """The "published shape" is transformers' ModernBertConfig default (ModernBERT-base), not a copy of it here."""
+    from transformers import ModernBertConfig
+
+    from wwm_cli.bench import train
+
+    shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    base = train.MODELS["modernbert-base"]
+    assert base["type"] == "modernbert" and {k: base[k] for k in shape} == {
+        k: getattr(ModernBertConfig(), k) for k in shape
+    }
 
 
 @pytest.mark.slow

@@ -694,10 +694,10 @@ def test_the_checkpointer_never_saves_non_finite_state(tmp_path):
     ckpt.close()
 
 
-@pytest.mark.slow  # 4.6 s alone (two train() set-ups)
+@pytest.mark.slow  # 4.9 s alone (three train() set-ups)
 def test_order_rule_of_the_run_orders_the_jax_batches(tmp_path):
-    """A run that resumes under order rule "1" (started before feistel-6) is fed rule "1"'s batches (the
-    first global batch, then the test stops the run before its first step)."""
+    """A run that resumes under order rule "1" (started before feistel-6), or a groups-G-K-r run, is fed
+    its rule's batches (the first global batch, then the test stops the run before its first step)."""
     from wwm.data import BatchIterator
     from wwm.masking import MaskingConfig, WholeWordMasker
     from wwm.rundir import RunDir
@@ -713,7 +713,7 @@ def test_order_rule_of_the_run_orders_the_jax_batches(tmp_path):
     data = worker.synthetic_dataset()
     masker = WholeWordMasker(MaskingConfig(), mask_token_id=4, vocab_size=128, special_token_ids=range(5))
     B = config.train.global_batch_size
-    for rule in ("1", "feistel-6"):
+    for rule in ("1", "groups-4-2-2", "feistel-6"):
         run_dir = RunDir(str(tmp_path / rule), "jax", "new", False, order_rule=rule)
         with pytest.raises(Seen) as seen:
             train(config, train_dataset=data, val_dataset=None, masker=masker, hf_config=worker.hf_config(),

@@ -193,6 +193,45 @@ def test_order_rule_is_recorded_and_a_run_keeps_its_own_on_resume(tmp_path):
     assert _claim(_config(fresh), "jax").order_rule == ORDER_RULE
 
 
+def test_order_rule_groups_is_recorded_and_another_order_refuses_to_resume(tmp_path):
+    """data.order: groups records groups-G-K-r in run.json and resumes under it; the same run resumed with
+    data.order: rows, or other groups (another G, K or batch), refuses in one line naming
+    data.order_rule unless --allow-config-change, which continues under the config's rule. Changing the
+    group keys of a rows run changes nothing and resumes."""
+    groups = ["data.order=groups", "data.order_group_rows=16", "data.order_window_groups=4",
+              "train.global_batch_size=32"]  # fmt: skip
+    out = tmp_path / "run"
+    assert _claim(_config(out, *groups), "jax").order_rule == "groups-16-4-8"
+    assert json.loads((out / "run.json").read_text())["order_rule"] == "groups-16-4-8"
+    _fake_training(out)
+    assert _claim(_config(out, *groups), "jax").order_rule == "groups-16-4-8"
+    before = _snapshot(out)
+    for other, new in (
+        (["data.order=rows"], "feistel-6"),
+        ([*groups, "data.order_group_rows=32"], "groups-32-4-8"),
+    ):
+        with pytest.raises(WWMError) as err:
+            _claim(_config(out, *other), "jax")
+        message = str(err.value)
+        assert f'data.order_rule: "groups-16-4-8" -> "{new}"' in message and "\n" not in message, message
+        assert "--allow-config-change" in message and _snapshot(out) == before
+    config_file = out / rundir.CONFIG_FILE
+    saved = config_file.read_bytes()
+    config_file.unlink()  # run.json without the config file: the recorded rule is still compared
+    with pytest.raises(WWMError, match=r'data\.order_rule: "groups-16-4-8" -> "feistel-6"'):
+        _claim(_config(out, "data.order=rows"), "jax")
+    config_file.write_bytes(saved)
+    decision = _claim(_config(out, "data.order=rows"), "jax", allow_changes=True)
+    assert decision.order_rule == "feistel-6"
+    assert json.loads((out / "run.json").read_text())["order_rule"] == "feistel-6"
+    rows = tmp_path / "rows"
+    _claim(_config(rows), "jax")
+    _fake_training(rows)
+    assert _claim(_config(rows, "data.order_group_rows=64"), "jax").status == "resume"
+    with pytest.raises(WWMError, match=r"data\.order_rule"):  # a row-ordered run asked for groups
+        _claim(_config(rows, *groups), "jax")
+
+
 def test_a_run_of_several_segments_from_before_segments_refuses_to_resume(tmp_path):
     """A run started before preparation in segments (no data_layout in run.json) whose corpus has several
     segments would get other blocks under the same example ids: refused in one line unless

@@ -108,7 +108,7 @@ def test_order_rule_of_the_run_orders_the_torch_batches(tmp_path, tokenizer_dir)
         tmp_path, tokenizer_dir, model=dict(hidden_size=16, num_hidden_layers=1, intermediate_size=32)
     )
     prepared = make_prepared(spec)
-    for rule in ("1", "feistel-6"):
+    for rule in ("1", "groups-4-2-4", "feistel-6"):
         trainer, _, _ = build_trainer(make_config(spec), prepared, order_rule=rule)
         dataset = trainer.train_dataset
         reference = iter(BatchIterator(prepared.train, 8, spec["seed"], order_rule=rule))

@@ -34,6 +34,8 @@ STREAM_NGRAM = 5  # length of the n-gram span that starts at a word
 STREAM_ORDER = 16  # the shuffle key of each example in an epoch
 STREAM_BUFFER = 17  # the streaming shuffle buffer
 STREAM_PERMUTE = 18  # the round keys of the epoch permutation (order rule feistel-6)
+STREAM_GROUPS = 19  # the round keys of the group permutation sigma (order rules groups-G-K-r)
+STREAM_GROUP_TAIL = 20  # the round keys of the tail's permutation (order rules groups-G-K-r)
 
 # Probabilities are compared in fixed point: the 24-bit uniform u24 = value >> 8 with
 # T = round(p * 2^24) for the selection decisions, and the 16-bit uniform value & 0xFFFF with

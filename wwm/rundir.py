@@ -217,6 +217,15 @@ def _current_order_rule() -> str:
     return ORDER_RULE
 
 
+def configured_order_rule(config: RunConfig) -> str:
+    """The order rule ``config`` gives a new run (``data.order``; wwm.data.order.configured_rule)."""
+    from wwm.data.order import configured_rule
+
+    data = config.data
+    return configured_rule(data.order, data.order_group_rows, data.order_window_groups,
+                           config.train.global_batch_size)  # fmt: skip
+
+
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         out: dict[str, Any] = {}
@@ -405,21 +414,37 @@ def _rule_change(record: dict | None, old: dict, config: RunConfig) -> dict[str,
     return {"data.packing_rule": (before, now)} if before != now else {}
 
 
-def _resumed_order_rule(record: dict | None, result: RunDir) -> dict[str, tuple[Any, Any]]:
-    """A trained run resumes under the order rule it was started by, when this wwm knows it (its batches
-    stay those of the uninterrupted run); a rule this wwm does not know is a change (``data.order_rule``
-    old -> new) that needs --allow-config-change and then orders the rest of the run by this wwm's rule."""
-    from wwm.data.order import ORDER_RULE, ORDER_RULES, SORT_RULE
+def _resumed_order_rule(record: dict | None, result: RunDir, config: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """A trained run resumes under the order rule it was started by, when this wwm knows it and the config
+    asks for that kind of order (``data.order: rows`` keeps any row order, so its batches stay those of
+    the uninterrupted run; ``groups`` must give the recorded groups-G-K-r). Anything else (a rule this wwm
+    does not know, another data.order, other G, K or r) is a change (``data.order_rule`` old -> new)
+    that needs --allow-config-change and then orders the rest of the run by the config's rule."""
+    from wwm.data.order import ORDER_RULE, ORDER_RULES, SORT_RULE, check_order_rule
 
     recorded = str((record or {}).get("order_rule", SORT_RULE))
-    if recorded not in ORDER_RULES:
-        return {"data.order_rule": (recorded, ORDER_RULE)}
+    wanted = configured_order_rule(config)
+    result.order_rule = wanted
+    try:
+        check_order_rule(recorded)
+    except WWMError:
+        return {"data.order_rule": (recorded, wanted)}
+    if recorded != wanted and not (wanted == ORDER_RULE and recorded in ORDER_RULES):
+        return {"data.order_rule": (recorded, wanted)}
     result.order_rule = recorded
-    if recorded != ORDER_RULE:
+    if recorded != wanted:
         result.messages.append(
             f"this run keeps its order rule {recorded!r} (new runs are ordered by {ORDER_RULE!r})"
         )
     return {}
+
+
+def _unused_order_keys(changed: dict[str, tuple[Any, Any]], old: dict, config: RunConfig) -> None:
+    """Drop changes of data.order_group_rows / order_window_groups while data.order is rows before and
+    after: they order nothing then."""
+    if config.data.order == "rows" and (old.get("data") or {}).get("order", "rows") == "rows":
+        for key in ("data.order_group_rows", "data.order_window_groups"):
+            changed.pop(key, None)
 
 
 def _layout_change(record: dict | None, config: Any) -> dict[str, tuple[Any, Any]]:
@@ -601,9 +626,11 @@ def decide(
     path = os.path.abspath(config.output_dir)
     if _is_remote(config.output_dir):
         return RunDir(config.output_dir, framework, "resume", config.checkpoint.resume,
-                      messages=["run-directory checks apply to local folders only"])  # fmt: skip
+                      messages=["run-directory checks apply to local folders only"],
+                      order_rule=configured_order_rule(config))  # fmt: skip
     check_writable_dir(path, "output_dir")
-    result = RunDir(path, framework, "new", config.checkpoint.resume, allow_changes=allow_changes)
+    result = RunDir(path, framework, "new", config.checkpoint.resume, allow_changes=allow_changes,
+                    order_rule=configured_order_rule(config))  # fmt: skip
     names = _listing(path)
     if not names:
         return result
@@ -639,13 +666,14 @@ def decide(
         return result
     if did_train and not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
-    order_change = _resumed_order_rule(record, result) if did_train else {}
+    order_change = _resumed_order_rule(record, result, config) if did_train else {}
     if old is not None:
         old = upgraded_spelling(RunConfig, old)  # a record of an earlier wwm: its keys as they are spelt now
         changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
         changed.pop("train.framework", None)
         changed.update(_rule_change(record, old, config))
         changed.update(order_change)
+        _unused_order_keys(changed, old, config)
         if did_train:
             changed.update(_layout_change(record, config))
             changed.update(input_changes(record, config)[0])
@@ -659,6 +687,12 @@ def decide(
             result.messages.append(f"resuming with changed settings: {note}")
         elif changed:
             result.messages.append("nothing was trained in this folder yet: the new settings replace the old")
+    elif order_change:  # run.json without its config file: the order rule is still the run's
+        if not allow_changes:
+            raise _changed_refusal(path, order_change)
+        result.changed = order_change
+        note = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in order_change.items())
+        result.messages.append(f"resuming with changed settings: {note}")
     if did_train and not checkpoint_names(path) and saved_before(path, record, old):
         raise _no_checkpoint(path, record)
     result.status = "resume" if did_train else "new"
@@ -725,13 +759,13 @@ def _decide_without_record(
         )
     if not config.checkpoint.resume:
         raise _refusal(path, "holds a run and checkpoint.resume is false (that would discard it)")
-    _resumed_order_rule(None, result)  # a run from before run.json: ordered by rule "1"
-    changed: dict[str, tuple[Any, Any]] = {}
+    changed = _resumed_order_rule(None, result, config)  # a run from before run.json: ordered by rule "1"
     if old is not None:
         from wwm.config import RunConfig, resolved_dict
 
-        changed = config_differences(old, resolved_dict(config), resolved_dict(RunConfig()))
+        changed.update(config_differences(old, resolved_dict(config), resolved_dict(RunConfig())))
         changed.pop("train.framework", None)
+        _unused_order_keys(changed, old, config)
     changed.update(_layout_change(None, config))
     blocking = {k: v for k, v in changed.items() if not resumable(k)}
     if blocking and not result.allow_changes:

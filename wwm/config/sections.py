@@ -64,6 +64,13 @@ class DataConfig:
     remote_read: bool = False
     remote_prefetch_steps: int = 4
     remote_cache_mb: int = 1024
+    # The order of the training examples (docs/data.md "Order and sharding"): rows (a keyed permutation of
+    # all rows, rule feistel-6; a resumed run keeps its recorded rule) or groups (rule groups-G-K-r: each
+    # global batch takes r = train.global_batch_size / order_window_groups rows from each of
+    # order_window_groups groups of order_group_rows adjacent rows; remote mode then reads whole groups).
+    order: Literal["rows", "groups"] = "rows"
+    order_group_rows: int = 256
+    order_window_groups: int = 64
     # Preparation splits the input into segments (one file, or this many bytes of a large text file cut at
     # line starts), each prepared on its own (docs/data.md "Segments"); in the cache key.
     segment_bytes: int = 256 << 20
@@ -90,7 +97,7 @@ class DataConfig:
                 "data.source is 'hub' but data.hub_dataset is not set; give a dataset name such as "
                 "'wikitext' (with data.hub_config: wikitext-103-raw-v1)"
             )
-        for name in ("num_proc", "map_batch_size"):
+        for name in ("num_proc", "map_batch_size", "order_group_rows", "order_window_groups"):
             if getattr(self, name) < 1:
                 raise WWMError(f"data.{name} must be >= 1; got {getattr(self, name)}")
         if self.remote_prefetch_steps < 0:
@@ -100,6 +107,11 @@ class DataConfig:
         if self.remote_cache_mb < 1:
             raise WWMError(
                 f"data.remote_cache_mb must be >= 1 (MiB of rows kept); got {self.remote_cache_mb}"
+            )
+        if self.order == "groups" and self.streaming:
+            raise WWMError(
+                "data.order: groups orders prepared (random-access) data, and data.streaming reads in stream "
+                "order through a shuffle buffer; set data.streaming: false, or data.order: rows"
             )
         if self.shuffle_buffer < 0:
             raise WWMError(f"data.shuffle_buffer must be >= 0 (0: stream order); got {self.shuffle_buffer}")
@@ -496,6 +508,12 @@ class RunConfig:
             raise WWMError(
                 f"output_dir {self.output_dir!r} holds a placeholder other than {{framework}}; "
                 "write the folder name out"
+            )
+        if self.data.order == "groups":  # K must divide B and r = B / K divide G: refused here, in one line
+            from wwm.data.order import groups_rule
+
+            groups_rule(
+                self.data.order_group_rows, self.data.order_window_groups, self.train.global_batch_size
             )
         if not self.model.pretrained:
             self.model.check_positions(self.data.max_seq_len)

@@ -110,6 +110,16 @@ class BatchIterator:
         self.position = start if start is not None else DataPosition()
         self._order_cache: _order.EpochOrder | None = None  # the order of the last epoch used
         self._ahead: tuple[int, int] | None = None  # (epoch, step) read ahead up to (remote mode)
+        # Under a groups-G-K-r rule remote mode reads whole groups (G = 0: rows as before), and reads ahead
+        # at least a window (K*G/B steps), so that the next window's groups arrive while this one trains.
+        self._window_steps = 0
+        if shuffle and not self.streaming and hasattr(dataset, "read_groups"):
+            G = window_rows = 0
+            if self.order_rule.startswith(_order.GROUPS_PREFIX):
+                G, K, _ = _order.parse_groups_rule(self.order_rule)
+                self._window_steps = max(K * G // self.global_batch_size, 1)
+                window_rows = -(-K // host_count) * G  # this host's groups of a window (H | K: K/H)
+            dataset.read_groups(G, window_rows)
         if not self.streaming:
             n = len(dataset)
             if self.steps_per_epoch == 0:
@@ -197,7 +207,7 @@ class BatchIterator:
         batch["step"] = step
         ahead = int(getattr(self.dataset, "prefetch_steps", 0))
         if ahead:  # remote mode (wwm.data.remote): the rows of the next steps, read in the background
-            self._read_ahead(epoch, step, ahead)
+            self._read_ahead(epoch, step, max(ahead, self._window_steps))
         return batch
 
     def _read_ahead(self, epoch: int, step: int, ahead: int) -> None:

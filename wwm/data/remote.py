@@ -24,7 +24,10 @@ Reading, ``data.remote_read: true`` (``RemoteParts``): nothing is copied whole. 
 are grouped into runs of adjacent rows per segment; each run is one ranged read per block file. Rows are
 kept in a byte-bounded LRU (``data.remote_cache_mb``), and ``BatchIterator`` asks for the rows of the next
 ``data.remote_prefetch_steps`` global steps in a background thread. The bytes are decoded by the same code
-as a memory map's (``wwm.data.storage._Stored``), so the batches are bit-identical. Remote mode checks
+as a memory map's (``wwm.data.storage._Stored``), so the batches are bit-identical. Under an order rule
+groups-G-K-r (``data.order: groups``) ``BatchIterator`` calls ``read_groups(G)``: a missing row then brings
+its whole group of G adjacent example ids (split at part boundaries; no gap merging), so the rest of the
+window finds its rows cached. Remote mode checks
 sizes and object identities (a file changed under a run is named in one line), not SHA-256: a hash covers
 a whole file, and remote mode never reads one whole.
 """
@@ -391,6 +394,7 @@ class RemoteParts:
         self.prefetch_steps = int(prefetch_steps)
         self.sizes = sizes  # each part's {file name: bytes} from the manifest (None: not checked)
         self.cache = _RowCache(cache_bytes)
+        self.group_rows = 0  # G of a groups-G-K-r order (``read_groups``): reads cover whole groups
         self.stats = {"requests": 0, "bytes": 0, "rows_fetched": 0, "hits": 0, "misses": 0}
         self._parts: dict[int, Any] = {}
         self._pool = _Pool(THREADS)
@@ -476,21 +480,66 @@ class RemoteParts:
                 blob[i * width : (i + 1) * width] for blob, (_, _, width) in zip(blobs, files, strict=True)
             ))  # fmt: skip
 
-    def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
-        """(part, first row, end row, the rows wanted in it) of each run of nearby global rows not cached
-        nor in flight."""
-        rows = np.unique(rows)
+    def read_groups(self, group_rows: int, window_rows: int = 0) -> None:
+        """The order reads groups of ``group_rows`` adjacent rows (an order rule groups-G-K-r, set by
+        ``BatchIterator``): from now on a missing row brings its whole group [gG, (g+1)G) of global
+        example ids, split at part boundaries, into the cache, one ranged read per block file and part
+        (adjacent groups share it), so that the rest of the window finds its rows cached. 0: rows only.
+        ``window_rows``: this host's rows of a window (K/H groups of G); a row cache smaller than two
+        windows (this one and the next, read ahead) is named in a warning: it still gives the same
+        batches, but reads rows again one by one."""
+        self.group_rows = max(int(group_rows), 0)
+        per_row = self._row_bytes()
+        need = 2 * int(window_rows) * per_row
+        if self.group_rows and per_row and need > self.cache.capacity:
+            import warnings
+
+            from wwm.errors import WWMWarning
+
+            warnings.warn(
+                f"data.remote_cache_mb holds {self.cache.capacity >> 20} MiB of rows, less than two windows of this "
+                f"host's groups under the groups order ({2 * window_rows:,} rows of {per_row} bytes = "
+                f"{-(-need // (1 << 20))} MiB): rows are read again one by one; set data.remote_cache_mb to at "
+                f"least {-(-need // (1 << 20))}",
+                WWMWarning,
+                stacklevel=3,
+            )
+
+    def _row_bytes(self) -> int:
+        """Bytes a row takes in the block files (from the manifest's sizes; 0 when unknown)."""
+        counts = np.diff(self.offsets)
+        for p, sizes in enumerate(self.sizes or []):
+            if counts[p]:
+                rows = sum(v for k, v in sizes.items() if k.endswith(".bin") and k != "word_exceptions.bin")
+                return -(-rows // int(counts[p]))
+        return 0
+
+    def _missing(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(global rows, part, local row) of the sorted unique ``rows`` that are neither cached nor in flight."""
         part = np.searchsorted(self.offsets, rows, side="right") - 1
         local = rows - self.offsets[part]
         keep = [
             i for i, key in enumerate(zip(part.tolist(), local.tolist(), strict=True))
             if key not in self._inflight and key not in self.cache
         ]  # fmt: skip
-        if not keep:
+        return rows[keep], part[keep], local[keep]
+
+    def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
+        """(part, first row, end row, the rows wanted in it) of each run of nearby global rows not cached
+        nor in flight (with ``group_rows``: of the whole groups of those rows)."""
+        rows, part, local = self._missing(np.unique(rows))
+        if not rows.size:
             return []
-        part, local = part[keep], local[keep]
-        # Rows at most `gap` rows apart share one read: a request costs more than the bytes between them.
         gap = max(MERGE_GAP // max(self.L * 2, 1), 0)
+        if self.group_rows:  # whole groups, each read once: no rows read only to save a request
+            G = self.group_rows
+            groups = np.unique(rows // G)
+            first = groups * G
+            sizes = np.minimum(first + G, self.n) - first
+            rows = np.repeat(first - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+            rows, part, local = self._missing(rows)
+            gap = 0
+        # Rows at most `gap` rows apart share one read: a request costs more than the bytes between them.
         cut = np.flatnonzero((np.diff(local) > gap + 1) | (np.diff(part) != 0)) + 1
         firsts = np.concatenate([[0], cut])
         ends = np.concatenate([cut, [local.size]])
@@ -543,6 +592,7 @@ class RemoteParts:
             part = np.searchsorted(self.offsets, rows, side="right") - 1
             keys = zip(part.tolist(), (rows - self.offsets[part]).tolist(), strict=True)
             waiting = {id(f): f for f in (self._inflight.get(key) for key in keys) if f is not None}
+            missing = self._missing(np.unique(rows))[0]  # this batch's rows that nothing brings yet
             runs = self._runs(rows)
             mine = self._start(runs)
         for future in mine:
@@ -553,7 +603,7 @@ class RemoteParts:
         starts = np.flatnonzero(np.diff(part, prepend=-1))
         ends = np.append(starts[1:], rows.size)
         pieces = []
-        fetched = sum(w.size for *_, w in runs)
+        fetched = int(missing.size)
         with self._lock:
             self.stats["misses"] += fetched
             self.stats["hits"] += int(rows.size) - fetched

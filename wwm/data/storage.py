@@ -470,6 +470,13 @@ class BlockDataset:
         if self.prefetch_steps:
             self._source.prefetch(np.sort(np.asarray(indices, dtype=np.int64)))
 
+    def read_groups(self, group_rows: int, window_rows: int = 0) -> None:
+        """The order reads groups of ``group_rows`` adjacent rows, ``window_rows`` of them a window on this
+        host (``BatchIterator`` under a groups-G-K-r rule): remote mode then fetches whole groups
+        (``wwm.data.remote.RemoteParts.read_groups``); a memory map or a local copy has nothing to do."""
+        if hasattr(self._source, "read_groups"):
+            self._source.read_groups(group_rows, window_rows)
+
     @property
     def source(self) -> Any:
         """What the rows come from (a memory map, parts, or remote mode's reader with its ``stats``)."""

@@ -17,7 +17,18 @@ token on disk, and how fast the prepared data can be read, as headroom over what
     same steps twice: cold (an empty row cache, read-ahead on) and warm (the rows cached);
     headroom = cold rows/s / the host's rows/s. The bench corpus is small (~1,700 rows of 512), so a
     batch's rows lie close and merge into a few reads; "scattered" repeats cold with merging of adjacent
-    rows only, what a corpus of billions of rows gives (about one read per row and block file).
+    rows only, what a corpus of billions of rows gives (about one read per row and block file). These
+    three read the default order (feistel-6).
+  - remote mode under the groups order (``data.order: groups``, rule groups-G-K-r with r = B / K,
+    ``--group-rows`` G and ``--window-groups`` K, default the config's 256 and 64): "groups_cold" and
+    "groups_warm" as above, reading whole groups of G adjacent rows (one ranged read per group, block
+    file and part), what it gives at any corpus size (no merging of nearby rows is involved). A window
+    is K*G rows (16,384 by default), more than the bench corpus holds, so these two read the uploaded
+    split's parts repeated (the same objects listed ``copies`` times, as ``_copy_set`` repeats ids for
+    the copy) until it holds ``GROUP_WINDOWS`` full windows, and read the steps of those windows: the
+    first window's groups are read before its first batch, the next ones by the read-ahead.
+    ``remote_headroom`` is groups_cold's; the feistel-6 figure stays beside it as
+    ``remote_headroom_feistel``.
 
 Figures from a shared 2-core machine measure our CPU overhead, not a cloud's disks or network; the S3
 server on 127.0.0.1 runs in this process, so its own request handling shares those cores.
@@ -38,6 +49,7 @@ from typing import Any
 HOST_GPUS = 8
 TARGET_LOCAL_HEADROOM = 10.0
 TARGET_REMOTE_HEADROOM = 2.0
+GROUP_WINDOWS = 2  # full windows of the groups order that the groups phases read
 
 
 def host_consumption(seq_len: int = 512) -> dict[str, float]:
@@ -118,11 +130,15 @@ def time_prepare(overrides: list[str], workers: int) -> float:
     return max(ends) - start
 
 
-def time_reads(dataset: Any, global_batch: int, steps: int) -> dict[str, float]:
-    """Rows/s, MB/s (bytes on disk) and batch latencies of ``steps`` global batches read by BatchIterator."""
+def time_reads(
+    dataset: Any, global_batch: int, steps: int, order_rule: str | None = None
+) -> dict[str, float]:
+    """Rows/s, MB/s (bytes on disk) and batch latencies of ``steps`` global batches read by BatchIterator
+    (under ``order_rule``; None: the default order)."""
     from wwm.data import BatchIterator
+    from wwm.data.order import ORDER_RULE
 
-    batches = iter(BatchIterator(dataset, global_batch, seed=0))
+    batches = iter(BatchIterator(dataset, global_batch, seed=0, order_rule=order_rule or ORDER_RULE))
     latencies = []
     start = time.perf_counter()
     for _ in range(steps):
@@ -197,27 +213,50 @@ def _copy_set(entry: str, url: str, copy_mb: float, objects: int = 4) -> tuple[d
     return files, [(name, "train") for name in files]
 
 
-def _remote_pass(train: Any, global_batch: int, steps: int) -> dict[str, float]:
+def _remote_pass(
+    train: Any, global_batch: int, steps: int, order_rule: str | None = None
+) -> dict[str, float]:
     """``time_reads`` of remote mode, with its requests and fetched bytes."""
     before = dict(train.source.stats)
     start = time.perf_counter()
-    figures = time_reads(train, global_batch, steps)
+    figures = time_reads(train, global_batch, steps, order_rule)
     seconds = time.perf_counter() - start
     stats = train.source.stats
     requests = stats["requests"] - before["requests"]
     fetched = stats["bytes"] - before["bytes"]
     return {**figures, "requests_per_s": requests / seconds, "fetched_mb_per_s": fetched / seconds / 1e6,
-            "requests": requests, "rows_per_request": steps * global_batch / max(requests, 1)}  # fmt: skip
+            "requests": requests, "rows_per_request": steps * global_batch / max(requests, 1),
+            "rows_fetched_per_request": (stats["rows_fetched"] - before["rows_fetched"]) / max(requests, 1)}  # fmt: skip
+
+
+def _repeated(train: Any, rows: int) -> Any:
+    """Remote mode over the parts of ``train`` (a remote-mode BlockDataset) listed again and again until
+    they hold at least ``rows`` rows: the same objects, read as other parts (module doc)."""
+    import numpy as np
+
+    from wwm.data.remote import RemoteParts
+    from wwm.data.storage import BlockDataset
+
+    source = train.source
+    copies = -(-rows // len(train))
+    counts = np.diff(source.offsets).tolist() * copies
+    repeated = RemoteParts(source.urls * copies, counts, source.L, source.segments,
+                           cache_bytes=source.cache.capacity, prefetch_steps=source.prefetch_steps,
+                           sizes=None if source.sizes is None else source.sizes * copies)  # fmt: skip
+    return BlockDataset._over(repeated, train.path, train.pad_token_id)
 
 
 def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: int, steps: int,
-                consumption: dict[str, float], copy_mb: float = 64) -> list[dict[str, Any]]:  # fmt: skip
+                consumption: dict[str, float], copy_mb: float = 64,
+                groups: tuple[int, int] = (256, 64)) -> list[dict[str, Any]]:  # fmt: skip
     """The prepared ``entry`` uploaded to the S3 server, then read through a local copy and in remote mode
     (module doc)."""
     from wwm import fs
     from wwm.config import load_config
     from wwm.data import prepare_dataset, remote
+    from wwm.data.order import ORDER_RULE, GroupedOrder
     from wwm.data.remote import LocalCopy
+    from wwm.rundir import configured_order_rule
 
     results = []
     old_local = os.environ.get("WWM_LOCAL_DIR")
@@ -248,18 +287,34 @@ def time_bucket(overrides: list[str], entry: Path, repeats: int, global_batch: i
             copy["mb_per_s"] = copy["mb"] / copy["seconds"]
             results.append({"stage": "local_copy", **copy, "host_mb_per_s": need,
                             "headroom": copy["mb_per_s"] / need})  # fmt: skip
-            rows: dict[str, list] = {"cold": [], "warm": [], "scattered": []}
+            grouped = [*config, "data.remote_read=true", "data.order=groups", f"data.order_group_rows={groups[0]}",
+                       f"data.order_window_groups={groups[1]}", f"train.global_batch_size={global_batch}"]  # fmt: skip
+            rule = configured_order_rule(load_config(None, grouped))
+            group_set = GROUP_WINDOWS * groups[0] * groups[1]  # rows of the groups phases' data
+            window_steps = GROUP_WINDOWS * groups[0] * groups[1] // global_batch
+            phases_all = ("cold", "warm", "scattered", "groups_cold", "groups_warm")
+            rows: dict[str, list] = {phase: [] for phase in phases_all}
             for _ in range(repeats):
-                for phases, gap in ((("cold", "warm"), remote.MERGE_GAP), (("scattered",), 0)):
+                for phases, gap, extra, order in ((("cold", "warm"), remote.MERGE_GAP, [], None),
+                                                  (("scattered",), 0, [], None),
+                                                  (("groups_cold", "groups_warm"), remote.MERGE_GAP, grouped, rule)):  # fmt: skip
                     old_gap, remote.MERGE_GAP = remote.MERGE_GAP, gap
                     try:
-                        train = prepare_dataset(load_config(None, [*config, "data.remote_read=true"])).train
+                        train = prepare_dataset(
+                            load_config(None, [*config, "data.remote_read=true", *extra])
+                        ).train
+                        if order:
+                            train = _repeated(train, group_set)
+                            assert GroupedOrder(len(train), 0, 0, order).windows >= GROUP_WINDOWS
                         for phase in phases:
-                            rows[phase].append(_remote_pass(train, global_batch, steps))
+                            count = window_steps if order else steps
+                            rows[phase].append({**_remote_pass(train, global_batch, count, order), "steps": count,
+                                                "order_rule": order or ORDER_RULE, "rows": len(train)})  # fmt: skip
                     finally:
                         remote.MERGE_GAP = old_gap
             for phase, samples in rows.items():
-                figures = {k: statistics.median(x[k] for x in samples) for k in samples[0]}
+                figures = {k: (statistics.median(x[k] for x in samples) if not isinstance(samples[0][k], str)
+                               else samples[0][k]) for k in samples[0]}  # fmt: skip
                 results.append({"stage": f"remote_{phase}", **figures,
                                 "headroom": figures["rows_per_s"] / consumption["rows_per_s"]})  # fmt: skip
     finally:
@@ -279,6 +334,8 @@ def run(
     repeats: int = 3,
     global_batch: int = 256,
     steps: int = 50,
+    group_rows: int = 256,
+    window_groups: int = 64,
 ) -> dict[str, Any]:
     from wwm.config import load_config
     from wwm.data import prepare_dataset
@@ -322,7 +379,8 @@ def run(
     )
     read_steps = min(steps, max(1, len(train) // global_batch))
     bucket = time_bucket(_overrides(corpus, tokenizer, str(root / "1-0"), seq_len, segment_bytes),
-                         Path(prepared.cache_path), repeats, global_batch, read_steps, consumption)  # fmt: skip
+                         Path(prepared.cache_path), repeats, global_batch, read_steps, consumption,
+                         groups=(group_rows, window_groups))  # fmt: skip
     results.extend(bucket)
     by_stage = {r["stage"]: r for r in results}
     return {
@@ -338,7 +396,9 @@ def run(
         "scaling_efficiency": rates[2] / (2 * rates[1]),
         "local_read_headroom": by_stage["read_local"]["headroom"],
         "local_copy_headroom": by_stage["local_copy"]["headroom"],
-        "remote_headroom": by_stage["remote_cold"]["headroom"],
+        "remote_headroom": by_stage["remote_groups_cold"]["headroom"],  # data.order: groups, cold
+        "remote_headroom_feistel": by_stage["remote_cold"]["headroom"],  # the default order, cold
+        "remote_order_rule": by_stage["remote_groups_cold"]["order_rule"],
         "targets": {"local_copy_headroom": TARGET_LOCAL_HEADROOM, "remote_headroom": TARGET_REMOTE_HEADROOM},
         "note": "the S3 server runs on 127.0.0.1 in this process: the figures measure wwm's CPU overhead "
         "(and moto's), not a cloud's network",
@@ -366,7 +426,8 @@ def format_table(report: dict[str, Any]) -> str:
                          f"{r['requests_per_s']:7.0f} requests/s  p50 {r['p50_batch_s'] * 1e3:.2f} ms  p99 "
                          f"{r['p99_batch_s'] * 1e3:.2f} ms  headroom {r['headroom']:.1f}x"
                          f"  {r['rows_per_request']:.1f} rows/request"
-                         + (f" (target {TARGET_REMOTE_HEADROOM:g}x)" if r["stage"] == "remote_cold" else ""))  # fmt: skip
+                         + (f" [{r['order_rule']}, {r['steps']:g} steps]" if r["stage"].startswith("remote_groups") else "")
+                         + (f" (target {TARGET_REMOTE_HEADROOM:g}x)" if r["stage"] == "remote_groups_cold" else ""))  # fmt: skip
         else:
             lines.append(f"  {r['stage']}: {r['rows_per_s']:>12,.0f} rows/s  {r['mb_per_s']:8.1f} MB/s  p50 "
                          f"{r['p50_batch_s'] * 1e3:.2f} ms  p99 {r['p99_batch_s'] * 1e3:.2f} ms  headroom "

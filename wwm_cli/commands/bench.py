@@ -108,6 +108,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     storage.add_argument("--seq-len", type=int, default=512)
     storage.add_argument("--segment-bytes", type=int, default=256 << 10, help="data.segment_bytes of the run")
     storage.add_argument("--repeats", type=int, default=3, help="timed runs of each (median)")
+    storage.add_argument("--group-rows", type=int, default=256,
+                         help="G of remote mode's groups order (data.order_group_rows)")  # fmt: skip
+    storage.add_argument("--window-groups", type=int, default=64,
+                         help="K of remote mode's groups order (data.order_window_groups; r = 256 / K)")  # fmt: skip
     storage.add_argument("--json", action="store_true", help="print the results as JSON")
     scaling = sub.add_parser("scaling", help="masking and training-step time and memory as L grows")
     scaling.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192", help="masking lengths")
@@ -148,7 +152,8 @@ def main(args: argparse.Namespace) -> int:
     if args.what == "storage":
         from wwm_cli.bench import storage
 
-        report = storage.run(args.corpus, args.tokenizer, args.seq_len, args.segment_bytes, args.repeats)
+        report = storage.run(args.corpus, args.tokenizer, args.seq_len, args.segment_bytes, args.repeats,
+                             group_rows=args.group_rows, window_groups=args.window_groups)  # fmt: skip
         print(json.dumps(report, indent=2) if args.json else storage.format_table(report))
         return 0
     if args.what in ("train", "pipeline", "scaling", "packing", "attention"):
