@@ -467,10 +467,11 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
 
 def _direct_applies(found: list, remote_root: str) -> tuple[bool, str | None]:
     """Whether orbax may write the bucket's checkpoints itself in this run (checkpoint.gcs_direct): not
-    when this host's staging folder holds checkpoints or the bucket's newest committed one was mirrored
-    (a run started with gcs_direct: false, or by several processes in parts): such a run keeps the mirror
-    path, which restores what it saved. (orbax lists a gs:// step only with its commit_success.txt, which
-    a mirrored local save does not have.)"""
+    when this host's staging folder holds checkpoints (saved through the local copy) or the bucket's
+    newest committed one was saved in per-process parts (the mirror path with several processes), or
+    lacks orbax's `commit_success.txt` (orbax lists a gs:// step only with it; orbax 0.12.8 writes it in
+    local saves too, so a single-process mirrored checkpoint is resumed directly): such a run keeps the
+    mirror path, which restores what it saved, and says so."""
     from wwm.fs import mirror as mirrors
 
     local = [c.name for c in found if c.local]
