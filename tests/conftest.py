@@ -104,6 +104,7 @@ def gcs_server():
     TENSORSTORE_GCS_HTTP_URL (orbax's array writer). Yields the endpoint URL."""
     pytest.importorskip("gcsfs")
     emulator = pytest.importorskip("gcp_storage_emulator.server")
+    _read_generation_headers(emulator)
     port = _free_port()
     server = emulator.create_server("127.0.0.1", port, in_memory=True)
     server.start()
@@ -114,6 +115,31 @@ def gcs_server():
         mp.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # no gRPC bucket-type lookups
         yield endpoint
     server.stop()
+
+
+def _read_generation_headers(emulator) -> None:
+    """GCS answers an object read with its generation (`x-goog-generation`); gcp-storage-emulator does not,
+    and TensorStore's gcs driver, which needs it once it reads an object it wrote (orbax's OCDBT manifest in
+    a checkpoint of more than a few arrays), then fails with "Malformed StorageGeneration". The emulator's
+    object reads are given the header, as GCS sends it."""
+    from gcp_storage_emulator.handlers import objects
+
+    def with_generation(handler):
+        def read(request, response, storage, *args, **kwargs):
+            handler(request, response, storage, *args, **kwargs)
+            media = handler is objects.download or request.query.get("alt", [""])[0] == "media"
+            if media and response.status.value in (200, 206):
+                obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+                response["x-goog-generation"] = str(obj["generation"])
+                response["x-goog-metageneration"] = str(obj.get("metageneration", "1"))
+
+        return read
+
+    for route in emulator.HANDLERS:
+        for methods in (m for m in route if isinstance(m, dict)):
+            for method, handler in list(methods.items()):
+                if handler in (objects.download, objects.get):
+                    methods[method] = with_generation(handler)
 
 
 def _new_bucket(scheme: str) -> str:

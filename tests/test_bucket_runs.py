@@ -255,8 +255,8 @@ def test_bucket_output_dir_refusals_and_overwrite_delete_only_the_runs_files(
     s3_bucket, tmp_path, monkeypatch
 ):
     """Item 4 at the claim (no training): a trained run in a bucket folder refuses a changed setting in one
-    line; --overwrite deletes the bucket's recorded artifacts and nothing else (a user's file stays);
-    --restart-from-scratch is refused in one line (not supported in buckets)."""
+    line; --overwrite deletes the bucket's recorded artifacts and nothing else (a user's file stays)
+    (--restart-from-scratch: test_bucket_restart_from_scratch_moves_the_attempt_aside_in_the_bucket)."""
     from wwm.errors import WWMError
     from wwm.preflight import start_run
 
@@ -281,10 +281,6 @@ def test_bucket_output_dir_refusals_and_overwrite_delete_only_the_runs_files(
         not fs.exists(f"{url}/metrics.jsonl") and fs.read_text(f"{url}/notes.txt") == "the user's own file\n"
     )
     assert json.loads(fs.read_text(f"{url}/run.json"))["history"][-1]["event"] == "started"
-    with pytest.raises(
-        WWMError, match="not supported"
-    ):  # several processes are (tests/test_bucket_multihost.py,
-        start_run(config("seed=7"), "torch", restart=True)  # tests/test_torch_train.py -k bucket_torchrun)
     assert not fs.exists(f"{url}/run.lock")
 
     fs.write_text(f"{url}/run.json", "{not json")  # an unreadable record: refused in one line, kept
@@ -405,3 +401,137 @@ def test_bucket_output_dir_trained_tokenizer_goes_to_the_staging_folder(
     tokenizer, where = prepare_tokenizer(config, lambda: training_texts[:200], {"documents": "test"})
     assert where == os.path.join(fs.staging_dir(url), "tokenizer") and len(tokenizer) == 300
     assert os.path.isfile(os.path.join(where, "tokenizer.json")) and not os.path.exists(tmp_path / "s3:")
+
+
+def test_bucket_restart_from_scratch_moves_the_attempt_aside_in_the_bucket(tmp_path, monkeypatch):
+    """`--restart-from-scratch` on a bucket output_dir does what it does in a local folder
+    (docs/run_directories.md): the earlier attempt's metrics.jsonl, checkpoints/, tensorboard/ and hf/ go to
+    `previous/<time>/` in the bucket (the checkpoints still complete there, with their markers; one saved on
+    this host and never uploaded goes up too), corrupt-checkpoints/, the tokenizer, run.json and a user's
+    file stay, run.json's history records the restart; the staging folder keeps nothing of the attempt, and
+    another host's staging folder of the earlier attempt is emptied (its checkpoint never resumed)."""
+    import uuid
+
+    from wwm.errors import WWMError
+    from wwm.fs import mirror as mirrors
+    from wwm.preflight import start_run
+
+    url = f"memory://wwm-test-{uuid.uuid4().hex[:12]}/runs/r"
+
+    def config():
+        return load_config(None, [f"output_dir={url}", "train.framework=jax", f"data.cache_dir={tmp_path}/c",
+                                  "tokenizer.train.vocab_size=300", "checkpoint.every_steps=2"])  # fmt: skip
+
+    def checkpoint(where: str, step: int) -> str:
+        folder = os.path.join(where, str(step))
+        os.makedirs(os.path.join(folder, "state"))
+        with open(os.path.join(folder, "state", "data"), "wb") as f:
+            f.write(os.urandom(64 + step))
+        return folder
+
+    hosts = {name: str(tmp_path / name) for name in ("host1", "host2")}
+    monkeypatch.setenv("WWM_LOCAL_DIR", hosts["host1"])
+    with start_run(config(), "jax") as first:  # an attempt that trained 6 steps, uploaded up to step 4
+        staging = first.path
+        for step in (2, 4):
+            mirrors.upload_folder(checkpoint(str(tmp_path / "saved"), step), f"{url}/checkpoints/{step}")
+    checkpoint(os.path.join(staging, "checkpoints"), 6)  # saved here, killed before its upload
+    metrics = "".join(json.dumps({"step": s, "loss": 5.0 - s / 10}) + "\n" for s in range(1, 7))
+    with open(os.path.join(staging, "metrics.jsonl"), "w") as f:
+        f.write(metrics)
+    fs.write_text(f"{url}/metrics.jsonl", metrics[: metrics.index('{"step": 5')])  # synced up to step 4
+    fs.write_text(f"{url}/tensorboard/events.out", "events")
+    fs.write_text(f"{url}/hf/config.json", "{}")
+    fs.write_text(f"{url}/corrupt-checkpoints/2-x/state/data", "unreadable")
+    fs.write_text(f"{url}/notes.txt", "the user's own file\n")
+    record = json.loads(fs.read_text(f"{url}/run.json"))
+    fs.write_text(f"{url}/run.json", json.dumps(dict(record, steps=4)))
+    monkeypatch.setenv("WWM_LOCAL_DIR", hosts["host2"])  # another host that resumed the attempt once
+    with start_run(config(), "jax") as other:
+        assert other.status == "resume"
+        assert sorted(os.listdir(os.path.join(other.path, "checkpoints"))) == ["2", "4"]
+
+    with pytest.raises(WWMError, match="exclude each other"):
+        start_run(config(), "jax", restart=True, overwrite=True)
+    monkeypatch.setenv("WWM_LOCAL_DIR", hosts["host1"])
+    with start_run(config(), "jax", restart=True) as again:
+        assert again.status == "restarted" and not again.resume and again.path == staging
+    event = json.loads(fs.read_text(f"{url}/run.json"))["history"][-1]
+    assert event["event"] == "restarted from scratch" and event["previous_steps"] == 6, event
+    moved = f"{url}/{event['moved_to']}"
+    assert event["moved_to"].startswith("previous/")
+    listing = {relative.split("/")[0] for relative in fs.tree(url)}  # files (memory:// keeps empty folders)
+    assert listing == {"run.json", "config.yaml", "corrupt-checkpoints", "notes.txt", "previous"}, listing
+    assert fs.read_text(f"{moved}/metrics.jsonl") == metrics  # the longer copy (this host's)
+    assert fs.read_text(f"{moved}/tensorboard/events.out") == "events"
+    assert fs.exists(f"{moved}/hf/config.json")
+    assert sorted(fs.listdir(f"{moved}/checkpoints")) == ["2", "4", "6"]
+    assert all(mirrors.remote_complete(f"{moved}/checkpoints/{s}") for s in ("2", "4", "6"))
+    assert not fs.exists(f"{url}/run.lock") and set(os.listdir(staging)) <= {".wwm-staging.json", "run.json",
+                                                                              "config.yaml"}  # fmt: skip
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", hosts["host2"])  # its staging folder holds the old attempt's step 4
+    with start_run(config(), "jax") as later:
+        assert later.status == "new" and not os.path.exists(os.path.join(later.path, "checkpoints"))
+    history = [e["event"] for e in json.loads(fs.read_text(f"{url}/run.json"))["history"]]
+    assert history == ["started", "resumed", "restarted from scratch", "started"], history
+
+
+@pytest.mark.slow
+def test_bucket_jax_orbax_writes_gs_directly_and_resumes_from_committed_steps(
+    gcs_bucket, corpus_parts, wordpiece_tokenizer, tmp_path, monkeypatch
+):
+    """JAX with a gs:// output_dir (checkpoint.gcs_direct, the default) against the GCS emulator: orbax
+    writes each checkpoint into the bucket itself (commit_success.txt in every step) and the lead commits it
+    with wwm's marker; nothing of it is in the staging folder. checkpoint.keep applies by the marker. A step
+    that orbax finished but wwm never committed (killed between the two) does not count: a clean machine
+    resumes from the committed step before it, removes the uncommitted one, and steps 5-6 trained again
+    equal the uninterrupted run's bit for bit (the mirror path's resume equals a local run:
+    test_bucket_run_from_s3_inputs_into_s3_resumes_on_a_clean_machine_as_the_local_run)."""
+    import shutil
+
+    from wwm.fs import mirror as mirrors
+    from wwm_jax.train import run
+
+    monkeypatch.setenv("WWM_LOCAL_DIR", str(tmp_path / "host"))
+    local = tmp_path / "local"
+    _place(corpus_parts, f"file://{local}/corpus")
+    wordpiece_tokenizer.save_pretrained(local / "tokenizer")
+
+    def config(out: str, steps: int):
+        return load_config(None, [*TINY, "train.framework=jax", "data.source=files",
+                                  f"data.train_files=[{local}/corpus]", f"tokenizer.path={local}/tokenizer",
+                                  f"data.cache_dir={tmp_path / 'cache'}", "optim.schedule=constant",
+                                  "optim.warmup_steps=0", "checkpoint.every_steps=2", "checkpoint.keep=2",
+                                  f"output_dir={out}", f"train.max_steps={steps}"])  # fmt: skip
+
+    url = f"{gcs_bucket}/runs/direct"
+    root = f"{url}/checkpoints"
+    with _compile_cache("jax", tmp_path / "xla"):
+        assert run(config(url, 6)) == 0  # uninterrupted
+        steps = sorted(n for n in fs.listdir(root) if n.isdigit())
+        assert steps == ["4", "6"], steps  # keep=2, by wwm's rule
+        for step in steps:
+            names = set(fs.listdir(f"{root}/{step}"))
+            assert {"commit_success.txt", "state", "meta", ".wwm-commit-0-of-1.json"} <= names, names
+            assert mirrors.remote_complete(f"{root}/{step}")
+        staging = fs.staging_dir(url)
+        assert os.path.isdir(staging) and not os.path.exists(os.path.join(staging, "checkpoints"))
+        expected = [(r["step"], r["loss"]) for r in _bucket_metrics(url)]
+        assert [s for s, _ in expected] == [1, 2, 3, 4, 5, 6]
+
+        fs.remove(f"{root}/6/.wwm-commit-0-of-1.json")  # orbax finished step 6, wwm never committed it
+        shutil.rmtree(tmp_path / "host")  # a clean machine
+        assert run(config(url, 6)) == 0
+    record = json.loads(fs.read_text(f"{url}/run.json"))
+    assert [e["event"] for e in record["history"]] == ["started", "resumed"] and record["steps"] == 6
+    metrics = _bucket_metrics(url)
+    assert [r["step"] for r in metrics] == [1, 2, 3, 4, 5, 6]  # cut back to step 4, then 5-6 again
+    assert [(r["step"], r["loss"]) for r in metrics] == expected  # bit for bit
+    assert sorted(n for n in fs.listdir(root) if n.isdigit()) == ["4", "6"]
+    assert mirrors.remote_complete(f"{root}/6")  # saved again and committed
+
+
+def _bucket_metrics(url: str) -> list[dict]:
+    records = [json.loads(line) for line in fs.read_text(f"{url}/metrics.jsonl").splitlines() if line.strip()]
+    return [r for r in records if "loss" in r]

@@ -795,9 +795,11 @@ def apply(result: RunDir, config: RunConfig) -> None:
     try:
         if result.status == "overwritten" and os.path.isdir(result.path):
             remove_run(result.path, result.artifacts)
+        # how far the earlier attempt got, read before its metrics move aside
+        steps = trained_steps(result.path, result.record) if result.status == "restarted" else 0
         moved = _move_attempt_aside(result.path) if result.status == "restarted" else None
         os.makedirs(result.path, exist_ok=True)
-        _write_record(result, config, moved)
+        _write_record(result, config, moved, steps)
         text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
         atomic_write_text(os.path.join(result.path, CONFIG_FILE), text)
     except OSError as err:
@@ -809,12 +811,19 @@ def _move_attempt_aside(path: str) -> str | None:
     present = [n for n in ATTEMPT_OUTPUTS if os.path.lexists(os.path.join(path, n))]
     if not present:
         return None
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = os.path.join(path, PREVIOUS_DIR, f"{stamp}-{os.getpid()}")
+    moved = previous_folder()
+    target = os.path.join(path, *moved.split("/"))
     os.makedirs(target)
     for name in present:
         os.replace(os.path.join(path, name), os.path.join(target, name))
-    return os.path.relpath(target, path)
+    return moved
+
+
+def previous_folder() -> str:
+    """Where --restart-from-scratch moves the earlier attempt, relative to the run folder:
+    `previous/<UTC time>-<pid>` (a bucket run's too: wwm.runstore)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{PREVIOUS_DIR}/{stamp}-{os.getpid()}"
 
 
 def claim(
@@ -909,7 +918,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_record(result: RunDir, config: RunConfig, moved: str | None) -> None:
+def _write_record(result: RunDir, config: RunConfig, moved: str | None, previous_steps: int = 0) -> None:
     from wwm import __version__
     from wwm.data.packing import PACKING_RULE
 
@@ -921,7 +930,7 @@ def _write_record(result: RunDir, config: RunConfig, moved: str | None) -> None:
     event_name = {"resume": "resumed", "restarted": "restarted from scratch"}.get(result.status, "started")
     event: dict[str, Any] = {"time": _now(), "event": event_name, "wwm_version": __version__}
     if result.status == "restarted":
-        event["previous_steps"] = trained_steps(path, record)
+        event["previous_steps"] = previous_steps
         if moved:
             event["moved_to"] = moved
         for key in ("steps", "trackers"):  # a new attempt: no progress yet, new tracker runs

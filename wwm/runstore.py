@@ -10,17 +10,21 @@ they would into a local `output_dir`, and the store carries each file to the buc
 |---|---|---|
 | run.lock | the lease object, in the bucket only (`wwm.locks.BucketLock`) | while the run lives |
 | run.json, config.yaml | by `wwm.rundir` locally (claimed in the staging folder) | uploaded after the claim; run.json again with the logs (after each checkpoint, on the cadence and at exit) |
-| checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (both trainers; orbax writing gs:// itself is not wired) |
+| checkpoints/ | saved locally | mirrored in the background (`wwm.fs.mirror`), each with its commit marker (torch; JAX to s3://, or gs:// with `checkpoint.gcs_direct: false`) |
+| checkpoints/ (JAX, gs://) | not in the staging folder | written by orbax itself, committed by the lead with the mirror's marker (``RunStore.direct``, `wwm_jax.checkpoint`) |
 | metrics.jsonl, tensorboard/ | appended locally | copied on a cadence and at exit (`wwm.fs.sync`) |
 | hf/, tokenizer/ | written locally when complete | uploaded then, config.json / the tokenizer's record last |
 
-The staging folder belongs to one run: ``STAGING_FILE`` records the run id of the bucket's run.json.
-A staging folder of another run (the bucket folder was overwritten or restarted from elsewhere) is
-emptied before use, so that a checkpoint of another run is never resumed.
+The staging folder belongs to one run: ``STAGING_FILE`` records the run id of the bucket's run.json
+(``run_id``: its creation time and the time of its latest --restart-from-scratch). A staging folder of
+another run (the bucket folder was overwritten or restarted, here or from elsewhere) is emptied before
+use, so that a checkpoint of another run or attempt is never resumed. --restart-from-scratch moves the
+bucket's outputs of the earlier attempt to ``previous/<time>/`` in the bucket (``_restart_in_bucket``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +51,9 @@ class RunStore:
         self.logs: SyncedFolder | None = None
         self.mirror: Mirror | None = None
         self.lock: Any = None  # the bucket folder's lease (wwm.locks.lock_for), held by the lead
+        # JAX, gs://, checkpoint.gcs_direct: orbax writes <remote>/checkpoints itself (no staging copy, no
+        # mirror; wwm_jax.checkpoint commits each step with the mirror's marker). Decided by the lead.
+        self.direct = False
         self._reported = False  # the mirror's failure was raised by check() (the run stopped on it)
         # Several processes: called by every process on close, after its own uploads and before the lead
         # publishes and releases the lease (the trainer sets it: a barrier over the processes).
@@ -199,14 +206,25 @@ class RunStore:
     def checkpointed(self, step: int, framework: str) -> None:
         """After the trainer saved checkpoint ``step`` locally: queue its upload (the step loop waits for the
         snapshot only; run.json with the new progress follows with the logs, on their cadence)."""
-        if self.mirror is None:
-            return
-        self.mirror.submit(checkpoint_name(step, framework))
-        if self.logs is not None:
+        if self.mirror is not None:
+            self.mirror.submit(checkpoint_name(step, framework))
+        if self.logs is not None and (self.mirror is not None or self.direct):
             self.logs.soon()
 
 
 RUN_FILE, CONFIG_FILE, CORRUPT_DIR = "run.json", "config.yaml", "corrupt-checkpoints"
+
+
+def run_id(record: dict | None) -> str | None:
+    """Whose run a staging folder holds: the bucket run's creation time, and the time of its latest
+    `--restart-from-scratch` (an attempt restarted from elsewhere is another run to a staging folder: its
+    old checkpoints must never be resumed)."""
+    if not record:
+        return None
+    restarts = [e.get("time") for e in record.get("history") or () if isinstance(e, dict)
+                and e.get("event") == "restarted from scratch"]  # fmt: skip
+    created = str(record.get("created"))
+    return f"{created} restarted {restarts[-1]}" if restarts else created
 
 
 def checkpoint_name(step: int, framework: str) -> str:
@@ -259,24 +277,22 @@ def start_bucket_run(config: Any, framework: str, *, overwrite: bool = False, al
     With one node the checkpoints are laid out as with one process."""
     url = fs.normalize(config.output_dir)
     several = share is not None
+    direct = framework == "jax" and fs.scheme(url) == "gs" and config.checkpoint.gcs_direct
     if not lead and not several:
         raise WWMError(f"output_dir {url}: a process other than the lead needs the lead's decision (share)")
     if several and process[1] < 2 and framework == "jax":
         raise ValueError("start_bucket_run: several processes (share) need process=(index, count)")
-    if restart:
-        raise WWMError(f"output_dir {url}: --restart-from-scratch is not supported for a bucket output_dir yet; "
-                       "use --overwrite or another output_dir")  # fmt: skip
     if not several:
-        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1))
+        return _start_lead(config, framework, url, overwrite, allow_changes, (0, 1), restart, direct)
     from wwm import rundir
 
     run_dir, outcome = None, None
     if lead:
         try:
-            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process)
+            run_dir = _start_lead(config, framework, url, overwrite, allow_changes, process, restart, direct)
             kept = rundir.checkpoint_names(run_dir.path) if run_dir.resume else []
-            outcome = {"run": run_dir.to_dict(), "run_id": str((run_dir.record or {}).get("created")),
-                       "fresh": run_dir.status in ("new", "overwritten"), "checkpoints": kept}  # fmt: skip
+            outcome = {"run": run_dir.to_dict(), "run_id": run_id(run_dir.record), "direct": run_dir.store.direct,
+                       "fresh": run_dir.status in ("new", "overwritten", "restarted"), "checkpoints": kept}  # fmt: skip
         except WWMError as err:
             share({"error": str(err), "exit_status": err.exit_status})
             raise
@@ -300,6 +316,11 @@ def _start_follower(config: Any, framework: str, url: str, outcome: dict, proces
 
     store = RunStore(url, lead=False)
     store.claim_staging(outcome["run_id"], fresh=outcome["fresh"])
+    if outcome.get("direct"):  # orbax reads and writes the bucket's checkpoints itself: nothing to pull
+        store.direct = True
+        run_dir = rundir.RunDir.from_dict(outcome["run"], lead=False)
+        run_dir.path, run_dir.messages, run_dir.store = store.local, [], store
+        return run_dir
     kept = list(outcome["checkpoints"])
     local_dir = store.path(rundir.CHECKPOINT_DIR)
     own = mirrors.part_name(*process)
@@ -321,7 +342,7 @@ def _start_follower(config: Any, framework: str, url: str, outcome: dict, proces
 
 
 def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_changes: bool,
-                process: tuple[int, int]) -> Any:  # fmt: skip
+                process: tuple[int, int], restart: bool = False, direct: bool = False) -> Any:  # fmt: skip
     """The lead's side of `start_bucket_run` (the only side with one process)."""
     import dataclasses
 
@@ -344,7 +365,7 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             record = record if isinstance(record, dict) else {"created": "unreadable"}
         elif [n for n in fs.listdir(url) if n != rundir.LOCK_FILE]:
             raise rundir._foreign(url)  # the user's files, no run record: as a local folder, refused
-        store.claim_staging(str(record.get("created")) if record else None, fresh=False)
+        store.claim_staging(run_id(record), fresh=False)
         for name in (RUN_FILE, CONFIG_FILE):
             if found_record and fs.exists(store.url(name)):
                 fs.copy(store.url(name), store.path(name))
@@ -358,8 +379,14 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
         remote_root = store.url(rundir.CHECKPOINT_DIR)
         found = mirrors.candidates(local_names, remote_root, step_of)
         notes = []
-        found = _same_writers(found, remote_root, writers, url)
-        if writers > 1:  # only copies complete in the bucket (every process's part) are resumed
+        if direct:
+            direct, note = _direct_applies(found, remote_root)
+            notes += [note] if note else []
+        store.direct = direct
+        found = _same_writers(found, remote_root, 1 if direct else writers, url)
+        if direct:  # orbax restores from the bucket: nothing pulled; claim sees the committed steps
+            placeholders = [store.path(rundir.CHECKPOINT_DIR, c.name) for c in found if c.remote]
+        elif writers > 1:  # only copies complete in the bucket (every process's part) are resumed
             for candidate in [c for c in found if not c.remote]:
                 shutil.rmtree(store.path(rundir.CHECKPOINT_DIR, candidate.name), ignore_errors=True)
                 notes.append(f"checkpoint {candidate.name} of this host never reached {url} complete (every "
@@ -370,14 +397,28 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             newest_local = max((c.step for c in found if c.local), default=-1)
         # Every complete copy newer than this disk's (the bucket keeps checkpoint.keep): the trainer's
         # fallback past a corrupt one needs the older ones.
-        for candidate in found:
+        for candidate in [] if restart or direct else found:  # a restart resumes none: nothing to pull
             if candidate.step > newest_local and not (writers > 1 and candidate.local):
                 mirrors.pull(remote_root, candidate.name, store.path(rundir.CHECKPOINT_DIR), part=part)
         local = dataclasses.replace(config, output_dir=store.local)
+        # Direct: claim decides in the staging folder, where the bucket's committed steps appear as empty
+        # folders for the time of the decision only (a run that saved checkpoints is never taken for one
+        # that lost them); removed right after.
+        shown = [] if restart or not direct else placeholders
+        for folder in shown:
+            os.makedirs(folder, exist_ok=True)
         try:
-            run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes)
+            run_dir = rundir.claim(local, framework, overwrite=overwrite, allow_changes=allow_changes,
+                                   restart=restart)  # fmt: skip
         except WWMError as err:  # the refusal names the bucket folder the user gave, not the staging
             raise type(err)(str(err).replace(store.local, url)) from None
+        finally:
+            for folder in shown:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            with contextlib.suppress(OSError):
+                if shown:
+                    os.rmdir(store.path(rundir.CHECKPOINT_DIR))
         run_dir.messages = [m.replace(store.local, url) for m in run_dir.messages]
         if run_dir.resume:
             run_dir.messages += notes
@@ -386,7 +427,16 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
                 for name in run_dir.artifacts:
                     if name != rundir.LOCK_FILE:
                         fs.remove(store.url(name), recursive=True)
-            store.mark_staging(str((run_dir.record or {}).get("created")))
+            if run_dir.status == "restarted":
+                _restart_in_bucket(store, run_dir)
+            elif direct and run_dir.status in ("new", "resume"):
+                committed = {c.name for c in found if c.remote}
+                for name in fs.listdir(remote_root):
+                    if step_of(name) is not None and name not in committed:  # a save cut short
+                        fs.remove(fs.join(remote_root, name), recursive=True)
+                        run_dir.messages.append(f"checkpoint {name} in {remote_root} was never committed (its save "
+                                                "was cut short): removed")  # fmt: skip
+            store.mark_staging(run_id(run_dir.record))
             if run_dir.lead:  # the record names the bucket, not this host's staging folder
                 import yaml
 
@@ -399,9 +449,12 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
             for name in (RUN_FILE, CONFIG_FILE):
                 fs.copy(store.path(name), store.url(name))
             store.start_logs(float(os.environ.get("WWM_LOG_SYNC_S", "60")), (*LOG_NAMES, RUN_FILE))
-            store.checkpoint_mirror(step_of, keep=config.checkpoint.keep, writer=process[0], writers=writers)
-            if writers == 1 and found and found[0].local and not found[0].remote and run_dir.resume:
-                store.mirror.submit(found[0].name)  # saved here before a crash, never uploaded
+            if not direct:  # (direct: orbax writes the bucket, wwm_jax.checkpoint commits)
+                keep = config.checkpoint.keep
+                store.checkpoint_mirror(step_of, keep=keep, writer=process[0], writers=writers)
+                newest = found[0] if found else None
+                if writers == 1 and newest and newest.local and not newest.remote and run_dir.resume:
+                    store.mirror.submit(newest.name)  # saved here before a crash, never uploaded
         except BaseException:
             run_dir.close()
             raise
@@ -410,6 +463,79 @@ def _start_lead(config: Any, framework: str, url: str, overwrite: bool, allow_ch
         raise
     run_dir.store = store
     return run_dir
+
+
+def _direct_applies(found: list, remote_root: str) -> tuple[bool, str | None]:
+    """Whether orbax may write the bucket's checkpoints itself in this run (checkpoint.gcs_direct): not
+    when this host's staging folder holds checkpoints (saved through the local copy) or the bucket's
+    newest committed one was saved in per-process parts (the mirror path with several processes), or
+    lacks orbax's `commit_success.txt` (orbax lists a gs:// step only with it; orbax 0.12.8 writes it in
+    local saves too, so a single-process mirrored checkpoint is resumed directly): such a run keeps the
+    mirror path, which restores what it saved, and says so."""
+    from wwm.fs import mirror as mirrors
+
+    local = [c.name for c in found if c.local]
+    if local:
+        return False, (f"checkpoint {local[0]} is in this host's staging folder (saved through the local copy): "
+                       "this run keeps saving locally and mirroring (checkpoint.gcs_direct applies to runs whose "
+                       "checkpoints orbax wrote to the bucket)")  # fmt: skip
+    remote = [c for c in found if c.remote]
+    if remote:
+        where = fs.join(remote_root, remote[0].name)
+        if (mirrors.writers_of(where) or 1) > 1 or not fs.exists(fs.join(where, "commit_success.txt")):
+            return False, (f"checkpoint {where} was mirrored from a local save: this run keeps saving locally and "
+                           "mirroring (checkpoint.gcs_direct applies to runs whose checkpoints orbax wrote to the "
+                           "bucket)")  # fmt: skip
+    return True, None
+
+
+def _restart_in_bucket(store: RunStore, run_dir: Any) -> None:
+    """`--restart-from-scratch` carried to the bucket (`wwm.rundir.claim` did it in the staging folder):
+    the bucket's outputs of the earlier attempt (`rundir.ATTEMPT_OUTPUTS`: metrics.jsonl, checkpoints/,
+    tensorboard/, hf/) move to the same `previous/<time>/` that run.json's history names, then what the
+    staging folder held of that attempt and the bucket lacks (a checkpoint saved here but never uploaded,
+    a longer metrics.jsonl) is uploaded there too, and the staging folder's copy is deleted: the bucket
+    alone keeps the earlier attempt. corrupt-checkpoints/, tokenizer/, run.json and config.yaml stay.
+    Moving is copy-then-delete (object stores have no rename), commit markers last in and first out
+    (`wwm.fs.mirror.move_tree`)."""
+    from wwm import rundir
+    from wwm.fs import mirror as mirrors
+
+    event = (run_dir.record or {}).get("history", [{}])[-1]
+    moved = event.get("moved_to")
+    in_bucket = [n for n in rundir.ATTEMPT_OUTPUTS if fs.exists(store.url(n))]
+    if moved is None:
+        if not in_bucket:
+            return
+        # The staging folder held none of the attempt's outputs (its checkpoints are not pulled for a
+        # restart): the bucket's go to a previous/ folder of their own, recorded as claim records it.
+        moved = rundir.previous_folder()
+        event["moved_to"] = moved
+        rundir._update_record(store.local, lambda r: r["history"][-1].update(moved_to=moved))
+    target = store.url(*moved.split("/"))
+    for name in in_bucket:
+        source = store.url(name)
+        if fs.isdir(source):
+            mirrors.move_tree(source, fs.join(target, name))
+        else:
+            fs.copy(source, fs.join(target, name))
+            fs.remove(source)
+    local = store.path(*moved.split("/"))
+    if not os.path.isdir(local):
+        return
+    there = fs.tree(target)
+    local_root = os.path.join(local, rundir.CHECKPOINT_DIR)
+    remote_root = fs.join(target, rundir.CHECKPOINT_DIR)
+    for name in sorted(os.listdir(local_root)) if os.path.isdir(local_root) else []:
+        held = any(r.startswith(f"{rundir.CHECKPOINT_DIR}/{name}/") for r in there)
+        if step_of(name) is not None and not held:  # saved here, never uploaded: up with its marker
+            mirrors.upload_folder(os.path.join(local_root, name), fs.join(remote_root, name))
+    for relative, size in fs.tree(local).items():
+        if relative.startswith(f"{rundir.CHECKPOINT_DIR}/"):
+            continue
+        if there.get(relative, -1) < size:
+            fs.copy(os.path.join(local, *relative.split("/")), fs.join(target, relative))
+    shutil.rmtree(store.path(rundir.PREVIOUS_DIR), ignore_errors=True)
 
 
 def _same_writers(found: list, remote_root: str, writers: int, url: str) -> list:
@@ -435,6 +561,7 @@ __all__ = [
     "STAGING_FILE",
     "RunStore",
     "checkpoint_name",
+    "run_id",
     "start_bucket_run",
     "step_of",
 ]

@@ -37,7 +37,7 @@ import orbax.checkpoint as ocp
 
 from wwm.config import CheckpointConfig
 from wwm.errors import RESUME_HINT, DiskFull, WWMError, is_disk_full
-from wwm.rundir import corrupt_destination
+from wwm.rundir import CORRUPT_DIR, corrupt_destination
 
 
 @jax.jit
@@ -152,10 +152,20 @@ class Checkpointer:
     (primary_host=None), per-process directory creation, ArrayHandler(replica_id=None)). A bucket
     output_dir with several processes uses it (wwm.runstore mirrors each part); it restores only onto
     the same processes and mesh. Otherwise (a shared or single-host folder) orbax's usual layout: the
-    primary process writes metadata, each process its shards."""
+    primary process writes metadata, each process its shards.
 
-    def __init__(self, output_dir: str, config: CheckpointConfig, *, per_process: bool = False):
-        self.directory = os.path.abspath(os.path.join(output_dir, "checkpoints"))
+    `remote`: a gs:// checkpoints folder that orbax writes itself (a bucket output_dir, JAX,
+    `checkpoint.gcs_direct`; docs/scale.md): orbax's usual layout in the bucket (every process its own
+    shards into the same `<step>`, process 0 finalizes with `commit_success.txt`), then the lead commits
+    the step with wwm's marker (`wwm.fs.mirror.commit`) and applies `checkpoint.keep` by wwm's rule
+    (`wwm.fs.mirror.prune`: complete means the marker is there, as for mirrored checkpoints); only
+    committed steps are restored, and an unreadable one goes to the bucket's `corrupt-checkpoints/`."""
+
+    def __init__(self, output_dir: str, config: CheckpointConfig, *, per_process: bool = False,
+                 remote: str | None = None):  # fmt: skip
+        self.remote = remote
+        self.directory = remote or os.path.abspath(os.path.join(output_dir, "checkpoints"))
+        self.keep = config.keep
         self.per_process = per_process
         multi = {}
         if per_process:
@@ -173,7 +183,7 @@ class Checkpointer:
         else:
             handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep,
+            max_to_keep=None if remote else config.keep,  # in a bucket: wwm's rule, after the marker
             enable_async_checkpointing=False,
             cleanup_tmp_directories=True,
             create=True,
@@ -213,6 +223,8 @@ class Checkpointer:
                 )
                 self.manager.wait_until_finished()
             except Exception as err:
+                if self.remote and not isinstance(err, WWMError):
+                    raise self._remote_failure(step, newest, err, hold.held) from None
                 if not (is_disk_full(err) or any(is_disk_full(_record_error(r)) for r in hold.held)):
                     for record in hold.held:  # not ours to explain: show what orbax said
                         logging.getLogger(record.name).handle(record)
@@ -226,6 +238,43 @@ class Checkpointer:
                     f"partial files were removed and the newest intact checkpoint is {where}. Free space (or move "
                     f"output_dir), {RESUME_HINT}"
                 ) from None
+
+        if self.remote:
+            self._commit(step)
+
+    def _commit(self, step: int) -> None:
+        """The step is finished on every process (orbax's save returned: its barrier, then process 0's
+        `commit_success.txt`): the lead writes wwm's commit marker last, then applies checkpoint.keep."""
+        if jax.process_index() != 0:
+            return
+        from wwm import fs
+        from wwm.fs import mirror
+
+        with fs.errors(self.remote, "write the commit marker of checkpoint"):
+            mirror.commit(fs.join(self.remote, str(step)), extra={"step": step, "writer": "orbax"})
+            mirror.prune(self.remote, _step_of, self.keep)
+
+    def _remote_failure(self, step: int, newest: int | None, err: BaseException, held: list) -> WWMError:
+        """A save into the bucket that failed (after the clients' retries): one line; the step's partial
+        folder has no marker and is never resumed (the next start removes it)."""
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        where = f"{self.directory}/{newest}" if newest is not None else "none yet"
+        return WWMError(
+            f"saving the checkpoint of step {step} to {self.directory} failed ({reason}); the newest complete "
+            f"checkpoint is {where}. Check the connection and the bucket's permissions (or set "
+            f"checkpoint.gcs_direct=false to save locally and mirror), {RESUME_HINT}"
+        )
+
+    def committed_steps(self) -> list[int]:
+        """The steps to resume from, newest first: orbax's finalized steps; in a bucket only those with
+        wwm's commit marker."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not self.remote:
+            return steps
+        from wwm import fs
+        from wwm.fs import mirror
+
+        return [s for s in steps if mirror.remote_complete(fs.join(self.remote, str(s)))]
 
     def _remove_partial(self, step: int) -> None:
         """A failed save's temporary folder (orbax renames it to `<step>` only when it is complete)."""
@@ -267,7 +316,7 @@ class Checkpointer:
         A corrupt step is skipped with a one-line warning and moved (lead process) to
         `<output_dir>/corrupt-checkpoints/` (kept for inspection, out of the way of the step that will be
         saved again under its number). All of them corrupt is an error, never a silent restart."""
-        steps = sorted(self.manager.all_steps(), reverse=True)
+        steps = self.committed_steps()
         for step in steps:
             self.check_shapes(step, target)
             try:
@@ -276,14 +325,23 @@ class Checkpointer:
                 raise
             except Exception as err:
                 reason = " ".join(str(err).split())[:160]
-                aside = corrupt_destination(self.directory, str(step))
+                if self.remote:  # the bucket's corrupt-checkpoints/<step>-<time>-<pid>
+                    from wwm import fs
+
+                    aside = fs.join(self.remote.rsplit("/", 1)[0], CORRUPT_DIR, "")
+                else:
+                    aside = corrupt_destination(self.directory, str(step))
                 print(
                     f"wwm: warning: checkpoint {self.directory}/{step} is unreadable ({type(err).__name__}: "
                     f"{reason}); moved to {aside}, trying the one before",
                     file=sys.stderr,
                     flush=True,
                 )
-                if lead:
+                if lead and self.remote:  # never deleted: copied aside, then removed (markers first)
+                    from wwm.fs import mirror
+
+                    mirror.set_aside(self.remote, str(step), aside.rstrip("/"))
+                elif lead:
                     os.makedirs(os.path.dirname(aside), exist_ok=True)
                     shutil.move(os.path.join(self.directory, str(step)), aside)
                 continue
@@ -328,6 +386,10 @@ class Checkpointer:
         except Exception:
             if not failing:
                 raise
+
+
+def _step_of(name: str) -> int | None:
+    return int(name) if name.isdigit() else None
 
 
 def _record_error(record: logging.LogRecord) -> BaseException:

@@ -642,10 +642,15 @@ def _train(config, train_dataset, val_dataset, masker, hf_config, tokenizer, run
     tc, out_dir = config.train, config.output_dir
     lead = jax.process_index() == 0
     setup = build_step(config, hf_config, masker, train_dataset.max_seq_len)
-    # A bucket output_dir with several processes: each host saves and restores its own part of each
-    # checkpoint on its own disk (wwm_jax.checkpoint, "per process"); the mirror carries the parts.
-    per_process = getattr(run_dir, "store", None) is not None and jax.process_count() > 1
-    ckpt = Checkpointer(out_dir, config.checkpoint, per_process=per_process)
+    # A gs:// output_dir (checkpoint.gcs_direct): orbax writes the bucket's checkpoints itself, every
+    # process its shards into the same step. Otherwise a bucket output_dir with several processes: each
+    # host saves and restores its own part of each checkpoint on its own disk (wwm_jax.checkpoint, "per
+    # process"); the mirror carries the parts.
+    store = getattr(run_dir, "store", None)
+    direct = store is not None and store.direct
+    per_process = store is not None and jax.process_count() > 1 and not direct
+    remote = store.url("checkpoints") if direct else None
+    ckpt = Checkpointer(out_dir, config.checkpoint, per_process=per_process, remote=remote)
     state, position, latest = _restore(ckpt, setup.state, run_dir.resume, lead)
     start = int(jax.device_get(state.step))
     if lead:

@@ -380,6 +380,10 @@ class CheckpointConfig:
     keep: int = 3  # keep the newest N checkpoints
     resume: bool = True  # continue from the newest checkpoint in output_dir if there is one
     export_hf_at_end: bool = True  # write a Hugging Face directory (model + tokenizer) at the end
+    # JAX with a gs:// output_dir: orbax writes each checkpoint into the bucket itself (true), or saves it
+    # in the local staging folder and wwm mirrors it to the bucket (false: the s3:// path, for a host whose
+    # TensorStore cannot reach the endpoint gcsfs reaches). Ignored elsewhere. docs/scale.md.
+    gcs_direct: bool = True
 
     def __post_init__(self) -> None:
         _positive("checkpoint.every_steps", self.every_steps)

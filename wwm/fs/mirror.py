@@ -81,10 +81,27 @@ def upload_folder(local_dir: str, remote_dir: str, *, writer: int = 0, writers: 
     for relative in sorted(files):
         source = os.path.join(local_dir, *relative[len(prefix) :].split("/"))
         core.copy(source, core.join(remote_dir, relative))
+    write_marker(remote_dir, files, writer=writer, writers=writers, extra=extra, part=part)
+    return files
+
+
+def write_marker(remote_dir: str, files: dict[str, int], *, writer: int = 0, writers: int = 1,
+                 extra: dict[str, Any] | None = None, part: str = "") -> None:  # fmt: skip
+    """Commit ``remote_dir``: write writer ``writer``'s marker, listing ``files`` ({path relative to
+    ``remote_dir``: size}), once every one of them is there. Written last, by whoever wrote the files: an
+    upload (``upload_folder``), or the lead after orbax finished a step it wrote into the bucket itself
+    (``wwm_jax.checkpoint``, gs://)."""
     marker = {"writer": writer, "writers": writers, "files": files, "time": time.time(), **(extra or {})}
     if part:
         marker["part"] = part
-    core.write_text(core.join(remote_dir, own_marker), json.dumps(marker, indent=1))
+    core.write_text(core.join(remote_dir, marker_name(writer, writers)), json.dumps(marker, indent=1))
+
+
+def commit(remote_dir: str, *, extra: dict[str, Any] | None = None) -> dict[str, int]:
+    """Commit what ``remote_dir`` holds now (one writer): its marker lists every file in it. For a folder
+    something else wrote completely (orbax, once every process finished the step)."""
+    files = {rel: size for rel, size in core.tree(remote_dir).items() if not _is_marker(rel)}
+    write_marker(remote_dir, files, extra=extra)
     return files
 
 
@@ -169,6 +186,19 @@ def set_aside(remote_root: str, name: str, corrupt_root: str) -> str:
             core.copy(core.join(source, relative), core.join(destination, relative))
     core.remove(source, recursive=True)
     return destination
+
+
+def move_tree(source: str, destination: str) -> None:
+    """Move a bucket folder (object stores have no rename: copy, then delete). Commit markers are copied
+    last and deleted first, so that a move cut short never leaves a second complete copy of a checkpoint
+    and never an incomplete one that counts as complete; what is left at the source is never deleted
+    before its copy is there."""
+    listing = core.tree(source)
+    for relative in sorted(listing, key=_is_marker):  # markers last
+        core.copy(core.join(source, relative), core.join(destination, relative))
+    for relative in sorted(listing, key=lambda r: not _is_marker(r)):  # markers first
+        core.remove(core.join(source, relative))
+    core.remove(source, recursive=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,25 +342,32 @@ class Mirror:
                 self.log(f"could not delete checkpoints beyond keep={self.keep} in {self.remote_root}: {err}")
 
     def _prune(self, newest: int) -> None:
-        """Keep the ``keep`` newest complete copies; delete older ones and killed uploads older than the
-        newest complete copy."""
-        listing = core.tree(self.remote_root)
-        by_name: dict[str, dict[str, int]] = {}
-        for relative, size in listing.items():
-            head, _, rest = relative.partition("/")
-            if rest:
-                by_name.setdefault(head, {})[rest] = size
-        steps = {n: s for n in by_name if (s := self.step_of(n)) is not None}
-        complete = sorted((n for n in steps if remote_complete(core.join(self.remote_root, n), by_name[n])),
-                          key=steps.get, reverse=True)  # fmt: skip
-        if not complete:
-            return
-        kept = set(complete[: self.keep] if self.keep else complete)
-        newest_complete = steps[complete[0]]
-        for name, step in steps.items():
-            if name in kept or step > newest_complete:
-                continue
-            core.remove(core.join(self.remote_root, name), recursive=True)
+        prune(self.remote_root, self.step_of, self.keep)
+
+
+def prune(remote_root: str, step_of: Callable[[str], int | None], keep: int | None) -> list[str]:
+    """Retention in the bucket (``checkpoint.keep``): keep the ``keep`` newest complete copies; delete
+    older ones and killed saves or uploads older than the newest complete copy. Returns what it deleted."""
+    listing = core.tree(remote_root)
+    by_name: dict[str, dict[str, int]] = {}
+    for relative, size in listing.items():
+        head, _, rest = relative.partition("/")
+        if rest:
+            by_name.setdefault(head, {})[rest] = size
+    steps = {n: s for n in by_name if (s := step_of(n)) is not None}
+    complete = sorted((n for n in steps if remote_complete(core.join(remote_root, n), by_name[n])),
+                      key=steps.get, reverse=True)  # fmt: skip
+    if not complete:
+        return []
+    kept = set(complete[:keep] if keep else complete)
+    newest_complete = steps[complete[0]]
+    deleted = []
+    for name, step in steps.items():
+        if name in kept or step > newest_complete:
+            continue
+        core.remove(core.join(remote_root, name), recursive=True)
+        deleted.append(name)
+    return deleted
 
 
 def _snapshot(source: str, snapshot: str) -> None:
@@ -403,12 +440,16 @@ __all__ = [
     "Candidate",
     "Mirror",
     "candidates",
+    "commit",
     "download_folder",
     "marker_name",
+    "move_tree",
     "part_name",
+    "prune",
     "pull",
     "remote_complete",
     "set_aside",
     "upload_folder",
+    "write_marker",
     "writers_of",
 ]
