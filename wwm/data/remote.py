@@ -581,7 +581,20 @@ class RemoteParts:
         if rows.size:
             self._prefetcher.get().submit(self._prefetch, rows)
 
+    def _open_parts(self, rows: np.ndarray) -> None:
+        """Open each part these global rows (and, under a groups order, their groups) fall in: the new
+        parts' meta.json read in parallel, before any lock is taken (read one by one under the lock, they
+        held up every read in flight; a window of the groups order touches up to K new segments)."""
+        if self.group_rows:
+            first = rows // self.group_rows * self.group_rows
+            rows = np.concatenate([first, np.minimum(first + self.group_rows, self.n) - 1])
+        parts = np.unique(np.searchsorted(self.offsets, rows, side="right") - 1).tolist()
+        new = [p for p in parts if p not in self._parts]
+        if len(new) > 1:
+            list(self._pool.get().map(self._part, new))
+
     def _prefetch(self, rows: np.ndarray) -> None:
+        self._open_parts(rows)
         with self._lock:
             runs = self._runs(rows)
             futures = self._start(runs)
@@ -594,6 +607,7 @@ class RemoteParts:
         if not rows.size:
             empty = np.zeros((0, self.L), np.int32)
             return empty, empty.copy(), np.zeros(0, np.int32), empty.copy() if self.segments else None
+        self._open_parts(rows)
         with self._lock:
             part = np.searchsorted(self.offsets, rows, side="right") - 1
             keys = zip(part.tolist(), (rows - self.offsets[part]).tolist(), strict=True)
