@@ -52,7 +52,9 @@ from typing import Any
 HOST_GPUS = 8
 TARGET_LOCAL_HEADROOM = 10.0
 TARGET_REMOTE_HEADROOM = 2.0
-GROUP_WINDOWS = 2  # full windows of the groups order that the groups phases read
+# Full windows of the groups order that the groups phases read. Cold includes the start-up: the first batch
+# waits for its whole window's groups (~1.5 s here), once per run.
+GROUP_WINDOWS = 2
 REMOTE_SEGMENT_BYTES = 256 << 20  # data.segment_bytes of the data the bucket phases read (the default)
 
 
