@@ -340,23 +340,34 @@ class _RowCache:
             return value
 
     def put(self, key: tuple[int, int], value: tuple[bytes, ...]) -> None:
-        nbytes = sum(len(v) for v in value)
-        if nbytes > self.capacity:
-            return
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[tuple[int, int], tuple[bytes, ...]]]) -> None:
+        """``put`` of each (key, value), under one acquisition of the lock (a group is 1,024 rows)."""
+        sized = [(key, value, sum(len(v) for v in value)) for key, value in items]
         with self._lock:
-            old = self._rows.pop(key, None)
-            if old is not None:
-                self.size -= sum(len(v) for v in old)
-            self._rows[key] = value
-            self.size += nbytes
-            while self.size > self.capacity:
-                _, dropped = self._rows.popitem(last=False)
-                self.size -= sum(len(v) for v in dropped)
+            for key, value, nbytes in sized:
+                if nbytes > self.capacity:
+                    continue
+                old = self._rows.pop(key, None)
+                if old is not None:
+                    self.size -= sum(len(v) for v in old)
+                self._rows[key] = value
+                self.size += nbytes
+                while self.size > self.capacity:
+                    _, dropped = self._rows.popitem(last=False)
+                    self.size -= sum(len(v) for v in dropped)
             self.peak = max(self.peak, self.size)
 
     def __contains__(self, key: tuple[int, int]) -> bool:
         with self._lock:
             return key in self._rows
+
+    def contains_many(self, keys: list[tuple[int, int]]) -> list[bool]:
+        """``key in self`` of each key, under one acquisition of the lock (a batch asks for hundreds)."""
+        with self._lock:
+            rows = self._rows
+            return [key in rows for key in keys]
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -480,11 +491,10 @@ class RemoteParts:
         with self._lock:
             self.stats["rows_fetched"] += stop - start
         rows = range(start, stop) if wanted is None else wanted.tolist()
-        for row in rows:
-            i = row - start
-            self.cache.put((p, row), tuple(
-                blob[i * width : (i + 1) * width] for blob, (_, _, width) in zip(blobs, files, strict=True)
-            ))  # fmt: skip
+        widths = [width for _, _, width in files]
+        self.cache.put_many([((p, row), tuple(blob[(row - start) * w : (row - start + 1) * w]
+                                              for blob, w in zip(blobs, widths, strict=True)))
+                             for row in rows])  # fmt: skip
 
     def read_groups(self, group_rows: int, window_rows: int = 0) -> None:
         """The order reads groups of ``group_rows`` adjacent rows (an order rule groups-G-K-r, set by
@@ -524,10 +534,9 @@ class RemoteParts:
         """(global rows, part, local row) of the sorted unique ``rows`` that are neither cached nor in flight."""
         part = np.searchsorted(self.offsets, rows, side="right") - 1
         local = rows - self.offsets[part]
-        keep = [
-            i for i, key in enumerate(zip(part.tolist(), local.tolist(), strict=True))
-            if key not in self._inflight and key not in self.cache
-        ]  # fmt: skip
+        keys = list(zip(part.tolist(), local.tolist(), strict=True))
+        cached = self.cache.contains_many(keys)
+        keep = [i for i, key in enumerate(keys) if not cached[i] and key not in self._inflight]
         return rows[keep], part[keep], local[keep]
 
     def _runs(self, rows: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
@@ -585,6 +594,8 @@ class RemoteParts:
         """Open each part these global rows (and, under a groups order, their groups) fall in: the new
         parts' meta.json read in parallel, before any lock is taken (read one by one under the lock, they
         held up every read in flight; a window of the groups order touches up to K new segments)."""
+        if len(self._parts) == len(self.urls):
+            return  # every part open already
         if self.group_rows:
             first = rows // self.group_rows * self.group_rows
             rows = np.concatenate([first, np.minimum(first + self.group_rows, self.n) - 1])
@@ -610,11 +621,17 @@ class RemoteParts:
         self._open_parts(rows)
         with self._lock:
             part = np.searchsorted(self.offsets, rows, side="right") - 1
-            keys = zip(part.tolist(), (rows - self.offsets[part]).tolist(), strict=True)
-            waiting = {id(f): f for f in (self._inflight.get(key) for key in keys) if f is not None}
-            missing = self._missing(np.unique(rows))[0]  # this batch's rows that nothing brings yet
-            runs = self._runs(rows)
-            mine = self._start(runs)
+            keys = list(zip(part.tolist(), (rows - self.offsets[part]).tolist(), strict=True))
+            waiting, absent = {}, []  # the reads in flight this batch waits for; its rows nothing brings yet
+            for i, (key, cached) in enumerate(zip(keys, self.cache.contains_many(keys), strict=True)):
+                if not cached:
+                    future = self._inflight.get(key)
+                    if future is not None:
+                        waiting[id(future)] = future
+                    else:
+                        absent.append(i)
+            missing = np.unique(rows[absent])
+            mine = self._start(self._runs(missing)) if missing.size else []
         for future in mine:
             future.result()  # this batch's own reads: their errors are raised here
         for future in waiting.values():
