@@ -345,15 +345,21 @@ class Mirror:
         prune(self.remote_root, self.step_of, self.keep)
 
 
-def prune(remote_root: str, step_of: Callable[[str], int | None], keep: int | None) -> list[str]:
-    """Retention in the bucket (``checkpoint.keep``): keep the ``keep`` newest complete copies; delete
-    older ones and killed saves or uploads older than the newest complete copy. Returns what it deleted."""
-    listing = core.tree(remote_root)
+def _folders(remote_root: str) -> dict[str, dict[str, int]]:
+    """{folder name: {path inside it: size}} of the bucket folder ``remote_root``'s sub-folders, from one
+    listing (files directly under ``remote_root`` are left out)."""
     by_name: dict[str, dict[str, int]] = {}
-    for relative, size in listing.items():
+    for relative, size in core.tree(remote_root).items():
         head, _, rest = relative.partition("/")
         if rest:
             by_name.setdefault(head, {})[rest] = size
+    return by_name
+
+
+def prune(remote_root: str, step_of: Callable[[str], int | None], keep: int | None) -> list[str]:
+    """Retention in the bucket (``checkpoint.keep``): keep the ``keep`` newest complete copies; delete
+    older ones and killed saves or uploads older than the newest complete copy. Returns what it deleted."""
+    by_name = _folders(remote_root)
     steps = {n: s for n in by_name if (s := step_of(n)) is not None}
     complete = sorted((n for n in steps if remote_complete(core.join(remote_root, n), by_name[n])),
                       key=steps.get, reverse=True)  # fmt: skip
@@ -407,13 +413,7 @@ def candidates(local_names: list[str], remote_root: str | None, step_of: Callabl
     the bucket, newest first."""
     remote: set[str] = set()
     if remote_root is not None:
-        listing = core.tree(remote_root)
-        by_name: dict[str, dict[str, int]] = {}
-        for relative, size in listing.items():
-            head, _, rest = relative.partition("/")
-            if rest:
-                by_name.setdefault(head, {})[rest] = size
-        remote = {n for n, files in by_name.items() if step_of(n) is not None
+        remote = {n for n, files in _folders(remote_root).items() if step_of(n) is not None
                   and remote_complete(core.join(remote_root, n), files)}  # fmt: skip
     local = {n for n in local_names if step_of(n) is not None}
     names = sorted(local | remote, key=lambda n: step_of(n) or 0, reverse=True)
